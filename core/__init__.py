@@ -1,0 +1,47 @@
+"""flow2onnx: export OneFlow models to ONNX through plugins, verified against OneFlow on ONNX Runtime.
+
+The programmatic entry point is :func:`export`. Code written for OneFlow's tutorial tool
+(``oneflow_onnx``) works by changing its import to ``from flow2onnx import export_onnx_model,
+convert_to_onnx_and_check``. Plugin authors implement the hooks of :mod:`flow2onnx.hookspecs` with
+the :data:`hookimpl` marker.
+"""
+
+from .compat import convert_to_onnx_and_check, export_onnx_model
+from .context import LoweringContext
+from .errors import (
+    Flow2OnnxError,
+    InvalidModelError,
+    LoweringError,
+    OpsetError,
+    OutputPathError,
+    PluginError,
+    UnsupportedOpsError,
+    VerificationError,
+)
+from .exporter import ExportResult, export
+from .graph import FlowOp
+from .hookspecs import hookimpl
+from .registry import DEFAULT_OPSET, MIN_OPSET, max_opset
+from .verification import VerificationReport
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "MIN_OPSET",
+    "ExportResult",
+    "Flow2OnnxError",
+    "FlowOp",
+    "InvalidModelError",
+    "LoweringContext",
+    "LoweringError",
+    "OpsetError",
+    "OutputPathError",
+    "PluginError",
+    "UnsupportedOpsError",
+    "VerificationError",
+    "VerificationReport",
+    "convert_to_onnx_and_check",
+    "export",
+    "export_onnx_model",
+    "hookimpl",
+    "max_opset",
+]

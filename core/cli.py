@@ -1,0 +1,149 @@
+"""The ``flow2onnx`` command: ``export`` a model, list ``plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from .errors import Flow2OnnxError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,224,224") from None
+    if not shape or any(dim <= 0 for dim in shape):
+        raise argparse.ArgumentTypeError(f"{text!r}: every dimension must be a positive integer")
+    return shape
+
+
+def _load_callable(spec: str):
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise Flow2OnnxError(f"{spec!r} is not MODULE:CALLABLE (for example flowvision.models:resnet18)")
+    sys.path.insert(0, os.getcwd())  # like `python -m`, let the user's own modules be found
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise Flow2OnnxError(f"cannot import module {module_name!r} for {spec!r}: {error}") from error
+    finally:
+        sys.path.pop(0)
+    target = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise Flow2OnnxError(f"module {module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise Flow2OnnxError(f"{spec!r} is not callable; it must return a oneflow.nn.Module or nn.Graph")
+    return target
+
+
+def cmd_export(args) -> int:
+    from ._oneflow import import_oneflow, quiet_native_output
+    from .exporter import export
+
+    flow = import_oneflow()
+    factory = _load_callable(args.model)
+    with quiet_native_output():
+        model = factory()
+    if not isinstance(model, (flow.nn.Module, flow.nn.Graph)):
+        raise Flow2OnnxError(f"{args.model}() returned a {type(model).__name__}; it must return a oneflow.nn.Module or nn.Graph")
+    shapes = args.input_shape or [(1, 3, 224, 224)]
+    rng = np.random.default_rng(0)
+    example_inputs = [flow.tensor(rng.random(shape, dtype=np.float32)) for shape in shapes]
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = export(
+            model,
+            example_inputs,
+            args.output,
+            opset=args.opset,
+            dynamic_batch=args.dynamic_batch,
+            verify=not args.no_verify,
+            external_data=True if args.external_data else None,
+            post_passes=args.post_pass or (),
+            print_outlier=args.print_outlier,
+        )
+    elapsed = time.perf_counter() - started
+    for warning in caught:
+        if issubclass(warning.category, UserWarning) and "flow2onnx" in str(warning.message):
+            print(f"flow2onnx: warning: {warning.message}", file=sys.stderr)
+    print(f"exported {args.model} to {result.path} (opset {result.opset}, {sum(result.op_types.values())} ops, {elapsed:.2f} s)")
+    print(f"  inputs:  {', '.join(result.input_names)}{'  (dim 0 symbolic: batch)' if result.dynamic_batch else ''}")
+    print(f"  outputs: {', '.join(result.output_names)}")
+    print(f"  op types: {', '.join(f'{name} x{count}' for name, count in sorted(result.op_types.items()))}")
+    print("  timings: " + ", ".join(f"{phase} {seconds:.3f} s" for phase, seconds in result.timings.items()))
+    if result.report is not None:
+        print(result.report.to_text(outliers=args.print_outlier))
+    else:
+        print("not verified (--no-verify)")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from .plugin_manager import load_plugins
+
+    loaded = load_plugins()
+    rows = [("plugin", "version", "lowerings", "post-passes / verifiers", "hooks")]
+    for info in loaded.plugins.values():
+        named = ", ".join(info.post_passes + info.verifiers) or "-"
+        hooks = ", ".join(hook.replace("flow2onnx_", "") for hook in info.hooks) or "-"
+        rows.append((info.name, info.origin, str(info.lowerings), named, hooks))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flow2onnx", description="Export OneFlow models to ONNX, verified on ONNX Runtime.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    export = commands.add_parser("export", help="export a model returned by MODULE:CALLABLE")
+    export.add_argument("model", metavar="MODULE:CALLABLE", help="a callable returning a oneflow.nn.Module or nn.Graph, e.g. flowvision.models:resnet18")
+    export.add_argument("--input-shape", type=_parse_shape, action="append", metavar="N,C,H,W", help="shape of an example input (repeat for several inputs; default 1,3,224,224)")
+    export.add_argument("-o", "--output", default="model.onnx", help="the .onnx file to write (default: model.onnx)")
+    export.add_argument("--opset", type=int, default=None, help="target ONNX opset (default 17)")
+    export.add_argument("--dynamic-batch", action="store_true", help="make dim 0 of every input and output symbolic")
+    export.add_argument("--no-verify", action="store_true", help="write the model without comparing it with OneFlow")
+    export.add_argument("--external-data", action="store_true", help="store the weights in <output>.data")
+    export.add_argument("--post-pass", action="append", metavar="NAME", help="run a registered post-pass (onnxsim, onnxoptimizer); repeatable")
+    export.add_argument("--print-outlier", action="store_true", help="show the worst elements of each output")
+    export.set_defaults(run=cmd_export)
+
+    plugins = commands.add_parser("plugins", help="list the plugins loaded and what they register")
+    plugins.set_defaults(run=cmd_plugins)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="flow2onnx: %(message)s", stream=sys.stderr)
+    try:
+        return args.run(args)
+    except Flow2OnnxError as error:
+        print(f"flow2onnx: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("flow2onnx: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

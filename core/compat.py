@@ -1,0 +1,80 @@
+"""The API of OneFlow's tutorial tool (``oneflow_onnx``), on flow2onnx's export pipeline.
+
+Differences that are on purpose: weights are read from memory (``flow_weight_dir`` is accepted and
+not needed), every output is compared (not only the first), ``dynamic_batch_size=True`` gives a model
+that really runs at any batch size and is verified at three, and a mismatch raises
+:class:`flow2onnx.VerificationError` with a per-output report.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .exporter import export
+
+MODEL_FILE_NAME = "model.onnx"
+
+
+def _model_path(onnx_model_path) -> str:
+    path = os.fspath(onnx_model_path)
+    if os.path.isdir(path) or path.endswith(os.sep) or not path.endswith(".onnx"):
+        return os.path.join(path, MODEL_FILE_NAME)
+    return path
+
+
+def export_onnx_model(graph, external_data=False, opset=None, flow_weight_dir=None, onnx_model_path="/tmp", dynamic_batch_size=False):
+    """Export a compiled ``nn.Graph`` to ``<onnx_model_path>/model.onnx`` without verifying it.
+
+    Returns ``(path, cleanup)`` as the tutorial's tool does; ``cleanup`` has nothing to remove, since
+    no weights are saved to disk.
+    """
+    result = export(
+        graph,
+        path=_model_path(onnx_model_path),
+        opset=opset,
+        dynamic_batch=dynamic_batch_size,
+        external_data=external_data or None,
+        verify=False,
+    )
+    return result.path, lambda: None
+
+
+def convert_to_onnx_and_check(
+    graph,
+    print_outlier=False,
+    external_data=False,
+    ort_optimize=True,
+    opset=None,
+    flow_weight_dir=None,
+    onnx_model_path="/tmp",
+    dynamic_batch_size=False,
+    device="cpu",
+    input_tensor_range=None,
+):
+    """Export a compiled ``nn.Graph`` and check every output against OneFlow on ONNX Runtime.
+
+    Prints the per-output report (with the worst elements when ``print_outlier``) and returns the
+    :class:`flow2onnx.ExportResult`; raises :class:`flow2onnx.VerificationError` on a mismatch.
+    ``input_tensor_range=[low, high]`` sets the range of the random float inputs (default [0, 1)).
+    ``ort_optimize`` and ``device`` are accepted for compatibility: verification always runs on
+    ONNX Runtime's CPU provider, with the graph on the device it was compiled for.
+    """
+    input_range = None
+    if input_tensor_range is not None:
+        low, high = input_tensor_range
+        if not low < high:
+            raise ValueError(f"input_tensor_range must be [low, high] with low < high, got {input_tensor_range!r}")
+        input_range = (low, high)
+    result = export(
+        graph,
+        path=_model_path(onnx_model_path),
+        opset=opset,
+        dynamic_batch=dynamic_batch_size,
+        external_data=external_data or None,
+        verify=True,
+        input_range=input_range,
+        print_outlier=print_outlier,
+    )
+    if not print_outlier:
+        print(result.report.to_text())
+    return result

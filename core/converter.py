@@ -1,0 +1,143 @@
+"""Walking the graph: checking every op against the registry, then lowering each op once, in order."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .context import LoweringContext
+from .errors import Flow2OnnxError, LoweringError, UnsupportedOpsError
+from .graph import FlowGraph, TensorInfo
+from .registry import Registry
+
+BATCH_DIM = "batch"
+
+
+def check_supported(graph: FlowGraph, registry: Registry, opset: int) -> None:
+    """Raise one :class:`UnsupportedOpsError` listing every op type of ``graph`` without a lowering at ``opset``."""
+    missing: dict[str, tuple[int, str]] = {}
+    for op in graph.ops:
+        if registry.lowering_for(op.type, opset) is None:
+            count, example = missing.get(op.type, (0, op.name))
+            missing[op.type] = (count + 1, example)
+    if not missing:
+        return
+    lines = []
+    for op_type, (count, example) in sorted(missing.items()):
+        known = registry.opset_range(op_type)
+        note = ""
+        if known is not None:
+            low, high = known
+            note = f" (a lowering exists for opset {low}..{high or ''}; export with opset {low if opset < low else high})"
+        lines.append(f"  - {op_type}: {count} op{'s' if count > 1 else ''}, e.g. {example!r}{note}")
+    message = (
+        f"the graph uses {len(missing)} OneFlow op type{'s' if len(missing) > 1 else ''} that no loaded plugin "
+        f"lowers to ONNX at opset {opset}:\n" + "\n".join(lines) + "\n"
+        "Nothing was written. To add a lowering, write a plugin that implements the "
+        "flow2onnx_register_lowerings hook and calls register(op_type, lowering) for these op types, "
+        "then install it under the 'flow2onnx' entry-point group or pass it as export(..., plugins=[...])."
+    )
+    raise UnsupportedOpsError(message, missing)
+
+
+def convert(graph: FlowGraph, registry: Registry, opset: int, dynamic_batch: bool = False, producer_version: str = "") -> tuple[onnx.ModelProto, dict]:
+    """Lower every op of ``graph`` and assemble the ONNX model.
+
+    Returns the model and, for each op type, the lowering used. Weights are read from OneFlow's
+    memory once each, straight into their initializers.
+    """
+    check_supported(graph, registry, opset)
+    needed = _tensors_read(graph)
+    ctx = LoweringContext(graph, opset, dynamic_batch, needed)
+    used: dict[str, object] = {}
+    produced = {info.name for info in graph.inputs} | {info.name for info in graph.variables}
+
+    for op in graph.ops:
+        lowering = registry.lowering_for(op.type, opset)
+        used[op.type] = lowering
+        ctx._begin(op, lowering)
+        start = len(ctx.nodes)
+        try:
+            lowering.function(ctx, op)
+        except Flow2OnnxError:
+            raise
+        except Exception as error:
+            raise ctx.error(f"{type(error).__name__}: {error}") from error
+        for node in ctx.nodes[start:]:
+            produced.update(node.output)
+        for names in op.outputs.values():
+            for name in names:
+                if name in needed and name not in produced:
+                    raise ctx.error(f"the lowering did not produce output {name!r}, which the graph reads")
+        ctx._end()
+
+    nodes = _bind_outputs(graph, ctx)
+    initializers = _weights(graph, nodes) + ctx.constants
+    onnx_graph = helper.make_graph(
+        nodes,
+        graph.name,
+        [_value_info(info, dynamic_batch) for info in graph.inputs],
+        [_value_info(info, dynamic_batch) for info in graph.outputs],
+        initializer=initializers,
+    )
+    opset_imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in sorted(ctx.domains.items())]
+    model = helper.make_model(onnx_graph, opset_imports=opset_imports, producer_name="flow2onnx", producer_version=producer_version)
+    # The lowest IR version that carries these opsets, so older runtimes (TensorRT 8.x) accept the file.
+    model.ir_version = helper.find_min_ir_version_for(opset_imports, ignore_unknown=True)
+    return model, used
+
+
+def _tensors_read(graph: FlowGraph) -> set[str]:
+    needed = set(graph.output_sources)
+    for op in graph.ops:
+        for names in op.inputs.values():
+            needed.update(names)
+    return needed
+
+
+def _bind_outputs(graph: FlowGraph, ctx: LoweringContext) -> list:
+    """Give graph outputs their readable names by renaming the producing tensors (one linear pass).
+
+    An Identity is added where renaming is impossible: the output is a graph input or a weight, or
+    one tensor feeds several outputs.
+    """
+    rename: dict[str, str] = {}
+    not_renamable = {info.name for info in graph.inputs} | {info.name for info in graph.variables}
+    extra = []
+    for info, source in zip(graph.outputs, graph.output_sources):
+        if source in not_renamable or source in rename:
+            extra.append(helper.make_node("Identity", [rename.get(source, source)], [info.name], name=f"{info.name}/Identity"))
+        else:
+            rename[source] = info.name
+    if rename:
+        for node in ctx.nodes:
+            for i, name in enumerate(node.input):
+                if name in rename:
+                    node.input[i] = rename[name]
+            for i, name in enumerate(node.output):
+                if name in rename:
+                    node.output[i] = rename[name]
+    return ctx.nodes + extra
+
+
+def _weights(graph: FlowGraph, nodes) -> list[TensorProto]:
+    """Initializers for the variables some node reads, each read once from OneFlow's memory."""
+    read = set()
+    for node in nodes:
+        read.update(node.input)
+    initializers = []
+    for info in graph.variables:
+        if info.name in read:
+            array = graph.read_weight(info.name)
+            if tuple(array.shape) != info.shape:
+                raise LoweringError(f"weight {info.name!r} has shape {tuple(array.shape)} but the graph expects {info.shape}")
+            initializers.append(numpy_helper.from_array(array, info.name))
+    return initializers
+
+
+def _value_info(info: TensorInfo, dynamic_batch: bool):
+    elem_type = helper.np_dtype_to_tensor_dtype(info.dtype)
+    shape: list = list(info.shape)
+    if dynamic_batch and shape:
+        shape[0] = BATCH_DIM
+    return helper.make_tensor_value_info(info.name, elem_type, shape)

@@ -1,0 +1,46 @@
+"""The errors flow2onnx raises. Each says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class Flow2OnnxError(Exception):
+    """Base class of every error flow2onnx raises on purpose."""
+
+
+class InvalidModelError(Flow2OnnxError):
+    """The object given to export is not something flow2onnx can read (or is not ready to be read)."""
+
+
+class UnsupportedOpsError(Flow2OnnxError):
+    """The graph uses OneFlow op types that no loaded plugin can lower at the requested opset.
+
+    ``missing`` maps each op type to ``(count, example_op_name)``.
+    """
+
+    def __init__(self, message: str, missing: dict[str, tuple[int, str]]):
+        super().__init__(message)
+        self.missing = missing
+
+
+class LoweringError(Flow2OnnxError):
+    """A lowering refused or failed on one op; the message names the op, its type and the plugin."""
+
+
+class OpsetError(Flow2OnnxError):
+    """The requested opset is outside what flow2onnx and the installed onnx support."""
+
+
+class PluginError(Flow2OnnxError):
+    """A plugin failed to load or to register; the message names the plugin."""
+
+
+class OutputPathError(Flow2OnnxError):
+    """The output path cannot be written."""
+
+
+class VerificationError(Flow2OnnxError):
+    """ONNX Runtime's outputs differ from OneFlow's beyond tolerance; ``report`` holds the details."""
+
+    def __init__(self, message: str, report):
+        super().__init__(message)
+        self.report = report

@@ -1,0 +1,297 @@
+"""Reading a compiled OneFlow ``nn.Graph`` into a plain, ONNX-named view of its ops.
+
+The compiled job proto lists every op in execution order; each tensor is named by its "lbn"
+(``op_name/arg_index``), and ``job.helper.lbn2logical_blob_desc`` gives its static shape and
+data type. Weights are not in the proto: variable ops are named after the module path of the
+parameter, so their values come from ``graph.state_dict()`` in memory, read only when written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ._oneflow import import_oneflow, quiet_native_output
+from .errors import InvalidModelError
+
+# OneFlow DataType enum names -> numpy dtypes (only those ONNX can carry).
+_FLOW_DTYPES = {
+    "kFloat": np.float32,
+    "kDouble": np.float64,
+    "kFloat16": np.float16,
+    "kInt8": np.int8,
+    "kChar": np.int8,
+    "kInt16": np.int16,
+    "kInt32": np.int32,
+    "kInt64": np.int64,
+    "kUInt8": np.uint8,
+    "kBool": np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Static description of one tensor of the graph, under its ONNX name."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass
+class FlowOp:
+    """One OneFlow user op, with its tensors already renamed to the names they get in ONNX.
+
+    ``inputs`` and ``outputs`` map OneFlow argument names (``"in"``, ``"weight"``, ``"y"``) to lists
+    of tensor names; ``attrs`` holds the op's attributes as plain Python values.
+    """
+
+    name: str
+    type: str
+    inputs: dict[str, list[str]]
+    outputs: dict[str, list[str]]
+    attrs: dict[str, Any]
+
+    def input(self, arg: str, index: int = 0) -> str:
+        """The ONNX name of input ``arg`` (``index``-th tensor of that argument)."""
+        return self.inputs[arg][index]
+
+    def output(self, arg: str, index: int = 0) -> str:
+        """The ONNX name of output ``arg`` (``index``-th tensor of that argument)."""
+        return self.outputs[arg][index]
+
+    def has_input(self, arg: str) -> bool:
+        return bool(self.inputs.get(arg))
+
+
+@dataclass
+class FlowGraph:
+    """What the converter needs from a compiled graph, and nothing copied that it does not."""
+
+    name: str
+    ops: list[FlowOp]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    tensors: dict[str, TensorInfo]
+    variables: list[TensorInfo]
+    read_weight: Callable[[str], np.ndarray] = field(repr=False)
+    # For each output, the name of the tensor that feeds it.
+    output_sources: list[str] = field(default_factory=list)
+    # The graph itself, kept to run OneFlow for verification.
+    flow_graph: Any = field(repr=False, default=None)
+    # The eager module the graph was traced from, when flow2onnx wrapped it: verification runs it
+    # rather than the graph (any batch size, and OneFlow 0.9's lazy-job runtime crashes now and then
+    # on repeated graph runs).
+    eager_module: Any = field(repr=False, default=None)
+
+    def op_types(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for op in self.ops:
+            counts[op.type] = counts.get(op.type, 0) + 1
+        return counts
+
+    def consumers(self) -> dict[str, list[FlowOp]]:
+        """Map each tensor name to the ops that read it (built on demand, linear in the graph)."""
+        readers: dict[str, list[FlowOp]] = {}
+        for op in self.ops:
+            for names in op.inputs.values():
+                for name in names:
+                    readers.setdefault(name, []).append(op)
+        return readers
+
+
+def attribute_value(value) -> Any:
+    """Turn a OneFlow ``AttrValue`` into a plain Python value (lists stay lists, shapes become tuples)."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    raw = getattr(value, kind)
+    if kind in ("at_shape", "at_stride"):
+        return tuple(raw.dim)
+    if kind == "at_data_type":
+        return _numpy_dtype(raw)
+    if kind == "at_list_shape" or kind == "at_list_stride":
+        return [tuple(item.dim) for item in raw.val]
+    if kind == "at_list_data_type":
+        return [_numpy_dtype(item) for item in raw.val]
+    if kind.startswith("at_list_"):
+        return list(raw.val)
+    return raw
+
+
+def _numpy_dtype(flow_data_type: int) -> np.dtype | None:
+    from oneflow.core.common import data_type_pb2
+
+    name = data_type_pb2.DataType.Name(flow_data_type)
+    dtype = _FLOW_DTYPES.get(name)
+    return np.dtype(dtype) if dtype is not None else None
+
+
+def _flatten_state(state, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten_state(value, name + ".")
+        else:
+            yield name, value
+
+
+def is_graph(model) -> bool:
+    flow = import_oneflow()
+    return isinstance(model, flow.nn.Graph)
+
+
+def is_module(model) -> bool:
+    flow = import_oneflow()
+    return isinstance(model, flow.nn.Module)
+
+
+def wrap_module(module, example_inputs: Sequence):
+    """Wrap an eager ``nn.Module`` in an ``nn.Graph`` and compile it on ``example_inputs``.
+
+    A module in training mode is switched to eval mode with a warning: an export describes inference.
+    """
+    flow = import_oneflow()
+    if module.training:
+        warnings.warn(
+            f"{type(module).__name__} was in training mode; flow2onnx switched it to eval mode for export "
+            "(call module.eval() first to silence this warning)",
+            stacklevel=3,
+        )
+        module.eval()
+
+    class ExportGraph(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.model = module
+
+        def build(self, *args):
+            return self.model(*args)
+
+    graph = ExportGraph()
+    graph._flow2onnx_name = type(module).__name__
+    graph._flow2onnx_module = module
+    compile_graph(graph, example_inputs)
+    return graph
+
+
+def compile_graph(graph, example_inputs: Sequence) -> None:
+    with quiet_native_output():
+        graph._compile(*example_inputs)
+
+
+def read_graph(graph) -> FlowGraph:
+    """Read a compiled ``nn.Graph`` into a :class:`FlowGraph` with ONNX tensor names.
+
+    Graph inputs are named ``input`` (``input_0``, ``input_1``, … when there are several), outputs
+    ``output``/``output_N`` in the order OneFlow flattens the graph's return value; parameters keep
+    their module path (``layer1.0.conv1.weight``); other tensors keep OneFlow's names.
+    """
+    if not getattr(graph, "_is_compiled", False):
+        raise InvalidModelError(
+            f"the nn.Graph {type(graph).__name__} is not compiled yet: call graph._compile(*example_inputs) "
+            "(or run it once) before exporting, or pass example_inputs to flow2onnx.export"
+        )
+    job = graph._full_job_proto
+    blob_descs = job.helper.lbn2logical_blob_desc
+
+    input_ops, output_ops, variable_ops, user_ops, other_ops = [], [], [], [], []
+    for op in job.net.op:
+        kind = op.WhichOneof("op_type")
+        {"input_conf": input_ops, "output_conf": output_ops, "variable_conf": variable_ops, "user_conf": user_ops}.get(
+            kind, other_ops
+        ).append(op)
+    if other_ops:
+        kinds = sorted({op.WhichOneof("op_type") for op in other_ops})
+        raise InvalidModelError(
+            f"the graph contains system ops ({', '.join(kinds)}, e.g. {other_ops[0].name!r}) that only training "
+            "graphs use; export a graph built for inference (no optimizer added, module in eval mode)"
+        )
+
+    onnx_name: dict[str, str] = {}
+
+    def numbered(stem: str, count: int, index: int) -> str:
+        return stem if count == 1 else f"{stem}_{index}"
+
+    inputs = []
+    for index, op in enumerate(input_ops):
+        lbn = f"{op.name}/{op.input_conf.out}"
+        name = numbered("input", len(input_ops), index)
+        onnx_name[lbn] = name
+        inputs.append(_tensor_info(name, blob_descs[lbn], lbn))
+
+    variables = []
+    for op in variable_ops:
+        lbn = f"{op.name}/{op.variable_conf.out}"
+        onnx_name[lbn] = op.name
+        variables.append(_tensor_info(op.name, blob_descs[lbn], lbn))
+
+    def rename(lbn: str) -> str:
+        return onnx_name.get(lbn, lbn)
+
+    ops = [
+        FlowOp(
+            name=op.name,
+            type=op.user_conf.op_type_name,
+            inputs={arg: [rename(s) for s in value.s] for arg, value in op.user_conf.input.items()},
+            outputs={arg: list(value.s) for arg, value in op.user_conf.output.items()},
+            attrs={key: attribute_value(value) for key, value in op.user_conf.attr.items()},
+        )
+        for op in user_ops
+    ]
+
+    tensors = {info.name: info for info in inputs + variables}
+    for op in user_ops:
+        for value in op.user_conf.output.values():
+            for lbn in value.s:
+                tensors[lbn] = _tensor_info(lbn, blob_descs[lbn], lbn)
+
+    # Graph outputs keep the producer's tensor name here; the converter binds them to readable
+    # output names (adding an Identity where one tensor feeds two outputs or an output is an input).
+    outputs, output_sources = [], []
+    for index, op in enumerate(output_ops):
+        lbn = getattr(op.output_conf, "in")  # "in" is a Python keyword
+        source = rename(lbn)
+        info = tensors.get(source) or _tensor_info(source, blob_descs[lbn], lbn)
+        outputs.append(TensorInfo(numbered("output", len(output_ops), index), info.shape, info.dtype))
+        output_sources.append(source)
+
+    weights = dict(_flatten_state(graph.state_dict()))
+
+    def read_weight(name: str) -> np.ndarray:
+        tensor = weights.get(name)
+        if tensor is None:
+            raise InvalidModelError(
+                f"variable {name!r} of the graph has no entry in graph.state_dict(); it is probably a tensor "
+                "created inside forward(): register it as a parameter or buffer of the module"
+            )
+        return tensor.numpy()
+
+    flow_graph = FlowGraph(
+        # The class name, not OneFlow's job name: that one carries a per-process counter (ExportGraph_3).
+        name=getattr(graph, "_flow2onnx_name", None) or type(graph).__name__,
+        ops=ops,
+        inputs=inputs,
+        outputs=outputs,
+        tensors=tensors,
+        variables=variables,
+        read_weight=read_weight,
+        output_sources=output_sources,
+        flow_graph=graph,
+        eager_module=getattr(graph, "_flow2onnx_module", None),
+    )
+    return flow_graph
+
+
+def _tensor_info(name: str, blob_desc, lbn: str) -> TensorInfo:
+    dtype = _numpy_dtype(blob_desc.data_type)
+    if dtype is None:
+        from oneflow.core.common import data_type_pb2
+
+        raise InvalidModelError(
+            f"tensor {lbn!r} has data type {data_type_pb2.DataType.Name(blob_desc.data_type)}, which ONNX cannot carry"
+        )
+    return TensorInfo(name, tuple(blob_desc.shape.dim), dtype)

@@ -1,0 +1,195 @@
+"""Comparing an exported model with OneFlow on the same inputs, output by output.
+
+The comparison is ``|onnx - oneflow| <= atol + rtol * |oneflow|`` element-wise, with ``atol`` scaled
+by the output's magnitude (``atol * max(1, max|oneflow|)``): random weights can give outputs around
+1e26, where a fixed absolute tolerance says nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ._oneflow import import_oneflow, quiet_native_output
+from .graph import FlowGraph, TensorInfo
+
+DEFAULT_RTOL = 1e-3
+DEFAULT_ATOL = 1e-4
+OUTLIERS_SHOWN = 10
+
+
+@dataclass
+class OutputComparison:
+    """How one output of one run compares: the statistics and whether it is within tolerance."""
+
+    name: str
+    batch_size: int | None
+    shape: tuple[int, ...]
+    max_abs_diff: float
+    max_rel_diff: float
+    mismatch_fraction: float
+    atol: float
+    rtol: float
+    passed: bool
+    outliers: list[tuple[tuple[int, ...], float, float]] = field(default_factory=list)
+
+
+@dataclass
+class VerificationReport:
+    """Every output of every run compared; ``passed`` only when all are within tolerance."""
+
+    verifier: str
+    rtol: float
+    atol: float
+    comparisons: list[OutputComparison] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.comparisons) and all(c.passed for c in self.comparisons)
+
+    @property
+    def batch_sizes(self) -> list:
+        return sorted({c.batch_size for c in self.comparisons if c.batch_size is not None})
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_text(self, outliers: bool = False) -> str:
+        header = f"{'output':<16} {'batch':>5} {'shape':<22} {'max abs diff':>13} {'max rel diff':>13} {'out of tol':>10}  result"
+        lines = [
+            f"verification with {self.verifier}: |onnx - oneflow| <= atol * max(1, max|oneflow|) + rtol * |oneflow|, "
+            f"rtol={self.rtol:g}, atol={self.atol:g}",
+            header,
+            "-" * len(header),
+        ]
+        for c in self.comparisons:
+            lines.append(
+                f"{c.name:<16} {c.batch_size if c.batch_size is not None else '-':>5} {str(list(c.shape)):<22} "
+                f"{c.max_abs_diff:>13.3e} {c.max_rel_diff:>13.3e} {c.mismatch_fraction:>9.4%}  {'ok' if c.passed else 'FAILED'}"
+            )
+            if outliers and c.outliers:
+                lines.append(f"    worst elements of {c.name} (index: oneflow vs onnx):")
+                lines.extend(f"      {list(index)}: {expected:.7g} vs {actual:.7g}" for index, expected, actual in c.outliers)
+        lines.append("all outputs match" if self.passed else "MISMATCH: some outputs are out of tolerance")
+        return "\n".join(lines)
+
+
+def compare(name: str, expected: np.ndarray, actual: np.ndarray, rtol: float, atol: float, batch_size=None) -> OutputComparison:
+    """Compare one output; ``atol`` is scaled by ``max(1, max|expected|)``."""
+    expected = np.asarray(expected)
+    actual = np.asarray(actual)
+    if expected.shape != actual.shape:
+        return OutputComparison(name, batch_size, tuple(actual.shape), float("inf"), float("inf"), 1.0, atol, rtol, False)
+    if expected.dtype == np.bool_ or actual.dtype == np.bool_:
+        expected64, actual64 = expected.astype(np.float64), actual.astype(np.float64)
+    else:
+        expected64, actual64 = expected.astype(np.float64, copy=False), actual.astype(np.float64, copy=False)
+    if expected64.size == 0:
+        return OutputComparison(name, batch_size, tuple(expected.shape), 0.0, 0.0, 0.0, atol, rtol, True)
+    diff = np.abs(actual64 - expected64)
+    magnitude = np.abs(expected64)
+    scaled_atol = atol * max(1.0, float(np.max(magnitude[np.isfinite(magnitude)], initial=0.0)))
+    nan_mismatch = np.isnan(expected64) != np.isnan(actual64)
+    diff = np.where(np.isnan(expected64) & np.isnan(actual64), 0.0, diff)
+    bad = (diff > scaled_atol + rtol * magnitude) | nan_mismatch
+    rel = diff / np.maximum(magnitude, np.finfo(np.float64).tiny)
+    worst = []
+    if bad.any():
+        flat_bad = np.flatnonzero(bad)
+        order = flat_bad[np.argsort(diff.ravel()[flat_bad])[::-1][:OUTLIERS_SHOWN]]
+        worst = [
+            (tuple(int(i) for i in np.unravel_index(k, expected.shape)), float(expected64.ravel()[k]), float(actual64.ravel()[k]))
+            for k in order
+        ]
+    return OutputComparison(
+        name=name,
+        batch_size=batch_size,
+        shape=tuple(expected.shape),
+        max_abs_diff=float(np.nanmax(diff)),
+        max_rel_diff=float(np.nanmax(rel)),
+        mismatch_fraction=float(bad.mean()),
+        atol=scaled_atol,
+        rtol=rtol,
+        passed=not bad.any(),
+        outliers=worst,
+    )
+
+
+def draw_inputs(inputs: Sequence[TensorInfo], batch_size: int | None, seed: int = 0) -> list[np.ndarray]:
+    """Random inputs shaped like the graph's, with dim 0 set to ``batch_size`` when given.
+
+    Floats are uniform in [0, 1), integers in [0, 2) (safe as indices into any non-empty axis), booleans random.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for info in inputs:
+        shape = list(info.shape)
+        if batch_size is not None and shape:
+            shape[0] = batch_size
+        if info.dtype == np.bool_:
+            arrays.append(rng.random(shape) < 0.5)
+        elif np.issubdtype(info.dtype, np.integer):
+            arrays.append(rng.integers(0, 2, size=shape).astype(info.dtype))
+        else:
+            arrays.append(rng.random(shape, dtype=np.float64).astype(info.dtype))
+    return arrays
+
+
+def flatten_outputs(value) -> list:
+    """OneFlow's return value flattened in the order the graph's output ops were made."""
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in flatten_outputs(item)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in flatten_outputs(item)]
+    return [value]
+
+
+def run_oneflow(graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """OneFlow's outputs for ``arrays``: from the eager module when there is one, else from the graph."""
+    flow = import_oneflow()
+    with quiet_native_output():
+        if graph.eager_module is not None:
+            with flow.no_grad():
+                outputs = graph.eager_module(*[flow.tensor(a) for a in arrays])
+            return [t.numpy() for t in flatten_outputs(outputs)]
+        return _run_compiled_graph(flow, graph, arrays)
+
+
+def _run_compiled_graph(flow, graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run the compiled graph, which only takes the example's static shapes.
+
+    For a batch size other than the example's, the inputs are cut into chunks of the example batch
+    (the last one padded by repeating its first sample), run chunk by chunk and the outputs joined:
+    per-sample results of an inference graph do not depend on their neighbours in the batch.
+    """
+    example = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else None
+    batch = arrays[0].shape[0] if arrays and arrays[0].ndim else None
+    if example is None or batch is None or batch == example:
+        chunks = [list(arrays)]
+    else:
+        chunks = []
+        for start in range(0, batch, example):
+            chunk = []
+            for array in arrays:
+                part = array[start : start + example]
+                if part.shape[0] < example:
+                    pad = np.repeat(part[:1], example - part.shape[0], axis=0)
+                    part = np.concatenate([part, pad], axis=0)
+                chunk.append(part)
+            chunks.append(chunk)
+    results: list[list[np.ndarray]] = []
+    for chunk in chunks:
+        outputs = graph.flow_graph(*[flow.tensor(np.ascontiguousarray(a)) for a in chunk])
+        # Copies: the graph reuses its output buffers on later runs.
+        results.append([t.numpy().copy() for t in flatten_outputs(outputs)])
+    if len(results) == 1:
+        return results[0]
+    return [np.concatenate([r[i] for r in results], axis=0)[:batch] for i in range(len(results[0]))]
