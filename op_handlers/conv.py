@@ -1,0 +1,30 @@
+"""Convolutions: conv1d, conv2d, conv3d (channels-first, as OneFlow's nn.ConvNd build them)."""
+
+from __future__ import annotations
+
+from flow2onnx.hookspecs import hookimpl
+
+
+def lower_conv(ctx, op):
+    if op.attrs.get("data_format", "channels_first") != "channels_first":
+        raise ctx.error(f"data_format={op.attrs['data_format']!r}: only channels_first (NCHW) convolutions lower to ONNX Conv")
+    inputs = [op.input("in"), op.input("weight")]
+    if op.has_input("bias"):
+        inputs.append(op.input("bias"))
+    padding = list(op.attrs["padding_before"])
+    ctx.make_node(
+        "Conv",
+        inputs,
+        [op.output("out")],
+        kernel_shape=list(op.attrs["kernel_size"]),
+        strides=list(op.attrs["strides"]),
+        pads=padding + padding,  # OneFlow pads symmetrically: begin == end
+        dilations=list(op.attrs["dilation_rate"]),
+        group=op.attrs.get("groups", 1),
+    )
+
+
+@hookimpl
+def flow2onnx_register_lowerings(register):
+    for op_type in ("conv1d", "conv2d", "conv3d"):
+        register(op_type, lower_conv)
