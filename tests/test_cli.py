@@ -1,0 +1,81 @@
+"""The flow2onnx command, run as a user runs it: a separate process from the project root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLI = os.path.join(os.path.dirname(sys.executable), "flow2onnx")
+
+
+def run(*args, cwd=ROOT):
+    return subprocess.run([CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_plugins_lists_builtins_with_their_registrations():
+    done = run("plugins")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:3] == ["plugin", "version", "lowerings"]
+    conv = next(line for line in lines if line.startswith("flow2onnx.op_handlers.conv "))
+    assert conv.split()[1:4] == ["flow2onnx", "0.1.0", "3"]
+    assert any("onnxruntime" in line and "register_verifiers" in line for line in lines)
+    assert any("onnxsim" in line and "register_post_passes" in line for line in lines)
+
+
+def test_export_verifies_and_reports(tmp_path):
+    output = tmp_path / "tiny.onnx"
+    done = run("export", "tests.models:tiny_cnn", "--input-shape", "2,3,16,16", "-o", str(output), "--dynamic-batch", "--opset", "13")
+    assert done.returncode == 0, done.stderr
+    assert output.exists()
+    assert "(opset 13," in done.stdout and "all outputs match" in done.stdout
+    assert "dim 0 symbolic" in done.stdout
+    # OneFlow's native noise stays off the user's screen.
+    assert "libibverbs" not in done.stderr and "CUDA" not in done.stderr
+
+
+def test_export_no_verify(tmp_path):
+    output = tmp_path / "tiny.onnx"
+    done = run("-q", "export", "tests.models:tiny_cnn", "--input-shape", "1,3,8,8", "-o", str(output), "--no-verify")
+    assert done.returncode == 0, done.stderr
+    assert "not verified (--no-verify)" in done.stdout
+    assert done.stderr == ""
+
+
+def test_unsupported_ops_exit_with_one_message_and_no_file(tmp_path):
+    output = tmp_path / "bad.onnx"
+    done = run("export", "tests.models:with_unsupported_ops", "--input-shape", "2,3", "-o", str(output))
+    assert done.returncode == 1
+    assert "flow2onnx: error: the graph uses 2 OneFlow op types that no loaded plugin lowers" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["export", "tests.models"], 1, "is not MODULE:CALLABLE"),
+        (["export", "tests.no_such_module:f"], 1, "cannot import module 'tests.no_such_module'"),
+        (["export", "tests.models:nope"], 1, "has no attribute 'nope'"),
+        (["export", "tests.models:not_a_model"], 1, "returned a int; it must return a oneflow.nn.Module"),
+        (["export", "tests.models:tiny_cnn", "--input-shape", "1,three"], 2, "is not a shape like 1,3,224,224"),
+        (["export", "tests.models:tiny_cnn", "--opset", "99"], 1, "opset 99 is not supported"),
+    ],
+)
+def test_user_errors(args, code, message, tmp_path):
+    done = run(*args, "-o", str(tmp_path / "m.onnx"))
+    assert done.returncode == code
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_importing_flow2onnx_and_oneflow_is_quiet():
+    code = "import flow2onnx; from flow2onnx._oneflow import import_oneflow; import_oneflow().rand(2).numpy()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, "LD_LIBRARY_PATH": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""

@@ -1,0 +1,206 @@
+"""Errors a user can cause: one clear message naming the cause and the fix, and nothing left on disk."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+import flow2onnx
+from flow2onnx import hookimpl
+
+from .helpers import Lambda, export_module, flow, random_inputs
+from .models import with_unsupported_ops
+
+
+def leftovers(directory):
+    return sorted(os.listdir(directory))
+
+
+def test_unsupported_ops_are_listed_together_and_nothing_is_written(tmp_path):
+    with pytest.raises(flow2onnx.UnsupportedOpsError) as caught:
+        export_module(with_unsupported_ops(), [(2, 3)], tmp_path / "model.onnx")
+    error = caught.value
+    assert set(error.missing) == {"sin", "cos"}
+    assert error.missing["sin"][0] == 2 and error.missing["cos"][0] == 1
+    message = str(error)
+    assert "sin: 2 ops, e.g. " in message and "cos: 1 op, e.g. " in message
+    assert error.missing["sin"][1] in message  # an example op name
+    assert "flow2onnx_register_lowerings" in message and "Nothing was written" in message
+    assert leftovers(tmp_path) == []
+
+
+def test_unsupported_op_names_the_opset_that_has_a_lowering(tmp_path):
+    """A lowering that exists only for newer opsets is pointed out with the opset to use."""
+
+    class NewOnly:
+        @hookimpl
+        def flow2onnx_register_lowerings(register):
+            register("sin", lambda ctx, op: ctx.make_node("Sin", [op.input("x")], [op.output("y")]), since_opset=13)
+
+    model = Lambda(lambda self, x: flow.sin(x))
+    with pytest.raises(flow2onnx.UnsupportedOpsError, match=r"sin: 1 op.*a lowering exists for opset 13\.\.; export with opset 13"):
+        export_module(model, [(2, 3)], tmp_path / "m.onnx", opset=11, plugins=[NewOnly])
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("opset", [10, flow2onnx.max_opset() + 1, "17"])
+def test_opset_out_of_range(opset, tmp_path):
+    with pytest.raises(flow2onnx.OpsetError, match=rf"opsets {flow2onnx.MIN_OPSET} to {flow2onnx.max_opset()}"):
+        export_module(flow.nn.ReLU(), [(2, 3)], tmp_path / "model.onnx", opset=opset)
+    assert leftovers(tmp_path) == []
+
+
+def test_unwritable_output_path_fails_before_conversion(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(flow2onnx.OutputPathError, match=r"cannot write the model to .*a-file/model.onnx.*writable directory"):
+        export_module(flow.nn.ReLU(), [(2, 3)], blocker / "model.onnx")
+
+
+def test_directory_path_gets_model_onnx(tmp_path):
+    result = export_module(flow.nn.ReLU(), [(2, 3)], tmp_path)
+    assert result.path == str(tmp_path / "model.onnx")
+    assert leftovers(tmp_path) == ["model.onnx"]
+
+
+def test_uncompiled_graph_without_inputs():
+    class Graph(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.relu = flow.nn.ReLU()
+
+        def build(self, x):
+            return self.relu(x)
+
+    with pytest.raises(flow2onnx.InvalidModelError, match=r"not compiled: pass example_inputs, or call graph._compile"):
+        flow2onnx.export(Graph(), path="unused.onnx")
+
+
+def test_uncompiled_graph_is_compiled_with_example_inputs(onnx_path):
+    class Graph(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.relu = flow.nn.ReLU()
+
+        def build(self, x):
+            return self.relu(x)
+
+    assert flow2onnx.export(Graph(), random_inputs([(2, 3)]), onnx_path).report.passed
+
+
+def test_module_without_example_inputs():
+    with pytest.raises(flow2onnx.InvalidModelError, match="needs example_inputs"):
+        flow2onnx.export(flow.nn.ReLU(), path="unused.onnx")
+
+
+def test_not_a_model():
+    with pytest.raises(flow2onnx.InvalidModelError, match=r"cannot export a builtins.int: pass a oneflow.nn.Graph"):
+        flow2onnx.export(42, path="unused.onnx")
+
+
+def test_training_module_is_put_in_eval_mode_with_a_warning(onnx_path):
+    model = flow.nn.Sequential(flow.nn.Conv2d(3, 4, 3), flow.nn.BatchNorm2d(4), flow.nn.Dropout(0.5))
+    model.train()
+    with pytest.warns(UserWarning, match="was in training mode; flow2onnx switched it to eval mode"):
+        result = flow2onnx.export(model, random_inputs([(2, 3, 6, 6)]), onnx_path)
+    assert not model.training
+    assert result.report.passed
+
+
+def test_eval_module_gives_no_warning(onnx_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flow2onnx.export(flow.nn.ReLU().eval(), random_inputs([(2, 3)]), onnx_path)
+
+
+class WrongRelu:
+    """Lowers relu to the identity from opset 12 on: stacks on the built-in one and gives wrong numbers."""
+
+    @hookimpl
+    def flow2onnx_register_lowerings(register):
+        register("relu", lambda ctx, op: ctx.make_node("Identity", [op.input("x")], [op.output("y")]), since_opset=12)
+
+
+def test_verification_failure_raises_with_report_and_writes_nothing(tmp_path, capsys):
+    model = Lambda(lambda self, x: flow.relu(x - 0.5))
+    with pytest.raises(flow2onnx.VerificationError, match="differ from OneFlow's beyond tolerance") as caught:
+        export_module(model, [(4, 8)], tmp_path / "model.onnx", plugins=[WrongRelu])
+    assert not caught.value.report.passed
+    assert "FAILED" in capsys.readouterr().out
+    assert leftovers(tmp_path) == []
+    # The same plugin does not apply below its since_opset: the built-in lowering wins there.
+    assert export_module(model, [(4, 8)], tmp_path / "model.onnx", opset=11, plugins=[WrongRelu]).report.passed
+
+
+class RaisingLowering:
+    @hookimpl
+    def flow2onnx_register_lowerings(register):
+        def lower(ctx, op):
+            raise ValueError("this lowering is broken")
+
+        register("sin", lower)
+
+
+def test_lowering_that_raises_names_op_and_plugin(tmp_path):
+    model = Lambda(lambda self, x: flow.sin(x))
+    with pytest.raises(flow2onnx.LoweringError, match=r"cannot lower sin op '.*sin.*' \(lowering from plugin 'RaisingLowering'\): ValueError: this lowering is broken"):
+        export_module(model, [(2, 3)], tmp_path / "m.onnx", plugins=[RaisingLowering])
+    assert leftovers(tmp_path) == []
+
+
+class LazyLowering:
+    @hookimpl
+    def flow2onnx_register_lowerings(register):
+        register("sin", lambda ctx, op: None)
+
+
+def test_lowering_that_forgets_its_output_is_named(tmp_path):
+    model = Lambda(lambda self, x: flow.sin(x) * 2)
+    with pytest.raises(flow2onnx.LoweringError, match=r"sin op .*LazyLowering.*did not produce output"):
+        export_module(model, [(2, 3)], tmp_path / "m.onnx", plugins=[LazyLowering])
+
+
+class Interrupting:
+    @hookimpl
+    def flow2onnx_register_post_passes(register):
+        def interrupt(model):
+            raise KeyboardInterrupt
+
+        register("interrupt", interrupt)
+
+    @hookimpl
+    def flow2onnx_register_verifiers(register):
+        def interrupt(model_path, feeds):
+            assert os.path.getsize(model_path) > 0  # the model was written, in its staging place
+            raise KeyboardInterrupt
+
+        register("interrupt", interrupt)
+
+
+def test_interrupted_export_leaves_nothing(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        export_module(flow.nn.ReLU(), [(2, 3)], tmp_path / "model.onnx", plugins=[Interrupting], post_passes=["interrupt"])
+    assert leftovers(tmp_path) == []
+    # Interrupted after the file was written (during verification): still nothing in place.
+    with pytest.raises(KeyboardInterrupt):
+        export_module(flow.nn.ReLU(), [(2, 3)], tmp_path / "model.onnx", plugins=[Interrupting], verifier="interrupt")
+    assert leftovers(tmp_path) == []
+
+
+def test_existing_file_is_replaced_only_when_the_new_one_is_complete(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"previous model")
+    with pytest.raises(flow2onnx.UnsupportedOpsError):
+        export_module(with_unsupported_ops(), [(2, 3)], path)
+    assert path.read_bytes() == b"previous model"
+    export_module(flow.nn.ReLU(), [(2, 3)], path)
+    assert path.read_bytes() != b"previous model"
+    assert leftovers(tmp_path) == ["model.onnx"]
+
+
+def test_dynamic_batch_needs_a_common_batch_dimension(tmp_path):
+    model = Lambda(lambda self, x, y: x + y)
+    with pytest.raises(flow2onnx.InvalidModelError, match="dynamic_batch needs every input to carry the batch on dim 0"):
+        export_module(model, [(2, 3), (3,)], tmp_path / "m.onnx", dynamic_batch=True)

@@ -1,0 +1,176 @@
+"""The plugin host: per-export registries, entry-point discovery, registration rules, post-passes."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import onnx
+import onnxruntime
+import pytest
+
+import flow2onnx
+from flow2onnx import hookimpl
+from flow2onnx.plugin_manager import BUILTIN_PLUGINS, load_plugins
+from flow2onnx.registry import Registry
+
+from .helpers import Lambda, export_module, flow
+from .models import tiny_cnn
+
+
+class SinPlugin:
+    @hookimpl
+    def flow2onnx_register_lowerings(register):
+        register("sin", lambda ctx, op: ctx.make_node("Sin", [op.input("x")], [op.output("y")]))
+
+
+def test_extra_plugin_lowers_an_op_for_one_export_only(tmp_path):
+    model = Lambda(lambda self, x: flow.sin(x) * 3)
+    result = export_module(model, [(2, 5)], tmp_path / "a.onnx", plugins=[SinPlugin])
+    assert result.report.passed
+    assert result.lowered_by["sin"] == "SinPlugin"
+    assert result.lowered_by["scalar_mul"] == "flow2onnx.op_handlers.math"
+    with pytest.raises(flow2onnx.UnsupportedOpsError):  # the registry is built per export
+        export_module(model, [(2, 5)], tmp_path / "b.onnx")
+
+
+def test_builtins_are_registered_as_plugins():
+    loaded = load_plugins(entry_points=False)
+    assert list(loaded.plugins) == list(BUILTIN_PLUGINS)
+    assert loaded.plugins["flow2onnx.op_handlers.conv"].lowerings == 3
+    assert loaded.plugins["flow2onnx.plugins.onnxruntime_verifier"].verifiers == ["onnxruntime"]
+    assert set(loaded.registry.post_passes) == {"onnxsim", "onnxoptimizer"}
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    """A distribution with a flow2onnx entry point, made visible to importlib.metadata like a pip install."""
+
+    def install(module_source: str, entry_point: str = "sin-plugin = sin_plugin", name="sin-plugin-dist"):
+        (tmp_path / "sin_plugin.py").write_text(textwrap.dedent(module_source))
+        info = tmp_path / f"{name.replace('-', '_')}-1.2.3.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n")
+        (info / "entry_points.txt").write_text(f"[flow2onnx]\n{entry_point}\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, "sin_plugin", raising=False)
+
+    return install
+
+
+SIN_PLUGIN = """
+    from flow2onnx import hookimpl
+
+    @hookimpl
+    def flow2onnx_register_lowerings(register):
+        register("sin", lambda ctx, op: ctx.make_node("Sin", [op.input("x")], [op.output("y")]))
+"""
+
+
+def test_entry_point_plugin_is_discovered_and_used(installed_plugin, tmp_path):
+    installed_plugin(SIN_PLUGIN)
+    loaded = load_plugins()
+    info = loaded.plugins["sin-plugin"]
+    assert (info.distribution, info.version, info.lowerings) == ("sin-plugin-dist", "1.2.3", 1)
+    result = export_module(Lambda(lambda self, x: flow.sin(x)), [(2, 3)], tmp_path / "m.onnx")
+    assert result.lowered_by == {"sin": "sin-plugin"} and result.report.passed
+
+
+def test_entry_point_that_fails_to_import_names_plugin_and_distribution(installed_plugin):
+    installed_plugin("import a_module_that_does_not_exist\n")
+    with pytest.raises(flow2onnx.PluginError, match=r'Error importing plugin "sin-plugin" \(sin-plugin-dist 1\.2\.3, sin_plugin\): ModuleNotFoundError'):
+        load_plugins()
+
+
+def test_misspelt_hook_names_the_plugin(installed_plugin):
+    installed_plugin(SIN_PLUGIN.replace("flow2onnx_register_lowerings", "flow2onnx_register_lowering"))
+    with pytest.raises(flow2onnx.PluginError, match=r"(?s)plugin 'sin-plugin' \(sin-plugin-dist 1\.2\.3\).*flow2onnx_register_lowering"):
+        load_plugins()
+
+
+def test_hook_with_wrong_arguments_names_the_plugin(installed_plugin):
+    installed_plugin(SIN_PLUGIN.replace("(register)", "(register, opset)"))
+    with pytest.raises(flow2onnx.PluginError, match=r"(?s)plugin 'sin-plugin' \(sin-plugin-dist 1\.2\.3\).*opset"):
+        load_plugins()
+
+
+def test_second_lowering_for_the_same_opset_names_both_plugins():
+    class AnotherRelu:
+        @hookimpl
+        def flow2onnx_register_lowerings(register):
+            register("relu", lambda ctx, op: None)
+
+    with pytest.raises(flow2onnx.PluginError, match=r"two lowerings for 'relu'.*'flow2onnx.op_handlers.activations'.*'AnotherRelu'"):
+        load_plugins(extra_plugins=[AnotherRelu], entry_points=False)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("not an op!", print), "not a OneFlow op type name"),
+        (("sin", 42), "not callable"),
+        (("sin", print, 0), "since_opset=0"),
+        (("sin", print, 13, 12), "until_opset=12 below since_opset=13"),
+    ],
+)
+def test_malformed_registration_is_refused_when_made(args, message):
+    with pytest.raises(flow2onnx.PluginError, match=rf"plugin 'p'.*{message}"):
+        Registry().add_lowering("p", *args)
+
+
+def test_hook_that_raises_names_the_plugin():
+    class Broken:
+        @hookimpl
+        def flow2onnx_register_post_passes(register):
+            raise RuntimeError("boom")
+
+    with pytest.raises(flow2onnx.PluginError, match=r"plugin 'Broken' \(\(passed to export\) -\) failed in flow2onnx_register_post_passes: RuntimeError: boom"):
+        load_plugins(extra_plugins=[Broken], entry_points=False)
+
+
+def test_highest_since_opset_not_above_target_wins():
+    registry = Registry()
+    old, mid, new = (lambda ctx, op: None), (lambda ctx, op: None), (lambda ctx, op: None)
+    registry.add_lowering("a", "sin", old, since_opset=11, until_opset=12)
+    registry.add_lowering("b", "sin", mid, since_opset=13)
+    registry.add_lowering("c", "sin", new, since_opset=18)
+    assert registry.lowering_for("sin", 10) is None
+    assert [registry.lowering_for("sin", opset).plugin for opset in (11, 12, 13, 17, 18, 21)] == ["a", "a", "b", "b", "c", "c"]
+    assert registry.opset_range("sin") == (11, None)
+    assert registry.opset_range("cos") is None
+
+
+@pytest.mark.parametrize("post_pass", ["onnxsim", "onnxoptimizer"])
+def test_post_passes_run_and_the_result_verifies(post_pass, onnx_path):
+    result = export_module(tiny_cnn(), [(2, 3, 8, 8)], onnx_path, post_passes=[post_pass], dynamic_batch=True)
+    assert result.post_passes == [post_pass]
+    assert result.report.passed
+    onnx.checker.check_model(str(onnx_path), full_check=True)
+
+
+def test_failing_post_pass_is_reported_and_skipped(onnx_path):
+    class Failing:
+        @hookimpl
+        def flow2onnx_register_post_passes(register):
+            register("breaks", lambda model: 1 / 0)
+
+    result = export_module(tiny_cnn(), [(2, 3, 8, 8)], onnx_path, post_passes=["breaks"], plugins=[Failing])
+    assert result.post_passes == []
+    assert "post-pass 'breaks' (plugin 'Failing') failed and was skipped: ZeroDivisionError" in result.warnings[0]
+    assert result.report.passed
+
+
+def test_unknown_post_pass_lists_the_available_ones(onnx_path):
+    with pytest.raises(flow2onnx.PluginError, match=r"post-pass 'onnxsimp' is not registered \(available: onnxoptimizer, onnxsim\)"):
+        export_module(tiny_cnn(), [(2, 3, 8, 8)], onnx_path, post_passes=["onnxsimp"])
+
+
+def test_external_data_is_written_beside_the_model(tmp_path):
+    path = tmp_path / "model.onnx"
+    model = flow.nn.Sequential(flow.nn.Conv2d(3, 64, 3), flow.nn.ReLU(), flow.nn.Conv2d(64, 4, 1))
+    result = export_module(model, [(2, 3, 8, 8)], path, external_data=True)
+    assert result.external_data and result.report.passed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.data"]
+    model = onnx.load(str(path), load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
