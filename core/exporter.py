@@ -141,11 +141,6 @@ def export(
     if external_data is None:
         external_data = size >= PROTOBUF_LIMIT
 
-    started = time.perf_counter()
-    if size < PROTOBUF_LIMIT:
-        _check_model(onnx_model)
-    timings["check"] = time.perf_counter() - started
-
     result = ExportResult(
         path=target,
         opset=opset,
@@ -170,9 +165,11 @@ def export(
         else:
             onnx.save_model(onnx_model, staged)
         del onnx_model
-        if size >= PROTOBUF_LIMIT:
-            _check_model(staged)
         timings["write"] = time.perf_counter() - started
+        # Checked from the file: the in-memory check would serialise the whole model once more.
+        started = time.perf_counter()
+        _check_model(staged)
+        timings["check"] = time.perf_counter() - started
         log.info("wrote %s (%.1f MB)", target, size / 1e6)
 
         if verify:
