@@ -74,7 +74,10 @@ def cmd_export(args) -> int:
             verify=not args.no_verify,
             external_data=True if args.external_data else None,
             post_passes=args.post_pass or (),
+            strict_post_passes=args.strict_post_passes,
             print_outlier=args.print_outlier,
+            disable_plugins=args.disable_plugin or (),
+            only_plugins=_split(args.only_plugins),
         )
     elapsed = time.perf_counter() - started
     for warning in caught:
@@ -85,8 +88,16 @@ def cmd_export(args) -> int:
     print(f"  outputs: {', '.join(result.output_names)}")
     print(f"  op types: {', '.join(f'{name} x{count}' for name, count in sorted(result.op_types.items()))}")
     print("  timings: " + ", ".join(f"{phase} {seconds:.3f} s" for phase, seconds in result.timings.items()))
+    for op_type, note in sorted(result.overrides.items()):
+        print(f"  override: {op_type} lowered by {note}")
+    if result.custom_domains:
+        print("  custom domains: " + ", ".join(f"{d} v{v}" for d, v in sorted(result.custom_domains.items())))
+    if result.post_passes:
+        print(f"  post-passes: {', '.join(result.post_passes)}")
     if result.report is not None:
         print(result.report.to_text(outliers=args.print_outlier))
+    elif result.verification_skipped:
+        print(f"NOT VERIFIED: {result.verification_skipped}")
     else:
         print("not verified (--no-verify)")
     for warning in result.warnings:
@@ -94,19 +105,34 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _split(text):
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
 def cmd_plugins(args) -> int:
     from .plugin_manager import load_plugins
 
-    loaded = load_plugins()
+    loaded = load_plugins(disable=args.disable_plugin or (), only=_split(args.only_plugins))
     rows = [("plugin", "version", "lowerings", "post-passes / verifiers", "hooks")]
+    notes = []
     for info in loaded.plugins.values():
-        named = ", ".join(info.post_passes + info.verifiers) or "-"
+        named = ", ".join(info.post_passes + info.verifiers + info.runtime_libraries) or "-"
         hooks = ", ".join(hook.replace("flow2onnx_", "") for hook in info.hooks) or "-"
-        rows.append((info.name, info.origin, str(info.lowerings), named, hooks))
+        name = info.name + (" (essential)" if info.essential else "")
+        rows.append((name, info.origin, str(info.lowerings), named, hooks))
+        for op_type, others in sorted(info.overrides.items()):
+            notes.append(f"override: {info.name} lowers {op_type} in place of {', '.join(others)}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for note in notes:
+        print(note)
     return 0
+
+
+def _add_plugin_selection(parser) -> None:
+    parser.add_argument("--disable-plugin", action="append", metavar="NAME", help="do not load this plugin (repeatable; also $FLOW2ONNX_DISABLE_PLUGINS)")
+    parser.add_argument("--only-plugins", metavar="NAME,...", help="load only these plugins and the essential ones (also $FLOW2ONNX_PLUGINS)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,11 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-verify", action="store_true", help="write the model without comparing it with OneFlow")
     export.add_argument("--external-data", action="store_true", help="store the weights in <output>.data")
     export.add_argument("--post-pass", action="append", metavar="NAME", help="run a registered post-pass (onnxsim, onnxoptimizer); repeatable")
+    export.add_argument("--strict-post-passes", action="store_true", help="fail when a post-pass fails or changes results, instead of skipping it")
     export.add_argument("--print-outlier", action="store_true", help="show the worst elements of each output")
+    _add_plugin_selection(export)
     export.set_defaults(run=cmd_export)
 
     plugins = commands.add_parser("plugins", help="list the plugins loaded and what they register")
+    _add_plugin_selection(plugins)
     plugins.set_defaults(run=cmd_plugins)
+
+
     return parser
 
 

@@ -105,7 +105,10 @@ class LoweringContext:
         """An error for the op being lowered, naming it, its type and the plugin; ``raise ctx.error(...)``."""
         if self._op is None:
             return LoweringError(reason)
-        plugin = f" (lowering from plugin {self._lowering.plugin!r})" if self._lowering else ""
+        plugin = ""
+        if self._lowering:
+            origin = f" ({self._lowering.origin})" if self._lowering.origin else ""
+            plugin = f" (lowering from plugin {self._lowering.plugin!r}{origin})"
         return LoweringError(f"cannot lower {self._op.type} op {self._op.name!r}{plugin}: {reason}")
 
     # ---- used by the converter ----

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -47,6 +48,12 @@ class ExportResult:
     timings: dict[str, float] = field(default_factory=dict)
     report: VerificationReport | None = None
     warnings: list[str] = field(default_factory=list)
+    #: OneFlow op type -> "plugin overrides other plugin", for the lowerings used that override another.
+    overrides: dict[str, str] = field(default_factory=dict)
+    #: Custom ONNX domains the model imports -> their versions.
+    custom_domains: dict[str, int] = field(default_factory=dict)
+    #: Why verification did not run although it was asked for (e.g. a custom domain no runtime knows).
+    verification_skipped: str | None = None
 
     @property
     def data_path(self) -> str | None:
@@ -69,7 +76,10 @@ def export(
     print_outlier: bool = False,
     external_data: bool | None = None,
     post_passes: Sequence[str] = (),
+    strict_post_passes: bool = False,
     plugins: Sequence[Any] = (),
+    disable_plugins: Sequence[str] = (),
+    only_plugins: Sequence[str] | None = None,
 ) -> ExportResult:
     """Export a OneFlow model to an ONNX file and verify it against OneFlow.
 
@@ -86,8 +96,12 @@ def export(
     :param verify: run the written model with ``verifier`` and compare every output with OneFlow's;
         a mismatch raises :class:`VerificationError` and leaves no file.
     :param external_data: store weights in ``<path>.data``; ``None`` decides by size (over 2 GB).
-    :param post_passes: names of registered post-passes to run, in order (e.g. ``["onnxsim"]``).
+    :param post_passes: names of registered post-passes to run, in order (e.g. ``["onnxsim"]``). A
+        pass that fails, or whose output no longer matches OneFlow, is reported by name and the model
+        from before it is kept; with ``strict_post_passes`` the export fails instead.
     :param plugins: extra plugin objects for this export only.
+    :param disable_plugins: names of plugins not to load (see ``flow2onnx plugins``).
+    :param only_plugins: load only these plugins (and the essential ones).
     """
     timings: dict[str, float] = {}
     target = _resolve_target(path)
@@ -101,7 +115,7 @@ def export(
     if dynamic_batch:
         _check_dynamic_batch(graph)
 
-    loaded = load_plugins(extra_plugins=plugins)
+    loaded = load_plugins(extra_plugins=plugins, disable=disable_plugins, only=only_plugins)
     registry = loaded.registry
     if verify and verifier not in registry.verifiers:
         raise PluginError(
@@ -120,27 +134,9 @@ def export(
     timings["convert"] = time.perf_counter() - started
     log.info("converted %d ops to %d ONNX nodes at opset %d", len(graph.ops), len(onnx_model.graph.node), opset)
 
-    warnings_seen: list[str] = []
-    applied = []
-    started = time.perf_counter()
-    for name in post_passes:
-        post_pass = registry.post_passes[name]
-        try:
-            candidate = post_pass.function(onnx_model)
-            onnx.checker.check_model(candidate)
-        except Exception as error:  # keep the model from before the failing pass
-            message = f"post-pass {name!r} (plugin {post_pass.plugin!r}) failed and was skipped: {type(error).__name__}: {error}"
-            log.warning(message)
-            warnings_seen.append(message)
-            continue
-        onnx_model = candidate
-        applied.append(name)
-    timings["post_passes"] = time.perf_counter() - started
-
     size = onnx_model.ByteSize()
     if external_data is None:
         external_data = size >= PROTOBUF_LIMIT
-
     result = ExportResult(
         path=target,
         opset=opset,
@@ -150,45 +146,54 @@ def export(
         lowered_by={op_type: lowering.plugin for op_type, lowering in used.items()},
         dynamic_batch=dynamic_batch,
         external_data=bool(external_data),
-        post_passes=applied,
+        post_passes=[],
         timings=timings,
-        warnings=warnings_seen,
+        overrides={
+            op_type: f"{lowering.plugin} overrides {', '.join(lowering.overrides)}"
+            for op_type, lowering in used.items()
+            if lowering.overrides
+        },
+        custom_domains={d.domain: d.version for d in onnx_model.opset_import if d.domain not in ("", "ai.onnx")},
     )
+
+    passes = [registry.post_passes[name] for name in post_passes]
+    if passes and size >= PROTOBUF_LIMIT:
+        _warn(result, f"post-passes {', '.join(post_passes)} skipped: the model is {size / 2**30:.1f} GiB and post-passes "
+              "work on one in-memory protobuf, which cannot exceed 2 GiB")
+        passes = []
+    started = time.perf_counter()
+    onnx_model = _run_post_passes(onnx_model, passes, result, strict_post_passes)
+    timings["post_passes"] = time.perf_counter() - started
 
     staging = _staging_dir(target)
     try:
-        started = time.perf_counter()
-        staged = os.path.join(staging, os.path.basename(target))
-        data_name = os.path.basename(target) + ".data"
-        if external_data:
-            onnx.save_model(onnx_model, staged, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
-        else:
-            onnx.save_model(onnx_model, staged)
+        staged = _write(onnx_model, staging, target, external_data, timings)
         del onnx_model
-        timings["write"] = time.perf_counter() - started
-        # Checked from the file: the in-memory check would serialise the whole model once more.
-        started = time.perf_counter()
-        _check_model(staged)
-        timings["check"] = time.perf_counter() - started
-        log.info("wrote %s (%.1f MB)", target, size / 1e6)
-
         if verify:
             started = time.perf_counter()
             batch_sizes = _batch_sizes(graph, dynamic_batch, verify_batch_sizes)
-            result.report = _verify(graph, registry.verifiers[verifier], staged, batch_sizes, rtol, atol, input_range)
+            run = functools.partial(_verify, graph, registry, registry.verifiers[verifier], batch_sizes, rtol, atol, input_range)
+            report = run(staged, result)
+            if report is not None and not report.passed and result.post_passes:
+                # Conversion is cheap and deterministic: rebuild the model from before the passes
+                # rather than keep a copy of it (and its weights) through every export.
+                before_passes = convert(graph, registry, opset, dynamic_batch, producer_version=_version())[0]
+                report = _drop_pass_that_changed_results(before_passes, passes, result, run, staging, target, external_data, strict_post_passes, timings)
+            result.report = report
             timings["verify"] = time.perf_counter() - started
-            log.info("verified with %s at batch size %s: %s", verifier, batch_sizes, "ok" if result.report.passed else "MISMATCH")
-            if print_outlier or not result.report.passed:
-                print(result.report.to_text(outliers=print_outlier))
-            if not result.report.passed:
-                raise VerificationError(
-                    "the exported model's outputs differ from OneFlow's beyond tolerance (report above; nothing was "
-                    "written). Pass verify=False (CLI: --no-verify) to write it anyway, or report the op types "
-                    f"involved: {', '.join(sorted(result.op_types))}",
-                    result.report,
-                )
-
-        staged_data = os.path.join(staging, data_name)
+            if report is not None:
+                log.info("verified with %s at batch size %s: %s", verifier, batch_sizes, "ok" if report.passed else "MISMATCH")
+                if print_outlier or not report.passed:
+                    print(report.to_text(outliers=print_outlier))
+                if not report.passed:
+                    raise VerificationError(
+                        "the exported model's outputs differ from OneFlow's beyond tolerance (report above; nothing was "
+                        "written). Pass verify=False (CLI: --no-verify) to write it anyway, or report the op types "
+                        f"involved: {', '.join(sorted(result.op_types))}",
+                        report,
+                    )
+        staged = os.path.join(staging, os.path.basename(target))
+        staged_data = staged + ".data"
         if os.path.exists(staged_data):  # absent when every tensor is under save_model's size threshold
             os.replace(staged_data, target + ".data")
         else:
@@ -197,6 +202,83 @@ def export(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _warn(result: ExportResult, message: str) -> None:
+    log.warning(message)
+    result.warnings.append(message)
+
+
+def _run_post_passes(model, passes, result: ExportResult, strict: bool):
+    """Apply the post-passes in order; one that raises or breaks the model is reported and skipped."""
+    for post_pass in passes:
+        try:
+            candidate = post_pass.function(model)
+            onnx.checker.check_model(candidate)
+        except Exception as error:
+            message = f"post-pass {post_pass.describe()} failed: {type(error).__name__}: {error}"
+            if strict:
+                raise Flow2OnnxError(message + " (strict_post_passes is set, so the export stops)") from error
+            _warn(result, message + "; it was skipped and the model from before it kept")
+            continue
+        model = candidate
+        result.post_passes.append(post_pass.name)
+    return model
+
+
+def _drop_pass_that_changed_results(before, passes, result, run, staging, target, external_data, strict, timings):
+    """Re-run the applied passes one at a time, verifying after each, and keep the model from before
+    the first one whose output no longer matches OneFlow."""
+    applied = [p for p in passes if p.name in result.post_passes]
+    model = before
+    staged = _write(model, staging, target, external_data, timings)
+    report = run(staged, result)
+    if not report.passed:
+        return report  # the conversion itself is wrong, not a post-pass
+    kept = []
+    for post_pass in applied:
+        # A pass may modify its input in place: give it a copy so that the model before it survives.
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        candidate = post_pass.function(copy)
+        staged = _write(candidate, staging, target, external_data, timings)
+        candidate_report = run(staged, result)
+        if not candidate_report.passed:
+            worst = max(candidate_report.comparisons, key=lambda c: c.max_abs_diff)
+            message = (
+                f"post-pass {post_pass.describe()} changed the results (output {worst.name!r}: max abs diff "
+                f"{worst.max_abs_diff:.3g})"
+            )
+            if strict:
+                print(candidate_report.to_text())
+                raise VerificationError(message + " (strict_post_passes is set, so the export stops)", candidate_report)
+            _warn(result, message + "; the model from before it was kept")
+            _write(model, staging, target, external_data, timings)
+            break
+        model, report = candidate, candidate_report
+        kept.append(post_pass.name)
+    result.post_passes = kept
+    return report
+
+
+def _write(model, staging: str, target: str, external_data: bool, timings: dict) -> str:
+    """Write ``model`` into the staging directory under the target's name, then check the file."""
+    started = time.perf_counter()
+    staged = os.path.join(staging, os.path.basename(target))
+    if external_data:
+        location = os.path.basename(target) + ".data"
+        if os.path.exists(os.path.join(staging, location)):
+            os.remove(os.path.join(staging, location))  # save_model appends to an existing data file
+        onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=1024)
+    else:
+        onnx.save_model(model, staged)
+    timings["write"] = timings.get("write", 0.0) + time.perf_counter() - started
+    # Checked from the file: the in-memory check would serialise the whole model once more.
+    started = time.perf_counter()
+    _check_model(staged)
+    timings["check"] = timings.get("check", 0.0) + time.perf_counter() - started
+    log.info("wrote %s (%.1f MB)", target, os.path.getsize(staged) / 1e6)
+    return staged
 
 
 # ---- steps ----
@@ -300,22 +382,34 @@ def _check_dynamic_batch(graph) -> None:
         )
 
 
-def _verify(graph, verifier, model_path: str, batch_sizes, rtol: float, atol: float, input_range) -> VerificationReport:
+def _verify(graph, registry, verifier, batch_sizes, rtol, atol, input_range, model_path: str, result: ExportResult):
+    """Compare the model at ``model_path`` with OneFlow at each batch size; ``None`` when it cannot run."""
     report = VerificationReport(verifier=verifier.name, rtol=rtol, atol=atol)
+    libraries = [entry.path for entry in registry.runtime_libraries.values()]
     for index, batch in enumerate(batch_sizes):
         arrays = draw_inputs(graph.inputs, batch, seed=index)
         if input_range is not None:
             low, high = input_range
             arrays = [a * (high - low) + low if np.issubdtype(a.dtype, np.floating) else a for a in arrays]
-        expected = run_oneflow(graph, arrays)
         feeds = {info.name: array for info, array in zip(graph.inputs, arrays)}
         try:
-            actual = verifier.function(model_path, feeds)
+            actual = verifier.function(model_path, feeds, libraries)
         except Exception as error:
+            unknown = sorted(set(result.custom_domains) - set(registry.runtime_libraries))
+            if unknown:
+                reason = (
+                    f"verification could not run: the model uses the custom ONNX domain {', '.join(map(repr, unknown))} "
+                    f"(lowered by plugin {', '.join(sorted({result.lowered_by[t] for t in result.op_types}))}) and no plugin "
+                    f"provides a {verifier.name} library for it through flow2onnx_register_runtime_libraries "
+                    f"({verifier.name} said: {type(error).__name__}: {str(error).splitlines()[0]})"
+                )
+                result.verification_skipped = reason
+                _warn(result, reason)
+                return None
             raise Flow2OnnxError(
-                f"verifier {verifier.name!r} (plugin {verifier.plugin!r}) could not run the exported model: "
-                f"{type(error).__name__}: {error}"
+                f"verifier {verifier.describe()} could not run the exported model: {type(error).__name__}: {error}"
             ) from error
+        expected = run_oneflow(graph, arrays)
         if len(actual) != len(expected):
             raise Flow2OnnxError(f"the exported model has {len(actual)} outputs but OneFlow's graph has {len(expected)}")
         for info, want, got in zip(graph.outputs, expected, actual):

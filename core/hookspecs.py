@@ -30,14 +30,19 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def flow2onnx_register_lowerings(register):
     """Register lowerings: functions that turn one OneFlow op into ONNX nodes.
 
-    :param register: ``register(op_type, lowering, *, since_opset=11, until_opset=None)``.
+    :param register: ``register(op_type, lowering, *, since_opset=11, until_opset=None, override=False)``.
         ``op_type`` is the OneFlow user op type (``"conv2d"``, ``"relu"``, …). ``lowering`` is called
         as ``lowering(ctx, op)`` with a :class:`flow2onnx.LoweringContext` and a
         :class:`flow2onnx.FlowOp`; it adds nodes through ``ctx.make_node`` and must produce every
         output of ``op`` that other ops or the graph's outputs read. ``since_opset`` is the lowest
         ONNX opset the lowering is valid for and ``until_opset`` the highest (``None``: every newer
         opset). For one op type the registration with the highest ``since_opset`` not above the
-        target opset wins, so a lowering for newer opsets stacks on an older one.
+        target opset wins, so a plugin's lowering for newer opsets stacks on its older one. A
+        lowering whose opset range overlaps another plugin's lowering of the same op type is an
+        error naming both plugins, unless it is registered with ``override=True``: it then replaces
+        the other wherever it applies, and the export result and ``flow2onnx plugins`` say so. A
+        lowering may emit nodes in its own ONNX domain (``ctx.make_node(..., domain="com.example",
+        domain_version=1)``); the model then imports that domain.
 
     Return value is ignored.
     """
@@ -53,9 +58,13 @@ def flow2onnx_register_post_passes(register):
     """Register post-passes: functions that rewrite the converted ONNX model.
 
     :param register: ``register(name, post_pass)``. ``post_pass`` is called as
-        ``post_pass(model)`` with an ``onnx.ModelProto`` and returns the rewritten ``ModelProto``.
-        A post-pass runs only when an export names it (``post_passes=[name, ...]`` or the CLI's
-        ``--post-pass``); the model is checked and verified after every pass has run.
+        ``post_pass(model)`` with an ``onnx.ModelProto`` and returns the rewritten ``ModelProto``
+        (the same object, modified, or a new one). A post-pass runs only when an export names it
+        (``post_passes=[name, ...]`` or the CLI's ``--post-pass``). The result is checked with
+        ``onnx.checker`` after each pass and verified against OneFlow after the last: a pass that
+        raises, produces an invalid model or changes the outputs is reported by name and the
+        model from before it is kept (or the export fails, with ``strict_post_passes``). Post-passes
+        are skipped, with a warning, for models over protobuf's 2 GiB limit.
 
     Return value is ignored.
     """
@@ -70,10 +79,25 @@ def flow2onnx_register_post_passes(register):
 def flow2onnx_register_verifiers(register):
     """Register runtimes that can run an exported model, to verify it against OneFlow.
 
-    :param register: ``register(name, run)``. ``run`` is called as ``run(model_path, feeds)`` with
-        the path of the written ONNX model and a dict mapping input names to numpy arrays; it
-        returns the model's outputs as a list of numpy arrays, in the model's output order. The
-        host compares them with OneFlow's outputs on the same inputs.
+    :param register: ``register(name, run)``. ``run`` is called as
+        ``run(model_path, feeds, custom_op_libraries)`` with the path of the written ONNX model, a
+        dict mapping input names to numpy arrays, and the paths of the custom-op libraries that
+        plugins registered (see :func:`flow2onnx_register_runtime_libraries`); it returns the
+        model's outputs as a list of numpy arrays, in the model's output order. The host compares
+        them with OneFlow's outputs on the same inputs.
+
+    Return value is ignored.
+    """
+
+
+@hookspec
+def flow2onnx_register_runtime_libraries(register):
+    """Register shared libraries that implement a custom ONNX domain's ops for ONNX Runtime.
+
+    :param register: ``register(domain, library_path)``. ``library_path`` is an ONNX Runtime
+        custom-op library (loaded with ``SessionOptions.register_custom_ops_library``) for the ops
+        that this plugin's lowerings emit in ``domain``. Without one, a model using a domain that
+        ONNX Runtime does not know is exported with a warning that says verification could not run.
 
     Return value is ignored.
     """

@@ -13,23 +13,25 @@ from flow2onnx.hookspecs import hookimpl
 _session_cache: dict = {}
 
 
-def _session(model_path: str):
+def _session(model_path: str, custom_op_libraries):
     import onnxruntime
 
     stat = os.stat(model_path)
-    key = (model_path, stat.st_mtime_ns, stat.st_size)
+    key = (model_path, stat.st_mtime_ns, stat.st_size, tuple(custom_op_libraries))
     session = _session_cache.get(key)
     if session is None:
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: the verification report is what the user reads
+        for library in custom_op_libraries:
+            options.register_custom_ops_library(library)
         session = onnxruntime.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
         _session_cache.clear()  # one model at a time: sessions hold the weights
         _session_cache[key] = session
     return session
 
 
-def run_onnxruntime(model_path, feeds):
-    session = _session(model_path)
+def run_onnxruntime(model_path, feeds, custom_op_libraries=()):
+    session = _session(model_path, custom_op_libraries)
     return session.run(None, feeds)
 
 

@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 import flow2onnx
-from flow2onnx._oneflow import import_oneflow
-
-flow = import_oneflow()
-
-
-def random_inputs(shapes, dtypes=None, seed=0):
-    rng = np.random.default_rng(seed)
-    dtypes = dtypes or [np.float32] * len(shapes)
-    arrays = []
-    for shape, dtype in zip(shapes, dtypes):
-        array = rng.random(shape) if np.issubdtype(dtype, np.floating) else rng.integers(0, 2, shape)
-        arrays.append(flow.tensor(array.astype(dtype)))
-    return arrays
+from flow2onnx.testing import flow, random_inputs  # noqa: F401  (re-exported for the tests)
 
 
 def export_module(module, shapes, path, *, dtypes=None, **kwargs):

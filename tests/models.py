@@ -25,10 +25,25 @@ def tiny_cnn():
 def with_unsupported_ops():
     class Unsupported(flow.nn.Module):
         def forward(self, x):
-            return flow.sin(x) + flow.cos(x) + flow.sin(x * 2)
+            # Ops that standard ONNX cannot express, so no built-in lowering will ever cover them.
+            return flow.erfinv(x * 0.5) + flow.lgamma(x + 1) + flow.erfinv(x * 0.25)
 
     return Unsupported()
 
 
 def not_a_model():
     return 42
+
+
+def uses_inverse():
+    """A model with an op (inv, matrix inverse) that only the example plugin lowers."""
+
+    class Inverse(flow.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("identity", flow.eye(3))
+
+        def forward(self, x):
+            return flow.linalg.inv(x + 2 * self.identity) * 3
+
+    return Inverse()

@@ -15,29 +15,36 @@ from flow2onnx.plugin_manager import BUILTIN_PLUGINS, load_plugins
 from flow2onnx.registry import Registry
 
 from .helpers import Lambda, export_module, flow
-from .models import tiny_cnn
+from .models import tiny_cnn, uses_inverse
 
 
-class SinPlugin:
+def lower_inverse(ctx, op):
+    """Matrix inverse, which standard ONNX lacks, through ONNX Runtime's com.microsoft Inverse."""
+    ctx.make_node("Inverse", [op.input("x")], [op.output("y")], domain="com.microsoft", domain_version=1)
+
+
+class InversePlugin:
     @hookimpl
     def flow2onnx_register_lowerings(register):
-        register("sin", lambda ctx, op: ctx.make_node("Sin", [op.input("x")], [op.output("y")]))
+        register("inv", lower_inverse)
 
 
 def test_extra_plugin_lowers_an_op_for_one_export_only(tmp_path):
-    model = Lambda(lambda self, x: flow.sin(x) * 3)
-    result = export_module(model, [(2, 5)], tmp_path / "a.onnx", plugins=[SinPlugin])
+    model = uses_inverse()
+    result = export_module(model, [(2, 3, 3)], tmp_path / "a.onnx", plugins=[InversePlugin])
     assert result.report.passed
-    assert result.lowered_by["sin"] == "SinPlugin"
+    assert result.lowered_by["inv"] == "InversePlugin"
     assert result.lowered_by["scalar_mul"] == "flow2onnx.op_handlers.math"
     with pytest.raises(flow2onnx.UnsupportedOpsError):  # the registry is built per export
-        export_module(model, [(2, 5)], tmp_path / "b.onnx")
+        export_module(model, [(2, 3, 3)], tmp_path / "b.onnx")
 
 
 def test_builtins_are_registered_as_plugins():
     loaded = load_plugins(entry_points=False)
     assert list(loaded.plugins) == list(BUILTIN_PLUGINS)
-    assert loaded.plugins["flow2onnx.op_handlers.conv"].lowerings == 3
+    conv = [entry for entries in loaded.registry.lowerings.values() for entry in entries if entry.plugin == "flow2onnx.op_handlers.conv"]
+    assert {"conv1d", "conv2d", "conv3d"} <= {entry.op_type for entry in conv}
+    assert loaded.plugins["flow2onnx.op_handlers.conv"].lowerings == len(conv)
     assert loaded.plugins["flow2onnx.plugins.onnxruntime_verifier"].verifiers == ["onnxruntime"]
     assert set(loaded.registry.post_passes) == {"onnxsim", "onnxoptimizer"}
 
@@ -46,51 +53,52 @@ def test_builtins_are_registered_as_plugins():
 def installed_plugin(tmp_path, monkeypatch):
     """A distribution with a flow2onnx entry point, made visible to importlib.metadata like a pip install."""
 
-    def install(module_source: str, entry_point: str = "sin-plugin = sin_plugin", name="sin-plugin-dist"):
-        (tmp_path / "sin_plugin.py").write_text(textwrap.dedent(module_source))
+    def install(module_source: str, entry_point: str = "inv-plugin = inv_plugin", name="inv-plugin-dist"):
+        (tmp_path / "inv_plugin.py").write_text(textwrap.dedent(module_source))
         info = tmp_path / f"{name.replace('-', '_')}-1.2.3.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n")
         (info / "entry_points.txt").write_text(f"[flow2onnx]\n{entry_point}\n")
         monkeypatch.syspath_prepend(str(tmp_path))
-        monkeypatch.delitem(sys.modules, "sin_plugin", raising=False)
+        monkeypatch.delitem(sys.modules, "inv_plugin", raising=False)
 
     return install
 
 
-SIN_PLUGIN = """
+INV_PLUGIN = """
     from flow2onnx import hookimpl
+    from tests.test_plugins import lower_inverse
 
     @hookimpl
     def flow2onnx_register_lowerings(register):
-        register("sin", lambda ctx, op: ctx.make_node("Sin", [op.input("x")], [op.output("y")]))
+        register("inv", lower_inverse)
 """
 
 
 def test_entry_point_plugin_is_discovered_and_used(installed_plugin, tmp_path):
-    installed_plugin(SIN_PLUGIN)
+    installed_plugin(INV_PLUGIN)
     loaded = load_plugins()
-    info = loaded.plugins["sin-plugin"]
-    assert (info.distribution, info.version, info.lowerings) == ("sin-plugin-dist", "1.2.3", 1)
-    result = export_module(Lambda(lambda self, x: flow.sin(x)), [(2, 3)], tmp_path / "m.onnx")
-    assert result.lowered_by == {"sin": "sin-plugin"} and result.report.passed
+    info = loaded.plugins["inv-plugin"]
+    assert (info.distribution, info.version, info.lowerings) == ("inv-plugin-dist", "1.2.3", 1)
+    result = export_module(uses_inverse(), [(2, 3, 3)], tmp_path / "m.onnx")
+    assert result.lowered_by["inv"] == "inv-plugin" and result.report.passed
 
 
 def test_entry_point_that_fails_to_import_names_plugin_and_distribution(installed_plugin):
     installed_plugin("import a_module_that_does_not_exist\n")
-    with pytest.raises(flow2onnx.PluginError, match=r'Error importing plugin "sin-plugin" \(sin-plugin-dist 1\.2\.3, sin_plugin\): ModuleNotFoundError'):
+    with pytest.raises(flow2onnx.PluginError, match=r'Error importing plugin "inv-plugin" \(inv-plugin-dist 1\.2\.3, inv_plugin\): ModuleNotFoundError'):
         load_plugins()
 
 
 def test_misspelt_hook_names_the_plugin(installed_plugin):
-    installed_plugin(SIN_PLUGIN.replace("flow2onnx_register_lowerings", "flow2onnx_register_lowering"))
-    with pytest.raises(flow2onnx.PluginError, match=r"(?s)plugin 'sin-plugin' \(sin-plugin-dist 1\.2\.3\).*flow2onnx_register_lowering"):
+    installed_plugin(INV_PLUGIN.replace("flow2onnx_register_lowerings", "flow2onnx_register_lowering"))
+    with pytest.raises(flow2onnx.PluginError, match=r"(?s)plugin 'inv-plugin' \(inv-plugin-dist 1\.2\.3\).*flow2onnx_register_lowering"):
         load_plugins()
 
 
 def test_hook_with_wrong_arguments_names_the_plugin(installed_plugin):
-    installed_plugin(SIN_PLUGIN.replace("(register)", "(register, opset)"))
-    with pytest.raises(flow2onnx.PluginError, match=r"(?s)plugin 'sin-plugin' \(sin-plugin-dist 1\.2\.3\).*opset"):
+    installed_plugin(INV_PLUGIN.replace("(register)", "(register, opset)"))
+    with pytest.raises(flow2onnx.PluginError, match=r"(?s)plugin 'inv-plugin' \(inv-plugin-dist 1\.2\.3\).*opset"):
         load_plugins()
 
 
@@ -124,20 +132,34 @@ def test_hook_that_raises_names_the_plugin():
         def flow2onnx_register_post_passes(register):
             raise RuntimeError("boom")
 
-    with pytest.raises(flow2onnx.PluginError, match=r"plugin 'Broken' \(\(passed to export\) -\) failed in flow2onnx_register_post_passes: RuntimeError: boom"):
+    with pytest.raises(flow2onnx.PluginError, match=r"plugin 'Broken' \(passed to export\) failed in flow2onnx_register_post_passes: RuntimeError: boom"):
         load_plugins(extra_plugins=[Broken], entry_points=False)
 
 
-def test_highest_since_opset_not_above_target_wins():
+def test_one_plugin_stacks_lowerings_and_the_highest_since_opset_wins():
     registry = Registry()
-    old, mid, new = (lambda ctx, op: None), (lambda ctx, op: None), (lambda ctx, op: None)
-    registry.add_lowering("a", "sin", old, since_opset=11, until_opset=12)
-    registry.add_lowering("b", "sin", mid, since_opset=13)
-    registry.add_lowering("c", "sin", new, since_opset=18)
+    for since, until in ((11, 12), (13, None), (18, None)):
+        registry.add_lowering("p", "sin", lambda ctx, op: None, since_opset=since, until_opset=until)
     assert registry.lowering_for("sin", 10) is None
-    assert [registry.lowering_for("sin", opset).plugin for opset in (11, 12, 13, 17, 18, 21)] == ["a", "a", "b", "b", "c", "c"]
+    assert [registry.lowering_for("sin", opset).since_opset for opset in (11, 12, 13, 17, 18, 21)] == [11, 11, 13, 13, 18, 18]
     assert registry.opset_range("sin") == (11, None)
     assert registry.opset_range("cos") is None
+
+
+def test_clash_between_plugins_is_an_error_unless_the_newcomer_overrides():
+    registry = Registry()
+    registry.add_lowering("first", "sin", lambda ctx, op: None, origin="first-dist 1.0")
+    with pytest.raises(flow2onnx.PluginError, match=r"two lowerings for 'sin': .*'first' \(first-dist 1.0\) and .*'second' \(second-dist 2.0\).*override=True"):
+        registry.add_lowering("second", "sin", lambda ctx, op: None, since_opset=13, origin="second-dist 2.0")
+    # Non-overlapping opset ranges do not clash.
+    registry.add_lowering("old-opsets", "cos", lambda ctx, op: None, until_opset=12)
+    registry.add_lowering("new-opsets", "cos", lambda ctx, op: None, since_opset=13)
+    assert registry.lowering_for("cos", 12).plugin == "old-opsets" and registry.lowering_for("cos", 13).plugin == "new-opsets"
+    # An override wins wherever it applies, whatever its since_opset.
+    added = registry.add_lowering("second", "sin", lambda ctx, op: None, since_opset=13, override=True)
+    assert added.overrides == ("first",)
+    assert registry.lowering_for("sin", 12).plugin == "first"
+    assert registry.lowering_for("sin", 17).plugin == "second"
 
 
 @pytest.mark.parametrize("post_pass", ["onnxsim", "onnxoptimizer"])
@@ -156,7 +178,8 @@ def test_failing_post_pass_is_reported_and_skipped(onnx_path):
 
     result = export_module(tiny_cnn(), [(2, 3, 8, 8)], onnx_path, post_passes=["breaks"], plugins=[Failing])
     assert result.post_passes == []
-    assert "post-pass 'breaks' (plugin 'Failing') failed and was skipped: ZeroDivisionError" in result.warnings[0]
+    assert "post-pass 'breaks' from plugin 'Failing' (passed to export) failed: ZeroDivisionError" in result.warnings[0]
+    assert "skipped" in result.warnings[0]
     assert result.report.passed
 
 
