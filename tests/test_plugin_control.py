@@ -15,7 +15,7 @@ from flow2onnx import hookimpl
 from flow2onnx.plugin_manager import BUILTIN_PLUGINS, DISABLE_ENV, ONLY_ENV, load_plugins
 
 from .helpers import Lambda, export_module, flow
-from .models import tiny_cnn
+from .models import tiny_cnn, uses_inverse
 
 CLI = os.path.join(os.path.dirname(sys.executable), "flow2onnx")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,6 +152,32 @@ def test_custom_domain_without_a_runtime_library_is_exported_and_says_why_unveri
     assert "verification could not run: the model uses the custom ONNX domain 'com.example.ops'" in result.verification_skipped
     assert "ExampleDomain" in result.verification_skipped and "flow2onnx_register_runtime_libraries" in result.verification_skipped
     assert onnx_path.exists()
+
+
+class ContribInverse:
+    """Lowers inv to the Inverse op of onnxruntime-extensions' ai.onnx.contrib domain, with its library."""
+
+    @hookimpl
+    def flow2onnx_register_lowerings(register):
+        def lower(ctx, op):
+            if ctx.rank(op.input("x")) != 2:
+                raise ctx.error("ai.onnx.contrib Inverse takes one 2-D matrix")
+            ctx.make_node("Inverse", [op.input("x")], [op.output("y")], domain="ai.onnx.contrib", domain_version=1)
+
+        register("inv", lower)
+
+    @hookimpl
+    def flow2onnx_register_runtime_libraries(register):
+        import onnxruntime_extensions
+
+        register("ai.onnx.contrib", onnxruntime_extensions.get_library_path())
+
+
+def test_custom_domain_with_a_runtime_library_is_verified(onnx_path):
+    result = export_module(uses_inverse(), [(3, 3)], onnx_path, plugins=[ContribInverse])
+    assert result.custom_domains == {"ai.onnx.contrib": 1}
+    assert result.verification_skipped is None
+    assert result.report.passed
 
 
 def test_runtime_library_registration_is_validated(tmp_path):
