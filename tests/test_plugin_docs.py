@@ -45,12 +45,39 @@ def test_every_hook_is_documented_and_tested(spec):
     [
         ("example plugin source", "src/flow2onnx_example_plugin/__init__.py"),
         ("example plugin test", "tests/test_example_plugin.py"),
+        ("example plugin pyproject", "pyproject.toml"),
     ],
 )
 def test_included_example_matches_the_repository(marker, path):
+    assert docs_block(marker) == read(os.path.join(EXAMPLE, path))
+
+
+def docs_block(marker: str) -> str:
     match = re.search(rf"<!-- {marker}: [^>]*-->\n```[a-z]*\n(.*?)```\n<!-- end of {marker} -->", read(DOCS), re.S)
     assert match, f"docs/plugins.md lost its '{marker}' block"
-    assert match.group(1) == read(os.path.join(EXAMPLE, path))
+    return match.group(1)
+
+
+def test_plugin_built_from_the_documentation_alone(tmp_path):
+    """A package made only of what docs/plugins.md shows, outside the repository, installs and works."""
+    package = tmp_path / "my-plugin"
+    module = package / "src" / "flow2onnx_example_plugin"
+    module.mkdir(parents=True)
+    (package / "pyproject.toml").write_text(docs_block("example plugin pyproject"))
+    (module / "__init__.py").write_text(docs_block("example plugin source"))
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(package)]
+    subprocess.run(pip, check=True, timeout=600)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    listing = subprocess.run([CLI, "plugins"], capture_output=True, text=True, env=env, timeout=300)
+    assert any(line.startswith("example ") for line in listing.stdout.splitlines()), listing.stdout + listing.stderr
+    output = tmp_path / "inverse.onnx"
+    args = [CLI, "export", "tests.models:uses_inverse", "--input-shape", "2,3,3", "-o", str(output)]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "all outputs match" in done.stdout, done.stderr
+    output.unlink()
+    disabled = subprocess.run(args + ["--disable-plugin", "example"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert disabled.returncode == 1 and "inv: 1 op" in disabled.stderr and not output.exists()
 
 
 @pytest.fixture(scope="module")
