@@ -78,6 +78,7 @@ def cmd_export(args) -> int:
             print_outlier=args.print_outlier,
             disable_plugins=args.disable_plugin or (),
             only_plugins=_split(args.only_plugins),
+            bundle_dir=args.bundle,
         )
     elapsed = time.perf_counter() - started
     for warning in caught:
@@ -94,8 +95,12 @@ def cmd_export(args) -> int:
         print("  custom domains: " + ", ".join(f"{d} v{v}" for d, v in sorted(result.custom_domains.items())))
     if result.post_passes:
         print(f"  post-passes: {', '.join(result.post_passes)}")
+    if result.bundle_dir:
+        print(f"  repro bundle: {result.bundle_dir}")
     if result.report is not None:
         print(result.report.to_text(outliers=args.print_outlier))
+        if args.report:
+            _write_report(result.report, args.report)
     elif result.verification_skipped:
         print(f"NOT VERIFIED: {result.verification_skipped}")
     else:
@@ -103,6 +108,15 @@ def cmd_export(args) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _write_report(report, path: str) -> None:
+    text = report.to_json() if path.endswith(".json") else report.to_markdown() if path.endswith(".md") else report.to_text(outliers=True)
+    try:
+        with open(path, "w") as file:
+            file.write(text + "\n")
+    except OSError as error:
+        raise Flow2OnnxError(f"cannot write the report to {path}: {error.strerror or error}") from error
 
 
 def _split(text):
@@ -151,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--post-pass", action="append", metavar="NAME", help="run a registered post-pass (onnxsim, onnxoptimizer); repeatable")
     export.add_argument("--strict-post-passes", action="store_true", help="fail when a post-pass fails or changes results, instead of skipping it")
     export.add_argument("--print-outlier", action="store_true", help="show the worst elements of each output")
+    export.add_argument("--report", metavar="FILE", help="also write the verification report: .json, .md (Markdown) or text")
+    export.add_argument("--bundle", metavar="DIR", help="also write a repro bundle: the model with test_data_set_0/ (inputs, OneFlow's outputs)")
     _add_plugin_selection(export)
     export.set_defaults(run=cmd_export)
 
@@ -159,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.set_defaults(run=cmd_plugins)
 
 
+
+    from .ops_cli import add_ops_command
+
+    add_ops_command(commands)
     return parser
 
 

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from . import graph as graph_reader
 from ._oneflow import import_oneflow
@@ -20,7 +21,7 @@ from .converter import convert
 from .errors import Flow2OnnxError, InvalidModelError, OpsetError, OutputPathError, PluginError, VerificationError
 from .plugin_manager import load_plugins
 from .registry import DEFAULT_OPSET, MIN_OPSET, max_opset
-from .verification import DEFAULT_ATOL, DEFAULT_RTOL, VerificationReport, compare, draw_inputs, run_oneflow
+from .verification import VerificationReport, compare, draw_inputs, index_bounds, run_oneflow
 
 log = logging.getLogger("flow2onnx")
 
@@ -54,6 +55,8 @@ class ExportResult:
     custom_domains: dict[str, int] = field(default_factory=dict)
     #: Why verification did not run although it was asked for (e.g. a custom domain no runtime knows).
     verification_skipped: str | None = None
+    #: The repro bundle's directory, when one was asked for.
+    bundle_dir: str | None = None
 
     @property
     def data_path(self) -> str | None:
@@ -70,8 +73,8 @@ def export(
     verify: bool = True,
     verifier: str = DEFAULT_VERIFIER,
     verify_batch_sizes: Sequence[int] | None = None,
-    rtol: float = DEFAULT_RTOL,
-    atol: float = DEFAULT_ATOL,
+    rtol: float | None = None,
+    atol: float | None = None,
     input_range: tuple[float, float] | None = None,
     print_outlier: bool = False,
     external_data: bool | None = None,
@@ -80,6 +83,7 @@ def export(
     plugins: Sequence[Any] = (),
     disable_plugins: Sequence[str] = (),
     only_plugins: Sequence[str] | None = None,
+    bundle_dir: str | os.PathLike | None = None,
 ) -> ExportResult:
     """Export a OneFlow model to an ONNX file and verify it against OneFlow.
 
@@ -95,6 +99,8 @@ def export(
         runs at three batch sizes.
     :param verify: run the written model with ``verifier`` and compare every output with OneFlow's;
         a mismatch raises :class:`VerificationError` and leaves no file.
+    :param rtol: relative tolerance for floating-point outputs (default by dtype: 1e-3 for float32).
+    :param atol: absolute tolerance, scaled by the output's largest magnitude (default 1e-4 for float32).
     :param external_data: store weights in ``<path>.data``; ``None`` decides by size (over 2 GB).
     :param post_passes: names of registered post-passes to run, in order (e.g. ``["onnxsim"]``). A
         pass that fails, or whose output no longer matches OneFlow, is reported by name and the model
@@ -102,10 +108,16 @@ def export(
     :param plugins: extra plugin objects for this export only.
     :param disable_plugins: names of plugins not to load (see ``flow2onnx plugins``).
     :param only_plugins: load only these plugins (and the essential ones).
+    :param bundle_dir: also write a repro bundle there: the model and ``test_data_set_0/`` with the
+        inputs of the first verification run and OneFlow's outputs for them (ONNX's test-data
+        layout), so that anyone can rerun the comparison with ONNX Runtime alone. Written even when
+        verification fails; needs ``verify``.
     """
     timings: dict[str, float] = {}
     target = _resolve_target(path)
     opset = _check_opset(opset)
+    if bundle_dir is not None and not verify:
+        raise Flow2OnnxError("a repro bundle holds OneFlow's outputs from verification: bundle_dir needs verify=True")
 
     started = time.perf_counter()
     flow_graph_obj = _as_compiled_graph(model, example_inputs)
@@ -172,7 +184,8 @@ def export(
         if verify:
             started = time.perf_counter()
             batch_sizes = _batch_sizes(graph, dynamic_batch, verify_batch_sizes)
-            run = functools.partial(_verify, graph, registry, registry.verifiers[verifier], batch_sizes, rtol, atol, input_range)
+            samples: list = []
+            run = functools.partial(_verify, graph, registry, registry.verifiers[verifier], batch_sizes, rtol, atol, input_range, samples=samples)
             report = run(staged, result)
             if report is not None and not report.passed and result.post_passes:
                 # Conversion is cheap and deterministic: rebuild the model from before the passes
@@ -181,6 +194,11 @@ def export(
                 report = _drop_pass_that_changed_results(before_passes, passes, result, run, staging, target, external_data, strict_post_passes, timings)
             result.report = report
             timings["verify"] = time.perf_counter() - started
+            if bundle_dir is not None and samples:
+                # Written whatever the verdict: a failing bundle is the one worth sending.
+                feeds, expected = samples[-1]
+                result.bundle_dir = write_bundle(bundle_dir, os.path.join(staging, os.path.basename(target)), feeds, expected, graph.outputs)
+                log.info("wrote the repro bundle %s", result.bundle_dir)
             if report is not None:
                 log.info("verified with %s at batch size %s: %s", verifier, batch_sizes, "ok" if report.passed else "MISMATCH")
                 if print_outlier or not report.passed:
@@ -202,6 +220,38 @@ def export(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def write_bundle(directory, model_path: str, feeds: dict, expected: list, outputs) -> str:
+    """Write ``model.onnx`` (and its data file) with ``test_data_set_0/input_N.pb`` and ``output_N.pb``.
+
+    The directory is assembled beside its final place and renamed into it, replacing an older bundle.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    assembling = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.partial-", dir=parent)
+    try:
+        name = os.path.basename(model_path)
+        shutil.copyfile(model_path, os.path.join(assembling, "model.onnx"))
+        if os.path.exists(model_path + ".data"):
+            # The model refers to its data file by name, which therefore stays as it is.
+            shutil.copyfile(model_path + ".data", os.path.join(assembling, name + ".data"))
+        data = os.path.join(assembling, "test_data_set_0")
+        os.mkdir(data)
+        for index, (input_name, array) in enumerate(feeds.items()):
+            with open(os.path.join(data, f"input_{index}.pb"), "wb") as file:
+                file.write(numpy_helper.from_array(np.ascontiguousarray(array), input_name).SerializeToString())
+        for index, (info, array) in enumerate(zip(outputs, expected)):
+            with open(os.path.join(data, f"output_{index}.pb"), "wb") as file:
+                file.write(numpy_helper.from_array(np.ascontiguousarray(array), info.name).SerializeToString())
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)
+        os.replace(assembling, directory)
+    except OSError as error:
+        shutil.rmtree(assembling, ignore_errors=True)
+        raise OutputPathError(f"cannot write the repro bundle to {directory}: {error.strerror or error}") from error
+    return directory
 
 
 def _warn(result: ExportResult, message: str) -> None:
@@ -382,12 +432,13 @@ def _check_dynamic_batch(graph) -> None:
         )
 
 
-def _verify(graph, registry, verifier, batch_sizes, rtol, atol, input_range, model_path: str, result: ExportResult):
+def _verify(graph, registry, verifier, batch_sizes, rtol, atol, input_range, model_path: str, result: ExportResult, samples=None):
     """Compare the model at ``model_path`` with OneFlow at each batch size; ``None`` when it cannot run."""
     report = VerificationReport(verifier=verifier.name, rtol=rtol, atol=atol)
     libraries = [entry.path for entry in registry.runtime_libraries.values()]
+    bounds = index_bounds(graph)
     for index, batch in enumerate(batch_sizes):
-        arrays = draw_inputs(graph.inputs, batch, seed=index)
+        arrays = draw_inputs(graph.inputs, batch, seed=index, bounds=bounds)
         if input_range is not None:
             low, high = input_range
             arrays = [a * (high - low) + low if np.issubdtype(a.dtype, np.floating) else a for a in arrays]
@@ -410,6 +461,8 @@ def _verify(graph, registry, verifier, batch_sizes, rtol, atol, input_range, mod
                 f"verifier {verifier.describe()} could not run the exported model: {type(error).__name__}: {error}"
             ) from error
         expected = run_oneflow(graph, arrays)
+        if samples is not None and index == 0:
+            samples[:] = [(feeds, expected)]
         if len(actual) != len(expected):
             raise Flow2OnnxError(f"the exported model has {len(actual)} outputs but OneFlow's graph has {len(expected)}")
         for info, want, got in zip(graph.outputs, expected, actual):

@@ -2,7 +2,8 @@
 
 The comparison is ``|onnx - oneflow| <= atol + rtol * |oneflow|`` element-wise, with ``atol`` scaled
 by the output's magnitude (``atol * max(1, max|oneflow|)``): random weights can give outputs around
-1e26, where a fixed absolute tolerance says nothing.
+1e26, where a fixed absolute tolerance says nothing. Tolerances depend on the output's dtype
+(:data:`TOLERANCES`); integer and boolean outputs must match exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +21,27 @@ DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-4
 OUTLIERS_SHOWN = 10
 
+# dtype kind/name -> (rtol, atol): what float arithmetic in another order (another runtime, other
+# kernels) can honestly differ by. Integers and booleans are exact.
+TOLERANCES = {
+    "float16": (1e-2, 1e-2),
+    "float32": (DEFAULT_RTOL, DEFAULT_ATOL),
+    "float64": (1e-6, 1e-7),
+}
+
+
+def tolerance_for(dtype, rtol: float | None = None, atol: float | None = None) -> tuple[float, float]:
+    """The (rtol, atol) used for an output of ``dtype``; explicit values replace the float defaults
+    (float16 never gets tighter than its own)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "fc":
+        return 0.0, 0.0
+    default_rtol, default_atol = TOLERANCES.get(dtype.name, TOLERANCES["float32"])
+    chosen = (default_rtol if rtol is None else rtol, default_atol if atol is None else atol)
+    if dtype == np.float16:
+        chosen = (max(chosen[0], default_rtol), max(chosen[1], default_atol))
+    return chosen
+
 
 @dataclass
 class OutputComparison:
@@ -28,6 +50,7 @@ class OutputComparison:
     name: str
     batch_size: int | None
     shape: tuple[int, ...]
+    dtype: str
     max_abs_diff: float
     max_rel_diff: float
     mismatch_fraction: float
@@ -39,11 +62,15 @@ class OutputComparison:
 
 @dataclass
 class VerificationReport:
-    """Every output of every run compared; ``passed`` only when all are within tolerance."""
+    """Every output of every run compared; ``passed`` only when all are within tolerance.
+
+    ``rtol``/``atol`` are the values the caller asked for (``None``: the defaults of each output's
+    dtype); each comparison states the tolerances it used, ``atol`` already scaled.
+    """
 
     verifier: str
-    rtol: float
-    atol: float
+    rtol: float | None = None
+    atol: float | None = None
     comparisons: list[OutputComparison] = field(default_factory=list)
 
     @property
@@ -57,43 +84,76 @@ class VerificationReport:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["passed"] = self.passed
+        data["rule"] = RULE
         return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def to_text(self, outliers: bool = False) -> str:
-        header = f"{'output':<16} {'batch':>5} {'shape':<22} {'max abs diff':>13} {'max rel diff':>13} {'out of tol':>10}  result"
-        lines = [
-            f"verification with {self.verifier}: |onnx - oneflow| <= atol * max(1, max|oneflow|) + rtol * |oneflow|, "
-            f"rtol={self.rtol:g}, atol={self.atol:g}",
-            header,
-            "-" * len(header),
-        ]
-        for c in self.comparisons:
-            lines.append(
-                f"{c.name:<16} {c.batch_size if c.batch_size is not None else '-':>5} {str(list(c.shape)):<22} "
-                f"{c.max_abs_diff:>13.3e} {c.max_rel_diff:>13.3e} {c.mismatch_fraction:>9.4%}  {'ok' if c.passed else 'FAILED'}"
+    def _rows(self) -> list[tuple]:
+        return [
+            (
+                c.name,
+                "-" if c.batch_size is None else str(c.batch_size),
+                str(list(c.shape)),
+                c.dtype,
+                f"{c.max_abs_diff:.3e}",
+                f"{c.max_rel_diff:.3e}",
+                f"{c.mismatch_fraction:.4%}",
+                f"{c.rtol:g}",
+                f"{c.atol:.3g}",
+                "ok" if c.passed else "FAILED",
             )
-            if outliers and c.outliers:
-                lines.append(f"    worst elements of {c.name} (index: oneflow vs onnx):")
-                lines.extend(f"      {list(index)}: {expected:.7g} vs {actual:.7g}" for index, expected, actual in c.outliers)
+            for c in self.comparisons
+        ]
+
+    _HEADER = ("output", "batch", "shape", "dtype", "max abs diff", "max rel diff", "out of tol", "rtol", "atol", "result")
+
+    def to_text(self, outliers: bool = False) -> str:
+        rows = [self._HEADER] + self._rows()
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self._HEADER))]
+        lines = [f"verification with {self.verifier}: {RULE}"]
+        for index, row in enumerate(rows):
+            lines.append("  ".join(cell.rjust(w) if 3 < i < 9 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+            if index == 0:
+                lines.append("-" * len(lines[-1]))
+            elif outliers:
+                c = self.comparisons[index - 1]
+                if c.outliers:
+                    lines.append(f"    worst elements of {c.name} (index: oneflow vs onnx):")
+                    lines.extend(f"      {list(i)}: {e:.7g} vs {a:.7g}" for i, e, a in c.outliers)
         lines.append("all outputs match" if self.passed else "MISMATCH: some outputs are out of tolerance")
         return "\n".join(lines)
 
+    def to_markdown(self) -> str:
+        """A Markdown table, for CI logs and pull requests."""
+        lines = [
+            f"**Verification with {self.verifier}: {'all outputs match' if self.passed else 'MISMATCH'}** ({RULE})",
+            "",
+            "| " + " | ".join(self._HEADER) + " |",
+            "|" + "|".join("---" for _ in self._HEADER) + "|",
+        ]
+        lines.extend("| " + " | ".join(row) + " |" for row in self._rows())
+        return "\n".join(lines)
 
-def compare(name: str, expected: np.ndarray, actual: np.ndarray, rtol: float, atol: float, batch_size=None) -> OutputComparison:
-    """Compare one output; ``atol`` is scaled by ``max(1, max|expected|)``."""
+
+RULE = "|onnx - oneflow| <= atol * max(1, max|oneflow|) + rtol * |oneflow|, tolerances by output dtype, integers exact"
+
+
+def compare(name: str, expected: np.ndarray, actual: np.ndarray, rtol: float | None = None, atol: float | None = None, batch_size=None) -> OutputComparison:
+    """Compare one output at the tolerances of its dtype; ``atol`` is scaled by ``max(1, max|expected|)``."""
     expected = np.asarray(expected)
     actual = np.asarray(actual)
+    rtol, atol = tolerance_for(expected.dtype, rtol, atol)
+    dtype = expected.dtype.name
     if expected.shape != actual.shape:
-        return OutputComparison(name, batch_size, tuple(actual.shape), float("inf"), float("inf"), 1.0, atol, rtol, False)
+        return OutputComparison(name, batch_size, tuple(actual.shape), dtype, float("inf"), float("inf"), 1.0, atol, rtol, False)
     if expected.dtype == np.bool_ or actual.dtype == np.bool_:
         expected64, actual64 = expected.astype(np.float64), actual.astype(np.float64)
     else:
         expected64, actual64 = expected.astype(np.float64, copy=False), actual.astype(np.float64, copy=False)
     if expected64.size == 0:
-        return OutputComparison(name, batch_size, tuple(expected.shape), 0.0, 0.0, 0.0, atol, rtol, True)
+        return OutputComparison(name, batch_size, tuple(expected.shape), dtype, 0.0, 0.0, 0.0, atol, rtol, True)
     diff = np.abs(actual64 - expected64)
     magnitude = np.abs(expected64)
     scaled_atol = atol * max(1.0, float(np.max(magnitude[np.isfinite(magnitude)], initial=0.0)))
@@ -113,6 +173,7 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray, rtol: float, at
         name=name,
         batch_size=batch_size,
         shape=tuple(expected.shape),
+        dtype=dtype,
         max_abs_diff=float(np.nanmax(diff)),
         max_rel_diff=float(np.nanmax(rel)),
         mismatch_fraction=float(bad.mean()),
@@ -123,12 +184,38 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray, rtol: float, at
     )
 
 
-def draw_inputs(inputs: Sequence[TensorInfo], batch_size: int | None, seed: int = 0) -> list[np.ndarray]:
+# OneFlow argument names under which ops take indices, and the argument holding what they index.
+_INDEX_ARGS = ("indices", "index", "ids")
+_INDEXED_ARGS = ("in", "x", "weight", "params", "input", "embedding_table")
+
+
+def index_bounds(graph: FlowGraph) -> dict[str, int]:
+    """For integer graph inputs used as indices, the size of the axis they index (the smallest, if several)."""
+    inputs = {info.name for info in graph.inputs if np.issubdtype(info.dtype, np.integer)}
+    bounds: dict[str, int] = {}
+    for op in graph.ops:
+        for arg in _INDEX_ARGS:
+            for name in op.inputs.get(arg, ()):
+                if name not in inputs:
+                    continue
+                indexed = next((op.inputs[a][0] for a in _INDEXED_ARGS if op.inputs.get(a)), None)
+                if indexed is None or indexed not in graph.tensors:
+                    continue
+                shape = graph.tensors[indexed].shape
+                axis = op.attrs.get("axis", op.attrs.get("dim", 0))
+                if isinstance(axis, int) and shape and -len(shape) <= axis < len(shape):
+                    bounds[name] = min(bounds.get(name, shape[axis]), shape[axis])
+    return bounds
+
+
+def draw_inputs(inputs: Sequence[TensorInfo], batch_size: int | None, seed: int = 0, bounds: dict | None = None) -> list[np.ndarray]:
     """Random inputs shaped like the graph's, with dim 0 set to ``batch_size`` when given.
 
-    Floats are uniform in [0, 1), integers in [0, 2) (safe as indices into any non-empty axis), booleans random.
+    Floats are uniform in [0, 1); booleans random (masks); integers used as indices are in range
+    for the axis they index (``bounds``), other integers in [0, 10).
     """
     rng = np.random.default_rng(seed)
+    bounds = bounds or {}
     arrays = []
     for info in inputs:
         shape = list(info.shape)
@@ -137,7 +224,7 @@ def draw_inputs(inputs: Sequence[TensorInfo], batch_size: int | None, seed: int 
         if info.dtype == np.bool_:
             arrays.append(rng.random(shape) < 0.5)
         elif np.issubdtype(info.dtype, np.integer):
-            arrays.append(rng.integers(0, 2, size=shape).astype(info.dtype))
+            arrays.append(rng.integers(0, max(1, bounds.get(info.name, 10)), size=shape).astype(info.dtype))
         else:
             arrays.append(rng.random(shape, dtype=np.float64).astype(info.dtype))
     return arrays

@@ -1,0 +1,132 @@
+"""Verification that tells the truth: per-dtype tolerances, inputs that fit, reports, repro bundles."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import numpy_helper
+
+import flow2onnx
+from flow2onnx.graph import read_graph, wrap_module
+from flow2onnx.verification import compare, draw_inputs, index_bounds, tolerance_for
+
+from .helpers import Lambda, export_module, flow, random_inputs
+from .models import tiny_cnn
+from .test_errors import WrongRelu
+
+CLI = os.path.join(os.path.dirname(sys.executable), "flow2onnx")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_tolerances_follow_the_dtype():
+    assert tolerance_for(np.float32) == (1e-3, 1e-4)
+    assert tolerance_for(np.float64) == (1e-6, 1e-7)
+    assert tolerance_for(np.float16, rtol=1e-5, atol=1e-6) == (1e-2, 1e-2)  # never tighter than float16 allows
+    assert tolerance_for(np.int64) == (0.0, 0.0) and tolerance_for(np.bool_) == (0.0, 0.0)
+    assert tolerance_for(np.float32, rtol=1e-5) == (1e-5, 1e-4)
+
+
+def test_integer_and_boolean_outputs_must_match_exactly():
+    assert not compare("i", np.array([1, 2, 3]), np.array([1, 2, 4])).passed
+    assert compare("i", np.array([1, 2, 3]), np.array([1, 2, 3])).passed
+    assert not compare("b", np.array([True, False]), np.array([True, True])).passed
+    assert compare("f", np.float32([1.0, 2.0]), np.float32([1.0, 2.00001])).passed
+
+
+def test_shape_mismatch_fails():
+    result = compare("y", np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32))
+    assert not result.passed and result.mismatch_fraction == 1.0
+
+
+def test_integer_inputs_used_as_indices_stay_in_range():
+    class Lookup(flow.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = flow.nn.Embedding(7, 3)
+
+        def forward(self, ids, mask):
+            return self.table(ids) * mask.unsqueeze(-1)
+
+    graph = read_graph(wrap_module(Lookup().eval(), [flow.tensor(np.zeros((2, 5), np.int64)), flow.ones(2, 5)]))
+    bounds = index_bounds(graph)
+    assert bounds == {"input_0": 7}
+    ids, mask = draw_inputs(graph.inputs, batch_size=64, bounds=bounds)
+    assert ids.dtype == np.int64 and ids.shape == (64, 5) and ids.min() >= 0 and ids.max() == 6
+    assert mask.dtype == np.float32
+
+
+def test_boolean_inputs_are_masks():
+    from flow2onnx.graph import TensorInfo
+
+    (mask,) = draw_inputs([TensorInfo("mask", (4, 100), np.dtype(np.bool_))], batch_size=None)
+    assert mask.dtype == np.bool_ and 0 < mask.mean() < 1
+
+
+def test_report_formats(onnx_path):
+    result = export_module(tiny_cnn(), [(2, 3, 8, 8)], onnx_path, dynamic_batch=True)
+    data = json.loads(result.report.to_json())
+    assert data["passed"] is True and data["verifier"] == "onnxruntime"
+    assert [c["batch_size"] for c in data["comparisons"]] == [2, 3, 7]
+    assert {c["dtype"] for c in data["comparisons"]} == {"float32"}
+    markdown = result.report.to_markdown()
+    assert markdown.splitlines()[2].startswith("| output | batch | shape | dtype |") and markdown.count("| ok |") == 3
+    text = result.report.to_text()
+    assert "max abs diff" in text and text.endswith("all outputs match")
+
+
+def test_cli_writes_the_report_file(tmp_path):
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [CLI, "export", "tests.models:tiny_cnn", "--input-shape", "1,3,8,8", "-o", str(tmp_path / "m.onnx"), "--report", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(report.read_text())["passed"] is True
+
+
+def rerun_bundle(directory):
+    """What anyone can do with a bundle: ONNX Runtime alone, on the stored inputs, against the stored outputs."""
+    session = onnxruntime.InferenceSession(os.path.join(directory, "model.onnx"), providers=["CPUExecutionProvider"])
+    data = os.path.join(directory, "test_data_set_0")
+    feeds, expected = {}, []
+    for name in sorted(os.listdir(data)):
+        tensor = onnx.TensorProto()
+        with open(os.path.join(data, name), "rb") as file:
+            tensor.ParseFromString(file.read())
+        if name.startswith("input_"):
+            feeds[tensor.name] = numpy_helper.to_array(tensor)
+        else:
+            expected.append(numpy_helper.to_array(tensor))
+    return session.run(None, feeds), expected
+
+
+def test_repro_bundle_reruns_with_onnxruntime_alone(tmp_path):
+    model = Lambda(lambda self, x, y: (flow.relu(x) + y, x * 2), )
+    result = export_module(model, [(3, 4), (3, 4)], tmp_path / "m.onnx", bundle_dir=tmp_path / "bundle")
+    assert result.bundle_dir == str(tmp_path / "bundle")
+    assert sorted(os.listdir(tmp_path / "bundle" / "test_data_set_0")) == ["input_0.pb", "input_1.pb", "output_0.pb", "output_1.pb"]
+    actual, expected = rerun_bundle(tmp_path / "bundle")
+    assert len(actual) == len(expected) == 2
+    for got, want in zip(actual, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_repro_bundle_of_a_failing_export_shows_the_mismatch(tmp_path):
+    model = Lambda(lambda self, x: flow.relu(x - 0.5))
+    with pytest.raises(flow2onnx.VerificationError):
+        export_module(model, [(4, 8)], tmp_path / "m.onnx", plugins=[WrongRelu], bundle_dir=tmp_path / "bundle")
+    assert not (tmp_path / "m.onnx").exists()
+    (actual,), (expected,) = rerun_bundle(tmp_path / "bundle")
+    assert np.abs(actual - expected).max() > 0.1  # the bundle reproduces the failure
+
+
+def test_bundle_needs_verification(tmp_path):
+    with pytest.raises(flow2onnx.Flow2OnnxError, match="bundle_dir needs verify=True"):
+        flow2onnx.export(flow.nn.ReLU(), random_inputs([(2, 3)]), tmp_path / "m.onnx", verify=False, bundle_dir=tmp_path / "b")
