@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from .context import LoweringContext
-from .errors import Flow2OnnxError, LoweringError, UnsupportedOpsError
+from .errors import Flow2OnnxError, UnsupportedOpsError
 from .graph import FlowGraph, TensorInfo
 from .registry import Registry
 
@@ -40,11 +40,11 @@ def check_supported(graph: FlowGraph, registry: Registry, opset: int) -> None:
     raise UnsupportedOpsError(message, missing)
 
 
-def convert(graph: FlowGraph, registry: Registry, opset: int, dynamic_batch: bool = False, producer_version: str = "") -> tuple[onnx.ModelProto, dict]:
-    """Lower every op of ``graph`` and assemble the ONNX model.
+def convert(graph: FlowGraph, registry: Registry, opset: int, dynamic_batch: bool = False, producer_version: str = "") -> tuple[onnx.ModelProto, dict, list[TensorInfo]]:
+    """Lower every op of ``graph`` and assemble the ONNX model, without its weights.
 
-    Returns the model and, for each op type, the lowering used. Weights are read from OneFlow's
-    memory once each, straight into their initializers.
+    Returns the model, the lowering used for each op type, and the weights the model reads (as
+    graph tensors): they stay in OneFlow's memory until :mod:`flow2onnx.writer` writes them.
     """
     check_supported(graph, registry, opset)
     needed = _tensors_read(graph)
@@ -72,7 +72,8 @@ def convert(graph: FlowGraph, registry: Registry, opset: int, dynamic_batch: boo
         ctx._end()
 
     nodes = _bind_outputs(graph, ctx)
-    initializers = _weights(graph, nodes) + ctx.constants
+    weights = _weights_read(graph, nodes)
+    initializers = ctx.constants
     onnx_graph = helper.make_graph(
         nodes,
         graph.name,
@@ -84,7 +85,7 @@ def convert(graph: FlowGraph, registry: Registry, opset: int, dynamic_batch: boo
     model = helper.make_model(onnx_graph, opset_imports=opset_imports, producer_name="flow2onnx", producer_version=producer_version)
     # The lowest IR version that carries these opsets, so older runtimes (TensorRT 8.x) accept the file.
     model.ir_version = helper.find_min_ir_version_for(opset_imports, ignore_unknown=True)
-    return model, used
+    return model, used, weights
 
 
 def _tensors_read(graph: FlowGraph) -> set[str]:
@@ -120,19 +121,12 @@ def _bind_outputs(graph: FlowGraph, ctx: LoweringContext) -> list:
     return ctx.nodes + extra
 
 
-def _weights(graph: FlowGraph, nodes) -> list[TensorProto]:
-    """Initializers for the variables some node reads, each read once from OneFlow's memory."""
+def _weights_read(graph: FlowGraph, nodes) -> list[TensorInfo]:
+    """The variables that some node reads, in the graph's order."""
     read = set()
     for node in nodes:
         read.update(node.input)
-    initializers = []
-    for info in graph.variables:
-        if info.name in read:
-            array = graph.read_weight(info.name)
-            if tuple(array.shape) != info.shape:
-                raise LoweringError(f"weight {info.name!r} has shape {tuple(array.shape)} but the graph expects {info.shape}")
-            initializers.append(numpy_helper.from_array(array, info.name))
-    return initializers
+    return [info for info in graph.variables if info.name in read]
 
 
 def _value_info(info: TensorInfo, dynamic_batch: bool):

@@ -22,6 +22,7 @@ from .errors import Flow2OnnxError, InvalidModelError, OpsetError, OutputPathErr
 from .plugin_manager import load_plugins
 from .registry import DEFAULT_OPSET, MIN_OPSET, max_opset
 from .verification import VerificationReport, compare, draw_inputs, index_bounds, run_oneflow
+from .writer import materialize, skeleton, weights_nbytes, write_external, write_streamed
 
 log = logging.getLogger("flow2onnx")
 
@@ -142,11 +143,11 @@ def export(
         )
 
     started = time.perf_counter()
-    onnx_model, used = convert(graph, registry, opset, dynamic_batch, producer_version=_version())
+    onnx_model, used, weights = convert(graph, registry, opset, dynamic_batch, producer_version=_version())
     timings["convert"] = time.perf_counter() - started
     log.info("converted %d ops to %d ONNX nodes at opset %d", len(graph.ops), len(onnx_model.graph.node), opset)
 
-    size = onnx_model.ByteSize()
+    size = onnx_model.ByteSize() + weights_nbytes(weights)
     if external_data is None:
         external_data = size >= PROTOBUF_LIMIT
     result = ExportResult(
@@ -173,13 +174,17 @@ def export(
         _warn(result, f"post-passes {', '.join(post_passes)} skipped: the model is {size / 2**30:.1f} GiB and post-passes "
               "work on one in-memory protobuf, which cannot exceed 2 GiB")
         passes = []
+    if passes:
+        # Post-passes need the weights inside the model; without them, the writer streams the
+        # weights from OneFlow's memory to the file.
+        onnx_model, weights = materialize(onnx_model, weights, graph.read_weight), []
     started = time.perf_counter()
     onnx_model = _run_post_passes(onnx_model, passes, result, strict_post_passes)
     timings["post_passes"] = time.perf_counter() - started
 
     staging = _staging_dir(target)
     try:
-        staged = _write(onnx_model, staging, target, external_data, timings)
+        staged = _write(onnx_model, staging, target, external_data, timings, weights, graph.read_weight)
         del onnx_model
         if verify:
             started = time.perf_counter()
@@ -190,7 +195,8 @@ def export(
             if report is not None and not report.passed and result.post_passes:
                 # Conversion is cheap and deterministic: rebuild the model from before the passes
                 # rather than keep a copy of it (and its weights) through every export.
-                before_passes = convert(graph, registry, opset, dynamic_batch, producer_version=_version())[0]
+                rebuilt, _, rebuilt_weights = convert(graph, registry, opset, dynamic_batch, producer_version=_version())
+                before_passes = materialize(rebuilt, rebuilt_weights, graph.read_weight)
                 report = _drop_pass_that_changed_results(before_passes, passes, result, run, staging, target, external_data, strict_post_passes, timings)
             result.report = report
             timings["verify"] = time.perf_counter() - started
@@ -311,21 +317,27 @@ def _drop_pass_that_changed_results(before, passes, result, run, staging, target
     return report
 
 
-def _write(model, staging: str, target: str, external_data: bool, timings: dict) -> str:
-    """Write ``model`` into the staging directory under the target's name, then check the file."""
+def _write(model, staging: str, target: str, external_data: bool, timings: dict, weights=(), read=None) -> str:
+    """Write ``model`` (and ``weights``, streamed) into the staging directory under the target's name,
+    then check the file."""
     started = time.perf_counter()
     staged = os.path.join(staging, os.path.basename(target))
     if external_data:
-        location = os.path.basename(target) + ".data"
-        if os.path.exists(os.path.join(staging, location)):
-            os.remove(os.path.join(staging, location))  # save_model appends to an existing data file
-        onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=1024)
+        if os.path.exists(staged + ".data"):
+            os.remove(staged + ".data")  # save_model appends to an existing data file
+        if weights:
+            write_external(model, weights, read, staged)
+        else:
+            onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True, location=os.path.basename(target) + ".data", size_threshold=1024)
+    elif weights:
+        write_streamed(model, weights, read, staged)
     else:
         onnx.save_model(model, staged)
     timings["write"] = timings.get("write", 0.0) + time.perf_counter() - started
-    # Checked from the file: the in-memory check would serialise the whole model once more.
+    # Streamed weights are checked as a skeleton (types and shapes, no data); a model that went
+    # through post-passes is checked from its file, since the in-memory check would serialise it again.
     started = time.perf_counter()
-    _check_model(staged)
+    _check_model(skeleton(model, weights) if weights else staged)
     timings["check"] = timings.get("check", 0.0) + time.perf_counter() - started
     log.info("wrote %s (%.1f MB)", target, os.path.getsize(staged) / 1e6)
     return staged

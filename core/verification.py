@@ -236,7 +236,8 @@ def flatten_outputs(value) -> list:
         return [leaf for item in value.values() for leaf in flatten_outputs(item)]
     if isinstance(value, (list, tuple)):
         return [leaf for item in value for leaf in flatten_outputs(item)]
-    return [value]
+    # None (e.g. GoogLeNet's absent auxiliary outputs in eval mode) makes no graph output.
+    return [] if value is None else [value]
 
 
 def run_oneflow(graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -168,9 +168,15 @@ class ContribInverse:
 
     @hookimpl
     def flow2onnx_register_runtime_libraries(register):
-        import onnxruntime_extensions
+        # Found without importing onnxruntime_extensions, whose import sets
+        # PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python for the whole process and its children,
+        # which OneFlow cannot import under.
+        import glob
+        import importlib.util
 
-        register("ai.onnx.contrib", onnxruntime_extensions.get_library_path())
+        package = importlib.util.find_spec("onnxruntime_extensions").submodule_search_locations[0]
+        (library,) = glob.glob(os.path.join(package, "_extensions_pydll*.so"))
+        register("ai.onnx.contrib", library)
 
 
 def test_custom_domain_with_a_runtime_library_is_verified(onnx_path):

@@ -11,7 +11,7 @@ import sys
 import onnx
 import pytest
 
-from flow2onnx import hookspecs, plugin_docs
+from flow2onnx import plugin_docs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs", "plugins.md")

@@ -14,7 +14,7 @@ from flow2onnx import hookimpl
 from flow2onnx.plugin_manager import BUILTIN_PLUGINS, load_plugins
 from flow2onnx.registry import Registry
 
-from .helpers import Lambda, export_module, flow
+from .helpers import export_module, flow
 from .models import tiny_cnn, uses_inverse
 
 

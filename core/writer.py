@@ -1,0 +1,147 @@
+"""Writing a model whose weights stay in OneFlow's memory until the moment they are written.
+
+``onnx.save_model`` needs the whole ``ModelProto`` in memory, weights included, and then serialises
+it into one more buffer: twice the weights above what OneFlow holds. Here the model is built
+without its weights, and each weight goes from OneFlow's tensor (``Tensor.numpy()`` shares its
+memory) straight to the file, one at a time:
+
+- with external data, into ``<model>.data`` at increasing offsets, the model holding references;
+- in one file, as protobuf fields appended to the serialised model. Protobuf lets a message's
+  fields come in any order and a repeated field's elements be written one by one, so the file is
+  the model's serialisation followed by the graph's initializer entries, each framed by hand (tag
+  and length). The framing is the only thing written by hand; the field numbers come from onnx's
+  descriptors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Iterable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .errors import InvalidModelError
+from .graph import TensorInfo
+
+_GRAPH_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+_INITIALIZER_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+_RAW_DATA_FIELD = onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
+_LENGTH_DELIMITED = 2
+# Offsets in the data file are aligned so that runtimes can map tensors directly.
+_ALIGNMENT = 64
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(field_number: int, length: int) -> bytes:
+    return _varint((field_number << 3) | _LENGTH_DELIMITED) + _varint(length)
+
+
+def _little_endian_bytes(array: np.ndarray) -> memoryview:
+    array = np.ascontiguousarray(array)
+    if sys.byteorder != "little" and array.dtype.byteorder in ("=", ">") and array.dtype.itemsize > 1:
+        array = array.byteswap().view(array.dtype.newbyteorder("<"))
+    return memoryview(array).cast("B")
+
+
+def _header(info: TensorInfo) -> TensorProto:
+    """The TensorProto of a weight without its data: name, dims, data type."""
+    tensor = TensorProto()
+    tensor.name = info.name
+    tensor.dims.extend(info.shape)
+    tensor.data_type = helper.np_dtype_to_tensor_dtype(info.dtype)
+    return tensor
+
+
+def weights_nbytes(weights: Iterable[TensorInfo]) -> int:
+    return sum(int(np.prod(info.shape, dtype=np.int64)) * info.dtype.itemsize for info in weights)
+
+
+def _checked(info: TensorInfo, array: np.ndarray) -> np.ndarray:
+    if tuple(array.shape) != tuple(info.shape) or array.dtype != info.dtype:
+        raise InvalidModelError(f"weight {info.name!r} is {array.dtype}{list(array.shape)} but the graph expects {info.dtype}{list(info.shape)}")
+    return array
+
+
+def write_streamed(model: onnx.ModelProto, weights: list[TensorInfo], read: Callable[[str], np.ndarray], path: str) -> None:
+    """Write ``model`` plus ``weights`` (read one at a time with ``read``) as one ``.onnx`` file."""
+    headers = [_header(info).SerializeToString() for info in weights]
+    sizes = [info.dtype.itemsize * int(np.prod(info.shape, dtype=np.int64)) for info in weights]
+    tensor_lengths = [len(h) + len(_key(_RAW_DATA_FIELD, n)) + n for h, n in zip(headers, sizes)]
+
+    graph_bytes = model.graph.SerializeToString()
+    graph_length = len(graph_bytes) + sum(len(_key(_INITIALIZER_FIELD, length)) + length for length in tensor_lengths)
+    rest = onnx.ModelProto()
+    rest.CopyFrom(model)
+    rest.ClearField("graph")
+
+    with open(path, "wb") as file:
+        file.write(rest.SerializeToString())
+        file.write(_key(_GRAPH_FIELD, graph_length))
+        file.write(graph_bytes)
+        for info, header, nbytes, length in zip(weights, headers, sizes, tensor_lengths):
+            file.write(_key(_INITIALIZER_FIELD, length))
+            file.write(header)
+            file.write(_key(_RAW_DATA_FIELD, nbytes))
+            file.write(_little_endian_bytes(_checked(info, read(info.name))))
+
+
+def write_external(model: onnx.ModelProto, weights: list[TensorInfo], read: Callable[[str], np.ndarray], path: str) -> None:
+    """Write ``weights`` to ``<path>.data`` one at a time, then ``model`` referring to them."""
+    location = os.path.basename(path) + ".data"
+    references = []
+    with open(path + ".data", "wb") as data:
+        offset = 0
+        for info in weights:
+            padding = (-offset) % _ALIGNMENT
+            if padding:
+                data.write(b"\0" * padding)
+                offset += padding
+            payload = _little_endian_bytes(_checked(info, read(info.name)))
+            data.write(payload)
+            tensor = _header(info)
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(payload.nbytes))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+            references.append(tensor)
+            offset += payload.nbytes
+    with_refs = onnx.ModelProto()
+    with_refs.CopyFrom(model)
+    with_refs.graph.initializer.extend(references)
+    onnx.save_model(with_refs, path)
+
+
+def skeleton(model: onnx.ModelProto, weights: list[TensorInfo]) -> onnx.ModelProto:
+    """The model with its weights declared as typed, shaped graph inputs instead of data.
+
+    ``onnx.checker`` and shape inference need a weight's type and shape, not its values: checking
+    this skeleton checks the model without loading the weights back into memory.
+    """
+    checked = onnx.ModelProto()
+    checked.CopyFrom(model)
+    checked.graph.input.extend(
+        helper.make_tensor_value_info(info.name, helper.np_dtype_to_tensor_dtype(info.dtype), list(info.shape)) for info in weights
+    )
+    return checked
+
+
+def materialize(model: onnx.ModelProto, weights: list[TensorInfo], read: Callable[[str], np.ndarray]) -> onnx.ModelProto:
+    """The model with its weights inside, for passes that need one in-memory ``ModelProto``."""
+    from onnx import numpy_helper
+
+    model.graph.initializer.extend(numpy_helper.from_array(_checked(info, read(info.name)), info.name) for info in weights)
+    return model
