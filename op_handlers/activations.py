@@ -1,8 +1,11 @@
-"""Element-wise activations: relu, sigmoid, tanh."""
+"""Element-wise activations and softmax: relu, sigmoid, tanh, GELU variants, SiLU, Mish, hard-*, ELU family."""
 
 from __future__ import annotations
 
 import functools
+import math
+
+import numpy as np
 
 from flow2onnx.hookspecs import hookimpl
 
@@ -11,6 +14,8 @@ _UNARY = {
     "relu": ("Relu", "x", "y"),
     "sigmoid": ("Sigmoid", "x", "y"),
     "tanh": ("Tanh", "x", "y"),
+    "selu": ("Selu", "in", "out"),  # ONNX's default alpha and gamma are SELU's constants
+    "softsign": ("Softsign", "in", "out"),
 }
 
 
@@ -18,7 +23,143 @@ def lower_unary(ctx, op, onnx_type: str, input_arg: str, output_arg: str):
     ctx.make_node(onnx_type, [op.input(input_arg)], [op.output(output_arg)])
 
 
+def _scalar(ctx, x, value, hint="scalar"):
+    """A scalar constant in ``x``'s dtype."""
+    return ctx.constant(np.array(value, dtype=ctx.dtype(x)), hint)
+
+
+def lower_gelu(ctx, op):
+    """Exact GELU: x * (1 + erf(x / sqrt(2))) / 2."""
+    x = op.input("in")
+    (scaled,) = ctx.make_node("Div", [x, _scalar(ctx, x, math.sqrt(2.0), "sqrt2")])
+    (erf,) = ctx.make_node("Erf", [scaled])
+    (shifted,) = ctx.make_node("Add", [erf, _scalar(ctx, x, 1.0, "one")])
+    (half,) = ctx.make_node("Mul", [x, _scalar(ctx, x, 0.5, "half")])
+    ctx.make_node("Mul", [half, shifted], [op.output("out")])
+
+
+def lower_fast_gelu(ctx, op):
+    """GELU's tanh form: x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) / 2."""
+    x = op.input("in")
+    (cube,) = ctx.make_node("Mul", [x, x])
+    (cube,) = ctx.make_node("Mul", [cube, x])
+    (cube,) = ctx.make_node("Mul", [cube, _scalar(ctx, x, 0.044715, "coefficient")])
+    (inner,) = ctx.make_node("Add", [x, cube])
+    (inner,) = ctx.make_node("Mul", [inner, _scalar(ctx, x, math.sqrt(2.0 / math.pi), "sqrt_2_over_pi")])
+    (tanh,) = ctx.make_node("Tanh", [inner])
+    (shifted,) = ctx.make_node("Add", [tanh, _scalar(ctx, x, 1.0, "one")])
+    (half,) = ctx.make_node("Mul", [x, _scalar(ctx, x, 0.5, "half")])
+    ctx.make_node("Mul", [half, shifted], [op.output("out")])
+
+
+def lower_silu(ctx, op):
+    x = op.input("in")
+    (gate,) = ctx.make_node("Sigmoid", [x])
+    ctx.make_node("Mul", [x, gate], [op.output("out")])
+
+
+def lower_mish(ctx, op):
+    x = op.input("in")
+    (softplus,) = ctx.make_node("Softplus", [x])
+    (gate,) = ctx.make_node("Tanh", [softplus])
+    ctx.make_node("Mul", [x, gate], [op.output("out")])
+
+
+def lower_hardsigmoid(ctx, op):
+    # relu6(x + 3) / 6 == clip(x / 6 + 1/2, 0, 1)
+    ctx.make_node("HardSigmoid", [op.input("in")], [op.output("out")], alpha=1.0 / 6.0, beta=0.5)
+
+
+def lower_hardswish(ctx, op):
+    # ONNX HardSwish needs opset 14; x * hardsigmoid(x) is the same function at every opset.
+    x = op.input("in")
+    (gate,) = ctx.make_node("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)
+    ctx.make_node("Mul", [x, gate], [op.output("out")])
+
+
+def lower_hardtanh(ctx, op):
+    x = op.input("in")
+    low, high = _scalar(ctx, x, op.attrs["min_val"], "min"), _scalar(ctx, x, op.attrs["max_val"], "max")
+    ctx.make_node("Clip", [x, low, high], [op.output("out")])
+
+
+def lower_leaky_relu(ctx, op):
+    ctx.make_node("LeakyRelu", [op.input("x")], [op.output("y")], alpha=float(op.attrs["alpha"]))
+
+
+def lower_elu(ctx, op):
+    ctx.make_node("Elu", [op.input("in")], [op.output("out")], alpha=float(op.attrs["alpha"]))
+
+
+def lower_celu(ctx, op):
+    """max(0, x) + min(0, alpha * (exp(x / alpha) - 1)), written out: ONNX Celu needs opset 12 and takes float only."""
+    x = op.input("in")
+    alpha = float(op.attrs["alpha"])
+    (scaled,) = ctx.make_node("Div", [x, _scalar(ctx, x, alpha, "alpha")])
+    (elu,) = ctx.make_node("Elu", [scaled], alpha=1.0)
+    ctx.make_node("Mul", [elu, _scalar(ctx, x, alpha, "alpha")], [op.output("out")])
+
+
+def lower_softplus(ctx, op):
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as OneFlow computes it)."""
+    x = op.input("in")
+    beta, threshold = float(op.attrs["beta"]), float(op.attrs["threshold"])
+    (scaled,) = ctx.make_node("Mul", [x, _scalar(ctx, x, beta, "beta")])
+    (soft,) = ctx.make_node("Softplus", [scaled])
+    (soft,) = ctx.make_node("Div", [soft, _scalar(ctx, x, beta, "beta")])
+    (linear,) = ctx.make_node("Greater", [scaled, _scalar(ctx, x, threshold, "threshold")])
+    ctx.make_node("Where", [linear, x, soft], [op.output("out")])
+
+
+def lower_log_sigmoid(ctx, op):
+    # log(sigmoid(x)) = -softplus(-x), which stays finite for large |x|.
+    x = op.input("x")
+    (negated,) = ctx.make_node("Neg", [x])
+    (soft,) = ctx.make_node("Softplus", [negated])
+    ctx.make_node("Neg", [soft], [op.output("y")])
+
+
+def lower_hardshrink(ctx, op):
+    x = op.input("in")
+    (magnitude,) = ctx.make_node("Abs", [x])
+    (keep,) = ctx.make_node("Greater", [magnitude, _scalar(ctx, x, op.attrs["lambd"], "lambd")])
+    ctx.make_node("Where", [keep, x, _scalar(ctx, x, 0, "zero")], [op.output("out")])
+
+
+def lower_prelu(ctx, op):
+    x, alpha = op.input("x"), op.input("alpha")
+    rank = ctx.rank(x)
+    if ctx.shape(alpha) != (1,) and rank > 2:
+        # One slope per channel (axis 1): [C] -> [C, 1, ..., 1] so that it broadcasts along axis 1.
+        shape = ctx.constant(np.array([-1] + [1] * (rank - 2), dtype=np.int64), "alpha_shape")
+        (alpha,) = ctx.make_node("Reshape", [alpha, shape])
+    ctx.make_node("PRelu", [x, alpha], [op.output("y")])
+
+
+def lower_softmax(ctx, op, onnx_type: str, output_arg: str):
+    # OneFlow's softmax ops always normalize the last axis (it transposes around them for other
+    # axes). Before opset 13 ONNX flattens the input to 2-D at `axis`; for the last axis that
+    # flattening is exactly a last-axis softmax, so one form serves every opset.
+    ctx.make_node(onnx_type, [op.input("in")], [op.output(output_arg)], axis=-1)
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     for op_type, (onnx_type, input_arg, output_arg) in _UNARY.items():
         register(op_type, functools.partial(lower_unary, onnx_type=onnx_type, input_arg=input_arg, output_arg=output_arg))
+    register("gelu", lower_gelu)
+    register("fast_gelu", lower_fast_gelu)
+    register("silu", lower_silu)
+    register("mish", lower_mish)
+    register("hardsigmoid", lower_hardsigmoid)
+    register("hardswish", lower_hardswish)
+    register("hardtanh", lower_hardtanh)
+    register("leaky_relu", lower_leaky_relu)
+    register("elu", lower_elu)
+    register("celu", lower_celu)
+    register("softplus", lower_softplus)
+    register("log_sigmoid", lower_log_sigmoid)
+    register("hardshrink", lower_hardshrink)
+    register("prelu", lower_prelu)
+    register("softmax", functools.partial(lower_softmax, onnx_type="Softmax", output_arg="out"))
+    register("log_softmax", functools.partial(lower_softmax, onnx_type="LogSoftmax", output_arg="prob"))

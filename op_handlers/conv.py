@@ -1,4 +1,4 @@
-"""Convolutions: conv1d, conv2d, conv3d (channels-first, as OneFlow's nn.ConvNd build them)."""
+"""Convolutions: conv1d/2d/3d and transposed deconv1d/2d/3d (channels-first, as OneFlow's nn.ConvNd build them)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,30 @@ def lower_conv(ctx, op):
     )
 
 
+def lower_deconv(ctx, op):
+    """Transposed convolution; the weight is [in, out / groups, k...] in both OneFlow and ONNX."""
+    if op.attrs.get("data_format", "channels_first") != "channels_first":
+        raise ctx.error(f"data_format={op.attrs['data_format']!r}: only channels_first (NCHW) convolutions lower to ONNX ConvTranspose")
+    inputs = [op.input("in"), op.input("weight")]
+    if op.has_input("bias"):
+        inputs.append(op.input("bias"))
+    padding = list(op.attrs["padding_before"])
+    ctx.make_node(
+        "ConvTranspose",
+        inputs,
+        [op.output("out")],
+        kernel_shape=list(op.attrs["kernel_size"]),
+        strides=list(op.attrs["strides"]),
+        pads=padding + padding,
+        dilations=list(op.attrs["dilation_rate"]),
+        output_padding=list(op.attrs.get("output_padding") or [0] * len(padding)),
+        group=op.attrs.get("groups", 1),
+    )
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     for op_type in ("conv1d", "conv2d", "conv3d"):
         register(op_type, lower_conv)
+    for op_type in ("deconv1d", "deconv2d", "deconv3d"):
+        register(op_type, lower_deconv)

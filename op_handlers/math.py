@@ -1,4 +1,4 @@
-"""Arithmetic: broadcast binary ops, scalar ops, add_n, bias_add, matmul."""
+"""Arithmetic: element-wise unary and binary ops, scalar ops, comparisons, logic, clipping, matmul, cumsum."""
 
 from __future__ import annotations
 
@@ -8,31 +8,235 @@ import numpy as np
 
 from flow2onnx.hookspecs import hookimpl
 
+from ._onnx import cast, cast_if_needed, int64s
+
 _BINARY = {
     "broadcast_add": "Add",
     "broadcast_sub": "Sub",
     "broadcast_mul": "Mul",
     "broadcast_div": "Div",
+    "pow": "Pow",
+    "elementwise_maximum": "Max",
+    "elementwise_minimum": "Min",
+    "broadcast_maximum": "Max",
+    "broadcast_minimum": "Min",
+}
+_COMPARE = {
+    "broadcast_equal": "Equal",
+    "broadcast_greater": "Greater",
+    "broadcast_less": "Less",
+}
+_LOGICAL = {
+    "broadcast_logical_and": "And",
+    "broadcast_logical_or": "Or",
+    "broadcast_logical_xor": "Xor",
 }
 _SCALAR = {
     "scalar_add": "Add",
     "scalar_mul": "Mul",
+    "scalar_div": "Div",
+    "scalar_pow": "Pow",
+}
+_SCALAR_COMPARE = {
+    "scalar_logical_equal": "Equal",
+    "scalar_logical_greater": "Greater",
+    "scalar_logical_less": "Less",
+}
+# Element-wise unary ops that map onto one ONNX op (inputs "x", outputs "y").
+# sin and cos are left to plugins for now (see the test suite's use of them as unlowered ops).
+_UNARY = {
+    "abs": "Abs",
+    "ceil": "Ceil",
+    "floor": "Floor",
+    "exp": "Exp",
+    "log": "Log",
+    "negative": "Neg",
+    "sqrt": "Sqrt",
+    "reciprocal": "Reciprocal",
+    "erf": "Erf",
+    "sign": "Sign",
+    "round": "Round",
+    "tan": "Tan",
+    "asin": "Asin",
+    "acos": "Acos",
+    "atan": "Atan",
+    "sinh": "Sinh",
+    "cosh": "Cosh",
+    "asinh": "Asinh",
+    "acosh": "Acosh",
+    "atanh": "Atanh",
 }
 
 
+def lower_unary(ctx, op, onnx_type: str):
+    ctx.make_node(onnx_type, [op.input("x")], [op.output("y")])
+
+
+def lower_logical_not(ctx, op):
+    ctx.make_node("Not", [cast_if_needed(ctx, op.input("x"), np.bool_)], [op.output("y")])
+
+
+def lower_rsqrt(ctx, op):
+    (root,) = ctx.make_node("Sqrt", [op.input("x")])
+    ctx.make_node("Reciprocal", [root], [op.output("y")])
+
+
+def lower_square(ctx, op):
+    x = op.input("x")
+    ctx.make_node("Mul", [x, x], [op.output("y")])
+
+
+def lower_log1p(ctx, op):
+    x = op.input("x")
+    (shifted,) = ctx.make_node("Add", [x, ctx.constant(np.array(1, ctx.dtype(x)), "one")])
+    ctx.make_node("Log", [shifted], [op.output("y")])
+
+
+def lower_expm1(ctx, op):
+    x = op.input("x")
+    (exp,) = ctx.make_node("Exp", [x])
+    ctx.make_node("Sub", [exp, ctx.constant(np.array(1, ctx.dtype(x)), "one")], [op.output("y")])
+
+
+def _operands(ctx, op):
+    """x and y, with y cast to x's dtype where OneFlow promoted a mixed pair."""
+    x, y = op.input("x"), op.input("y")
+    return x, cast_if_needed(ctx, y, ctx.dtype(x))
+
+
 def lower_binary(ctx, op, onnx_type: str):
-    ctx.make_node(onnx_type, [op.input("x"), op.input("y")], [op.output("z")])
+    x, y = _operands(ctx, op)
+    out = op.output("z")
+    if ctx.dtype(x) != ctx.dtype(out):
+        x, y = cast(ctx, x, ctx.dtype(out)), cast(ctx, y, ctx.dtype(out))
+    if onnx_type == "Div" and np.issubdtype(ctx.dtype(out), np.integer):
+        raise ctx.error("integer division: OneFlow's rounding of negative quotients is not ONNX Div's truncation; divide floats")
+    ctx.make_node(onnx_type, [x, y], [out])
 
 
-def lower_scalar(ctx, op, onnx_type: str):
-    x = op.input("in")
-    if op.attrs.get("has_float_operand"):
-        value = op.attrs["float_operand"]
+def lower_compare(ctx, op, onnx_type: str, negate: bool = False):
+    x, y = _operands(ctx, op)
+    if negate:
+        (equal,) = ctx.make_node(onnx_type, [x, y])
+        ctx.make_node("Not", [equal], [op.output("z")])
     else:
-        value = op.attrs["int_operand"]
-    # The scalar takes the tensor's dtype, as OneFlow computes in it.
-    operand = ctx.constant(np.array(value, dtype=ctx.dtype(x)), "operand")
-    ctx.make_node(onnx_type, [x, operand], [op.output("out")])
+        ctx.make_node(onnx_type, [x, y], [op.output("z")])
+
+
+def lower_compare_or_equal(ctx, op, onnx_type: str):
+    """>= and <= before opset 12: (x > y) or (x == y), which is also false for NaN, like OneFlow's."""
+    x, y = _operands(ctx, op)
+    (strict,) = ctx.make_node(onnx_type, [x, y])
+    (equal,) = ctx.make_node("Equal", [x, y])
+    ctx.make_node("Or", [strict, equal], [op.output("z")])
+
+
+def lower_compare_12(ctx, op, onnx_type: str):
+    x, y = _operands(ctx, op)
+    ctx.make_node(onnx_type, [x, y], [op.output("z")])
+
+
+def lower_logical(ctx, op, onnx_type: str):
+    x, y = (cast_if_needed(ctx, op.input(arg), np.bool_) for arg in ("x", "y"))
+    ctx.make_node(onnx_type, [x, y], [op.output("z")])
+
+
+
+def lower_fmod(ctx, op):
+    """C's fmod (the result takes the dividend's sign)."""
+    x, y = _operands(ctx, op)
+    ctx.make_node("Mod", [x, y], [op.output("z")], fmod=1)
+
+
+def _scalar_operand(op):
+    if op.attrs.get("has_float_operand"):
+        return float(op.attrs["float_operand"])
+    if op.attrs.get("has_bool_operand"):
+        return bool(op.attrs["bool_operand"])
+    return int(op.attrs["int_operand"])
+
+
+def _scalar_input(ctx, op):
+    """The op's tensor, in the dtype the computation happens in, and the scalar as a constant of that dtype."""
+    x = op.input("in")
+    value = _scalar_operand(op)
+    dtype = ctx.dtype(x)
+    out_dtype = ctx.dtype(op.output("out"))
+    if np.issubdtype(out_dtype, np.floating) and not np.issubdtype(dtype, np.floating):
+        # OneFlow promoted an integer tensor to a float result: compute in the result's dtype.
+        dtype = out_dtype
+        x = cast(ctx, x, dtype)
+    elif isinstance(value, float) and not np.issubdtype(dtype, np.floating):
+        # An integer tensor against a fractional scalar: compare/compute in double so 0.5 stays 0.5.
+        dtype = np.dtype(np.float64)
+        x = cast(ctx, x, dtype)
+    return x, ctx.constant(np.array(value, dtype=dtype), "operand"), np.dtype(dtype)
+
+
+def lower_scalar(ctx, op, onnx_type: str, reverse: bool = False):
+    x, operand, dtype = _scalar_input(ctx, op)
+    out = op.output("out")
+    if onnx_type == "Div" and np.issubdtype(ctx.dtype(out), np.integer):
+        raise ctx.error("integer division by a scalar: OneFlow's rounding is not ONNX Div's truncation; divide floats")
+    inputs = [operand, x] if reverse else [x, operand]
+    if dtype == ctx.dtype(out):
+        ctx.make_node(onnx_type, inputs, [out])
+    else:
+        (result,) = ctx.make_node(onnx_type, inputs)
+        cast(ctx, result, ctx.dtype(out), [out])
+
+
+def lower_scalar_floordiv(ctx, op):
+    x, operand, dtype = _scalar_input(ctx, op)
+    out = op.output("out")
+    if np.issubdtype(dtype, np.integer):
+        # OneFlow's integer floordiv truncates toward zero (C division), which is ONNX Div on integers.
+        ctx.make_node("Div", [x, operand], [out])
+        return
+    (quotient,) = ctx.make_node("Div", [x, operand])
+    if dtype == ctx.dtype(out):
+        ctx.make_node("Floor", [quotient], [out])
+    else:
+        (floor,) = ctx.make_node("Floor", [quotient])
+        cast(ctx, floor, ctx.dtype(out), [out])
+
+
+def lower_scalar_compare(ctx, op, onnx_type: str, negate: bool = False, or_equal: bool = False):
+    x, operand, _ = _scalar_input(ctx, op)
+    out = op.output("out")
+    if negate:
+        (result,) = ctx.make_node(onnx_type, [x, operand])
+        ctx.make_node("Not", [result], [out])
+    elif or_equal:
+        (strict,) = ctx.make_node(onnx_type, [x, operand])
+        (equal,) = ctx.make_node("Equal", [x, operand])
+        ctx.make_node("Or", [strict, equal], [out])
+    else:
+        ctx.make_node(onnx_type, [x, operand], [out])
+
+
+
+def lower_clip(ctx, op, low: bool, high: bool):
+    x = op.input("x")
+    dtype = ctx.dtype(x)
+    floating = np.issubdtype(dtype, np.floating)
+    inputs = [x, "", ""]
+    if low:
+        inputs[1] = ctx.constant(np.array(op.attrs["floating_min" if floating else "integral_min"], dtype), "min")
+    if high:
+        inputs[2] = ctx.constant(np.array(op.attrs["floating_max" if floating else "integral_max"], dtype), "max")
+    if not floating and ctx.opset < 12:
+        # Clip, Max and Min take integers from opset 12 only; before that, select with Less/Greater.
+        current = x
+        for bound, onnx_type in ((inputs[1], "Less"), (inputs[2], "Greater")):
+            if bound:
+                (beyond,) = ctx.make_node(onnx_type, [current, bound])
+                (current,) = ctx.make_node("Where", [beyond, bound, current])
+        ctx.make_node("Identity", [current], [op.output("y")])
+        return
+    while inputs[-1] == "":
+        inputs.pop()
+    ctx.make_node("Clip", inputs, [op.output("y")])
 
 
 def lower_add_n(ctx, op):
@@ -53,26 +257,78 @@ def lower_bias_add(ctx, op):
     ctx.make_node("Add", [a, b], [op.output("out")])
 
 
+def _swap_last_two(ctx, x):
+    rank = ctx.rank(x)
+    perm = list(range(rank - 2)) + [rank - 1, rank - 2]
+    return ctx.make_node("Transpose", [x], perm=perm)[0]
+
+
 def lower_matmul(ctx, op):
+    """matmul (2-D: Gemm), batch_matmul and broadcast_matmul (N-D: MatMul with numpy broadcasting)."""
     a, b = op.input("a"), op.input("b")
-    if ctx.rank(a) != 2 or ctx.rank(b) != 2:
-        raise ctx.error(f"matmul of ranks {ctx.rank(a)} and {ctx.rank(b)}: this lowering handles 2-D operands only")
-    ctx.make_node(
-        "Gemm",
-        [a, b],
-        [op.output("out")],
-        alpha=float(op.attrs.get("alpha", 1.0)),
-        transA=int(op.attrs.get("transpose_a", False)),
-        transB=int(op.attrs.get("transpose_b", False)),
-    )
+    alpha = float(op.attrs.get("alpha", 1.0))
+    transpose_a, transpose_b = bool(op.attrs.get("transpose_a", False)), bool(op.attrs.get("transpose_b", False))
+    out = op.output("out")
+    if ctx.rank(a) == 2 and ctx.rank(b) == 2 and np.issubdtype(ctx.dtype(a), np.floating):
+        ctx.make_node("Gemm", [a, b], [out], alpha=alpha, transA=int(transpose_a), transB=int(transpose_b))
+        return
+    if min(ctx.rank(a), ctx.rank(b)) < 2:
+        raise ctx.error(f"matmul of ranks {ctx.rank(a)} and {ctx.rank(b)}: OneFlow's matmul ops take operands of rank 2 or more")
+    if transpose_a:
+        a = _swap_last_two(ctx, a)
+    if transpose_b:
+        b = _swap_last_two(ctx, b)
+    if alpha == 1.0:
+        ctx.make_node("MatMul", [a, b], [out])
+    else:
+        (product,) = ctx.make_node("MatMul", [a, b])
+        ctx.make_node("Mul", [product, ctx.constant(np.array(alpha, ctx.dtype(a)), "alpha")], [out])
+
+
+def lower_cumsum(ctx, op):
+    x = op.input("x")
+    axis = ctx.constant(np.array(op.attrs["dim"], dtype=np.int64), "axis")
+    ctx.make_node("CumSum", [x, axis], [op.output("y")])
+
 
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
+    for op_type, onnx_type in _UNARY.items():
+        register(op_type, functools.partial(lower_unary, onnx_type=onnx_type))
+    register("logical_not", lower_logical_not)
+    register("rsqrt", lower_rsqrt)
+    register("square", lower_square)
+    register("log1p", lower_log1p)
+    register("expm1", lower_expm1)
     for op_type, onnx_type in _BINARY.items():
         register(op_type, functools.partial(lower_binary, onnx_type=onnx_type))
+    for op_type, onnx_type in _COMPARE.items():
+        register(op_type, functools.partial(lower_compare, onnx_type=onnx_type))
+    register("broadcast_not_equal", functools.partial(lower_compare, onnx_type="Equal", negate=True))
+    register("broadcast_greater_equal", functools.partial(lower_compare_or_equal, onnx_type="Greater"))
+    register("broadcast_less_equal", functools.partial(lower_compare_or_equal, onnx_type="Less"))
+    register("broadcast_greater_equal", functools.partial(lower_compare_12, onnx_type="GreaterOrEqual"), since_opset=12)
+    register("broadcast_less_equal", functools.partial(lower_compare_12, onnx_type="LessOrEqual"), since_opset=12)
+    for op_type, onnx_type in _LOGICAL.items():
+        register(op_type, functools.partial(lower_logical, onnx_type=onnx_type))
+    register("broadcast_fmod", lower_fmod)
     for op_type, onnx_type in _SCALAR.items():
         register(op_type, functools.partial(lower_scalar, onnx_type=onnx_type))
+    register("scalar_reverse_pow", functools.partial(lower_scalar, onnx_type="Pow", reverse=True))
+    register("scalar_floordiv", lower_scalar_floordiv)
+    for op_type, onnx_type in _SCALAR_COMPARE.items():
+        register(op_type, functools.partial(lower_scalar_compare, onnx_type=onnx_type))
+    register("scalar_logical_not_equal", functools.partial(lower_scalar_compare, onnx_type="Equal", negate=True))
+    register("scalar_logical_greater_equal", functools.partial(lower_scalar_compare, onnx_type="Greater", or_equal=True))
+    register("scalar_logical_less_equal", functools.partial(lower_scalar_compare, onnx_type="Less", or_equal=True))
+    # Integer clipping has its own form before opset 12 (Clip, Max and Min take integers from 12).
+    for since in (11, 12):
+        register("clip_by_scalar", functools.partial(lower_clip, low=True, high=True), since_opset=since)
+        register("clip_by_scalar_min", functools.partial(lower_clip, low=True, high=False), since_opset=since)
+        register("clip_by_scalar_max", functools.partial(lower_clip, low=False, high=True), since_opset=since)
     register("add_n", lower_add_n)
     register("bias_add", lower_bias_add)
-    register("matmul", lower_matmul)
+    for op_type in ("matmul", "batch_matmul", "broadcast_matmul"):
+        register(op_type, lower_matmul)
+    register("cumsum", lower_cumsum)

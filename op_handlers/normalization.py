@@ -1,4 +1,9 @@
-"""Normalization: OneFlow's ``normalization`` op (BatchNorm in inference mode)."""
+"""Normalization: BatchNorm in inference mode (``normalization``) and ``layer_norm``.
+
+OneFlow 0.9 builds nn.LayerNorm, GroupNorm and InstanceNorm on the CPU from reductions and ``var``
+(lowered in ``reduce``); a graph built for the GPU, or ``flow._C.layer_norm``, has one ``layer_norm``
+op, lowered here: written out before opset 17, ONNX LayerNormalization from 17.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,56 @@ def lower_normalization(ctx, op):
     )
 
 
+def _layer_norm_parts(ctx, op):
+    x = op.input("x")
+    rank = ctx.rank(x)
+    axis = op.attrs.get("begin_norm_axis", -1)
+    axis = axis + rank if axis < 0 else axis
+    params_axis = op.attrs.get("begin_params_axis", axis)
+    params_axis = params_axis + rank if params_axis < 0 else params_axis
+    if params_axis != axis:
+        raise ctx.error(f"begin_params_axis={params_axis} differs from begin_norm_axis={axis}: ONNX normalizes and scales the same axes")
+    for extra in ("mean", "inv_variance"):
+        if op.outputs.get(extra) and ctx.is_read(op.output(extra)):
+            raise ctx.error(f"the {extra} output is used; only the normalized output is exported")
+    gamma = op.input("gamma") if op.attrs.get("scale", False) and op.has_input("gamma") else None
+    beta = op.input("beta") if op.attrs.get("center", False) and op.has_input("beta") else None
+    return x, axis, gamma, beta, float(op.attrs.get("epsilon", 1e-5))
+
+
+def lower_layer_norm(ctx, op):
+    """(x - mean) / sqrt(var + eps) * gamma + beta over the axes from begin_norm_axis on."""
+    from ._onnx import reduce
+
+    x, axis, gamma, beta, epsilon = _layer_norm_parts(ctx, op)
+    axes = list(range(axis, ctx.rank(x)))
+    dtype = ctx.dtype(x)
+    mean = reduce(ctx, "ReduceMean", x, axes, True)
+    (deviation,) = ctx.make_node("Sub", [x, mean])
+    (squared,) = ctx.make_node("Mul", [deviation, deviation])
+    variance = reduce(ctx, "ReduceMean", squared, axes, True)
+    (variance,) = ctx.make_node("Add", [variance, ctx.constant(np.array(epsilon, dtype), "epsilon")])
+    (std,) = ctx.make_node("Sqrt", [variance])
+    out = op.output("y")
+    steps = [name for name in (gamma, beta) if name]
+    (normalized,) = ctx.make_node("Div", [deviation, std], None if steps else [out])
+    if gamma:
+        (normalized,) = ctx.make_node("Mul", [normalized, gamma], None if beta else [out])
+    if beta:
+        ctx.make_node("Add", [normalized, beta], [out])
+
+
+def lower_layer_norm_17(ctx, op):
+    x, axis, gamma, beta, epsilon = _layer_norm_parts(ctx, op)
+    dtype = ctx.dtype(x)
+    if gamma is None:
+        gamma = ctx.constant(np.ones(ctx.shape(x)[axis:], dtype), "gamma")
+    inputs = [x, gamma] + ([beta] if beta else [])
+    ctx.make_node("LayerNormalization", inputs, [op.output("y")], axis=axis, epsilon=epsilon)
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     register("normalization", lower_normalization)
+    register("layer_norm", lower_layer_norm)
+    register("layer_norm", lower_layer_norm_17, since_opset=17)

@@ -1,4 +1,4 @@
-"""Pooling: max and average pooling, adaptive average pooling (channels-first)."""
+"""Pooling: max and average pooling, adaptive average and max pooling (channels-first)."""
 
 from __future__ import annotations
 
@@ -95,8 +95,28 @@ def lower_adaptive_avg_pool(ctx, op):
     ctx.make_node("AveragePool", [x], [op.output("y")], kernel_shape=kernel, strides=kernel)
 
 
+def lower_adaptive_max_pool(ctx, op):
+    x = op.input("x")
+    if op.outputs.get("index") and ctx.is_read(op.output("index")):
+        raise ctx.error("the pooling indices are used: ONNX MaxPool numbers them differently, so they cannot be exported")
+    spatial = ctx.shape(x)[2:]
+    output_size = list(op.attrs["output_size"])
+    if all(size == 1 for size in output_size):
+        ctx.make_node("GlobalMaxPool", [x], [op.output("y")])
+        return
+    if any(size <= 0 or extent % size for extent, size in zip(spatial, output_size)):
+        raise ctx.error(
+            f"output size {output_size} does not divide the input's spatial size {list(spatial)}: adaptive pooling "
+            "then uses windows of varying size, which ONNX MaxPool cannot express"
+        )
+    kernel = [extent // size for extent, size in zip(spatial, output_size)]
+    ctx.make_node("MaxPool", [x], [op.output("y")], kernel_shape=kernel, strides=kernel)
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
+    for op_type in ("adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d"):
+        register(op_type, lower_adaptive_max_pool)
     for op_type in ("max_pool_1d", "max_pool_2d", "max_pool_3d"):
         register(op_type, lower_max_pool)
     for op_type in ("avg_pool_1d", "avg_pool_2d", "avg_pool_3d"):

@@ -1,4 +1,4 @@
-"""Shape and creation ops: reshape (OneFlow 0.9 also compiles ``flatten`` to it), constant."""
+"""Shape and creation ops: reshape (OneFlow 0.9 also compiles ``flatten`` to it), constant, arange."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def lower_reshape(ctx, op):
         # The compiled graph baked the example's batch size into the shape; ONNX Reshape's 0 copies
         # the input's dim 0 instead, so the model follows the batch it is given.
         target[0] = 0
+    elif ctx.dynamic_batch and target and target[0] == ctx.example_batch and -1 not in target:
+        # The batch moved here from another axis (a slice of a permuted tensor): let Reshape infer it.
+        target[0] = -1
     shape = ctx.constant(np.array(target, dtype=np.int64), "shape")
     ctx.make_node("Reshape", [x, shape], [op.output("out")])
 
@@ -34,7 +37,18 @@ def lower_constant(ctx, op):
     )
 
 
+def lower_arange(ctx, op):
+    dtype = ctx.dtype(op.output("out"))
+    if np.issubdtype(dtype, np.floating):
+        bounds = [op.attrs["float_start"], op.attrs["float_limit"], op.attrs["float_delta"]]
+    else:
+        bounds = [op.attrs["integer_start"], op.attrs["integer_limit"], op.attrs["integer_delta"]]
+    inputs = [ctx.constant(np.array(value, dtype), hint) for value, hint in zip(bounds, ("start", "limit", "delta"))]
+    ctx.make_node("Range", inputs, [op.output("out")])
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     register("reshape", lower_reshape)
+    register("arange", lower_arange)
     register("constant", lower_constant)

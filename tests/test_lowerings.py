@@ -69,14 +69,171 @@ CASES = {
     "flatten-as-reshape": (lambda: Lambda(lambda self, x: flow.flatten(x, 1)), [(2, 3, 4)], {"reshape"}),
 }
 
+F = nn.functional
+I64, BOOL = np.int64, np.bool_
+
+
+def unary(fn, scale=4.0, shift=-2.0):
+    """A module applying ``fn`` to inputs spread over [shift, shift + scale)."""
+    return lambda: Lambda(lambda self, x: fn(x * scale + shift))
+
+
+def with_module(fn, **modules):
+    return lambda: Lambda(fn, **modules)
+
+
+# Cases for the op families beyond the first CNN set. Entries may carry a fourth element: the input
+# dtypes (default float32).
+MORE_CASES = {
+    # activations
+    "gelu": (unary(F.gelu), [(2, 5)], {"gelu"}),
+    "fast_gelu": (with_module(lambda self, x: self.m(x * 6 - 3), m=nn.GELU(approximate="tanh")), [(2, 5)], {"fast_gelu"}),
+    "silu": (unary(F.silu), [(2, 5)], {"silu"}),
+    "mish": (unary(F.mish, 8, -4), [(2, 5)], {"mish"}),
+    "hardsigmoid": (unary(F.hardsigmoid, 10, -5), [(2, 8)], {"hardsigmoid"}),
+    "hardswish": (unary(F.hardswish, 10, -5), [(2, 8)], {"hardswish"}),
+    "hardtanh": (unary(lambda x: F.hardtanh(x, -0.5, 0.7)), [(2, 8)], {"hardtanh"}),
+    "hardtanh-relu6": (unary(F.relu6, 10, -2), [(2, 8)], {"hardtanh"}),
+    "leaky_relu": (unary(lambda x: F.leaky_relu(x, 0.1)), [(2, 8)], {"leaky_relu"}),
+    "elu": (unary(lambda x: F.elu(x, 0.7)), [(2, 8)], {"elu"}),
+    "celu": (with_module(lambda self, x: self.m(x * 4 - 2), m=nn.CELU(0.5)), [(2, 8)], {"celu"}),
+    "selu": (unary(flow.selu), [(2, 8)], {"selu"}),
+    "softplus-threshold": (unary(lambda x: F.softplus(x, 2, 1)), [(2, 8)], {"softplus"}),
+    "softsign": (unary(F.softsign), [(2, 8)], {"softsign"}),
+    "log_sigmoid": (unary(F.logsigmoid, 20, -10), [(2, 8)], {"log_sigmoid"}),
+    "hardshrink": (unary(F.hardshrink), [(2, 8)], {"hardshrink"}),
+    "prelu-channels": (lambda: nn.PReLU(3), [(2, 3, 4, 4)], {"prelu"}),
+    "prelu-single": (lambda: nn.PReLU(), [(2, 3, 4)], {"prelu"}),
+    "softmax-last": (unary(lambda x: flow.softmax(x, -1)), [(2, 3, 4)], {"softmax"}),
+    "softmax-axis1": (unary(lambda x: flow.softmax(x, 1)), [(2, 3, 4)], {"softmax", "transpose"}),
+    "log_softmax": (unary(lambda x: flow.log_softmax(x, -1)), [(2, 3, 4)], {"log_softmax"}),
+    # element-wise math
+    "unary-rounding": (unary(lambda x: flow.ceil(x) + flow.floor(x) + flow.sign(x) + flow.abs(x) - flow.neg(x)), [(2, 8)], {"ceil", "floor", "sign", "abs", "negative"}),
+    "round-halves": (lambda: Lambda(lambda self, x: flow.round(flow.arange(-6, 7).float() * 0.5) + x * 0.1), [(13,)], {"round", "arange", "cast"}),
+    "unary-exp-log": (unary(lambda x: flow.exp(x) + flow.log(x) + flow.sqrt(x) + flow.rsqrt(x) + flow.reciprocal(x) + flow.square(x), 2, 0.5), [(2, 8)], {"exp", "log", "sqrt", "rsqrt", "reciprocal", "square"}),
+    "unary-log1p-expm1-erf": (unary(lambda x: flow.log1p(x) + flow.expm1(x) + flow.erf(x), 2, 0), [(2, 8)], {"log1p", "expm1", "erf"}),
+    "unary-trig": (unary(lambda x: flow.tan(x) + flow.asin(x) + flow.acos(x) + flow.atan(x) + flow.sinh(x) + flow.cosh(x) + flow.asinh(x) + flow.atanh(x) + flow.acosh(x + 2), 1.8, -0.9), [(2, 8)], {"tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "atanh", "acosh"}),
+    "pow": (lambda: Lambda(lambda self, x, y: flow.pow(x + 0.1, y * 3)), [(2, 4), (2, 4)], {"pow"}),
+    "maximum-minimum": (lambda: Lambda(lambda self, x, y: flow.maximum(x, y) - flow.minimum(x, y)), [(2, 4), (2, 4)], {"elementwise_maximum", "elementwise_minimum"}),
+    "maximum-broadcast": (lambda: Lambda(lambda self, x, y: flow.maximum(x, y) + flow.minimum(x, y)), [(2, 3, 4), (3, 1)], {"broadcast_maximum", "broadcast_minimum"}),
+    "fmod-signs": (lambda: Lambda(lambda self, x, y: flow.fmod(x * 8 - 4, y * 2 + 0.5) + (x * 8 - 4) % (-(y * 2 + 0.5))), [(3, 5), (3, 5)], {"broadcast_fmod"}),
+    "fmod-int": (lambda: Lambda(lambda self, x, y: flow.fmod(x * 7 - 5, y + 2)), [(3, 5), (3, 5)], {"broadcast_fmod"}, [I64, I64]),
+    "compare-float": (lambda: Lambda(lambda self, x, y: ((x > y), (x < y), (x >= y), (x <= y), (x == y), (x != y))), [(2, 3, 4), (3, 4)], {"broadcast_greater", "broadcast_less", "broadcast_greater_equal", "broadcast_less_equal", "broadcast_equal", "broadcast_not_equal"}),
+    "compare-int": (lambda: Lambda(lambda self, x, y: ((x > y), (x >= y), (x <= y), (x == y), (x != y))), [(3, 4), (3, 4)], {"broadcast_greater", "broadcast_greater_equal", "broadcast_less_equal", "broadcast_equal"}, [I64, I64]),
+    "logical": (lambda: Lambda(lambda self, x, y: (flow.logical_and(x, y), flow.logical_or(x, y), flow.logical_xor(x, y), flow.logical_not(x))), [(3, 4), (3, 4)], {"broadcast_logical_and", "broadcast_logical_or", "broadcast_logical_xor", "logical_not"}, [BOOL, BOOL]),
+    "scalar-div-pow": (lambda: Lambda(lambda self, x: (x / 3, x / 2.5, x ** 2, x ** 0.5, 2 ** x, 1.5 ** x)), [(2, 5)], {"scalar_div", "scalar_pow", "scalar_reverse_pow"}),
+    "scalar_floordiv": (lambda: Lambda(lambda self, x: (x * 10 - 5) // 3), [(2, 5)], {"scalar_floordiv"}),
+    "scalar_floordiv-int": (lambda: Lambda(lambda self, x: (x * 7 - 5) // 2), [(3, 5)], {"scalar_floordiv"}, [I64]),
+    "scalar-compare": (lambda: Lambda(lambda self, x: (x > 0.5, x < 0.5, x >= 0.5, x <= 0.5, x == 0.5, x != 0.5)), [(3, 5)], {"scalar_logical_greater", "scalar_logical_less", "scalar_logical_greater_equal", "scalar_logical_less_equal", "scalar_logical_equal", "scalar_logical_not_equal"}),
+    "scalar-compare-int-by-float": (lambda: Lambda(lambda self, x: (x >= 0.5, x < 0.5, x == 1)), [(3, 5)], {"scalar_logical_greater_equal", "scalar_logical_less", "scalar_logical_equal"}, [I64]),
+    "scalar-int-tensor": (lambda: Lambda(lambda self, x: (x * 3 + 2, x * 1.5)), [(3, 5)], {"scalar_mul", "scalar_add"}, [I64]),
+    "clip": (unary(lambda x: (x.clamp(-0.5, 0.7), x.clamp(min=0.2), x.clamp(max=-0.3))), [(2, 8)], {"clip_by_scalar", "clip_by_scalar_min", "clip_by_scalar_max"}),
+    "clip-int": (lambda: Lambda(lambda self, x: ((x * 5).clamp(1, 3), (x * 5).clamp(min=2))), [(2, 8)], {"clip_by_scalar", "clip_by_scalar_min"}, [I64]),
+    "batch_matmul": (lambda: Lambda(lambda self, a, b: flow.bmm(a, b)), [(2, 3, 4), (2, 4, 5)], {"batch_matmul"}),
+    "batch_matmul-4d": (lambda: Lambda(lambda self, a, b: flow.matmul(a, b)), [(2, 2, 3, 4), (2, 2, 4, 5)], {"batch_matmul"}),
+    "broadcast_matmul-linear-3d": (lambda: nn.Linear(4, 5), [(2, 3, 4)], {"broadcast_matmul"}),
+    "broadcast_matmul-4d": (lambda: Lambda(lambda self, a, b: flow.matmul(a, b)), [(2, 1, 3, 4), (1, 2, 4, 5)], {"broadcast_matmul"}),
+    "matmul-transposed": (lambda: Lambda(lambda self, a, b: flow.matmul(a, b, transpose_a=True, transpose_b=True)), [(4, 3), (5, 4)], {"matmul"}),
+    "cumsum": (lambda: Lambda(lambda self, x: (x.cumsum(1), x.cumsum(-1))), [(2, 3, 4)], {"cumsum"}),
+    # reductions
+    "reduce_sum-keepdims-negative": (lambda: Lambda(lambda self, x: (x.sum(-1, keepdim=True), x.sum(), x.sum([0, 2]))), [(2, 3, 4)], {"reduce_sum"}),
+    "reduce_sum-mean-spatial": (lambda: Lambda(lambda self, x: x.mean([2, 3])), [(2, 3, 4, 5)], {"reduce_sum"}),
+    "reduce_max-min": (lambda: Lambda(lambda self, x: (x.amax(1), x.amin(-1, keepdim=True), x.max(), x.min())), [(2, 3, 4)], {"reduce_max", "reduce_min"}),
+    "reduce_prod": (lambda: Lambda(lambda self, x: (x + 0.5).prod(1)), [(2, 3, 4)], {"reduce_prod"}),
+    "reduce_any-all": (lambda: Lambda(lambda self, x: (x.any(), x.all(1), x.any(-1))), [(4, 3)], {"reduce_any", "reduce_all"}, [BOOL]),
+    "reduce_sum-int": (lambda: Lambda(lambda self, x: x.sum(1)), [(3, 4)], {"reduce_sum"}, [I64]),
+    "var-unbiased": (lambda: Lambda(lambda self, x: (x.var(1), x.var([0, 2], keepdim=True))), [(2, 3, 4)], {"var"}),
+    "var-biased-std": (lambda: Lambda(lambda self, x: (x.var(-1, unbiased=False, keepdim=True), x.std(1))), [(2, 3, 4)], {"var"}),
+    "layer-norm-module": (lambda: nn.LayerNorm(4), [(2, 3, 4)], {"var", "reduce_sum", "rsqrt"}),
+    "group-norm-module": (lambda: nn.GroupNorm(2, 4), [(2, 4, 3, 3)], {"var", "sqrt"}),
+    "argmax": (lambda: Lambda(lambda self, x: (x.argmax(1), x.argmin(-1), x.argmax(-1, keepdim=True))), [(2, 3, 4)], {"argmax"}),
+    "top_k": (lambda: Lambda(lambda self, x: x.topk(2, dim=-1)), [(2, 3, 5)], {"top_k", "dim_gather"}),
+    "top_k-axis1": (lambda: Lambda(lambda self, x: x.topk(2, dim=1)[0]), [(2, 5, 3)], {"top_k", "dim_gather"}),
+    "arg_sort": (lambda: Lambda(lambda self, x: (x.sort(-1), x.argsort(1, descending=True))), [(2, 3, 5)], {"arg_sort", "dim_gather"}),
+    # layout
+    "transpose-permute": (lambda: Lambda(lambda self, x: x.permute(2, 0, 1) * 2), [(2, 3, 4)], {"transpose"}),
+    "concat-negative-axis": (lambda: Lambda(lambda self, x, y: flow.cat([x, y, x], -1)), [(2, 3, 4), (2, 3, 2)], {"concat"}),
+    "stack": (lambda: Lambda(lambda self, x, y: (flow.stack([x, y], 0), flow.stack([x, y], -1))), [(2, 3), (2, 3)], {"stack"}),
+    "narrow-split-chunk": (lambda: Lambda(lambda self, x: (x.split([1, 3], dim=-1), x.chunk(3, 1), x.narrow(1, 1, 2))), [(2, 3, 4)], {"narrow"}),
+    "slice-steps": (lambda: Lambda(lambda self, x: (x[:, 1:, ::2], x[..., -1], x[:1, :2, 1:3])), [(2, 3, 5)], {"slice"}),
+    "slice_update": (lambda: Lambda(lambda self, x, y: slice_assign(x, y)), [(2, 4, 3), (2, 2, 2)], {"slice_update"}),
+    "expand": (lambda: Lambda(lambda self, x: (x.expand(3, 2, 3, 4), x[:, :1].expand(2, 5, 4))), [(2, 3, 4)], {"expand"}),
+    "repeat": (lambda: Lambda(lambda self, x: x.repeat(1, 2, 3)), [(2, 3, 4)], {"expand", "reshape"}),
+    "expand_dims-squeeze": (lambda: Lambda(lambda self, x: (x.unsqueeze(1), x.unsqueeze(-1), x[:, :1].squeeze(1))), [(2, 3, 4)], {"expand_dims", "squeeze"}),
+    "flip": (lambda: Lambda(lambda self, x: flow.flip(x, [0, -1])), [(2, 3, 4)], {"flip"}),
+    "roll": (lambda: Lambda(lambda self, x: (flow.roll(x, 1, 1), flow.roll(x, (-1, 2), (0, 2)))), [(2, 3, 4)], {"roll"}),
+    "pad-constant": (lambda: Lambda(lambda self, x: (F.pad(x, (1, 2)), F.pad(x, (1, 1, 2, 0), value=2.5))), [(2, 3, 4)], {"pad"}),
+    "pad-negative": (lambda: Lambda(lambda self, x: F.pad(x, (-1, 2))), [(2, 3, 4)], {"pad"}),
+    "reflection_pad": (lambda: Lambda(lambda self, x: (F.pad(x, (1, 2, 2, 1), mode="reflect"), F.pad(x[0], (2, 1), mode="reflect"))), [(1, 2, 4, 4)], {"reflection_pad2d", "reflection_pad1d"}),
+    "replication_pad": (lambda: Lambda(lambda self, x: (F.pad(x, (1, 2, 2, 1), mode="replicate"), F.pad(x[0], (2, 1), mode="replicate"))), [(1, 2, 4, 4)], {"replication_pad2d", "replication_pad1d"}),
+    "cast": (lambda: Lambda(lambda self, x: ((x * 4).long(), (x > 0.5).float(), x.to(flow.int32))), [(2, 5)], {"cast"}),
+    "identity": (lambda: Lambda(lambda self, x: flow._C.identity(x) * 2), [(2, 5)], {"identity"}),
+    "dropout-eval": (lambda: Lambda(lambda self, x: self.drop(x) * 2, drop=nn.Dropout(0.5)), [(2, 5)], {"scalar_mul"}),
+    "pixel_shuffle": (lambda: nn.PixelShuffle(2), [(1, 8, 3, 3)], {"reshape", "transpose"}),
+    "constant-ones": (lambda: Lambda(lambda self, x: x + flow.ones(4) + flow.full((3, 4), 2.0)), [(2, 3, 4)], {"constant"}),
+    # indexing
+    "gather-index_select": (lambda: Lambda(lambda self, x: flow.index_select(x, 2, flow.tensor([3, 0, 3]))), [(2, 3, 4)], {"gather"}),
+    "gather-embedding": (lambda: nn.Embedding(10, 4), [(2, 3)], {"gather"}, [I64]),
+    "dim_gather": (lambda: Lambda(lambda self, x, i: flow.gather(x, 1, i)), [(2, 3, 4), (2, 2, 4)], {"dim_gather"}, [np.float32, I64]),
+    "gather_nd": (lambda: Lambda(lambda self, x: x[:, flow.tensor([0, 2])]), [(2, 3, 4)], {"gather_nd"}),
+    "where": (lambda: Lambda(lambda self, x, y: flow.where(x > y, x, y)), [(2, 3, 4), (3, 4)], {"where"}),
+    "where-scalars": (lambda: Lambda(lambda self, x: (flow.where(x > 0.5, x, 0.0), flow.where(x > 0.5, 2.0, x), flow.where(x > 0.3, 1.0, -1.0))), [(2, 3, 4)], {"where_scalar_x", "where_scalar_y", "where_scalar_xy"}),
+    "where-int": (lambda: Lambda(lambda self, c, x, y: flow.where(c, x, y)), [(3, 4), (3, 4), (4,)], {"where"}, [BOOL, I64, I64]),
+    "masked_fill": (lambda: Lambda(lambda self, x: x.masked_fill(x > 0.5, -1.0)), [(2, 3, 4)], {"masked_fill"}),
+    "tril-triu": (lambda: Lambda(lambda self, x: (flow.tril(x), flow.triu(x, 1), flow.tril(x, -1))), [(4, 5)], {"tril", "triu"}),
+    # resizing
+    "upsample_nearest_2d-scale": (lambda: Lambda(lambda self, x: F.interpolate(x, scale_factor=2, mode="nearest")), [(1, 2, 3, 4)], {"upsample_nearest_2d"}),
+    "upsample_nearest_2d-size": (lambda: Lambda(lambda self, x: F.interpolate(x, size=(5, 7), mode="nearest")), [(2, 2, 3, 4)], {"upsample_nearest_2d"}),
+    "upsample_bilinear_2d": (lambda: Lambda(lambda self, x: (F.interpolate(x, scale_factor=2, mode="bilinear"), F.interpolate(x, size=(5, 7), mode="bilinear"))), [(1, 2, 3, 4)], {"upsample_bilinear_2d"}),
+    "upsample_bilinear_2d-align-corners": (lambda: Lambda(lambda self, x: (F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True), F.interpolate(x, size=(5, 7), mode="bilinear", align_corners=True))), [(1, 2, 3, 4)], {"upsample_bilinear_2d"}),
+    "upsample_1d": (lambda: Lambda(lambda self, x: (F.interpolate(x, scale_factor=2, mode="nearest"), F.interpolate(x, scale_factor=2, mode="linear"))), [(1, 2, 5)], {"upsample_nearest_1d", "upsample_linear_1d"}),
+    "upsample_bicubic_2d": (lambda: Lambda(lambda self, x: F.interpolate(x, scale_factor=2, mode="bicubic")), [(1, 2, 4, 4)], {"upsample_bicubic_2d"}),
+    "upsample_3d": (lambda: Lambda(lambda self, x: (F.interpolate(x, scale_factor=2, mode="nearest"), F.interpolate(x, scale_factor=2, mode="trilinear"))), [(1, 2, 2, 3, 3)], {"upsample_nearest_3d", "upsample_trilinear_3d"}),
+    # convolution and pooling
+    "deconv2d": (lambda: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1), [(1, 3, 4, 4)], {"deconv2d"}),
+    "deconv2d-groups-dilation": (lambda: nn.ConvTranspose2d(4, 6, 3, stride=1, padding=2, dilation=2, groups=2, bias=False), [(1, 4, 5, 5)], {"deconv2d"}),
+    "deconv1d": (lambda: nn.ConvTranspose1d(3, 2, 3, stride=2), [(2, 3, 4)], {"deconv1d"}),
+    "deconv3d": (lambda: nn.ConvTranspose3d(2, 2, 2, stride=2), [(1, 2, 2, 3, 3)], {"deconv3d"}),
+    "adaptive_max_pool": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool2d(x, 1), F.adaptive_max_pool2d(x, (2, 3)))), [(1, 2, 6, 6)], {"adaptive_max_pool2d"}),
+    "adaptive_max_pool-1d-3d": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool1d(x[0], 2), F.adaptive_max_pool3d(x.unsqueeze(2), 1))), [(1, 2, 6, 6)], {"adaptive_max_pool1d", "adaptive_max_pool3d"}),
+}
+
+
+def slice_assign(x, y):
+    x = x * 2
+    x[:, 1:3, :2] = y
+    return x
+
+
+CASES.update(MORE_CASES)
+
 OPSETS = [flow2onnx.MIN_OPSET, flow2onnx.DEFAULT_OPSET]
+REGISTRY = load_plugins(entry_points=False).registry
 
 
-@pytest.mark.parametrize("opset", OPSETS)
-@pytest.mark.parametrize("case", sorted(CASES))
+def case_opsets(op_types) -> list[int]:
+    """The opsets a case runs at: the lowest its op types support, the default, and each newer form's first opset.
+
+    A lowering registered with since_opset=N (an operator that changed at N) is thus tested at N.
+    """
+    ranges = [REGISTRY.opset_range(op_type) for op_type in op_types]
+    lowest = max([low for low, _ in filter(None, ranges)] or [flow2onnx.MIN_OPSET])
+    newer = {
+        lowering.since_opset
+        for op_type in op_types
+        for lowering in REGISTRY.lowerings.get(op_type, ())
+        if lowest < lowering.since_opset <= flow2onnx.max_opset()
+    }
+    return sorted({lowest, max(lowest, flow2onnx.DEFAULT_OPSET)} | newer)
+
+
+CASE_OPSETS = [(case, opset) for case in sorted(CASES) for opset in case_opsets(CASES[case][2])]
+
+
+@pytest.mark.parametrize("case, opset", CASE_OPSETS, ids=[f"{case}-{opset}" for case, opset in CASE_OPSETS])
 def test_lowering_matches_oneflow(case, opset, onnx_path):
-    factory, shapes, op_types = CASES[case]
-    result = export_module(factory(), shapes, onnx_path, opset=opset)
+    factory, shapes, op_types, *dtypes = CASES[case]
+    result = export_module(factory(), shapes, onnx_path, opset=opset, dtypes=dtypes[0] if dtypes else None)
     missing = op_types - set(result.op_types)
     assert not missing, f"the graph did not contain {missing}; the case does not test its lowering"
     assert result.report.passed, result.report.to_text(outliers=True)
@@ -96,7 +253,7 @@ def test_every_builtin_lowering_has_a_case():
     """A lowering added to a built-in plugin without a numerical case above makes this fail."""
     registry = load_plugins(entry_points=False).registry
     builtin = {op_type for op_type, entries in registry.lowerings.items() if any(e.plugin in BUILTIN_PLUGINS for e in entries)}
-    tested = set().union(*(op_types for _, _, op_types in CASES.values()))
+    tested = set().union(*(case[2] for case in CASES.values())) | CHECKED_AGAINST_NUMPY
     assert builtin - tested == set()
 
 
@@ -129,3 +286,86 @@ def test_comparison_reports_a_real_difference():
     bad = compare("y", np.ones(4, np.float32), np.array([1, 1, 1.1, 1], np.float32), 1e-3, 1e-4)
     assert ok.passed and not bad.passed
     assert bad.mismatch_fraction == 0.25 and bad.outliers[0][0] == (2,)
+
+
+# OneFlow 0.9 has no CPU kernel for these op types (a GPU-built graph has them), so their cases
+# compare ONNX Runtime with the same formula in numpy instead of with OneFlow.
+CHECKED_AGAINST_NUMPY = {"layer_norm"}
+
+
+@pytest.mark.parametrize("opset", [flow2onnx.MIN_OPSET, flow2onnx.DEFAULT_OPSET])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_matches_numpy(opset, affine, onnx_path):
+    import onnxruntime
+
+    gamma, beta = flow.rand(3, 4) + 0.5, flow.rand(3, 4)
+    if affine:
+        model = Lambda(lambda self, x: flow._C.layer_norm_affine(x, self.w, self.b, 1, 1, 1e-5), w=nn.Parameter(gamma), b=nn.Parameter(beta))
+    else:
+        model = Lambda(lambda self, x: flow._C.layer_norm(x, 2, 2, 1e-3))
+    result = export_module(model, [(2, 3, 4)], onnx_path, opset=opset, verify=False)
+    assert "layer_norm" in result.op_types
+    x = np.random.default_rng(1).random((2, 3, 4), dtype=np.float32)
+    axes, epsilon = ((1, 2), 1e-5) if affine else ((2,), 1e-3)
+    mean = x.mean(axis=axes, keepdims=True)
+    expected = (x - mean) / np.sqrt(x.var(axis=axes, keepdims=True) + epsilon)
+    if affine:
+        expected = expected * gamma.numpy() + beta.numpy()
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {result.input_names[0]: x})
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+class _TinyAttention(nn.Module):
+    """A ViT-like block: class token expanded over the batch, attention, layer norm, slicing."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls = nn.Parameter(flow.rand(1, 1, 8))
+        self.qkv = nn.Linear(8, 24)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, x):
+        tokens = flow.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        q, k, v = self.qkv(self.norm(tokens)).reshape(x.shape[0], -1, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        attention = flow.softmax(flow.matmul(q, k.transpose(-2, -1)) * 0.5, -1)
+        out = flow.matmul(attention, v).transpose(1, 2).reshape(x.shape[0], -1, 8)
+        return out[:, 0], out[:, 1:].var(1), out.mean([1, 2])
+
+
+@pytest.mark.parametrize("opset", [flow2onnx.MIN_OPSET, flow2onnx.DEFAULT_OPSET])
+def test_transformer_ops_follow_dynamic_batch(opset, onnx_path):
+    """expand, concat, batched matmul, softmax, var and slicing keep the batch symbolic."""
+    result = export_module(_TinyAttention(), [(2, 5, 8)], onnx_path, opset=opset, dynamic_batch=True)
+    assert {"expand", "concat", "batch_matmul", "softmax", "var", "slice"} <= set(result.op_types)
+    assert result.report.batch_sizes == [2, 3, 7]
+    assert result.report.passed
+
+
+@pytest.mark.parametrize("opset", [flow2onnx.MIN_OPSET, flow2onnx.DEFAULT_OPSET])
+def test_resize_and_pad_follow_dynamic_batch(opset, onnx_path):
+    model = Lambda(
+        lambda self, x: (
+            F.interpolate(x, scale_factor=2, mode="nearest"),
+            F.interpolate(x, size=(5, 7), mode="bilinear"),
+            F.pad(x, (1, 1, 2, 0), mode="reflect"),
+            flow.stack([x, x], 1).sum(1),
+        )
+    )
+    result = export_module(model, [(2, 2, 3, 4)], onnx_path, opset=opset, dynamic_batch=True)
+    assert result.report.batch_sizes == [2, 3, 7]
+    assert result.report.passed
+
+
+@pytest.mark.parametrize(
+    "model, shapes, dtypes, match",
+    [
+        (lambda: Lambda(lambda self, x: flow.narrow(x, 0, 0, 1)), [(2, 3)], None, r"narrow op .*dynamic batch"),
+        (lambda: Lambda(lambda self, x: flow.roll(x, 1, 0)), [(2, 3)], None, r"roll op .*dynamic batch"),
+    ],
+    ids=["narrow-of-batch", "roll-of-batch"],
+)
+def test_inexpressible_ops_are_refused(model, shapes, dtypes, match, onnx_path):
+    with pytest.raises(flow2onnx.LoweringError, match=match):
+        export_module(model(), shapes, onnx_path, dtypes=dtypes, dynamic_batch=True)
+    assert not onnx_path.exists()

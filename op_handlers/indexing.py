@@ -1,0 +1,94 @@
+"""Indexing and selection: gather (index_select, embedding), dim_gather, gather_nd, where, masked_fill, tril/triu."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flow2onnx.hookspecs import hookimpl
+
+from ._onnx import cast_if_needed, is_dynamic, normalize_axes
+
+
+def lower_gather(ctx, op):
+    x = op.input("in")
+    axis = normalize_axes([op.attrs.get("axis", 0)], ctx.rank(x))[0]
+    ctx.make_node("Gather", [x, op.input("indices")], [op.output("out")], axis=axis)
+
+
+def lower_dim_gather(ctx, op):
+    x = op.input("input")
+    axis = normalize_axes([op.attrs["dim"]], ctx.rank(x))[0]
+    ctx.make_node("GatherElements", [x, op.input("index")], [op.output("output")], axis=axis)
+
+
+def lower_gather_nd(ctx, op):
+    indices = cast_if_needed(ctx, op.input("indices"), np.int64)
+    ctx.make_node("GatherND", [op.input("params"), indices], [op.output("out")])
+
+
+def lower_where(ctx, op):
+    condition = cast_if_needed(ctx, op.input("condition"), np.bool_)
+    out = op.output("out")
+    x, y = (cast_if_needed(ctx, op.input(arg), ctx.dtype(out)) for arg in ("x", "y"))
+    ctx.make_node("Where", [condition, x, y], [out])
+
+
+def lower_where_scalar(ctx, op, x_scalar: bool, y_scalar: bool):
+    """where with a Python scalar for x, y or both (OneFlow keeps the scalars as attributes)."""
+    condition = cast_if_needed(ctx, op.input("condition"), np.bool_)
+    out = op.output("out")
+    dtype = ctx.dtype(out)
+
+    def operand(arg: str, is_scalar: bool):
+        if not is_scalar:
+            return cast_if_needed(ctx, op.input(arg), dtype)
+        prefix = f"{arg}_" if x_scalar and y_scalar else ""
+        for kind in ("float", "int", "bool"):
+            if op.attrs.get(f"has_{prefix}{kind}_operand"):
+                return ctx.constant(np.array(op.attrs[f"{prefix}{kind}_operand"], dtype), f"{arg}_value")
+        raise ctx.error(f"no scalar operand for {arg} among the op's attributes {sorted(op.attrs)}")
+
+    ctx.make_node("Where", [condition, operand("x", x_scalar), operand("y", y_scalar)], [out])
+
+
+def lower_masked_fill(ctx, op):
+    x = op.input("x")
+    dtype = ctx.dtype(x)
+    if op.attrs.get("has_float_operand"):
+        value = op.attrs["float_operand"]
+    elif op.attrs.get("has_bool_operand"):
+        value = op.attrs["bool_operand"]
+    else:
+        value = op.attrs["int_operand"]
+    mask = cast_if_needed(ctx, op.input("mask"), np.bool_)
+    ctx.make_node("Where", [mask, ctx.constant(np.array(value, dtype), "value"), x], [op.output("out")])
+
+
+def lower_triangle(ctx, op, lower: bool):
+    """tril / triu as a select against a constant mask of the last two axes (ONNX Trilu needs opset 14 and fills only 0)."""
+    x = op.input("in")
+    rows, cols = ctx.shape(x)[-2:]
+    if any(is_dynamic(ctx, x, axis) for axis in (ctx.rank(x) - 2, ctx.rank(x) - 1)):
+        raise ctx.error("tril/triu over the dynamic batch axis: the mask would depend on the batch size")
+    diagonal = int(op.attrs.get("diagonal", 0))
+    keep = np.tri(rows, cols, diagonal, dtype=bool) if lower else ~np.tri(rows, cols, diagonal - 1, dtype=bool)
+    dtype = ctx.dtype(x)
+    if op.attrs.get("is_floating_fill_value"):
+        fill = op.attrs.get("floating_fill_value", 0.0)
+    else:
+        fill = op.attrs.get("integer_fill_value", 0)
+    ctx.make_node("Where", [ctx.constant(keep, "mask"), x, ctx.constant(np.array(fill, dtype), "fill")], [op.output("out")])
+
+
+@hookimpl
+def flow2onnx_register_lowerings(register):
+    register("gather", lower_gather)
+    register("dim_gather", lower_dim_gather)
+    register("gather_nd", lower_gather_nd)
+    register("where", lower_where)
+    register("where_scalar_x", lambda ctx, op: lower_where_scalar(ctx, op, True, False))
+    register("where_scalar_y", lambda ctx, op: lower_where_scalar(ctx, op, False, True))
+    register("where_scalar_xy", lambda ctx, op: lower_where_scalar(ctx, op, True, True))
+    register("masked_fill", lower_masked_fill)
+    register("tril", lambda ctx, op: lower_triangle(ctx, op, lower=True))
+    register("triu", lambda ctx, op: lower_triangle(ctx, op, lower=False))

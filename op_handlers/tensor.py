@@ -1,0 +1,220 @@
+"""Layout ops: transpose, concat/stack, slicing, narrow and slice assignment, (un)squeeze, expand, flip, roll, pad, cast, identity.
+
+Shapes stay symbolic where a dynamic batch can flow through: slices that run to the end of an axis
+end at "infinity" rather than at the example's size, expand keeps the input's own sizes by
+broadcasting against 1, and slice assignment pads the value and a mask in the graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flow2onnx.hookspecs import hookimpl
+
+from ._onnx import INT64_MAX, INT64_MIN, cast, int64s, is_dynamic, normalize_axes, squeeze, unsqueeze
+
+
+def lower_identity(ctx, op):
+    ctx.make_node("Identity", [op.input("in")], [op.output("out")])
+
+
+def lower_cast(ctx, op):
+    cast(ctx, op.input("in"), ctx.dtype(op.output("out")), [op.output("out")])
+
+
+def lower_transpose(ctx, op):
+    ctx.make_node("Transpose", [op.input("input")], [op.output("output")], perm=list(op.attrs["perm"]))
+
+
+def lower_concat(ctx, op):
+    inputs = list(op.inputs["in"])
+    out = op.output("out")
+    axis = normalize_axes([op.attrs["axis"]], ctx.rank(out))[0]
+    dtype = ctx.dtype(out)
+    inputs = [name if ctx.dtype(name) == dtype else cast(ctx, name, dtype) for name in inputs]
+    ctx.make_node("Concat", inputs, [out], axis=axis)
+
+
+def lower_stack(ctx, op):
+    out = op.output("out")
+    axis = normalize_axes([op.attrs["axis"]], ctx.rank(out))[0]
+    parts = [unsqueeze(ctx, name, [axis]) for name in op.inputs["in"]]
+    ctx.make_node("Concat", parts, [out], axis=axis)
+
+
+def _slice(ctx, x, out, starts, ends, axes, steps):
+    if not axes:
+        ctx.make_node("Identity", [x], [out])
+        return
+    ctx.make_node(
+        "Slice",
+        [x, int64s(ctx, starts, "starts"), int64s(ctx, ends, "ends"), int64s(ctx, axes, "axes"), int64s(ctx, steps, "steps")],
+        [out],
+    )
+
+
+def lower_slice(ctx, op):
+    x = op.input("x")
+    shape = ctx.shape(x)
+    starts, ends, axes, steps = [], [], [], []
+    for axis, (start, stop, step, size) in enumerate(zip(op.attrs["start"], op.attrs["stop"], op.attrs["step"], shape)):
+        if step <= 0:
+            raise ctx.error(f"slice step {step} on axis {axis}: OneFlow slices with positive steps only")
+        if start == 0 and stop >= size and step == 1:
+            continue  # the whole axis: leave it out, so a dynamic size passes through
+        starts.append(start)
+        ends.append(INT64_MAX if stop >= size else stop)
+        axes.append(axis)
+        steps.append(step)
+    _slice(ctx, x, op.output("y"), starts, ends, axes, steps)
+
+
+def lower_narrow(ctx, op):
+    x = op.input("in")
+    axis = normalize_axes([op.attrs["dim"]], ctx.rank(x))[0]
+    start, length = int(op.attrs["start"]), int(op.attrs["length"])
+    size = ctx.shape(x)[axis]
+    if start == 0 and length == size:
+        _slice(ctx, x, op.output("out"), [], [], [], [])
+        return
+    if is_dynamic(ctx, x, axis):
+        raise ctx.error("narrow of part of the dynamic batch axis: the slice would depend on the batch size")
+    _slice(ctx, x, op.output("out"), [start], [INT64_MAX if start + length >= size else start + length], [axis], [1])
+
+
+def lower_expand_dims(ctx, op):
+    out = op.output("out")
+    axis = normalize_axes([op.attrs["axis"]], ctx.rank(out))[0]
+    unsqueeze(ctx, op.input("in"), [axis], [out])
+
+
+def lower_squeeze(ctx, op):
+    x = op.input("in")
+    axes = normalize_axes(list(op.attrs["axes"]), ctx.rank(x))
+    if not axes:
+        ctx.make_node("Identity", [x], [op.output("out")])
+        return
+    squeeze(ctx, x, axes, [op.output("out")])
+
+
+def lower_expand(ctx, op):
+    x = op.input("in")
+    source = list(ctx.shape(x))
+    target = list(op.attrs["expand_shape"])
+    shape = []
+    offset = len(target) - len(source)
+    for index, size in enumerate(target):
+        own = source[index - offset] if index >= offset else None
+        # Where the input keeps its size, ask for 1: ONNX Expand broadcasts 1 to the input's own
+        # (possibly dynamic) size, instead of baking the example's size in.
+        shape.append(1 if own == size else size)
+    shape_input = int64s(ctx, shape, "shape")
+    if ctx.dynamic_batch and shape[0] != 1 and shape[0] == ctx.example_batch and ctx.graph.inputs:
+        # Broadcasting over the batch (a class token expanded to the example's batch size): take
+        # the batch size from the graph's input at run time.
+        (batch,) = ctx.make_node("Shape", [ctx.graph.inputs[0].name], start=0, end=1) if ctx.opset >= 15 else [None]
+        if batch is None:
+            (full,) = ctx.make_node("Shape", [ctx.graph.inputs[0].name])
+            (batch,) = ctx.make_node("Slice", [full, int64s(ctx, [0], "starts"), int64s(ctx, [1], "ends")])
+        (shape_input,) = ctx.make_node("Concat", [batch, int64s(ctx, shape[1:], "shape")], axis=0)
+    ctx.make_node("Expand", [x, shape_input], [op.output("out")])
+
+
+
+def lower_flip(ctx, op):
+    x = op.input("x")
+    axes = normalize_axes(list(op.attrs["dims"]), ctx.rank(x))
+    count = len(axes)
+    _slice(ctx, x, op.output("y"), [-1] * count, [INT64_MIN] * count, axes, [-1] * count)
+
+
+def lower_roll(ctx, op):
+    x = op.input("in")
+    shifts, axes = list(op.attrs["shifts"]), list(op.attrs.get("dims") or [])
+    if not axes:
+        raise ctx.error("roll without dims (over the flattened tensor) is not supported; give the dims to roll")
+    current = x
+    for shift, axis in zip(shifts, normalize_axes(axes, ctx.rank(x))):
+        if is_dynamic(ctx, x, axis):
+            raise ctx.error("roll along the dynamic batch axis is not supported")
+        size = ctx.shape(x)[axis]
+        shift %= size
+        if shift == 0:
+            continue
+        (tail,) = ctx.make_node("Slice", [current, int64s(ctx, [size - shift], "starts"), int64s(ctx, [INT64_MAX], "ends"), int64s(ctx, [axis], "axes")])
+        (head,) = ctx.make_node("Slice", [current, int64s(ctx, [0], "starts"), int64s(ctx, [size - shift], "ends"), int64s(ctx, [axis], "axes")])
+        (current,) = ctx.make_node("Concat", [tail, head], axis=axis)
+    ctx.make_node("Identity", [current], [op.output("out")])
+
+
+def lower_slice_update(ctx, op):
+    """``ref[start:stop] = value`` without copying: value and a mask padded to ref's shape, then a select."""
+    from onnx import numpy_helper
+
+    ref, value = op.input("ref"), op.input("value")
+    before, after = [], []
+    for axis, (start, stop, step, size) in enumerate(zip(op.attrs["start"], op.attrs["stop"], op.attrs["step"], ctx.shape(ref))):
+        if step != 1:
+            raise ctx.error(f"slice assignment with step {step} on axis {axis}: only contiguous slices lower to ONNX here")
+        stop = min(stop, size)
+        if (start, stop) != (0, size) and is_dynamic(ctx, ref, axis):
+            raise ctx.error("slice assignment to part of the dynamic batch axis is not supported")
+        before.append(start)
+        after.append(size - stop)
+    pads = int64s(ctx, before + after, "pads")
+    value = value if ctx.dtype(value) == ctx.dtype(ref) else cast(ctx, value, ctx.dtype(ref))
+    (padded,) = ctx.make_node("Pad", [value, pads], mode="constant")
+    (shape,) = ctx.make_node("Shape", [value])
+    (ones,) = ctx.make_node("ConstantOfShape", [shape], value=numpy_helper.from_array(np.array([1], np.uint8)))
+    (mask,) = ctx.make_node("Pad", [ones, pads], mode="constant")
+    mask = cast(ctx, mask, np.bool_)
+    ctx.make_node("Where", [mask, padded, ref], [op.output("y")])
+
+
+def lower_pad(ctx, op):
+    x = op.input("x")
+    dtype = ctx.dtype(x)
+    before, after = list(op.attrs["padding_before"]), list(op.attrs["padding_after"])
+    value = op.attrs["floating_constant_value"] if np.issubdtype(dtype, np.floating) else op.attrs["integral_constant_value"]
+    ctx.make_node(
+        "Pad",
+        [x, int64s(ctx, before + after, "pads"), ctx.constant(np.array(value, dtype), "value")],
+        [op.output("y")],
+        mode="constant",
+    )
+
+
+def lower_pad_mode(ctx, op, mode: str):
+    """reflection_pad / replication_pad: ``padding`` lists (begin, end) pairs from the last axis backwards."""
+    x = op.input("x")
+    rank = ctx.rank(x)
+    padding = list(op.attrs["padding"])
+    before, after = [0] * rank, [0] * rank
+    for pair in range(len(padding) // 2):
+        axis = rank - 1 - pair
+        before[axis], after[axis] = padding[2 * pair], padding[2 * pair + 1]
+    ctx.make_node("Pad", [x, int64s(ctx, before + after, "pads")], [op.output("y")], mode=mode)
+
+
+@hookimpl
+def flow2onnx_register_lowerings(register):
+    register("identity", lower_identity)
+    register("cast", lower_cast)
+    register("transpose", lower_transpose)
+    register("concat", lower_concat)
+    register("slice", lower_slice)
+    register("narrow", lower_narrow)
+    register("expand", lower_expand)
+    register("flip", lower_flip)
+    register("roll", lower_roll)
+    register("slice_update", lower_slice_update)
+    register("pad", lower_pad)
+    for op_type in ("reflection_pad1d", "reflection_pad2d"):
+        register(op_type, lambda ctx, op: lower_pad_mode(ctx, op, "reflect"))
+    for op_type in ("replication_pad1d", "replication_pad2d"):
+        register(op_type, lambda ctx, op: lower_pad_mode(ctx, op, "edge"))
+    # Unsqueeze and Squeeze take their axes as an input from opset 13.
+    for since in (11, 13):
+        register("stack", lower_stack, since_opset=since)
+        register("expand_dims", lower_expand_dims, since_opset=since)
+        register("squeeze", lower_squeeze, since_opset=since)
