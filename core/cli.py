@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin_selection(plugins)
     plugins.set_defaults(run=cmd_plugins)
 
+    from .runtime_cli import add_runtime_commands
 
+    add_runtime_commands(commands)
 
     from .ops_cli import add_ops_command
 

@@ -44,3 +44,19 @@ class VerificationError(Flow2OnnxError):
     def __init__(self, message: str, report):
         super().__init__(message)
         self.report = report
+
+
+class ModelFileError(Flow2OnnxError):
+    """A model file to run or describe is missing, empty, truncated, not ONNX, or rejected by ONNX Runtime."""
+
+
+class ProviderError(Flow2OnnxError):
+    """None of the requested ONNX Runtime execution providers is known, available or working here."""
+
+
+class ModelInputError(Flow2OnnxError):
+    """An input given to a model (array, image or labels file) does not match what the model expects."""
+
+
+class InferenceError(Flow2OnnxError):
+    """ONNX Runtime failed while running a model on inputs that passed the checks."""
