@@ -6,7 +6,6 @@ from __future__ import annotations
 # Op types that the reference converter (oneflow-onnx 0.6.2) lists and the built-in plugins do not
 # lower, with the reason; rendered into docs/supported_ops.md.
 NOT_LOWERED = {
-    "sin, cos": "not built in yet: the test suite uses them as the example of op types no plugin lowers (test_errors, test_plugins); a plugin can add them",
     "argmin": "OneFlow 0.9 compiles argmin as argmax of the negated input, so no graph contains an argmin op",
     "flatten": "OneFlow 0.9 compiles flatten to reshape (lowered)",
     "broadcast_floor_mod": "no OneFlow 0.9 Python API emits it (x % y compiles to broadcast_fmod, lowered); untestable here",

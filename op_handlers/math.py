@@ -43,8 +43,9 @@ _SCALAR_COMPARE = {
     "scalar_logical_less": "Less",
 }
 # Element-wise unary ops that map onto one ONNX op (inputs "x", outputs "y").
-# sin and cos are left to plugins for now (see the test suite's use of them as unlowered ops).
 _UNARY = {
+    "sin": "Sin",
+    "cos": "Cos",
     "abs": "Abs",
     "ceil": "Ceil",
     "floor": "Floor",

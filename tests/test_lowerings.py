@@ -112,6 +112,7 @@ MORE_CASES = {
     "round-halves": (lambda: Lambda(lambda self, x: flow.round(flow.arange(-6, 7).float() * 0.5) + x * 0.1), [(13,)], {"round", "arange", "cast"}),
     "unary-exp-log": (unary(lambda x: flow.exp(x) + flow.log(x) + flow.sqrt(x) + flow.rsqrt(x) + flow.reciprocal(x) + flow.square(x), 2, 0.5), [(2, 8)], {"exp", "log", "sqrt", "rsqrt", "reciprocal", "square"}),
     "unary-log1p-expm1-erf": (unary(lambda x: flow.log1p(x) + flow.expm1(x) + flow.erf(x), 2, 0), [(2, 8)], {"log1p", "expm1", "erf"}),
+    "unary-sin-cos": (unary(lambda x: flow.sin(x) * flow.cos(x), 8.0, -4.0), [(2, 8)], {"sin", "cos"}),
     "unary-trig": (unary(lambda x: flow.tan(x) + flow.asin(x) + flow.acos(x) + flow.atan(x) + flow.sinh(x) + flow.cosh(x) + flow.asinh(x) + flow.atanh(x) + flow.acosh(x + 2), 1.8, -0.9), [(2, 8)], {"tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "atanh", "acosh"}),
     "pow": (lambda: Lambda(lambda self, x, y: flow.pow(x + 0.1, y * 3)), [(2, 4), (2, 4)], {"pow"}),
     "maximum-minimum": (lambda: Lambda(lambda self, x, y: flow.maximum(x, y) - flow.minimum(x, y)), [(2, 4), (2, 4)], {"elementwise_maximum", "elementwise_minimum"}),
