@@ -79,6 +79,7 @@ def cmd_export(args) -> int:
             disable_plugins=args.disable_plugin or (),
             only_plugins=_split(args.only_plugins),
             bundle_dir=args.bundle,
+            bisect=args.bisect,
         )
     elapsed = time.perf_counter() - started
     for warning in caught:
@@ -99,6 +100,8 @@ def cmd_export(args) -> int:
         print(f"  repro bundle: {result.bundle_dir}")
     if result.report is not None:
         print(result.report.to_text(outliers=args.print_outlier))
+        if result.bisected and result.divergence is None:
+            print("first-divergence finder: every intermediate tensor OneFlow exposes matches")
         if args.report:
             _write_report(result.report, args.report)
     elif result.verification_skipped:
@@ -117,6 +120,27 @@ def _write_report(report, path: str) -> None:
             file.write(text + "\n")
     except OSError as error:
         raise Flow2OnnxError(f"cannot write the report to {path}: {error.strerror or error}") from error
+
+
+def _add_model_arguments(parser) -> None:
+    parser.add_argument("model", metavar="MODULE:CALLABLE", help="a callable returning a oneflow.nn.Module or nn.Graph, e.g. flowvision.models:resnet18")
+    parser.add_argument("--input-shape", type=_parse_shape, action="append", metavar="N,C,H,W", help="shape of an example input (repeat for several inputs; default 1,3,224,224)")
+    parser.add_argument("--opset", type=int, default=None, help="target ONNX opset (default 17)")
+    parser.add_argument("--dynamic-batch", action="store_true", help="make dim 0 of every input and output symbolic")
+    parser.add_argument("--post-pass", action="append", metavar="NAME", help="run a registered post-pass (onnxsim, onnxoptimizer); repeatable")
+    parser.add_argument("--strict-post-passes", action="store_true", help="fail when a post-pass fails or changes results, instead of skipping it")
+    parser.add_argument("--print-outlier", action="store_true", help="show the worst elements of each output")
+    parser.add_argument("--report", metavar="FILE", help="also write the verification report: .json, .md (Markdown) or text")
+    parser.add_argument("--bisect", action="store_true", help="run the first-divergence finder even if verification passes (it runs on a mismatch anyway)")
+    _add_plugin_selection(parser)
+
+
+def cmd_check(args) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="flow2onnx-check-") as directory:
+        args.output = os.path.join(directory, "model.onnx")
+        return cmd_export(args)
 
 
 def _split(text):
@@ -155,20 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     export = commands.add_parser("export", help="export a model returned by MODULE:CALLABLE")
-    export.add_argument("model", metavar="MODULE:CALLABLE", help="a callable returning a oneflow.nn.Module or nn.Graph, e.g. flowvision.models:resnet18")
-    export.add_argument("--input-shape", type=_parse_shape, action="append", metavar="N,C,H,W", help="shape of an example input (repeat for several inputs; default 1,3,224,224)")
+    _add_model_arguments(export)
     export.add_argument("-o", "--output", default="model.onnx", help="the .onnx file to write (default: model.onnx)")
-    export.add_argument("--opset", type=int, default=None, help="target ONNX opset (default 17)")
-    export.add_argument("--dynamic-batch", action="store_true", help="make dim 0 of every input and output symbolic")
     export.add_argument("--no-verify", action="store_true", help="write the model without comparing it with OneFlow")
     export.add_argument("--external-data", action="store_true", help="store the weights in <output>.data")
-    export.add_argument("--post-pass", action="append", metavar="NAME", help="run a registered post-pass (onnxsim, onnxoptimizer); repeatable")
-    export.add_argument("--strict-post-passes", action="store_true", help="fail when a post-pass fails or changes results, instead of skipping it")
-    export.add_argument("--print-outlier", action="store_true", help="show the worst elements of each output")
-    export.add_argument("--report", metavar="FILE", help="also write the verification report: .json, .md (Markdown) or text")
     export.add_argument("--bundle", metavar="DIR", help="also write a repro bundle: the model with test_data_set_0/ (inputs, OneFlow's outputs)")
-    _add_plugin_selection(export)
     export.set_defaults(run=cmd_export)
+
+    check = commands.add_parser("check", help="export to a temporary file and verify, without keeping the model")
+    _add_model_arguments(check)
+    check.set_defaults(run=cmd_check, no_verify=False, external_data=False, bundle=None)
 
     plugins = commands.add_parser("plugins", help="list the plugins loaded and what they register")
     _add_plugin_selection(plugins)

@@ -58,6 +58,10 @@ class ExportResult:
     verification_skipped: str | None = None
     #: The repro bundle's directory, when one was asked for.
     bundle_dir: str | None = None
+    #: What the first-divergence finder found (``None``: it did not run, or nothing diverged).
+    divergence: Any = None
+    #: Whether the first-divergence finder ran.
+    bisected: bool = False
 
     @property
     def data_path(self) -> str | None:
@@ -85,6 +89,7 @@ def export(
     disable_plugins: Sequence[str] = (),
     only_plugins: Sequence[str] | None = None,
     bundle_dir: str | os.PathLike | None = None,
+    bisect: bool = False,
 ) -> ExportResult:
     """Export a OneFlow model to an ONNX file and verify it against OneFlow.
 
@@ -113,6 +118,8 @@ def export(
         inputs of the first verification run and OneFlow's outputs for them (ONNX's test-data
         layout), so that anyone can rerun the comparison with ONNX Runtime alone. Written even when
         verification fails; needs ``verify``.
+    :param bisect: run the first-divergence finder even when verification passes (it always runs
+        when verification fails and the model is an eager module); see ``result.divergence``.
     """
     timings: dict[str, float] = {}
     target = _resolve_target(path)
@@ -209,13 +216,19 @@ def export(
                 log.info("verified with %s at batch size %s: %s", verifier, batch_sizes, "ok" if report.passed else "MISMATCH")
                 if print_outlier or not report.passed:
                     print(report.to_text(outliers=print_outlier))
+                finder = functools.partial(
+                    _bisect, graph, opset, dynamic_batch, plugins, disable_plugins, only_plugins, rtol, atol, result
+                )
                 if not report.passed:
-                    raise VerificationError(
+                    error = VerificationError(
                         "the exported model's outputs differ from OneFlow's beyond tolerance (report above; nothing was "
-                        "written). Pass verify=False (CLI: --no-verify) to write it anyway, or report the op types "
-                        f"involved: {', '.join(sorted(result.op_types))}",
+                        "written). " + finder() + "Pass verify=False (CLI: --no-verify) to write it anyway.",
                         report,
                     )
+                    error.divergence = result.divergence
+                    raise error
+                if bisect:
+                    finder()
         staged = os.path.join(staging, os.path.basename(target))
         staged_data = staged + ".data"
         if os.path.exists(staged_data):  # absent when every tensor is under save_model's size threshold
@@ -258,6 +271,29 @@ def write_bundle(directory, model_path: str, feeds: dict, expected: list, output
         shutil.rmtree(assembling, ignore_errors=True)
         raise OutputPathError(f"cannot write the repro bundle to {directory}: {error.strerror or error}") from error
     return directory
+
+
+def _bisect(graph, opset, dynamic_batch, plugins, disable_plugins, only_plugins, rtol, atol, result) -> str:
+    """Run the first-divergence finder; returns a sentence for an error message."""
+    if graph.eager_module is None:
+        return (
+            "The first-divergence finder needs the eager module the graph was built from: export the "
+            "nn.Module (with example_inputs) rather than the compiled graph to have it name the op. "
+        )
+    from .bisect import find_first_divergence
+
+    flow = import_oneflow()
+    examples = [flow.tensor(a) for a in draw_inputs(graph.inputs, None, seed=99, bounds=index_bounds(graph))]
+    log.info("looking for the first op whose lowering diverges")
+    result.divergence = find_first_divergence(
+        graph.eager_module, examples, opset=opset, dynamic_batch=dynamic_batch, plugins=plugins,
+        disable_plugins=disable_plugins, only_plugins=only_plugins, rtol=rtol, atol=atol,
+    )
+    result.bisected = True
+    if result.divergence is None:
+        return "No intermediate tensor that OneFlow exposes diverges. "
+    print(result.divergence.to_text())
+    return f"The first divergence is at {result.divergence.op_type} op {result.divergence.op_name!r} (details above). "
 
 
 def _warn(result: ExportResult, message: str) -> None:

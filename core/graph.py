@@ -172,8 +172,9 @@ def wrap_module(module, example_inputs: Sequence):
             return self.model(*args)
 
     graph = ExportGraph()
-    graph._flow2onnx_name = type(module).__name__
-    graph._flow2onnx_module = module
+    # Plain attributes: nn.Graph.__setattr__ would wrap a module in a proxy bound to this graph.
+    object.__setattr__(graph, "_flow2onnx_name", type(module).__name__)
+    object.__setattr__(graph, "_flow2onnx_module", module)
     compile_graph(graph, example_inputs)
     return graph
 

@@ -160,7 +160,8 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray, rtol: float | N
     nan_mismatch = np.isnan(expected64) != np.isnan(actual64)
     diff = np.where(np.isnan(expected64) & np.isnan(actual64), 0.0, diff)
     bad = (diff > scaled_atol + rtol * magnitude) | nan_mismatch
-    rel = diff / np.maximum(magnitude, np.finfo(np.float64).tiny)
+    # Relative to the magnitude, floored at the absolute tolerance so that zeros do not explode it.
+    rel = diff / np.maximum(magnitude, scaled_atol if scaled_atol > 0 else np.finfo(np.float64).tiny)
     worst = []
     if bad.any():
         flat_bad = np.flatnonzero(bad)
