@@ -28,6 +28,17 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _parse_dynamic_axes(text: str) -> tuple[str, dict[int, str]]:
+    name, sep, rest = text.partition("=")
+    try:
+        mapping = {int(axis): symbol for axis, _, symbol in (item.partition(":") for item in rest.split(","))}
+    except ValueError:
+        mapping = {}
+    if not sep or not name or not mapping or any(not symbol for symbol in mapping.values()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not INPUT=AXIS:NAME,... like input=0:batch,2:height")
+    return name, mapping
+
+
 def _load_callable(spec: str):
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
@@ -71,6 +82,7 @@ def cmd_export(args) -> int:
             args.output,
             opset=args.opset,
             dynamic_batch=args.dynamic_batch,
+            dynamic_axes=dict(args.dynamic_axes) if args.dynamic_axes else None,
             verify=not args.no_verify,
             external_data=True if args.external_data else None,
             post_passes=args.post_pass or (),
@@ -86,7 +98,8 @@ def cmd_export(args) -> int:
         if issubclass(warning.category, UserWarning) and "flow2onnx" in str(warning.message):
             print(f"flow2onnx: warning: {warning.message}", file=sys.stderr)
     print(f"exported {args.model} to {result.path} (opset {result.opset}, {sum(result.op_types.values())} ops, {elapsed:.2f} s)")
-    print(f"  inputs:  {', '.join(result.input_names)}{'  (dim 0 symbolic: batch)' if result.dynamic_batch else ''}")
+    symbolic = {name: ", ".join(f"{axis}: {symbol}" for axis, symbol in sorted(axes.items())) for name, axes in result.dynamic_axes.items()}
+    print("  inputs:  " + ", ".join(f"{name} (symbolic {symbolic[name]})" if name in symbolic else name for name in result.input_names))
     print(f"  outputs: {', '.join(result.output_names)}")
     print(f"  op types: {', '.join(f'{name} x{count}' for name, count in sorted(result.op_types.items()))}")
     print("  timings: " + ", ".join(f"{phase} {seconds:.3f} s" for phase, seconds in result.timings.items()))
@@ -127,6 +140,10 @@ def _add_model_arguments(parser) -> None:
     parser.add_argument("--input-shape", type=_parse_shape, action="append", metavar="N,C,H,W", help="shape of an example input (repeat for several inputs; default 1,3,224,224)")
     parser.add_argument("--opset", type=int, default=None, help="target ONNX opset (default 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help="make dim 0 of every input and output symbolic")
+    parser.add_argument(
+        "--dynamic-axes", type=_parse_dynamic_axes, action="append", metavar="INPUT=AXIS:NAME,...",
+        help="axes of an input to keep symbolic, e.g. input=0:batch,2:height,3:width (repeat for other inputs)",
+    )
     parser.add_argument("--post-pass", action="append", metavar="NAME", help="run a registered post-pass (onnxsim, onnxoptimizer); repeatable")
     parser.add_argument("--strict-post-passes", action="store_true", help="fail when a post-pass fails or changes results, instead of skipping it")
     parser.add_argument("--print-outlier", action="store_true", help="show the worst elements of each output")

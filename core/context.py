@@ -26,6 +26,8 @@ class LoweringContext:
         self.opset = opset
         #: True when dim 0 of every input and output is symbolic: lowerings must not bake batch size in.
         self.dynamic_batch = dynamic_batch
+        #: Input name -> {axis: symbol} for the axes that stay symbolic in the model.
+        self.dynamic_axes: dict[str, dict[int, str]] = {}
         #: The batch size of the example inputs the graph was compiled with (dim 0 of the first input).
         self.example_batch = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else None
         self.nodes: list = []

@@ -40,15 +40,27 @@ def check_supported(graph: FlowGraph, registry: Registry, opset: int) -> None:
     raise UnsupportedOpsError(message, missing)
 
 
-def convert(graph: FlowGraph, registry: Registry, opset: int, dynamic_batch: bool = False, producer_version: str = "") -> tuple[onnx.ModelProto, dict, list[TensorInfo]]:
+def convert(
+    graph: FlowGraph,
+    registry: Registry,
+    opset: int,
+    dynamic_batch: bool = False,
+    producer_version: str = "",
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+) -> tuple[onnx.ModelProto, dict, list[TensorInfo]]:
     """Lower every op of ``graph`` and assemble the ONNX model, without its weights.
 
+    ``dynamic_axes`` maps input names to ``{axis: symbol}``; ``dynamic_batch`` adds ``{0: "batch"}``
+    for every input. Outputs get the symbolic dims that ONNX shape inference carries through.
     Returns the model, the lowering used for each op type, and the weights the model reads (as
     graph tensors): they stay in OneFlow's memory until :mod:`flow2onnx.writer` writes them.
     """
     check_supported(graph, registry, opset)
+    axes = dynamic_axes_of(graph, dynamic_batch, dynamic_axes)
     needed = _tensors_read(graph)
-    ctx = LoweringContext(graph, opset, dynamic_batch, needed)
+    batch_everywhere = bool(graph.inputs) and all(axes.get(info.name, {}).get(0) for info in graph.inputs)
+    ctx = LoweringContext(graph, opset, dynamic_batch or batch_everywhere, needed)
+    ctx.dynamic_axes = axes
     used: dict[str, object] = {}
     produced = {info.name for info in graph.inputs} | {info.name for info in graph.variables}
 
@@ -77,15 +89,48 @@ def convert(graph: FlowGraph, registry: Registry, opset: int, dynamic_batch: boo
     onnx_graph = helper.make_graph(
         nodes,
         graph.name,
-        [_value_info(info, dynamic_batch) for info in graph.inputs],
-        [_value_info(info, dynamic_batch) for info in graph.outputs],
+        [_value_info(info, axes.get(info.name, {})) for info in graph.inputs],
+        [_value_info(info, {0: BATCH_DIM} if dynamic_batch else {}) for info in graph.outputs],
         initializer=initializers,
     )
     opset_imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in sorted(ctx.domains.items())]
     model = helper.make_model(onnx_graph, opset_imports=opset_imports, producer_name="flow2onnx", producer_version=producer_version)
     # The lowest IR version that carries these opsets, so older runtimes (TensorRT 8.x) accept the file.
     model.ir_version = helper.find_min_ir_version_for(opset_imports, ignore_unknown=True)
+    if any(axes.values()):
+        _symbolic_outputs(model, weights)
     return model, used, weights
+
+
+def dynamic_axes_of(graph: FlowGraph, dynamic_batch: bool, dynamic_axes) -> dict[str, dict[int, str]]:
+    """The dynamic axes of each input: ``dynamic_axes`` plus dim 0 named ``batch`` under ``dynamic_batch``."""
+    axes: dict[str, dict[int, str]] = {name: dict(mapping) for name, mapping in (dynamic_axes or {}).items()}
+    if dynamic_batch:
+        for info in graph.inputs:
+            axes.setdefault(info.name, {}).setdefault(0, BATCH_DIM)
+    return axes
+
+
+def _symbolic_outputs(model: onnx.ModelProto, weights: list[TensorInfo]) -> None:
+    """Give output dims the symbols that shape inference propagates from the inputs' dynamic axes."""
+    from .writer import skeleton
+
+    probe = skeleton(model, weights)
+    for output in probe.graph.output:  # let inference fill the outputs' shapes from scratch
+        output.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe)
+    except Exception:  # the checker reports an invalid model with a better message later
+        return
+    shapes = {vi.name: vi.type.tensor_type.shape for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for output in model.graph.output:
+        shape = shapes.get(output.name)
+        if shape is None:
+            continue
+        for dim, found in zip(output.type.tensor_type.shape.dim, shape.dim):
+            if found.HasField("dim_param") and found.dim_param:
+                dim.Clear()
+                dim.dim_param = found.dim_param
 
 
 def _tensors_read(graph: FlowGraph) -> set[str]:
@@ -129,9 +174,7 @@ def _weights_read(graph: FlowGraph, nodes) -> list[TensorInfo]:
     return [info for info in graph.variables if info.name in read]
 
 
-def _value_info(info: TensorInfo, dynamic_batch: bool):
+def _value_info(info: TensorInfo, symbols: dict[int, str]):
     elem_type = helper.np_dtype_to_tensor_dtype(info.dtype)
-    shape: list = list(info.shape)
-    if dynamic_batch and shape:
-        shape[0] = BATCH_DIM
+    shape: list = [symbols.get(axis, size) for axis, size in enumerate(info.shape)]
     return helper.make_tensor_value_info(info.name, elem_type, shape)

@@ -17,8 +17,8 @@ from onnx import numpy_helper
 
 from . import graph as graph_reader
 from ._oneflow import import_oneflow
-from .converter import convert
-from .errors import Flow2OnnxError, InvalidModelError, OpsetError, OutputPathError, PluginError, VerificationError
+from .converter import convert, dynamic_axes_of
+from .errors import Flow2OnnxError, InvalidModelError, LoweringError, OpsetError, OutputPathError, PluginError, VerificationError
 from .plugin_manager import load_plugins
 from .registry import DEFAULT_OPSET, MIN_OPSET, max_opset
 from .verification import VerificationReport, compare, draw_inputs, index_bounds, run_oneflow
@@ -44,6 +44,8 @@ class ExportResult:
     #: OneFlow op type -> the plugin whose lowering converted it.
     lowered_by: dict[str, str]
     dynamic_batch: bool
+    #: Input name -> {axis: symbol} for the axes that are symbolic in the model.
+    dynamic_axes: dict
     external_data: bool
     post_passes: list[str]
     #: Seconds spent in each phase (read_graph, convert, check, post_passes, write, verify).
@@ -90,6 +92,7 @@ def export(
     only_plugins: Sequence[str] | None = None,
     bundle_dir: str | os.PathLike | None = None,
     bisect: bool = False,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> ExportResult:
     """Export a OneFlow model to an ONNX file and verify it against OneFlow.
 
@@ -118,6 +121,11 @@ def export(
         inputs of the first verification run and OneFlow's outputs for them (ONNX's test-data
         layout), so that anyone can rerun the comparison with ONNX Runtime alone. Written even when
         verification fails; needs ``verify``.
+    :param dynamic_axes: input name -> ``{axis: symbol}`` for axes to keep symbolic, e.g.
+        ``{"input": {0: "batch", 2: "height", 3: "width"}}``; outputs get the symbols that follow.
+        Verification then runs at three shapes, and an op whose lowering depends on an example's
+        size along such an axis is reported instead of exported (eager modules only, for axes
+        other than the batch).
     :param bisect: run the first-divergence finder even when verification passes (it always runs
         when verification fails and the model is an eager module); see ``result.divergence``.
     """
@@ -134,6 +142,8 @@ def export(
     log.info("read graph %s: %d ops of %d types", graph.name, len(graph.ops), len(graph.op_types()))
     if dynamic_batch:
         _check_dynamic_batch(graph)
+    _check_dynamic_axes(graph, dynamic_axes)
+    axes = dynamic_axes_of(graph, dynamic_batch, dynamic_axes)
 
     loaded = load_plugins(extra_plugins=plugins, disable=disable_plugins, only=only_plugins)
     registry = loaded.registry
@@ -150,8 +160,12 @@ def export(
         )
 
     started = time.perf_counter()
-    onnx_model, used, weights = convert(graph, registry, opset, dynamic_batch, producer_version=_version())
+    onnx_model, used, weights = convert(graph, registry, opset, dynamic_batch, producer_version=_version(), dynamic_axes=dynamic_axes)
     timings["convert"] = time.perf_counter() - started
+    if any(axes.values()) and graph.eager_module is not None:
+        started = time.perf_counter()
+        _check_shapes_follow(graph, registry, opset, dynamic_batch, dynamic_axes, onnx_model)
+        timings["dynamic_axes_check"] = time.perf_counter() - started
     log.info("converted %d ops to %d ONNX nodes at opset %d", len(graph.ops), len(onnx_model.graph.node), opset)
 
     size = onnx_model.ByteSize() + weights_nbytes(weights)
@@ -165,6 +179,7 @@ def export(
         op_types=graph.op_types(),
         lowered_by={op_type: lowering.plugin for op_type, lowering in used.items()},
         dynamic_batch=dynamic_batch,
+        dynamic_axes={name: mapping for name, mapping in axes.items() if mapping},
         external_data=bool(external_data),
         post_passes=[],
         timings=timings,
@@ -195,14 +210,15 @@ def export(
         del onnx_model
         if verify:
             started = time.perf_counter()
-            batch_sizes = _batch_sizes(graph, dynamic_batch, verify_batch_sizes)
+            variants = _variants(graph, axes, verify_batch_sizes)
+            batch_sizes = [batch for batch, _ in variants]
             samples: list = []
-            run = functools.partial(_verify, graph, registry, registry.verifiers[verifier], batch_sizes, rtol, atol, input_range, samples=samples)
+            run = functools.partial(_verify, graph, registry, registry.verifiers[verifier], variants, rtol, atol, input_range, samples=samples)
             report = run(staged, result)
             if report is not None and not report.passed and result.post_passes:
                 # Conversion is cheap and deterministic: rebuild the model from before the passes
                 # rather than keep a copy of it (and its weights) through every export.
-                rebuilt, _, rebuilt_weights = convert(graph, registry, opset, dynamic_batch, producer_version=_version())
+                rebuilt, _, rebuilt_weights = convert(graph, registry, opset, dynamic_batch, producer_version=_version(), dynamic_axes=dynamic_axes)
                 before_passes = materialize(rebuilt, rebuilt_weights, graph.read_weight)
                 report = _drop_pass_that_changed_results(before_passes, passes, result, run, staging, target, external_data, strict_post_passes, timings)
             result.report = report
@@ -461,14 +477,101 @@ def _as_compiled_graph(model, example_inputs):
     )
 
 
-def _batch_sizes(graph, dynamic_batch: bool, requested) -> list:
-    """Batch sizes to verify at; ``None`` means the example's own shapes."""
-    if not dynamic_batch:
-        return [None]
-    if requested:
-        return list(requested)
-    example = graph.inputs[0].shape[0]
-    return [example, example + 1, 2 * example + 3]
+def _variants(graph, axes: dict, requested_batch_sizes) -> list[tuple]:
+    """The input shapes to verify at: ``(batch label, {input name: shape})``; one ``(None, {})`` when static.
+
+    A dynamic batch B is tried at B, B + 1 and 2B + 3 (or the batch sizes asked for); other dynamic
+    axes of size S at S, S + 1 and S + 3.
+    """
+    if not any(axes.values()):
+        return [(None, {})]
+    count = len(requested_batch_sizes) if requested_batch_sizes else 3
+    variants = []
+    for k in range(count):
+        shapes, batch = {}, None
+        for info in graph.inputs:
+            shape = list(info.shape)
+            for axis in axes.get(info.name, {}):
+                if axis == 0:
+                    shape[0] = requested_batch_sizes[k] if requested_batch_sizes else (shape[0], shape[0] + 1, 2 * shape[0] + 3)[k]
+                    batch = shape[0]
+                else:
+                    shape[axis] += (0, 1, 3)[k % 3]
+            shapes[info.name] = tuple(shape)
+        variants.append((batch, shapes))
+    return variants
+
+
+def _check_dynamic_axes(graph, dynamic_axes) -> None:
+    if not dynamic_axes:
+        return
+    names = {info.name: info for info in graph.inputs}
+    for name, mapping in dynamic_axes.items():
+        if name not in names:
+            raise InvalidModelError(f"dynamic_axes names input {name!r}, but the model's inputs are {', '.join(names) or 'none'}")
+        rank = len(names[name].shape)
+        for axis, symbol in mapping.items():
+            if not isinstance(axis, int) or not 0 <= axis < rank:
+                raise InvalidModelError(f"dynamic_axes[{name!r}] has axis {axis!r}; input {name!r} has {rank} axes (0 to {rank - 1})")
+            if not isinstance(symbol, str) or not symbol:
+                raise InvalidModelError(f"dynamic_axes[{name!r}][{axis}] must be a symbol name like 'height', not {symbol!r}")
+        if graph.eager_module is None and any(axis != 0 for axis in mapping):
+            raise InvalidModelError(
+                f"dynamic axes other than dim 0 ({name!r}: {sorted(a for a in mapping if a)}) need the eager module, to check "
+                "and verify the model at other sizes: export the nn.Module with example_inputs rather than a compiled graph"
+            )
+
+
+def _check_shapes_follow(graph, registry, opset, dynamic_batch, dynamic_axes, model) -> None:
+    """Convert the module again at other sizes of the dynamic axes; an op whose ONNX nodes change
+    with those sizes has baked them in, and the model would be wrong (or fail) at other shapes."""
+    axes = dynamic_axes_of(graph, dynamic_batch, dynamic_axes)
+    flow = import_oneflow()
+    shapes = _variants(graph, axes, None)[1][1]
+    arrays = draw_inputs(graph.inputs, None, seed=7, bounds=index_bounds(graph), shapes=shapes)
+    other_graph = graph_reader.read_graph(graph_reader.wrap_module(graph.eager_module, [flow.tensor(a) for a in arrays]))
+    described = ", ".join(f"{name}: {{{', '.join(f'{a}: {s!r}' for a, s in sorted(m.items()))}}}" for name, m in axes.items() if m)
+    example = {info.name: list(info.shape) for info in graph.inputs}
+    other_shapes = {name: list(shape) for name, shape in shapes.items()}
+    try:
+        other, _, _ = convert(other_graph, registry, opset, dynamic_batch, dynamic_axes=dynamic_axes)
+    except LoweringError as error:
+        raise LoweringError(
+            f"the dynamic axes ({described}) cannot stay dynamic: with inputs {other_shapes} instead of {example}, {error}"
+        ) from error
+    difference = _first_size_dependent_node(model, other)
+    if difference is None:
+        return
+    node_name, what = difference
+    op = next((op for op in graph.ops if node_name == op.name or node_name.startswith(op.name + "/")), None)
+    where = f"{op.type} op {op.name!r}" if op is not None else f"ONNX node {node_name!r}"
+    raise LoweringError(
+        f"{where} cannot keep the dynamic axes ({described}) dynamic: its lowering depends on the example's sizes "
+        f"({what} differ between inputs {example} and {other_shapes}), so the model "
+        "would be wrong at other sizes. Export with those axes static, or give the op a lowering that computes "
+        "sizes in the graph (Shape/Gather) in a plugin."
+    )
+
+
+def _first_size_dependent_node(model, other):
+    """The first node (name, what) whose type, attributes or constant inputs differ between two conversions."""
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer}
+    other_constants = {t.name: t for t in other.graph.initializer}
+    other_nodes = {node.name: node for node in other.graph.node}
+    for node in model.graph.node:
+        twin = other_nodes.get(node.name)
+        if twin is None or twin.op_type != node.op_type or list(twin.input) != list(node.input):
+            return node.name, "the nodes it emits"
+        if sorted(a.SerializeToString() for a in node.attribute) != sorted(a.SerializeToString() for a in twin.attribute):
+            return node.name, f"the attributes of its {node.op_type} node"
+        for name in node.input:
+            if name in constants:
+                a, b = numpy_helper.to_array(constants[name]), numpy_helper.to_array(other_constants[name]) if name in other_constants else None
+                if b is None or a.shape != b.shape or not np.array_equal(a, b):
+                    return node.name, f"the constant {name!r} of its {node.op_type} node"
+    return None
 
 
 def _check_dynamic_batch(graph) -> None:
@@ -480,13 +583,13 @@ def _check_dynamic_batch(graph) -> None:
         )
 
 
-def _verify(graph, registry, verifier, batch_sizes, rtol, atol, input_range, model_path: str, result: ExportResult, samples=None):
-    """Compare the model at ``model_path`` with OneFlow at each batch size; ``None`` when it cannot run."""
+def _verify(graph, registry, verifier, variants, rtol, atol, input_range, model_path: str, result: ExportResult, samples=None):
+    """Compare the model at ``model_path`` with OneFlow at each input shape; ``None`` when it cannot run."""
     report = VerificationReport(verifier=verifier.name, rtol=rtol, atol=atol)
     libraries = [entry.path for entry in registry.runtime_libraries.values()]
     bounds = index_bounds(graph)
-    for index, batch in enumerate(batch_sizes):
-        arrays = draw_inputs(graph.inputs, batch, seed=index, bounds=bounds)
+    for index, (batch, shapes) in enumerate(variants):
+        arrays = draw_inputs(graph.inputs, None, seed=index, bounds=bounds, shapes=shapes)
         if input_range is not None:
             low, high = input_range
             arrays = [a * (high - low) + low if np.issubdtype(a.dtype, np.floating) else a for a in arrays]

@@ -209,8 +209,11 @@ def index_bounds(graph: FlowGraph) -> dict[str, int]:
     return bounds
 
 
-def draw_inputs(inputs: Sequence[TensorInfo], batch_size: int | None, seed: int = 0, bounds: dict | None = None) -> list[np.ndarray]:
-    """Random inputs shaped like the graph's, with dim 0 set to ``batch_size`` when given.
+def draw_inputs(
+    inputs: Sequence[TensorInfo], batch_size: int | None, seed: int = 0, bounds: dict | None = None, shapes: dict | None = None
+) -> list[np.ndarray]:
+    """Random inputs shaped like the graph's, with dim 0 set to ``batch_size`` when given, or with
+    the shapes in ``shapes`` (input name -> shape).
 
     Floats are uniform in [0, 1); booleans random (masks); integers used as indices are in range
     for the axis they index (``bounds``), other integers in [0, 10).
@@ -219,7 +222,7 @@ def draw_inputs(inputs: Sequence[TensorInfo], batch_size: int | None, seed: int 
     bounds = bounds or {}
     arrays = []
     for info in inputs:
-        shape = list(info.shape)
+        shape = list((shapes or {}).get(info.name, info.shape))
         if batch_size is not None and shape:
             shape[0] = batch_size
         if info.dtype == np.bool_:

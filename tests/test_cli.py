@@ -36,7 +36,7 @@ def test_export_verifies_and_reports(tmp_path):
     assert done.returncode == 0, done.stderr
     assert output.exists()
     assert "(opset 13," in done.stdout and "all outputs match" in done.stdout
-    assert "dim 0 symbolic" in done.stdout
+    assert "input (symbolic 0: batch)" in done.stdout
     # OneFlow's native noise stays off the user's screen.
     assert "libibverbs" not in done.stderr and "CUDA" not in done.stderr
 

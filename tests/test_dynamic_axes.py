@@ -1,0 +1,100 @@
+"""Named dynamic axes: symbolic dims that follow through the model, verified at several shapes,
+and a clear refusal naming the op when a lowering bakes an example's size in."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+
+import flow2onnx
+
+from .helpers import Lambda, flow, random_inputs
+
+flowvision_models = pytest.importorskip("flowvision.models", reason="the flowvision extra is part of the test set-up")
+SPATIAL = {"input": {0: "batch", 2: "height", 3: "width"}}
+CLI = os.path.join(os.path.dirname(sys.executable), "flow2onnx")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def dims(value_info):
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def test_batch_and_spatial_axes_stay_dynamic(onnx_path):
+    model = flowvision_models.ModelCreator.create_model("resnet18", pretrained=False).eval()
+    result = flow2onnx.export(model, random_inputs([(2, 3, 64, 64)]), onnx_path, dynamic_axes=SPATIAL)
+    assert result.dynamic_axes == SPATIAL
+    assert result.report.passed and result.report.batch_sizes == [2, 3, 7]
+    saved = onnx.load(str(onnx_path))
+    assert dims(saved.graph.input[0]) == ["batch", 3, "height", "width"]
+    assert dims(saved.graph.output[0]) == ["batch", 1000]
+    # A shape verification did not try: OneFlow's eager module against ONNX Runtime.
+    x = np.random.default_rng(3).random((2, 3, 80, 96), dtype=np.float32)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"input": x})
+    expected = model(flow.tensor(x)).numpy()
+    assert np.abs(actual - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
+
+
+def test_an_op_that_bakes_a_size_is_named_and_nothing_is_written(tmp_path):
+    # The compiled reshape carries the example's 16 * 16 = 256 as a constant.
+    model = Lambda(lambda self, x: flow.relu(x).reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3]))
+    with pytest.raises(flow2onnx.LoweringError, match=r"reshape op '[^']+' cannot keep the dynamic axes .*'height'.*the constant .* differ between inputs") as caught:
+        flow2onnx.export(model.eval(), random_inputs([(1, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes=SPATIAL)
+    assert "Export with those axes static" in str(caught.value)
+    assert os.listdir(tmp_path) == []
+    # The batch alone can stay dynamic: the lowering takes it from the input.
+    result = flow2onnx.export(model.eval(), random_inputs([(1, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n"}})
+    assert result.report.passed and dims(onnx.load(str(tmp_path / "m.onnx")).graph.output[0]) == ["n", 3, 256]
+
+
+def test_an_op_that_refuses_other_sizes_says_why(tmp_path):
+    model = flow.nn.Sequential(flow.nn.Conv2d(3, 4, 3), flow.nn.AdaptiveAvgPool2d((2, 2))).eval()
+    with pytest.raises(flow2onnx.LoweringError, match=r"the dynamic axes .* cannot stay dynamic: with inputs .*17, 17.* adaptive_avg_pool2d op"):
+        flow2onnx.export(model, random_inputs([(1, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {2: "h", 3: "w"}})
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "axes, message",
+    [
+        ({"image": {0: "batch"}}, r"dynamic_axes names input 'image', but the model's inputs are input"),
+        ({"input": {4: "depth"}}, r"has axis 4; input 'input' has 4 axes"),
+        ({"input": {1: ""}}, r"must be a symbol name"),
+    ],
+)
+def test_malformed_dynamic_axes(axes, message, tmp_path):
+    with pytest.raises(flow2onnx.InvalidModelError, match=message):
+        flow2onnx.export(flow.nn.ReLU(), random_inputs([(1, 3, 4, 4)]), tmp_path / "m.onnx", dynamic_axes=axes)
+
+
+def test_spatial_axes_of_a_compiled_graph_need_the_module(tmp_path):
+    class Graph(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.relu = flow.nn.ReLU()
+
+        def build(self, x):
+            return self.relu(x)
+
+    graph = Graph()
+    graph._compile(*random_inputs([(1, 3, 4, 4)]))
+    with pytest.raises(flow2onnx.InvalidModelError, match="need the eager module"):
+        flow2onnx.export(graph, path=tmp_path / "m.onnx", dynamic_axes=SPATIAL)
+
+
+def test_cli_dynamic_axes(tmp_path):
+    output = tmp_path / "m.onnx"
+    args = [CLI, "export", "tests.models:tiny_cnn", "--input-shape", "2,3,8,8", "-o", str(output)]
+    done = subprocess.run(args + ["--dynamic-axes", "input=0:batch,2:height,3:width"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "input (symbolic 0: batch, 2: height, 3: width)" in done.stdout
+    assert dims(onnx.load(str(output)).graph.input[0]) == ["batch", 3, "height", "width"]
+    bad = subprocess.run(args + ["--dynamic-axes", "input=two:h"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "is not INPUT=AXIS:NAME" in bad.stderr
