@@ -28,6 +28,9 @@ class LoweringContext:
         self.dynamic_batch = dynamic_batch
         #: Input name -> {axis: symbol} for the axes that stay symbolic in the model.
         self.dynamic_axes: dict[str, dict[int, str]] = {}
+        #: The same model compiled at other sizes of the dynamic axes, when there is one.
+        self.variant: FlowGraph | None = None
+        self._variant_ops: dict | None = None
         #: The batch size of the example inputs the graph was compiled with (dim 0 of the first input).
         self.example_batch = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else None
         self.nodes: list = []
@@ -55,6 +58,25 @@ class LoweringContext:
 
     def rank(self, name: str) -> int:
         return len(self.shape(name))
+
+    def variant_attr(self, op: FlowOp, name: str):
+        """Attribute ``name`` of the same op in the model compiled at other sizes of the dynamic axes.
+
+        ``None`` when there is no such compilation (no dynamic axes, or a compiled graph without its
+        eager module). Where the two differ, the attribute follows the dynamic axes: a lowering can
+        then compute that part in the graph (e.g. Reshape's -1) instead of baking the example's value.
+        """
+        if self.variant is None:
+            return None
+        if self._variant_ops is None:
+            self._variant_ops = {other.name: other for other in self.variant.ops}
+        other = self._variant_ops.get(op.name)
+        return None if other is None or other.type != op.type else other.attrs.get(name)
+
+    def variant_shape(self, name: str) -> tuple[int, ...] | None:
+        """Shape of tensor ``name`` in the model compiled at other sizes of the dynamic axes (or ``None``)."""
+        info = self.variant.tensors.get(name) if self.variant is not None else None
+        return None if info is None else info.shape
 
     def is_read(self, name: str) -> bool:
         """Whether some op or a graph output reads tensor ``name`` (an unread output need not be produced)."""

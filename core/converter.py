@@ -47,11 +47,14 @@ def convert(
     dynamic_batch: bool = False,
     producer_version: str = "",
     dynamic_axes: dict[str, dict[int, str]] | None = None,
+    variant: FlowGraph | None = None,
 ) -> tuple[onnx.ModelProto, dict, list[TensorInfo]]:
     """Lower every op of ``graph`` and assemble the ONNX model, without its weights.
 
     ``dynamic_axes`` maps input names to ``{axis: symbol}``; ``dynamic_batch`` adds ``{0: "batch"}``
     for every input. Outputs get the symbolic dims that ONNX shape inference carries through.
+    ``variant`` is the same model compiled at other sizes of those axes; lowerings compare their
+    op's attributes with it (``ctx.variant_attr``) to tell which sizes follow the dynamic axes.
     Returns the model, the lowering used for each op type, and the weights the model reads (as
     graph tensors): they stay in OneFlow's memory until :mod:`flow2onnx.writer` writes them.
     """
@@ -61,6 +64,7 @@ def convert(
     batch_everywhere = bool(graph.inputs) and all(axes.get(info.name, {}).get(0) for info in graph.inputs)
     ctx = LoweringContext(graph, opset, dynamic_batch or batch_everywhere, needed)
     ctx.dynamic_axes = axes
+    ctx.variant = variant
     used: dict[str, object] = {}
     produced = {info.name for info in graph.inputs} | {info.name for info in graph.variables}
 
@@ -127,10 +131,19 @@ def _symbolic_outputs(model: onnx.ModelProto, weights: list[TensorInfo]) -> None
         shape = shapes.get(output.name)
         if shape is None:
             continue
-        for dim, found in zip(output.type.tensor_type.shape.dim, shape.dim):
-            if found.HasField("dim_param") and found.dim_param:
-                dim.Clear()
-                dim.dim_param = found.dim_param
+        for axis, (dim, found) in enumerate(zip(output.type.tensor_type.shape.dim, shape.dim)):
+            if not (found.HasField("dim_param") and found.dim_param):
+                continue
+            if found.dim_param.startswith("unk__"):
+                # A size inference could not relate to an input's axis: give it a stable name
+                # (unless the output already has one, like dim 0 under a dynamic batch).
+                if dim.dim_param:
+                    continue
+                symbol = f"{output.name}_dim{axis}"
+            else:
+                symbol = found.dim_param
+            dim.Clear()
+            dim.dim_param = symbol
 
 
 def _tensors_read(graph: FlowGraph) -> set[str]:

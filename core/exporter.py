@@ -160,11 +160,16 @@ def export(
         )
 
     started = time.perf_counter()
-    onnx_model, used, weights = convert(graph, registry, opset, dynamic_batch, producer_version=_version(), dynamic_axes=dynamic_axes)
-    timings["convert"] = time.perf_counter() - started
+    variant = None
     if any(axes.values()) and graph.eager_module is not None:
+        variant, variant_shapes = _variant_graph(graph, axes)
+    onnx_model, used, weights = convert(
+        graph, registry, opset, dynamic_batch, producer_version=_version(), dynamic_axes=dynamic_axes, variant=variant
+    )
+    timings["convert"] = time.perf_counter() - started
+    if variant is not None:
         started = time.perf_counter()
-        _check_shapes_follow(graph, registry, opset, dynamic_batch, dynamic_axes, onnx_model)
+        _check_shapes_follow(graph, variant, variant_shapes, registry, opset, dynamic_batch, dynamic_axes, onnx_model)
         timings["dynamic_axes_check"] = time.perf_counter() - started
     log.info("converted %d ops to %d ONNX nodes at opset %d", len(graph.ops), len(onnx_model.graph.node), opset)
 
@@ -218,7 +223,9 @@ def export(
             if report is not None and not report.passed and result.post_passes:
                 # Conversion is cheap and deterministic: rebuild the model from before the passes
                 # rather than keep a copy of it (and its weights) through every export.
-                rebuilt, _, rebuilt_weights = convert(graph, registry, opset, dynamic_batch, producer_version=_version(), dynamic_axes=dynamic_axes)
+                rebuilt, _, rebuilt_weights = convert(
+                    graph, registry, opset, dynamic_batch, producer_version=_version(), dynamic_axes=dynamic_axes, variant=variant
+                )
                 before_passes = materialize(rebuilt, rebuilt_weights, graph.read_weight)
                 report = _drop_pass_that_changed_results(before_passes, passes, result, run, staging, target, external_data, strict_post_passes, timings)
             result.report = report
@@ -522,19 +529,32 @@ def _check_dynamic_axes(graph, dynamic_axes) -> None:
             )
 
 
-def _check_shapes_follow(graph, registry, opset, dynamic_batch, dynamic_axes, model) -> None:
-    """Convert the module again at other sizes of the dynamic axes; an op whose ONNX nodes change
-    with those sizes has baked them in, and the model would be wrong (or fail) at other shapes."""
-    axes = dynamic_axes_of(graph, dynamic_batch, dynamic_axes)
+def _variant_graph(graph, axes):
+    """The eager module compiled again at the second verification shape (dynamic axes grown)."""
     flow = import_oneflow()
     shapes = _variants(graph, axes, None)[1][1]
     arrays = draw_inputs(graph.inputs, None, seed=7, bounds=index_bounds(graph), shapes=shapes)
-    other_graph = graph_reader.read_graph(graph_reader.wrap_module(graph.eager_module, [flow.tensor(a) for a in arrays]))
+    try:
+        compiled = graph_reader.wrap_module(graph.eager_module, [flow.tensor(a) for a in arrays])
+    except Exception as error:
+        described = {name: sorted(mapping.items()) for name, mapping in axes.items() if mapping}
+        raise InvalidModelError(
+            f"the dynamic axes {described} cannot stay dynamic: OneFlow cannot build the module for inputs "
+            f"{ {name: list(shape) for name, shape in shapes.items()} } ({type(error).__name__}: {str(error).strip().splitlines()[-1]}); "
+            "the module itself fixes those sizes. Export with those axes static."
+        ) from error
+    return graph_reader.read_graph(compiled), shapes
+
+
+def _check_shapes_follow(graph, variant, shapes, registry, opset, dynamic_batch, dynamic_axes, model) -> None:
+    """Convert the module compiled at other sizes of the dynamic axes; an op whose ONNX nodes change
+    with those sizes has baked them in, and the model would be wrong (or fail) at other shapes."""
+    axes = dynamic_axes_of(graph, dynamic_batch, dynamic_axes)
     described = ", ".join(f"{name}: {{{', '.join(f'{a}: {s!r}' for a, s in sorted(m.items()))}}}" for name, m in axes.items() if m)
     example = {info.name: list(info.shape) for info in graph.inputs}
     other_shapes = {name: list(shape) for name, shape in shapes.items()}
     try:
-        other, _, _ = convert(other_graph, registry, opset, dynamic_batch, dynamic_axes=dynamic_axes)
+        other, _, _ = convert(variant, registry, opset, dynamic_batch, dynamic_axes=dynamic_axes, variant=graph)
     except LoweringError as error:
         raise LoweringError(
             f"the dynamic axes ({described}) cannot stay dynamic: with inputs {other_shapes} instead of {example}, {error}"

@@ -8,7 +8,7 @@ import numpy as np
 
 from flow2onnx.hookspecs import hookimpl
 
-from ._onnx import cast, cast_if_needed, int64s
+from ._onnx import cast, cast_if_needed
 
 _BINARY = {
     "broadcast_add": "Add",

@@ -12,13 +12,36 @@ def lower_reshape(ctx, op):
     x = op.input("in")
     target = list(op.attrs["shape"])
     source = ctx.shape(x)
-    if ctx.dynamic_batch and target and source and target[0] == source[0] == ctx.example_batch:
-        # The compiled graph baked the example's batch size into the shape; ONNX Reshape's 0 copies
-        # the input's dim 0 instead, so the model follows the batch it is given.
-        target[0] = 0
-    elif ctx.dynamic_batch and target and target[0] == ctx.example_batch and -1 not in target:
-        # The batch moved here from another axis (a slice of a permuted tensor): let Reshape infer it.
-        target[0] = -1
+    other = ctx.variant_attr(op, "shape")
+    if other is not None and len(other) == len(target):
+        # The same reshape compiled at other sizes of the dynamic axes: the dims that differ follow
+        # them. Where a dim equals the input's dim at the same index in both compilations, Reshape's
+        # 0 copies it (and shape inference can follow its symbol); one other dim can be -1.
+        other_source = ctx.variant_shape(x) or ()
+        inferred = []
+        for axis, (a, b) in enumerate(zip(target, other)):
+            if a == b:
+                continue
+            if axis < min(len(source), len(other_source)) and a == source[axis] and b == other_source[axis]:
+                target[axis] = 0
+            else:
+                inferred.append(axis)
+        if len(inferred) > 1:
+            raise ctx.error(
+                f"the target shape {list(op.attrs['shape'])} has {len(inferred)} dims (axes {inferred}) that follow the "
+                "dynamic axes and are not the input's own; ONNX Reshape can infer only one"
+            )
+        for axis in inferred:
+            target[axis] = -1
+    elif ctx.dynamic_batch and target and source and -1 not in target:
+        # No second compilation to compare with (a compiled graph was exported): guess from sizes.
+        if target[0] == source[0] == ctx.example_batch:
+            # The compiled graph baked the example's batch size in; Reshape's 0 copies the input's dim 0.
+            target[0] = 0
+        elif ctx.example_batch in (source[0], target[0]):
+            # The batch is folded into dim 0 (batched matmul flattens (B, H, ...) to (B * H, ...)),
+            # unfolded from it, or moved there from another axis: let Reshape infer dim 0.
+            target[0] = -1
     shape = ctx.constant(np.array(target, dtype=np.int64), "shape")
     ctx.make_node("Reshape", [x, shape], [op.output("out")])
 

@@ -42,16 +42,33 @@ def test_batch_and_spatial_axes_stay_dynamic(onnx_path):
     assert np.abs(actual - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
 
 
-def test_an_op_that_bakes_a_size_is_named_and_nothing_is_written(tmp_path):
-    # The compiled reshape carries the example's 16 * 16 = 256 as a constant.
+def test_flattening_the_dynamic_axes_follows_them(onnx_path):
+    """The compiled reshape holds 16 * 16 = 256; compared with a compilation at 17 x 17, it becomes
+    Reshape(0, 0, -1), right at every size."""
     model = Lambda(lambda self, x: flow.relu(x).reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3]))
-    with pytest.raises(flow2onnx.LoweringError, match=r"reshape op '[^']+' cannot keep the dynamic axes .*'height'.*the constant .* differ between inputs") as caught:
-        flow2onnx.export(model.eval(), random_inputs([(1, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes=SPATIAL)
+    result = flow2onnx.export(model.eval(), random_inputs([(1, 3, 16, 16)]), onnx_path, dynamic_axes=SPATIAL)
+    assert result.report.passed and len(result.report.comparisons) == 3
+    assert dims(onnx.load(str(onnx_path)).graph.output[0])[:2] == ["batch", 3]
+
+
+def test_an_op_that_bakes_a_size_is_named_and_nothing_is_written(tmp_path):
+    # A tensor created inside forward with the input's width: the compiled graph holds a constant op
+    # of that size, which cannot follow the width.
+    model = Lambda(lambda self, x: x * flow.ones(x.shape[3]))
+    with pytest.raises(flow2onnx.LoweringError, match=r"constant op '[^']+' cannot keep the dynamic axes .*'width'.*the constant .* differ between inputs") as caught:
+        flow2onnx.export(model.eval(), random_inputs([(1, 3, 4, 16)]), tmp_path / "m.onnx", dynamic_axes=SPATIAL)
     assert "Export with those axes static" in str(caught.value)
     assert os.listdir(tmp_path) == []
-    # The batch alone can stay dynamic: the lowering takes it from the input.
-    result = flow2onnx.export(model.eval(), random_inputs([(1, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n"}})
-    assert result.report.passed and dims(onnx.load(str(tmp_path / "m.onnx")).graph.output[0]) == ["n", 3, 256]
+    # The batch alone can stay dynamic.
+    result = flow2onnx.export(model.eval(), random_inputs([(1, 3, 4, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n"}})
+    assert result.report.passed and dims(onnx.load(str(tmp_path / "m.onnx")).graph.output[0]) == ["n", 3, 4, 16]
+
+
+def test_a_module_that_fixes_a_size_cannot_be_compiled_at_others(tmp_path):
+    model = Lambda(lambda self, x: x.reshape(-1, 3 * 16 * 16))
+    with pytest.raises(flow2onnx.InvalidModelError, match=r"cannot stay dynamic: OneFlow cannot build the module for inputs .*17, 17"):
+        flow2onnx.export(model.eval(), random_inputs([(2, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes=SPATIAL)
+    assert os.listdir(tmp_path) == []
 
 
 def test_an_op_that_refuses_other_sizes_says_why(tmp_path):
