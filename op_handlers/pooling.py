@@ -79,38 +79,31 @@ def lower_avg_pool(ctx, op):
     )
 
 
-def lower_adaptive_avg_pool(ctx, op):
+def _adaptive_pool(ctx, op, global_type: str, window_type: str):
+    """Adaptive pooling whose windows are all alike: a global pool, or a pool with kernel = stride."""
     x = op.input("x")
     spatial = ctx.shape(x)[2:]
     output_size = list(op.attrs["output_size"])
     if all(size == 1 for size in output_size):
-        ctx.make_node("GlobalAveragePool", [x], [op.output("y")])
+        ctx.make_node(global_type, [x], [op.output("y")])
         return
     if any(size <= 0 or extent % size for extent, size in zip(spatial, output_size)):
         raise ctx.error(
             f"output size {output_size} does not divide the input's spatial size {list(spatial)}: adaptive pooling "
-            "then uses windows of varying size, which ONNX AveragePool cannot express"
+            f"then uses windows of varying size, which ONNX {window_type} cannot express"
         )
     kernel = [extent // size for extent, size in zip(spatial, output_size)]
-    ctx.make_node("AveragePool", [x], [op.output("y")], kernel_shape=kernel, strides=kernel)
+    ctx.make_node(window_type, [x], [op.output("y")], kernel_shape=kernel, strides=kernel)
+
+
+def lower_adaptive_avg_pool(ctx, op):
+    _adaptive_pool(ctx, op, "GlobalAveragePool", "AveragePool")
 
 
 def lower_adaptive_max_pool(ctx, op):
-    x = op.input("x")
     if op.outputs.get("index") and ctx.is_read(op.output("index")):
         raise ctx.error("the pooling indices are used: ONNX MaxPool numbers them differently, so they cannot be exported")
-    spatial = ctx.shape(x)[2:]
-    output_size = list(op.attrs["output_size"])
-    if all(size == 1 for size in output_size):
-        ctx.make_node("GlobalMaxPool", [x], [op.output("y")])
-        return
-    if any(size <= 0 or extent % size for extent, size in zip(spatial, output_size)):
-        raise ctx.error(
-            f"output size {output_size} does not divide the input's spatial size {list(spatial)}: adaptive pooling "
-            "then uses windows of varying size, which ONNX MaxPool cannot express"
-        )
-    kernel = [extent // size for extent, size in zip(spatial, output_size)]
-    ctx.make_node("MaxPool", [x], [op.output("y")], kernel_shape=kernel, strides=kernel)
+    _adaptive_pool(ctx, op, "GlobalMaxPool", "MaxPool")
 
 
 @hookimpl

@@ -25,3 +25,17 @@ class Lambda(flow.nn.Module):
 
     def forward(self, *args):
         return self.fn(self, *args)
+
+
+def relu_graph():
+    """An uncompiled nn.Graph around a ReLU, for tests of what exports accept of compiled graphs."""
+
+    class ReluGraph(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.relu = flow.nn.ReLU()
+
+        def build(self, x):
+            return self.relu(x)
+
+    return ReluGraph()

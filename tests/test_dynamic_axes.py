@@ -14,7 +14,7 @@ import pytest
 
 import flow2onnx
 
-from .helpers import Lambda, flow, random_inputs
+from .helpers import Lambda, flow, random_inputs, relu_graph
 
 flowvision_models = pytest.importorskip("flowvision.models", reason="the flowvision extra is part of the test set-up")
 SPATIAL = {"input": {0: "batch", 2: "height", 3: "width"}}
@@ -92,15 +92,7 @@ def test_malformed_dynamic_axes(axes, message, tmp_path):
 
 
 def test_spatial_axes_of_a_compiled_graph_need_the_module(tmp_path):
-    class Graph(flow.nn.Graph):
-        def __init__(self):
-            super().__init__()
-            self.relu = flow.nn.ReLU()
-
-        def build(self, x):
-            return self.relu(x)
-
-    graph = Graph()
+    graph = relu_graph()
     graph._compile(*random_inputs([(1, 3, 4, 4)]))
     with pytest.raises(flow2onnx.InvalidModelError, match="need the eager module"):
         flow2onnx.export(graph, path=tmp_path / "m.onnx", dynamic_axes=SPATIAL)

@@ -10,7 +10,7 @@ import pytest
 import flow2onnx
 from flow2onnx import hookimpl
 
-from .helpers import Lambda, export_module, flow, random_inputs
+from .helpers import Lambda, export_module, flow, random_inputs, relu_graph
 from .models import with_unsupported_ops
 
 
@@ -66,28 +66,12 @@ def test_directory_path_gets_model_onnx(tmp_path):
 
 
 def test_uncompiled_graph_without_inputs():
-    class Graph(flow.nn.Graph):
-        def __init__(self):
-            super().__init__()
-            self.relu = flow.nn.ReLU()
-
-        def build(self, x):
-            return self.relu(x)
-
     with pytest.raises(flow2onnx.InvalidModelError, match=r"not compiled: pass example_inputs, or call graph._compile"):
-        flow2onnx.export(Graph(), path="unused.onnx")
+        flow2onnx.export(relu_graph(), path="unused.onnx")
 
 
 def test_uncompiled_graph_is_compiled_with_example_inputs(onnx_path):
-    class Graph(flow.nn.Graph):
-        def __init__(self):
-            super().__init__()
-            self.relu = flow.nn.ReLU()
-
-        def build(self, x):
-            return self.relu(x)
-
-    assert flow2onnx.export(Graph(), random_inputs([(2, 3)]), onnx_path).report.passed
+    assert flow2onnx.export(relu_graph(), random_inputs([(2, 3)]), onnx_path).report.passed
 
 
 def test_module_without_example_inputs():
