@@ -233,6 +233,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("flow2onnx: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

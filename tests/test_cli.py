@@ -82,3 +82,8 @@ def test_importing_flow2onnx_and_oneflow_is_quiet():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, "LD_LIBRARY_PATH": ""})
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr == ""
+
+
+def test_output_piped_into_a_closed_reader_ends_quietly():
+    done = subprocess.run(f"'{CLI}' ops | head -1", shell=True, capture_output=True, text=True, timeout=300)
+    assert done.stdout.startswith("op type") and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
