@@ -87,6 +87,8 @@ def with_module(fn, **modules):
 MORE_CASES = {
     # activations
     "gelu": (unary(F.gelu), [(2, 5)], {"gelu"}),
+    "unfold": (unary(lambda x: nn.functional.unfold(x, kernel_size=(2, 3), dilation=(1, 2), padding=(1, 0), stride=(2, 1)), 1.0, 0.0), [(2, 3, 6, 7)], {"unfold"}),
+    "fold-unfold": (unary(lambda x: nn.functional.fold(nn.functional.unfold(x, kernel_size=3, padding=1, stride=2), output_size=(7, 6), kernel_size=3, padding=1, stride=2), 1.0, 0.0), [(1, 2, 7, 6)], {"fold", "unfold"}),
     "fast_gelu": (with_module(lambda self, x: self.m(x * 6 - 3), m=nn.GELU(approximate="tanh")), [(2, 5)], {"fast_gelu"}),
     "silu": (unary(F.silu), [(2, 5)], {"silu"}),
     "mish": (unary(F.mish, 8, -4), [(2, 5)], {"mish"}),
