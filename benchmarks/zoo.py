@@ -42,6 +42,8 @@ INPUT_SIZES = {
     "ssd300_vgg16": 300,
     "ssdlite320_mobilenet_v3_large": 320,
     "fasterrcnn_mobilenet_v3_large_320_fpn": 320,
+    # flowvision 0.2.1 builds this one for 384 despite its name.
+    "vit_huge_patch14_224": 384,
 }
 # Families whose constructors download a backbone unless told not to.
 NEEDS_NO_BACKBONE = {"faster_rcnn", "retinanet", "fcos", "mask_rcnn", "ssd", "ssdlite", "deeplabv3", "fcn", "lraspp"}
