@@ -16,7 +16,6 @@ NOT_LOWERED = {
     "cublas_fused_mlp, fused_* GPU ops": "GPU-only kernels; a CPU-compiled graph never contains them",
     "fill_": "an in-place training op; not emitted by inference graphs on OneFlow 0.9",
     "sigmoid_v2": "not an op type of OneFlow 0.9 (sigmoid is lowered)",
-    "min_max_observer, moving_average_min_max_observer, fake_quantization, quantization": "quantization-aware-training ops: not lowered yet",
     "avgpool_2d, maxpool_2d, multiply, neg": "op type names of older OneFlow releases; OneFlow 0.9 emits avg_pool_2d, max_pool_2d, broadcast_mul and negative (lowered)",
     "input, variable, return": "not user ops: graph inputs, weights and returns are read by the core itself (input_conf, variable_conf, output_conf)",
     "group_norm": "OneFlow 0.9 has no CPU kernel; nn.GroupNorm compiles on the CPU to reductions and var (lowered)",

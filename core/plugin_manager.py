@@ -46,6 +46,7 @@ BUILTIN_PLUGINS = (
     "flow2onnx.op_handlers.math",
     "flow2onnx.op_handlers.normalization",
     "flow2onnx.op_handlers.pooling",
+    "flow2onnx.op_handlers.quantization",
     "flow2onnx.op_handlers.reduce",
     "flow2onnx.op_handlers.resize",
     "flow2onnx.op_handlers.shape",

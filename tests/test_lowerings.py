@@ -27,6 +27,43 @@ def batchnorm(channels, dims=2, **kwargs):
     return layer
 
 
+def quantizer(scheme: str, per_layer: bool):
+    """Observe, fake-quantize and quantize an input spread over [-2, 2)."""
+
+    class Quantizer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.observer = nn.MinMaxObserver(quantization_scheme=scheme, per_layer_quantization=per_layer)
+            self.fake = nn.FakeQuantization(quantization_scheme=scheme)
+            self.quantize = nn.Quantization(quantization_scheme=scheme)
+
+        def forward(self, x):
+            x = x * 4 - 2
+            scale, zero_point = self.observer(x)
+            return self.fake(x, scale, zero_point), self.quantize(x, scale, zero_point), scale, zero_point
+
+    return Quantizer()
+
+
+def moving_average_quantizer(scheme: str):
+    """The moving-average observer in inference, with stored statistics, feeding a fake quantization."""
+
+    class Quantizer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.observer = nn.MovingAverageMinMaxObserver(quantization_scheme=scheme)
+            self.observer.moving_max.copy_(flow.tensor([2.0]))
+            self.observer.moving_min.copy_(flow.tensor([-1.5]))
+            self.fake = nn.FakeQuantization(quantization_scheme=scheme)
+
+        def forward(self, x):
+            x = x * 4 - 2
+            scale, zero_point = self.observer(x, flow.tensor([5], dtype=flow.int64))
+            return self.fake(x, scale, zero_point), scale, zero_point
+
+    return Quantizer()
+
+
 # id: (module factory, input shapes, OneFlow op types the graph must contain)
 CASES = {
     "conv2d": (lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False), [(2, 3, 9, 9)], {"conv2d"}),
@@ -89,6 +126,10 @@ MORE_CASES = {
     "gelu": (unary(F.gelu), [(2, 5)], {"gelu"}),
     "unfold": (unary(lambda x: nn.functional.unfold(x, kernel_size=(2, 3), dilation=(1, 2), padding=(1, 0), stride=(2, 1)), 1.0, 0.0), [(2, 3, 6, 7)], {"unfold"}),
     "fold-unfold": (unary(lambda x: nn.functional.fold(nn.functional.unfold(x, kernel_size=3, padding=1, stride=2), output_size=(7, 6), kernel_size=3, padding=1, stride=2), 1.0, 0.0), [(1, 2, 7, 6)], {"fold", "unfold"}),
+    "quantization-symmetric-per-layer": (lambda: quantizer("symmetric", True), [(2, 3, 4, 4)], {"min_max_observer", "fake_quantization", "quantization"}),
+    "quantization-affine-per-channel": (lambda: quantizer("affine", False), [(3, 2, 5)], {"min_max_observer", "fake_quantization", "quantization"}),
+    "quantization-moving-average-symmetric": (lambda: moving_average_quantizer("symmetric"), [(2, 6)], {"moving_average_min_max_observer", "fake_quantization"}),
+    "quantization-moving-average-affine": (lambda: moving_average_quantizer("affine"), [(2, 6)], {"moving_average_min_max_observer", "fake_quantization"}),
     "fast_gelu": (with_module(lambda self, x: self.m(x * 6 - 3), m=nn.GELU(approximate="tanh")), [(2, 5)], {"fast_gelu"}),
     "silu": (unary(F.silu), [(2, 5)], {"silu"}),
     "mish": (unary(F.mish, 8, -4), [(2, 5)], {"mish"}),
