@@ -19,7 +19,7 @@ from . import graph as graph_reader
 from ._oneflow import import_oneflow
 from .converter import convert, dynamic_axes_of
 from .errors import Flow2OnnxError, InvalidModelError, LoweringError, OpsetError, OutputPathError, PluginError, VerificationError
-from .plugin_manager import load_plugins
+from .plugin_manager import load_plugins, own_version
 from .registry import DEFAULT_OPSET, MIN_OPSET, max_opset
 from .verification import VerificationReport, compare, draw_inputs, index_bounds, run_oneflow
 from .writer import materialize, skeleton, weights_nbytes, write_external, write_streamed
@@ -164,12 +164,12 @@ def export(
     if any(axes.values()) and graph.eager_module is not None:
         variant, variant_shapes = _variant_graph(graph, axes)
     onnx_model, used, weights = convert(
-        graph, registry, opset, dynamic_batch, producer_version=_version(), dynamic_axes=dynamic_axes, variant=variant
+        graph, registry, opset, dynamic_batch, producer_version=own_version(), dynamic_axes=dynamic_axes, variant=variant
     )
     timings["convert"] = time.perf_counter() - started
     if variant is not None:
         started = time.perf_counter()
-        _check_shapes_follow(graph, variant, variant_shapes, registry, opset, dynamic_batch, dynamic_axes, onnx_model)
+        _check_shapes_follow(graph, variant, variant_shapes, axes, registry, opset, dynamic_batch, dynamic_axes, onnx_model)
         timings["dynamic_axes_check"] = time.perf_counter() - started
     log.info("converted %d ops to %d ONNX nodes at opset %d", len(graph.ops), len(onnx_model.graph.node), opset)
 
@@ -224,7 +224,7 @@ def export(
                 # Conversion is cheap and deterministic: rebuild the model from before the passes
                 # rather than keep a copy of it (and its weights) through every export.
                 rebuilt, _, rebuilt_weights = convert(
-                    graph, registry, opset, dynamic_batch, producer_version=_version(), dynamic_axes=dynamic_axes, variant=variant
+                    graph, registry, opset, dynamic_batch, producer_version=own_version(), dynamic_axes=dynamic_axes, variant=variant
                 )
                 before_passes = materialize(rebuilt, rebuilt_weights, graph.read_weight)
                 report = _drop_pass_that_changed_results(before_passes, passes, result, run, staging, target, external_data, strict_post_passes, timings)
@@ -233,7 +233,7 @@ def export(
             if bundle_dir is not None and samples:
                 # Written whatever the verdict: a failing bundle is the one worth sending.
                 feeds, expected = samples[-1]
-                result.bundle_dir = write_bundle(bundle_dir, os.path.join(staging, os.path.basename(target)), feeds, expected, graph.outputs)
+                result.bundle_dir = write_bundle(bundle_dir, staged, feeds, expected, graph.outputs)
                 log.info("wrote the repro bundle %s", result.bundle_dir)
             if report is not None:
                 log.info("verified with %s at batch size %s: %s", verifier, batch_sizes, "ok" if report.passed else "MISMATCH")
@@ -252,7 +252,6 @@ def export(
                     raise error
                 if bisect:
                     finder()
-        staged = os.path.join(staging, os.path.basename(target))
         staged_data = staged + ".data"
         if os.path.exists(staged_data):  # absent when every tensor is under save_model's size threshold
             os.replace(staged_data, target + ".data")
@@ -405,12 +404,6 @@ def _write(model, staging: str, target: str, external_data: bool, timings: dict,
 # ---- steps ----
 
 
-def _version() -> str:
-    from .plugin_manager import _own_version
-
-    return _own_version()
-
-
 def _check_opset(opset: int | None) -> int:
     newest = max_opset()
     if opset is None:
@@ -546,10 +539,9 @@ def _variant_graph(graph, axes):
     return graph_reader.read_graph(compiled), shapes
 
 
-def _check_shapes_follow(graph, variant, shapes, registry, opset, dynamic_batch, dynamic_axes, model) -> None:
+def _check_shapes_follow(graph, variant, shapes, axes, registry, opset, dynamic_batch, dynamic_axes, model) -> None:
     """Convert the module compiled at other sizes of the dynamic axes; an op whose ONNX nodes change
     with those sizes has baked them in, and the model would be wrong (or fail) at other shapes."""
-    axes = dynamic_axes_of(graph, dynamic_batch, dynamic_axes)
     described = ", ".join(f"{name}: {{{', '.join(f'{a}: {s!r}' for a, s in sorted(m.items()))}}}" for name, m in axes.items() if m)
     example = {info.name: list(info.shape) for info in graph.inputs}
     other_shapes = {name: list(shape) for name, shape in shapes.items()}

@@ -93,14 +93,6 @@ class FlowGraph:
             counts[op.type] = counts.get(op.type, 0) + 1
         return counts
 
-    def consumers(self) -> dict[str, list[FlowOp]]:
-        """Map each tensor name to the ops that read it (built on demand, linear in the graph)."""
-        readers: dict[str, list[FlowOp]] = {}
-        for op in self.ops:
-            for names in op.inputs.values():
-                for name in names:
-                    readers.setdefault(name, []).append(op)
-        return readers
 
 
 def attribute_value(value) -> Any:

@@ -96,7 +96,8 @@ class LoadedPlugins:
     plugins: dict[str, PluginInfo]
 
 
-def _own_version() -> str:
+def own_version() -> str:
+    """The installed flow2onnx's version (``unknown`` when running from an uninstalled tree)."""
     try:
         return importlib.metadata.version("flow2onnx")
     except importlib.metadata.PackageNotFoundError:
@@ -178,7 +179,7 @@ def load_plugins(
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
-    own = _own_version()
+    own = own_version()
 
     for module_name in BUILTIN_PLUGINS:
         if module_name not in skipped:

@@ -6,6 +6,7 @@ A :class:`Registry` is built for each export from the plugins loaded for it (see
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -141,8 +142,6 @@ class Registry:
         self._add_named(self.verifiers, "verifier", plugin, origin, name, function)
 
     def add_runtime_library(self, plugin: str, domain, library_path, *, origin: str = "") -> None:
-        import os
-
         who = f"plugin {plugin!r}" + (f" ({origin})" if origin else "")
         if not isinstance(domain, str) or not domain or domain in ("ai.onnx",):
             raise PluginError(f"{who} registered a runtime library for domain {domain!r}; name a custom ONNX domain")
