@@ -180,7 +180,7 @@ def _probe_cuda(workdir: str) -> str | None:
 
 
 def _compare(name: str, reference: np.ndarray, actual: np.ndarray) -> dict:
-    from flow2onnx.verification import DEFAULT_ATOL, DEFAULT_RTOL, compare
+    from flow2onnx.exporter.verification import DEFAULT_ATOL, DEFAULT_RTOL, compare
 
     result = compare(name, reference, actual, DEFAULT_RTOL, DEFAULT_ATOL)
     return {"name": name, "passed": result.passed, "max_abs_diff": result.max_abs_diff, "mismatch": result.mismatch_fraction}

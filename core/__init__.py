@@ -2,12 +2,10 @@
 
 The programmatic entry point is :func:`export`. Code written for OneFlow's tutorial tool
 (``oneflow_onnx``) works by changing its import to ``from flow2onnx import export_onnx_model,
-convert_to_onnx_and_check``. Plugin authors implement the hooks of :mod:`flow2onnx.hookspecs` with
+convert_to_onnx_and_check``. Plugin authors implement the hooks of :mod:`flow2onnx.lowering.hookspecs` with
 the :data:`hookimpl` marker.
 """
 
-from .compat import convert_to_onnx_and_check, export_onnx_model
-from .context import LoweringContext
 from .errors import (
     Flow2OnnxError,
     InvalidModelError,
@@ -18,11 +16,13 @@ from .errors import (
     UnsupportedOpsError,
     VerificationError,
 )
-from .exporter import ExportResult, export
-from .graph import FlowOp
-from .hookspecs import hookimpl
-from .registry import DEFAULT_OPSET, MIN_OPSET, max_opset
-from .verification import VerificationReport
+from .exporter.compat import convert_to_onnx_and_check, export_onnx_model
+from .exporter.pipeline import ExportResult, export
+from .exporter.verification import VerificationReport
+from .lowering.context import LoweringContext
+from .lowering.graph import FlowOp
+from .lowering.hookspecs import hookimpl
+from .lowering.registry import DEFAULT_OPSET, MIN_OPSET, max_opset
 
 __all__ = [
     "DEFAULT_OPSET",

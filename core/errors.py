@@ -44,7 +44,7 @@ class VerificationError(Flow2OnnxError):
     def __init__(self, message: str, report):
         super().__init__(message)
         self.report = report
-        #: What the first-divergence finder found, when it ran (``flow2onnx.bisect.Divergence``).
+        #: What the first-divergence finder found, when it ran (``flow2onnx.exporter.bisect.Divergence``).
         self.divergence = None
 
 

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ._oneflow import import_oneflow
-from .exporter import ExportResult, export
+from .exporter.pipeline import ExportResult, export
 
 flow = import_oneflow()
 

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
 # OneFlow op type -> (ONNX op type, OneFlow input argument, OneFlow output argument)
 _UNARY = {

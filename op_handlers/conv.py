@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
 
 def _convolution(ctx, op, onnx_type: str, **extra):

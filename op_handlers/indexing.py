@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
-from ._onnx import cast_if_needed, is_dynamic, normalize_axes
+from flow2onnx.lowering.helpers import cast_if_needed, is_dynamic, normalize_axes
 
 
 def lower_gather(ctx, op):

@@ -6,9 +6,9 @@ import functools
 
 import numpy as np
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
-from ._onnx import cast, cast_if_needed
+from flow2onnx.lowering.helpers import cast, cast_if_needed
 
 _BINARY = {
     "broadcast_add": "Add",

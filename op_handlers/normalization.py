@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
 
 def lower_normalization(ctx, op):
@@ -54,7 +54,7 @@ def _layer_norm_parts(ctx, op):
 
 def lower_layer_norm(ctx, op):
     """(x - mean) / sqrt(var + eps) * gamma + beta over the axes from begin_norm_axis on."""
-    from ._onnx import reduce
+    from flow2onnx.lowering.helpers import reduce
 
     x, axis, gamma, beta, epsilon = _layer_norm_parts(ctx, op)
     axes = list(range(axis, ctx.rank(x)))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
-from ._onnx import reduce, scalar_like
+from flow2onnx.lowering.helpers import reduce, scalar_like
 
 
 def _check_formula(ctx, op):

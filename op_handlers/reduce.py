@@ -11,9 +11,9 @@ import functools
 
 import numpy as np
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
-from ._onnx import REDUCE_AXES_INPUT_SINCE, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, reduce
+from flow2onnx.lowering.helpers import REDUCE_AXES_INPUT_SINCE, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, reduce
 
 _REDUCE = {
     "reduce_sum": "ReduceSum",

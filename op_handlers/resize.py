@@ -11,9 +11,9 @@ import functools
 
 import numpy as np
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
-from ._onnx import dims, int64s
+from flow2onnx.lowering.helpers import dims, int64s
 
 # OneFlow op type -> (ONNX Resize mode, number of spatial axes)
 _UPSAMPLE = {

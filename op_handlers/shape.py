@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import numpy_helper
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
 
 def lower_reshape(ctx, op):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
-from ._onnx import INT64_MAX, INT64_MIN, cast, int64s, is_dynamic, normalize_axes, squeeze, unsqueeze
+from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, cast, int64s, is_dynamic, normalize_axes, squeeze, unsqueeze
 
 
 def lower_identity(ctx, op):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
 
 def optimize(model):

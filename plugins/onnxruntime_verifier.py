@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from flow2onnx.hookspecs import hookimpl
+from flow2onnx import hookimpl
 
 _session_cache: dict = {}
 

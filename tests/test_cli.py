@@ -22,7 +22,7 @@ def test_plugins_lists_builtins_with_their_registrations():
     lines = done.stdout.splitlines()
     assert lines[0].split()[:3] == ["plugin", "version", "lowerings"]
     conv = next(line for line in lines if line.startswith("flow2onnx.op_handlers.conv "))
-    from flow2onnx.plugin_manager import load_plugins
+    from flow2onnx.lowering.plugin_manager import load_plugins
 
     expected = load_plugins().plugins["flow2onnx.op_handlers.conv"].lowerings
     assert conv.split()[1:4] == ["flow2onnx", "0.1.0", str(expected)]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import flow2onnx
-from flow2onnx.plugin_manager import BUILTIN_PLUGINS, load_plugins
+from flow2onnx.lowering.plugin_manager import BUILTIN_PLUGINS, load_plugins
 
 from .helpers import Lambda, export_module, flow
 
@@ -324,7 +324,7 @@ def test_average_pool_ceil_window_in_padding_is_refused(onnx_path):
 
 def test_comparison_reports_a_real_difference():
     """Sanity of the comparison itself: a real difference is reported as a failure."""
-    from flow2onnx.verification import compare
+    from flow2onnx.exporter.verification import compare
 
     ok = compare("y", np.ones(4, np.float32), np.ones(4, np.float32) + 1e-6, 1e-3, 1e-4)
     bad = compare("y", np.ones(4, np.float32), np.array([1, 1, 1.1, 1], np.float32), 1e-3, 1e-4)

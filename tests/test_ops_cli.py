@@ -5,8 +5,8 @@ from __future__ import annotations
 import pathlib
 
 from flow2onnx.cli import main
-from flow2onnx.ops_cli import render_markdown
-from flow2onnx.plugin_manager import load_plugins
+from flow2onnx.cli.ops import render_markdown
+from flow2onnx.lowering.plugin_manager import load_plugins
 
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "supported_ops.md"
 

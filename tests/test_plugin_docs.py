@@ -11,7 +11,7 @@ import sys
 import onnx
 import pytest
 
-from flow2onnx import plugin_docs
+from flow2onnx.lowering import plugin_docs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs", "plugins.md")
@@ -26,7 +26,7 @@ def read(path):
 
 def test_hook_reference_is_current():
     text = read(DOCS)
-    assert plugin_docs.update(text) == text, "run: python -m flow2onnx.plugin_docs docs/plugins.md"
+    assert plugin_docs.update(text) == text, "run: python -m flow2onnx.lowering.plugin_docs docs/plugins.md"
 
 
 @pytest.mark.parametrize("spec", plugin_docs.hook_specs(), ids=lambda spec: spec.__name__)

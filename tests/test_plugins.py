@@ -11,8 +11,8 @@ import pytest
 
 import flow2onnx
 from flow2onnx import hookimpl
-from flow2onnx.plugin_manager import BUILTIN_PLUGINS, load_plugins
-from flow2onnx.registry import Registry
+from flow2onnx.lowering.plugin_manager import BUILTIN_PLUGINS, load_plugins
+from flow2onnx.lowering.registry import Registry
 
 from .helpers import export_module, flow
 from .models import tiny_cnn, uses_inverse

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from flow2onnx.errors import Flow2OnnxError, InferenceError, ModelFileError, ModelInputError, ProviderError
-from flow2onnx.imaging import letterbox, load_image, load_labels, preprocess_image, top_k
+from flow2onnx.runtime.imaging import letterbox, load_image, load_labels, preprocess_image, top_k
 from flow2onnx.runtime import CPU, CUDA, TENSORRT, Model, describe
 
 from .helpers import Lambda, export_module, flow

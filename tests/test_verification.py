@@ -14,8 +14,8 @@ import pytest
 from onnx import numpy_helper
 
 import flow2onnx
-from flow2onnx.graph import read_graph, wrap_module
-from flow2onnx.verification import compare, draw_inputs, index_bounds, tolerance_for
+from flow2onnx.exporter.capture import read_graph, wrap_module
+from flow2onnx.exporter.verification import compare, draw_inputs, index_bounds, tolerance_for
 
 from .helpers import Lambda, export_module, flow, random_inputs
 from .models import tiny_cnn
@@ -63,7 +63,7 @@ def test_integer_inputs_used_as_indices_stay_in_range():
 
 
 def test_boolean_inputs_are_masks():
-    from flow2onnx.graph import TensorInfo
+    from flow2onnx.lowering.graph import TensorInfo
 
     (mask,) = draw_inputs([TensorInfo("mask", (4, 100), np.dtype(np.bool_))], batch_size=None)
     assert mask.dtype == np.bool_ and 0 < mask.mean() < 1

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ModelInputError
+from ..errors import ModelInputError
 
 # Pillow modes for the channel counts a classifier takes.
 _MODES = {1: "L", 3: "RGB"}

@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ._oneflow import import_oneflow, quiet_native_output
-from .graph import FlowGraph, TensorInfo
+from .._oneflow import import_oneflow, quiet_native_output
+from ..lowering.graph import FlowGraph, TensorInfo
 
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-4

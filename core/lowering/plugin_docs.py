@@ -1,6 +1,6 @@
 """The hook reference of docs/plugins.md, generated from the hook specs' docstrings.
 
-``python -m flow2onnx.plugin_docs docs/plugins.md`` rewrites the part of the file between the
+``python -m flow2onnx.lowering.plugin_docs docs/plugins.md`` rewrites the part of the file between the
 markers below; a test fails when the file is not current.
 """
 
@@ -11,7 +11,7 @@ import sys
 
 from . import hookspecs
 
-BEGIN = "<!-- hook reference: generated from core/hookspecs.py by `python -m flow2onnx.plugin_docs docs/plugins.md` -->"
+BEGIN = "<!-- hook reference: generated from core/lowering/hookspecs.py by `python -m flow2onnx.lowering.plugin_docs docs/plugins.md` -->"
 END = "<!-- end of hook reference -->"
 
 
@@ -41,7 +41,7 @@ def update(text: str) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m flow2onnx.plugin_docs docs/plugins.md", file=sys.stderr)
+        print("usage: python -m flow2onnx.lowering.plugin_docs docs/plugins.md", file=sys.stderr)
         return 2
     with open(argv[0]) as file:
         text = file.read()

@@ -17,12 +17,13 @@ import types
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ._oneflow import import_oneflow, quiet_native_output
+from .._oneflow import import_oneflow, quiet_native_output
 from .converter import convert
-from .errors import Flow2OnnxError
-from .graph import FlowGraph, compile_graph, read_graph
-from .plugin_manager import load_plugins
-from .registry import Registry
+from ..errors import Flow2OnnxError
+from ..lowering.graph import FlowGraph
+from .capture import compile_graph, read_graph
+from ..lowering.plugin_manager import load_plugins
+from ..lowering.registry import Registry
 from .verification import compare, draw_inputs, flatten_outputs, index_bounds
 from .writer import write_streamed
 

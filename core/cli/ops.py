@@ -60,7 +60,7 @@ def render_text(registry) -> str:
 
 
 def cmd_ops(args) -> int:
-    from .plugin_manager import load_plugins
+    from ..lowering.plugin_manager import load_plugins
 
     registry = load_plugins(entry_points=not args.builtin).registry
     print(render_markdown(registry) if args.markdown else render_text(registry), end="")

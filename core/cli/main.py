@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from .errors import Flow2OnnxError
+from ..errors import Flow2OnnxError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -61,8 +61,8 @@ def _load_callable(spec: str):
 
 
 def cmd_export(args) -> int:
-    from ._oneflow import import_oneflow, quiet_native_output
-    from .exporter import export
+    from .._oneflow import import_oneflow, quiet_native_output
+    from ..exporter.pipeline import export
 
     flow = import_oneflow()
     factory = _load_callable(args.model)
@@ -165,7 +165,7 @@ def _split(text):
 
 
 def cmd_plugins(args) -> int:
-    from .plugin_manager import load_plugins
+    from ..lowering.plugin_manager import load_plugins
 
     loaded = load_plugins(disable=args.disable_plugin or (), only=_split(args.only_plugins))
     rows = [("plugin", "version", "lowerings", "post-passes / verifiers", "hooks")]
@@ -211,11 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin_selection(plugins)
     plugins.set_defaults(run=cmd_plugins)
 
-    from .runtime_cli import add_runtime_commands
+    from .run import add_runtime_commands
 
     add_runtime_commands(commands)
 
-    from .ops_cli import add_ops_command
+    from .ops import add_ops_command
 
     add_ops_command(commands)
     return parser

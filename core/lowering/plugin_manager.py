@@ -31,7 +31,7 @@ from typing import Iterable
 import pluggy
 
 from . import hookspecs
-from .errors import Flow2OnnxError, PluginError
+from ..errors import Flow2OnnxError, PluginError
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "flow2onnx"

@@ -15,12 +15,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import graph as graph_reader
-from ._oneflow import import_oneflow
+from . import capture as graph_reader
+from .._oneflow import import_oneflow
 from .converter import convert, dynamic_axes_of
-from .errors import Flow2OnnxError, InvalidModelError, LoweringError, OpsetError, OutputPathError, PluginError, VerificationError
-from .plugin_manager import load_plugins, own_version
-from .registry import DEFAULT_OPSET, MIN_OPSET, max_opset
+from ..errors import Flow2OnnxError, InvalidModelError, LoweringError, OpsetError, OutputPathError, PluginError, VerificationError
+from ..lowering.plugin_manager import load_plugins, own_version
+from ..lowering.registry import DEFAULT_OPSET, MIN_OPSET, max_opset
 from .verification import VerificationReport, compare, draw_inputs, index_bounds, run_oneflow
 from .writer import materialize, skeleton, weights_nbytes, write_external, write_streamed
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from onnx import helper, numpy_helper
 
-from .errors import LoweringError
+from ..errors import LoweringError
 from .graph import FlowGraph, FlowOp, TensorInfo
 from .registry import Lowering
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from .context import LoweringContext
-from .errors import Flow2OnnxError, UnsupportedOpsError
-from .graph import FlowGraph, TensorInfo
-from .registry import Registry
+from ..lowering.context import LoweringContext
+from ..errors import Flow2OnnxError, UnsupportedOpsError
+from ..lowering.graph import FlowGraph, TensorInfo
+from ..lowering.registry import Registry
 
 BATCH_DIM = "batch"
 
@@ -56,7 +56,7 @@ def convert(
     ``variant`` is the same model compiled at other sizes of those axes; lowerings compare their
     op's attributes with it (``ctx.variant_attr``) to tell which sizes follow the dynamic axes.
     Returns the model, the lowering used for each op type, and the weights the model reads (as
-    graph tensors): they stay in OneFlow's memory until :mod:`flow2onnx.writer` writes them.
+    graph tensors): they stay in OneFlow's memory until :mod:`flow2onnx.exporter.writer` writes them.
     """
     check_supported(graph, registry, opset)
     axes = dynamic_axes_of(graph, dynamic_batch, dynamic_axes)

@@ -31,7 +31,7 @@ from typing import Mapping, Sequence, Tuple, Union
 import numpy as np
 import onnx
 
-from .errors import InferenceError, ModelFileError, ModelInputError, ProviderError
+from ..errors import InferenceError, ModelFileError, ModelInputError, ProviderError
 
 log = logging.getLogger("flow2onnx")
 

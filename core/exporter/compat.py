@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .exporter import export
+from .pipeline import export
 
 MODEL_FILE_NAME = "model.onnx"
 

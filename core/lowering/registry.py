@@ -13,7 +13,7 @@ from typing import Callable
 
 import onnx
 
-from .errors import PluginError
+from ..errors import PluginError
 
 # The oldest opset flow2onnx lowers to: ONNX 1.6's opset 11 is where Resize, Pad and Clip took their
 # modern input-based forms, and every runtime still in use accepts it.

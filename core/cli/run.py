@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from .errors import ModelInputError
+from ..errors import ModelInputError
 
 PRINT_OPTIONS = dict(precision=5, suppress=True, threshold=200, edgeitems=4, linewidth=120)
 
@@ -42,7 +42,7 @@ def _parse_floats(text: str) -> list[float]:
 
 
 def _open_model(args):
-    from .runtime import Model
+    from ..runtime.model import Model
 
     providers = [name for group in args.providers for name in group] if args.providers else None
     return Model(args.model, providers)
@@ -50,7 +50,7 @@ def _open_model(args):
 
 def _image_input(model, image, args) -> tuple[str, np.ndarray]:
     """The model's one input, filled from ``--image`` through the letterbox preprocessing."""
-    from .imaging import preprocess_image
+    from ..runtime.imaging import preprocess_image
 
     if len(model.inputs) != 1:
         raise ModelInputError(
@@ -119,7 +119,7 @@ def _safe_file_name(name: str) -> str:
 
 def cmd_run(args) -> int:
     """Run a model on an image (classified, top-k) or on .npy arrays (outputs printed)."""
-    from .imaging import load_image, load_labels, top_k
+    from ..runtime.imaging import load_image, load_labels, top_k
 
     if (args.image is None) == (not args.input):
         raise ModelInputError("give the model's input: --image PICTURE or --input NAME=ARRAY.npy (repeatable), not both")
@@ -154,7 +154,7 @@ def cmd_run(args) -> int:
 
 def cmd_info(args) -> int:
     """Print a model file's inputs, outputs, opsets, op histogram and parameters."""
-    from .runtime import describe
+    from ..runtime.model import describe
 
     print(describe(args.model).to_text())
     return 0
