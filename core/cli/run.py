@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from ..errors import ModelInputError
+from ..errors import ModelInputError, OutputPathError
 
 PRINT_OPTIONS = dict(precision=5, suppress=True, threshold=200, edgeitems=4, linewidth=120)
 
@@ -124,6 +124,8 @@ def cmd_run(args) -> int:
     if (args.image is None) == (not args.input):
         raise ModelInputError("give the model's input: --image PICTURE or --input NAME=ARRAY.npy (repeatable), not both")
     # The user's files are read first, so that a wrong path fails before the model loads.
+    if args.save:
+        _check_save_dir(args.save)
     labels = load_labels(args.labels) if args.labels else None
     image = load_image(args.image) if args.image is not None else None
     model = _open_model(args)
@@ -152,12 +154,26 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _check_save_dir(directory: str) -> None:
+    """Fail before running anything when ``--save`` cannot be a directory of output files."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise OutputPathError(f"--save {directory}: that is a file, not a directory; name a directory for the .npy outputs")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        raise OutputPathError(f"--save {directory}: cannot create that directory ({error.strerror or error}); choose a writable one") from error
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputPathError(f"--save {directory}: the directory is not writable; choose a writable one")
+
+
 def cmd_info(args) -> int:
-    """Print a model file's inputs, outputs, opsets, op histogram and parameters."""
+    """Print a model file's inputs, outputs, opsets, op histogram and parameters; exit status 1
+    when ``onnx.checker`` rejects the model."""
     from ..runtime.model import describe
 
-    print(describe(args.model).to_text())
-    return 0
+    info = describe(args.model)
+    print(info.to_text())
+    return 0 if info.checker_error is None else 1
 
 
 def add_runtime_commands(commands) -> None:

@@ -10,6 +10,7 @@ antialiasing when shrinking), so OpenCV is not needed.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -29,10 +30,18 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """
     path = os.fspath(path)
     try:
-        with Image.open(path) as image:
-            upright = ImageOps.exif_transpose(image)
-            upright.load()
-            return upright
+        with warnings.catch_warnings():
+            # Past Pillow's pixel limit an image is a decompression bomb, whether Pillow warns or refuses.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                upright = ImageOps.exif_transpose(image)
+                upright.load()
+                return upright
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise ModelInputError(
+            f"image {path} is too large to decode safely ({error}); pass an image of at most "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels, resized beforehand"
+        ) from error
     except FileNotFoundError as error:
         raise ModelInputError(f"image file {path} does not exist; check the path") from error
     except IsADirectoryError as error:

@@ -177,13 +177,76 @@ def load_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
+def _tensors_of(graph: onnx.GraphProto):
+    """Every tensor a graph holds: initializers, and tensor attributes of its nodes and subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors_of(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors_of(subgraph)
+
+
+def check_external_data(path: str | os.PathLike, model: onnx.ModelProto | None = None) -> list[str]:
+    """Check that every external-data location of a model stays inside the model's folder.
+
+    A model file names the files its weights live in; a hostile one can name ``../../etc/passwd``,
+    an absolute path, or a link that points out of the folder, and ONNX Runtime would read it. Each
+    location must be a relative path that, once symbolic links are resolved, lies inside the folder
+    of the model file and names an existing regular file. Returns the locations, in first-use order.
+
+    :raises ModelFileError: naming the tensor and the location, for the first location that fails.
+    """
+    path = os.fspath(path)
+    model = load_model_proto(path) if model is None else model
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    checked: dict[str, None] = {}
+    for tensor in _tensors_of(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        if location not in checked:
+            _check_location(path, folder, tensor.name, location)
+            checked[location] = None
+    return list(checked)
+
+
+def _check_location(path: str, folder: str, tensor: str, location: str) -> None:
+    def refuse(why: str) -> ModelFileError:
+        return ModelFileError(
+            f"model file {path} is refused: tensor {tensor!r} keeps its data at {location!r}, {why}; "
+            "only data files inside the model's own folder are read. Re-export the model, or move its data file beside it "
+            "and fix the location"
+        )
+
+    if not location:
+        raise refuse("an empty location")
+    if os.path.isabs(location) or os.path.splitdrive(location)[0]:
+        raise refuse("an absolute path")
+    resolved = os.path.realpath(os.path.join(folder, location))
+    if os.path.commonpath([folder, resolved]) != folder:
+        raise refuse(f"which resolves to {resolved}, outside the model's folder {folder}")
+    if not os.path.isfile(resolved):
+        raise ModelFileError(
+            f"model file {path} keeps the data of tensor {tensor!r} in {location!r}, which is missing beside it "
+            f"(looked for {resolved}); copy the data file next to the model"
+        )
+
+
 def check_model_file(path: str | os.PathLike) -> None:
     """Run ``onnx.checker`` on a model file (external data included by reference).
 
     :raises ModelFileError: the file is missing, unreadable, or not a valid ONNX model.
     """
     path = os.fspath(path)
-    load_model_proto(path)
+    check_external_data(path, load_model_proto(path))
     try:
         onnx.checker.check_model(path)
     except onnx.checker.ValidationError as error:
@@ -257,7 +320,8 @@ class Model:
         available: Sequence[str] | None = None,
     ):
         self.path = os.path.abspath(os.fspath(path))
-        _check_file(self.path)
+        # Before ONNX Runtime sees the file: it would read whatever its external-data locations name.
+        check_external_data(self.path)
         self._available = list(available) if available is not None else available_providers()
         self._session_options = session_options
         #: Why the session runs on what it runs on, in one sentence (also logged).
@@ -562,6 +626,7 @@ def describe(path: str | os.PathLike) -> ModelInfo:
     """
     path = os.fspath(path)  # shown as the user wrote it
     model = load_model_proto(path)
+    check_external_data(path, model)
     graph = model.graph
     initializer_names = {tensor.name for tensor in graph.initializer}
     parameters = parameter_bytes = parameter_tensors = 0
@@ -638,6 +703,7 @@ __all__ = [
     "ModelInfo",
     "TensorSpec",
     "available_providers",
+    "check_external_data",
     "check_model_file",
     "describe",
     "load_model_proto",
