@@ -17,6 +17,7 @@ import tempfile
 import threading
 
 from .errors import Flow2OnnxError
+from .signals import restore_interrupt
 
 # Order matters: cublasLt before cublas, the cuDNN "ops" libraries before the "cnn" ones that need them.
 _CUDA_LIBRARIES = (
@@ -109,6 +110,7 @@ def import_oneflow():
             return _oneflow
         if "oneflow" in sys.modules:  # the user imported it first; respect their set-up
             _oneflow = sys.modules["oneflow"]
+            restore_interrupt()
             return _oneflow
         # glog reads this once, at import; a user who set it keeps their choice.
         os.environ.setdefault("GLOG_minloglevel", "3")
@@ -118,6 +120,8 @@ def import_oneflow():
                 import oneflow
         except Exception as error:  # the 3.11+ placeholder raises a plain Exception
             raise Flow2OnnxError(_import_advice(error)) from error
+        # OneFlow's import replaced SIGINT's handler with one that kills the process, clean-up and all.
+        restore_interrupt()
         _oneflow = oneflow
         return oneflow
 

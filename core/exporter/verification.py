@@ -260,14 +260,26 @@ def index_bounds(graph: FlowGraph) -> dict[str, int]:
     return bounds
 
 
+#: How the floating-point inputs of verification runs are drawn. "unit": uniform in [0, 1);
+#: "signed": uniform in [-1, 1); "magnitudes": random sign times 10**u, u uniform in [-3, 2], so
+#: that one input spans five orders of magnitude of both signs.
+FLOAT_DRAWS = ("unit", "signed", "magnitudes")
+
+
 def draw_inputs(
-    inputs: Sequence[TensorInfo], batch_size: int | None, seed: int = 0, bounds: dict | None = None, shapes: dict | None = None
+    inputs: Sequence[TensorInfo],
+    batch_size: int | None,
+    seed: int = 0,
+    bounds: dict | None = None,
+    shapes: dict | None = None,
+    floats: str | tuple[float, float] = "unit",
 ) -> list[np.ndarray]:
     """Random inputs shaped like the graph's, with dim 0 set to ``batch_size`` when given, or with
     the shapes in ``shapes`` (input name -> shape).
 
-    Floats are uniform in [0, 1); booleans random (masks); integers used as indices are in range
-    for the axis they index (``bounds``), other integers in [0, 10).
+    Floats follow ``floats``: one of :data:`FLOAT_DRAWS`, or ``(low, high)`` for uniform in that
+    range. Booleans are random (masks); integers used as indices are in range for the axis they
+    index (``bounds``), other integers in [0, 10).
     """
     rng = np.random.default_rng(seed)
     bounds = bounds or {}
@@ -281,8 +293,36 @@ def draw_inputs(
         elif np.issubdtype(info.dtype, np.integer):
             arrays.append(rng.integers(0, max(1, bounds.get(info.name, 10)), size=shape).astype(info.dtype))
         else:
-            arrays.append(rng.random(shape, dtype=np.float64).astype(info.dtype))
+            arrays.append(_draw_floats(rng, shape, floats).astype(info.dtype))
     return arrays
+
+
+def _draw_floats(rng: np.random.Generator, shape, floats) -> np.ndarray:
+    if isinstance(floats, tuple):
+        low, high = floats
+        return rng.uniform(low, high, size=shape)
+    if floats == "unit":
+        return rng.random(shape, dtype=np.float64)
+    if floats == "signed":
+        return rng.uniform(-1.0, 1.0, size=shape)
+    if floats == "magnitudes":
+        signs = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+        return signs * 10.0 ** rng.uniform(-3.0, 2.0, size=shape)
+    raise ValueError(f"unknown float draw {floats!r}; use one of {FLOAT_DRAWS} or (low, high)")
+
+
+def far_size(size: int, factor: float) -> int:
+    """A size about ``factor`` times ``size`` that keeps the example's alignment.
+
+    Models often need a spatial size divisible by their total stride; the largest power of two
+    (up to 32, and at most a quarter of the size) that divides the example's size is kept as the
+    step, so 224 gives 128 and 320 for factors 0.5 and 1.5, 32 gives 16 and 48, and 299 gives 150
+    and 448. Never below one step.
+    """
+    step = 1
+    while step < 32 and size % (step * 2) == 0 and size // (step * 2) >= 4:
+        step *= 2
+    return max(step, int(round(size * factor / step)) * step)
 
 
 def flatten_outputs(value) -> list:
