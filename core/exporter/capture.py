@@ -9,7 +9,7 @@ parameter, so their values come from ``graph.state_dict()`` in memory, read only
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -117,68 +117,90 @@ def read_graph(graph) -> FlowGraph:
         )
     job = graph._full_job_proto
     blob_descs = job.helper.lbn2logical_blob_desc
-
-    input_ops, output_ops, variable_ops, user_ops, other_ops = [], [], [], [], []
-    for op in job.net.op:
-        kind = op.WhichOneof("op_type")
-        {"input_conf": input_ops, "output_conf": output_ops, "variable_conf": variable_ops, "user_conf": user_ops}.get(
-            kind, other_ops
-        ).append(op)
-    if other_ops:
-        kinds = sorted({op.WhichOneof("op_type") for op in other_ops})
-        raise InvalidModelError(
-            f"the graph contains system ops ({', '.join(kinds)}, e.g. {other_ops[0].name!r}) that only training "
-            "graphs use; export a graph built for inference (no optimizer added, module in eval mode)"
-        )
+    ops = _ops_by_kind(job)
 
     onnx_name: dict[str, str] = {}
-
-    def numbered(stem: str, count: int, index: int) -> str:
-        return stem if count == 1 else f"{stem}_{index}"
-
     inputs = []
-    for index, op in enumerate(input_ops):
+    for index, op in enumerate(ops["input_conf"]):
         lbn = f"{op.name}/{op.input_conf.out}"
-        name = numbered("input", len(input_ops), index)
-        onnx_name[lbn] = name
-        inputs.append(_tensor_info(name, blob_descs[lbn], lbn))
-
+        onnx_name[lbn] = _numbered("input", len(ops["input_conf"]), index)
+        inputs.append(_tensor_info(onnx_name[lbn], blob_descs[lbn], lbn))
     variables = []
-    for op in variable_ops:
+    for op in ops["variable_conf"]:
         lbn = f"{op.name}/{op.variable_conf.out}"
         onnx_name[lbn] = op.name
         variables.append(_tensor_info(op.name, blob_descs[lbn], lbn))
 
-    def rename(lbn: str) -> str:
-        return onnx_name.get(lbn, lbn)
-
-    ops = [
-        FlowOp(
-            name=op.name,
-            type=op.user_conf.op_type_name,
-            inputs={arg: [rename(s) for s in value.s] for arg, value in op.user_conf.input.items()},
-            outputs={arg: list(value.s) for arg, value in op.user_conf.output.items()},
-            attrs={key: attribute_value(value) for key, value in op.user_conf.attr.items()},
-        )
-        for op in user_ops
-    ]
-
     tensors = {info.name: info for info in inputs + variables}
-    for op in user_ops:
+    for op in ops["user_conf"]:
         for value in op.user_conf.output.values():
             for lbn in value.s:
                 tensors[lbn] = _tensor_info(lbn, blob_descs[lbn], lbn)
+    outputs, output_sources = _outputs(ops["output_conf"], onnx_name, tensors, blob_descs)
 
-    # Graph outputs keep the producer's tensor name here; the converter binds them to readable
-    # output names (adding an Identity where one tensor feeds two outputs or an output is an input).
-    outputs, output_sources = [], []
+    return FlowGraph(
+        # The class name, not OneFlow's job name: that one carries a per-process counter (ExportGraph_3).
+        name=getattr(graph, "_flow2onnx_name", None) or type(graph).__name__,
+        ops=[_flow_op(op, onnx_name) for op in ops["user_conf"]],
+        inputs=inputs,
+        outputs=outputs,
+        tensors=tensors,
+        variables=variables,
+        read_weight=_weight_reader(graph),
+        output_sources=output_sources,
+        flow_graph=graph,
+        eager_module=getattr(graph, "_flow2onnx_module", None),
+    )
+
+
+def _ops_by_kind(job) -> dict[str, list]:
+    """The job's ops grouped by kind (input, output, variable, user), in execution order."""
+    ops: dict[str, list] = {"input_conf": [], "output_conf": [], "variable_conf": [], "user_conf": []}
+    others = []
+    for op in job.net.op:
+        ops.get(op.WhichOneof("op_type"), others).append(op)
+    if others:
+        kinds = sorted({op.WhichOneof("op_type") for op in others})
+        raise InvalidModelError(
+            f"the graph contains system ops ({', '.join(kinds)}, e.g. {others[0].name!r}) that only training "
+            "graphs use; export a graph built for inference (no optimizer added, module in eval mode)"
+        )
+    return ops
+
+
+def _numbered(stem: str, count: int, index: int) -> str:
+    return stem if count == 1 else f"{stem}_{index}"
+
+
+def _flow_op(op, onnx_name: dict[str, str]) -> FlowOp:
+    conf = op.user_conf
+    return FlowOp(
+        name=op.name,
+        type=conf.op_type_name,
+        inputs={arg: [onnx_name.get(s, s) for s in value.s] for arg, value in conf.input.items()},
+        outputs={arg: list(value.s) for arg, value in conf.output.items()},
+        attrs={key: attribute_value(value) for key, value in conf.attr.items()},
+    )
+
+
+def _outputs(output_ops, onnx_name: dict[str, str], tensors: dict, blob_descs) -> tuple[list[TensorInfo], list[str]]:
+    """The graph's outputs under their ONNX names, and the tensor that feeds each.
+
+    Graph outputs keep the producer's tensor name here; the converter binds them to readable
+    output names (adding an Identity where one tensor feeds two outputs or an output is an input).
+    """
+    outputs, sources = [], []
     for index, op in enumerate(output_ops):
         lbn = getattr(op.output_conf, "in")  # "in" is a Python keyword
-        source = rename(lbn)
+        source = onnx_name.get(lbn, lbn)
         info = tensors.get(source) or _tensor_info(source, blob_descs[lbn], lbn)
-        outputs.append(TensorInfo(numbered("output", len(output_ops), index), info.shape, info.dtype))
-        output_sources.append(source)
+        outputs.append(TensorInfo(_numbered("output", len(output_ops), index), info.shape, info.dtype))
+        sources.append(source)
+    return outputs, sources
 
+
+def _weight_reader(graph) -> Callable[[str], np.ndarray]:
+    """A function reading one weight from the graph's state, in memory, when it is written."""
     weights = dict(_flatten_state(graph.state_dict()))
 
     def read_weight(name: str) -> np.ndarray:
@@ -190,20 +212,7 @@ def read_graph(graph) -> FlowGraph:
             )
         return tensor.numpy()
 
-    flow_graph = FlowGraph(
-        # The class name, not OneFlow's job name: that one carries a per-process counter (ExportGraph_3).
-        name=getattr(graph, "_flow2onnx_name", None) or type(graph).__name__,
-        ops=ops,
-        inputs=inputs,
-        outputs=outputs,
-        tensors=tensors,
-        variables=variables,
-        read_weight=read_weight,
-        output_sources=output_sources,
-        flow_graph=graph,
-        eager_module=getattr(graph, "_flow2onnx_module", None),
-    )
-    return flow_graph
+    return read_weight
 
 
 def _tensor_info(name: str, blob_desc, lbn: str) -> TensorInfo:
