@@ -1,4 +1,5 @@
-"""Reading a compiled OneFlow ``nn.Graph`` into a plain, ONNX-named view of its ops.
+"""The capture step: compiling the model when needed, and reading the compiled OneFlow ``nn.Graph``
+into a plain, ONNX-named view of its ops.
 
 The compiled job proto lists every op in execution order; each tensor is named by its "lbn"
 (``op_name/arg_index``), and ``job.helper.lbn2logical_blob_desc`` gives its static shape and
@@ -8,14 +9,19 @@ parameter, so their values come from ``graph.state_dict()`` in memory, read only
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .._oneflow import import_oneflow, quiet_native_output
 from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph, FlowOp, TensorInfo
+
+log = logging.getLogger("flow2onnx")
 
 # OneFlow DataType enum names -> numpy dtypes (only those ONNX can carry).
 _FLOW_DTYPES = {
@@ -101,6 +107,53 @@ def wrap_module(module, example_inputs: Sequence):
 def compile_graph(graph, example_inputs: Sequence) -> None:
     with quiet_native_output():
         graph._compile(*example_inputs)
+
+
+@dataclass(frozen=True)
+class Captured:
+    """The capture step's value: the model's graph under ONNX names."""
+
+    graph: FlowGraph
+    timings: Mapping[str, float]
+
+
+def capture(model, example_inputs: Sequence | None) -> Captured:
+    """The first step of an export: compile ``model`` (when needed) and read its graph."""
+    started = time.perf_counter()
+    graph = read_graph(as_compiled_graph(model, example_inputs))
+    seconds = time.perf_counter() - started
+    log.info("read graph %s: %d ops of %d types", graph.name, len(graph.ops), len(graph.op_types()))
+    return Captured(graph, {"read_graph": seconds})
+
+
+def as_compiled_graph(model, example_inputs: Sequence | None):
+    """``model`` as a compiled ``nn.Graph``: compiled on ``example_inputs``, or an eager module wrapped in one."""
+    flow = import_oneflow()
+    inputs = None
+    if example_inputs is not None:
+        if isinstance(example_inputs, (flow.Tensor, np.ndarray)):
+            example_inputs = [example_inputs]
+        inputs = [flow.tensor(x) if isinstance(x, np.ndarray) else x for x in example_inputs]
+    if isinstance(model, flow.nn.Graph):
+        if not getattr(model, "_is_compiled", False):
+            if inputs is None:
+                raise InvalidModelError(
+                    f"the nn.Graph {type(model).__name__} is not compiled: pass example_inputs, or call "
+                    "graph._compile(*example_inputs) before exporting"
+                )
+            compile_graph(model, inputs)
+        return model
+    if isinstance(model, flow.nn.Module):
+        if inputs is None:
+            raise InvalidModelError(
+                f"exporting the module {type(model).__name__} needs example_inputs: the tensors (or shapes) it is "
+                "run on once to build the graph, e.g. export(module, [flow.rand(1, 3, 224, 224)])"
+            )
+        return wrap_module(model, inputs)
+    raise InvalidModelError(
+        f"cannot export a {type(model).__module__}.{type(model).__name__}: pass a oneflow.nn.Graph or a "
+        "oneflow.nn.Module with example_inputs"
+    )
 
 
 def read_graph(graph) -> FlowGraph:
