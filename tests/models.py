@@ -47,3 +47,16 @@ def uses_inverse():
             return flow.linalg.inv(x + 2 * self.identity) * 3
 
     return Inverse()
+
+
+def drifting_scale():
+    """A module whose output depends on how often it ran: the graph keeps the count of the call that
+    built it, so the exported model no longer matches the module when verification runs it again."""
+    calls = [0]
+
+    class Drifting(flow.nn.Module):
+        def forward(self, x):
+            calls[0] += 1
+            return x * float(calls[0])
+
+    return Drifting().eval()

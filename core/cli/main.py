@@ -237,14 +237,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_error(error: Flow2OnnxError, args) -> None:
-    """Show an error; a verification report and the first divergence go to stdout, where a
-    successful export prints them, before the error itself."""
+    """Show an error: its details first, then one ``flow2onnx: error:`` line naming the cause and the fix.
+
+    A verification report and the first divergence go to stdout, where a successful export prints
+    them; the detail lines of the message (those it indents, such as the list of unsupported ops)
+    go to stderr, above the error line, so that the error line is always the last one.
+    """
     if isinstance(error, VerificationError) and error.report is not None:
         print(error.report.to_text(outliers=getattr(args, "print_outlier", False)))
         if error.divergence is not None:
             print(error.divergence.to_text())
         sys.stdout.flush()
-    print(f"flow2onnx: error: {error}", file=sys.stderr)
+    details, line = error_lines(str(error))
+    for detail in details:
+        print(detail, file=sys.stderr)
+    print(f"flow2onnx: error: {line}", file=sys.stderr)
+
+
+def error_lines(message: str) -> tuple[list[str], str]:
+    """Split an error message into its detail lines (the indented ones) and one line of the rest.
+
+    A line that introduces details (ending in ``:``) says that they are listed above instead.
+    """
+    lines = message.splitlines()
+    details, summary = [], []
+    for index, line in enumerate(lines):
+        if line[:1].isspace():
+            details.append(line)
+        elif line.strip():
+            text = line.strip()
+            if text.endswith(":") and lines[index + 1 : index + 2] and lines[index + 1][:1].isspace():
+                text = text[:-1] + " (listed above)."
+            summary.append(text)
+    if not summary and details:  # nothing but details: the first one has to say it
+        summary.append(details.pop(0).strip())
+    return details, " ".join(summary)
 
 
 def main(argv=None) -> int:
