@@ -54,6 +54,7 @@ class Settled:
     """After a mismatch: the model kept (the last whose output matched), its file and its check."""
 
     staged: Staged
+    #: The verifier's :class:`~flow2onnx.exporter.verify.Check` of that file.
     check: Any
     kept: tuple[str, ...]
     warnings: tuple[str, ...]

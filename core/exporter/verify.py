@@ -56,6 +56,7 @@ class Verifier:
     lowered: Lowered
 
     def __call__(self, model_path: str) -> Check:
+        """Verify the model at ``model_path``: one run per shape of the plan, every output compared."""
         options = self.options
         verifier = self.registry.verifiers[options.verifier]
         libraries = [entry.path for entry in self.registry.runtime_libraries.values()]
