@@ -3,8 +3,9 @@
 Importing OneFlow 0.9 installs a C-level SIGINT handler that ends the process at once (exit code
 255): Python never sees ``KeyboardInterrupt`` and no ``finally`` runs, so an export's staging
 folder would stay behind. :func:`restore_interrupt` gives SIGINT back to Python after OneFlow's
-import. SIGTERM's default action also kills without clean-up; :func:`termination_raises` turns it
-into :class:`Terminated` for the duration of an export.
+import. SIGTERM's default action also kills without clean-up; :func:`signals_raise` turns it into
+:class:`Terminated` for the duration of an export, and makes sure neither signal is lost inside
+native code.
 """
 
 from __future__ import annotations
@@ -42,22 +43,71 @@ def restore_interrupt() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler if current is None else current)
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt()
+
+
 def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-@contextlib.contextmanager
-def termination_raises():
-    """While the body runs, SIGTERM raises :class:`Terminated` so that ``finally`` blocks clean up.
+_RAISERS = {signal.SIGINT: _raise_interrupt, signal.SIGTERM: _raise_terminated}
 
-    The previous SIGTERM handler comes back afterwards. Outside the main thread, where handlers
-    cannot be set, the body runs unchanged.
+
+@contextlib.contextmanager
+def signals_raise():
+    """While the body runs, SIGINT raises ``KeyboardInterrupt`` and SIGTERM :class:`Terminated`, so
+    that ``finally`` blocks clean up; the previous handlers come back afterwards.
+
+    An exception raised by a signal handler can be swallowed on its way out: native code that was
+    running (an extension module's initialisation, a C++ call) may turn it into another exception,
+    which a library then wraps. So each signal that arrives is also recorded, and when the body
+    ends by any other exception, or none, the signal's own exception is raised from there.
+    Outside the main thread, where handlers cannot be set, the body runs unchanged.
     """
     if not _in_main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    received: list[int] = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        _RAISERS[signum](signum, frame)
+
+    previous = {signum: signal.signal(signum, handler) for signum in _RAISERS}
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated):
+        raise
+    except BaseException as error:
+        if received:
+            raise _exception_for(received[0]) from error
+        raise
+    else:
+        if received:
+            raise _exception_for(received[0])
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
+def _exception_for(signum: int) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+@contextlib.contextmanager
+def deferred():
+    """Hold SIGINT and SIGTERM back while the body runs; they are delivered when it ends.
+
+    For the few steps that create something and record that they did: a signal between the two
+    would leave a thing nobody knows to remove.
+    """
+    if not _in_main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -47,3 +47,36 @@ def uses_inverse():
             return flow.linalg.inv(x + 2 * self.identity) * 3
 
     return Inverse()
+
+
+def drifting_scale():
+    """A module whose output depends on how often it ran: the graph keeps the count of the call that
+    built it, so the exported model no longer matches the module when verification runs it again."""
+    calls = [0]
+
+    class Drifting(flow.nn.Module):
+        def forward(self, x):
+            calls[0] += 1
+            return x * float(calls[0])
+
+    return Drifting().eval()
+
+
+class SlowLinear(flow.nn.Module):
+    """A linear layer whose every forward takes ``seconds``: verification runs it several times,
+    which leaves time to interrupt an export while its staging folder exists."""
+
+    def __init__(self, seconds=1.0):
+        super().__init__()
+        self.seconds = seconds
+        self.fc = flow.nn.Linear(64, 64)
+
+    def forward(self, x):
+        import time
+
+        time.sleep(self.seconds)
+        return self.fc(x)
+
+
+def slow_linear():
+    return SlowLinear().eval()

@@ -53,9 +53,40 @@ def test_unsupported_ops_exit_with_one_message_and_no_file(tmp_path):
     output = tmp_path / "bad.onnx"
     done = run("export", "tests.models:with_unsupported_ops", "--input-shape", "2,3", "-o", str(output))
     assert done.returncode == 1
-    assert "flow2onnx: error: the graph uses 2 OneFlow op types that no loaded plugin lowers" in done.stderr
+    lines = done.stderr.splitlines()
+    # The list of ops comes first, then the one error line, naming the cause and the fix, ends the output.
+    assert [line for line in lines if "flow2onnx: error:" in line] == lines[-1:]
+    assert lines[-1].startswith("flow2onnx: error: the graph uses 2 OneFlow op types that no loaded plugin lowers")
+    assert "(listed above). Nothing was written. To add a lowering, write a plugin" in lines[-1]
+    assert [line.split(":")[0] for line in lines if line.startswith("  - ")] == ["  - erfinv", "  - lgamma"]
     assert "Traceback" not in done.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_a_mismatch_shows_the_report_then_one_error_line(tmp_path):
+    output = tmp_path / "drift.onnx"
+    done = run("-q", "export", "tests.models:drifting_scale", "--input-shape", "2,3", "-o", str(output), "--print-outlier")
+    assert done.returncode == 1
+    # The report goes where a successful export prints it, worst elements included as asked.
+    assert "FAILED" in done.stdout and "MISMATCH: some outputs are out of tolerance" in done.stdout
+    assert "worst elements of output" in done.stdout
+    assert done.stdout.count("verification with onnxruntime") == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flow2onnx: error: the exported model's outputs differ from OneFlow's")
+    assert "nothing was written" in lines[0] and "--no-verify" in lines[0]
+    assert os.listdir(tmp_path) == []
+
+
+def test_error_lines_put_indented_details_apart_and_the_rest_on_one_line():
+    from flow2onnx.cli.main import error_lines
+
+    assert error_lines("cannot write it; choose another path") == ([], "cannot write it; choose another path")
+    details, line = error_lines("the graph uses 2 op types:\n  - a: 1 op\n  - b: 2 ops\nNothing was written. Add a plugin.")
+    assert details == ["  - a: 1 op", "  - b: 2 ops"]
+    assert line == "the graph uses 2 op types (listed above). Nothing was written. Add a plugin."
+    # A message that quotes a multi-line error (onnx's checker, a runtime) still ends in one line.
+    assert error_lines("not valid ONNX: bad node\n\n==> Context: node 'x'") == ([], "not valid ONNX: bad node ==> Context: node 'x'")
+    assert error_lines("  only details\n  more") == (["  more"], "only details")
 
 
 @pytest.mark.parametrize(

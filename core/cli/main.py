@@ -12,7 +12,8 @@ import warnings
 
 import numpy as np
 
-from ..errors import Flow2OnnxError
+from ..errors import Flow2OnnxError, VerificationError
+from ..signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, signals_raise
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -61,8 +62,30 @@ def _load_callable(spec: str):
 
 
 def cmd_export(args) -> int:
-    from .._oneflow import import_oneflow, quiet_native_output
+    """Export the model that ``MODULE:CALLABLE`` returns, and describe what was written and how it verified."""
     from ..exporter.pipeline import export
+    from ..exporter.staging import resolve_target
+
+    resolve_target(args.output)  # a path that cannot be written fails before the model is even built
+    model, example_inputs = _model_and_inputs(args)
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = export(model, example_inputs, args.output, **_export_options(args))
+    elapsed = time.perf_counter() - started
+    for warning in caught:
+        if issubclass(warning.category, UserWarning) and "flow2onnx" in str(warning.message):
+            print(f"flow2onnx: warning: {warning.message}", file=sys.stderr)
+    _print_summary(args, result, elapsed)
+    _print_verification(args, result)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _model_and_inputs(args):
+    """The model built by the user's callable, and random example inputs of the shapes asked for."""
+    from .._oneflow import import_oneflow, quiet_native_output
 
     flow = import_oneflow()
     factory = _load_callable(args.model)
@@ -70,33 +93,28 @@ def cmd_export(args) -> int:
         model = factory()
     if not isinstance(model, (flow.nn.Module, flow.nn.Graph)):
         raise Flow2OnnxError(f"{args.model}() returned a {type(model).__name__}; it must return a oneflow.nn.Module or nn.Graph")
-    shapes = args.input_shape or [(1, 3, 224, 224)]
     rng = np.random.default_rng(0)
-    example_inputs = [flow.tensor(rng.random(shape, dtype=np.float32)) for shape in shapes]
-    started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = export(
-            model,
-            example_inputs,
-            args.output,
-            opset=args.opset,
-            dynamic_batch=args.dynamic_batch,
-            dynamic_axes=dict(args.dynamic_axes) if args.dynamic_axes else None,
-            verify=not args.no_verify,
-            external_data=True if args.external_data else None,
-            post_passes=args.post_pass or (),
-            strict_post_passes=args.strict_post_passes,
-            print_outlier=args.print_outlier,
-            disable_plugins=args.disable_plugin or (),
-            only_plugins=_split(args.only_plugins),
-            bundle_dir=args.bundle,
-            bisect=args.bisect,
-        )
-    elapsed = time.perf_counter() - started
-    for warning in caught:
-        if issubclass(warning.category, UserWarning) and "flow2onnx" in str(warning.message):
-            print(f"flow2onnx: warning: {warning.message}", file=sys.stderr)
+    return model, [flow.tensor(rng.random(shape, dtype=np.float32)) for shape in args.input_shape or [(1, 3, 224, 224)]]
+
+
+def _export_options(args) -> dict:
+    """The keyword options of ``flow2onnx.export`` that the command line sets."""
+    return dict(
+        opset=args.opset,
+        dynamic_batch=args.dynamic_batch,
+        dynamic_axes=dict(args.dynamic_axes) if args.dynamic_axes else None,
+        verify=not args.no_verify,
+        external_data=True if args.external_data else None,
+        post_passes=args.post_pass or (),
+        strict_post_passes=args.strict_post_passes,
+        disable_plugins=args.disable_plugin or (),
+        only_plugins=_split(args.only_plugins),
+        bundle_dir=args.bundle,
+        bisect=args.bisect,
+    )
+
+
+def _print_summary(args, result, elapsed: float) -> None:
     print(f"exported {args.model} to {result.path} (opset {result.opset}, {sum(result.op_types.values())} ops, {elapsed:.2f} s)")
     symbolic = {name: ", ".join(f"{axis}: {symbol}" for axis, symbol in sorted(axes.items())) for name, axes in result.dynamic_axes.items()}
     print("  inputs:  " + ", ".join(f"{name} (symbolic {symbolic[name]})" if name in symbolic else name for name in result.input_names))
@@ -111,19 +129,19 @@ def cmd_export(args) -> int:
         print(f"  post-passes: {', '.join(result.post_passes)}")
     if result.bundle_dir:
         print(f"  repro bundle: {result.bundle_dir}")
-    if result.report is not None:
-        print(result.report.to_text(outliers=args.print_outlier))
-        if result.bisected and result.divergence is None:
-            print("first-divergence finder: every intermediate tensor OneFlow exposes matches")
-        if args.report:
-            _write_report(result.report, args.report)
-    elif result.verification_skipped:
-        print(f"NOT VERIFIED: {result.verification_skipped}")
-    else:
-        print("not verified (--no-verify)")
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return 0
+
+
+def _print_verification(args, result) -> None:
+    if result.report is None:
+        print(f"NOT VERIFIED: {result.verification_skipped}" if result.verification_skipped else "not verified (--no-verify)")
+        return
+    print(result.report.to_text(outliers=args.print_outlier))
+    if result.divergence is not None:
+        print(result.divergence.to_text())
+    elif result.bisected:
+        print("first-divergence finder: every intermediate tensor OneFlow exposes matches")
+    if args.report:
+        _write_report(result.report, args.report)
 
 
 def _write_report(report, path: str) -> None:
@@ -153,9 +171,9 @@ def _add_model_arguments(parser) -> None:
 
 
 def cmd_check(args) -> int:
-    import tempfile
+    from ..exporter.staging import scratch_folder
 
-    with tempfile.TemporaryDirectory(prefix="flow2onnx-check-") as directory:
+    with scratch_folder("flow2onnx-check") as directory:
         args.output = os.path.join(directory, "model.onnx")
         return cmd_export(args)
 
@@ -221,18 +239,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_error(error: Flow2OnnxError, args) -> None:
+    """Show an error: its details first, then one ``flow2onnx: error:`` line naming the cause and the fix.
+
+    A verification report and the first divergence go to stdout, where a successful export prints
+    them; the detail lines of the message (those it indents, such as the list of unsupported ops)
+    go to stderr, above the error line, so that the error line is always the last one.
+    """
+    if isinstance(error, VerificationError) and error.report is not None:
+        print(error.report.to_text(outliers=getattr(args, "print_outlier", False)))
+        if error.divergence is not None:
+            print(error.divergence.to_text())
+        sys.stdout.flush()
+    details, line = error_lines(str(error))
+    for detail in details:
+        print(detail, file=sys.stderr)
+    print(f"flow2onnx: error: {line}", file=sys.stderr)
+
+
+def error_lines(message: str) -> tuple[list[str], str]:
+    """Split an error message into its detail lines (the indented ones) and one line of the rest.
+
+    A line that introduces details (ending in ``:``) says that they are listed above instead.
+    """
+    lines = message.splitlines()
+    details, summary = [], []
+    for index, line in enumerate(lines):
+        if line[:1].isspace():
+            details.append(line)
+        elif line.strip():
+            text = line.strip()
+            if text.endswith(":") and lines[index + 1 : index + 2] and lines[index + 1][:1].isspace():
+                text = text[:-1] + " (listed above)."
+            summary.append(text)
+    if not summary and details:  # nothing but details: the first one has to say it
+        summary.append(details.pop(0).strip())
+    return details, " ".join(summary)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="flow2onnx: %(message)s", stream=sys.stderr)
     try:
-        return args.run(args)
+        with signals_raise():
+            return args.run(args)
     except Flow2OnnxError as error:
-        print(f"flow2onnx: error: {error}", file=sys.stderr)
+        _print_error(error, args)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("flow2onnx: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        print("flow2onnx: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("flow2onnx: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

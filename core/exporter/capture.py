@@ -1,4 +1,5 @@
-"""Reading a compiled OneFlow ``nn.Graph`` into a plain, ONNX-named view of its ops.
+"""The capture step: compiling the model when needed, and reading the compiled OneFlow ``nn.Graph``
+into a plain, ONNX-named view of its ops.
 
 The compiled job proto lists every op in execution order; each tensor is named by its "lbn"
 (``op_name/arg_index``), and ``job.helper.lbn2logical_blob_desc`` gives its static shape and
@@ -8,14 +9,19 @@ parameter, so their values come from ``graph.state_dict()`` in memory, read only
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .._oneflow import import_oneflow, quiet_native_output
 from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph, FlowOp, TensorInfo
+
+log = logging.getLogger("flow2onnx")
 
 # OneFlow DataType enum names -> numpy dtypes (only those ONNX can carry).
 _FLOW_DTYPES = {
@@ -103,6 +109,53 @@ def compile_graph(graph, example_inputs: Sequence) -> None:
         graph._compile(*example_inputs)
 
 
+@dataclass(frozen=True)
+class Captured:
+    """The capture step's value: the model's graph under ONNX names."""
+
+    graph: FlowGraph
+    timings: Mapping[str, float]
+
+
+def capture(model, example_inputs: Sequence | None) -> Captured:
+    """The first step of an export: compile ``model`` (when needed) and read its graph."""
+    started = time.perf_counter()
+    graph = read_graph(as_compiled_graph(model, example_inputs))
+    seconds = time.perf_counter() - started
+    log.info("read graph %s: %d ops of %d types", graph.name, len(graph.ops), len(graph.op_types()))
+    return Captured(graph, {"read_graph": seconds})
+
+
+def as_compiled_graph(model, example_inputs: Sequence | None):
+    """``model`` as a compiled ``nn.Graph``: compiled on ``example_inputs``, or an eager module wrapped in one."""
+    flow = import_oneflow()
+    inputs = None
+    if example_inputs is not None:
+        if isinstance(example_inputs, (flow.Tensor, np.ndarray)):
+            example_inputs = [example_inputs]
+        inputs = [flow.tensor(x) if isinstance(x, np.ndarray) else x for x in example_inputs]
+    if isinstance(model, flow.nn.Graph):
+        if not getattr(model, "_is_compiled", False):
+            if inputs is None:
+                raise InvalidModelError(
+                    f"the nn.Graph {type(model).__name__} is not compiled: pass example_inputs, or call "
+                    "graph._compile(*example_inputs) before exporting"
+                )
+            compile_graph(model, inputs)
+        return model
+    if isinstance(model, flow.nn.Module):
+        if inputs is None:
+            raise InvalidModelError(
+                f"exporting the module {type(model).__name__} needs example_inputs: the tensors (or shapes) it is "
+                "run on once to build the graph, e.g. export(module, [flow.rand(1, 3, 224, 224)])"
+            )
+        return wrap_module(model, inputs)
+    raise InvalidModelError(
+        f"cannot export a {type(model).__module__}.{type(model).__name__}: pass a oneflow.nn.Graph or a "
+        "oneflow.nn.Module with example_inputs"
+    )
+
+
 def read_graph(graph) -> FlowGraph:
     """Read a compiled ``nn.Graph`` into a :class:`FlowGraph` with ONNX tensor names.
 
@@ -117,68 +170,90 @@ def read_graph(graph) -> FlowGraph:
         )
     job = graph._full_job_proto
     blob_descs = job.helper.lbn2logical_blob_desc
-
-    input_ops, output_ops, variable_ops, user_ops, other_ops = [], [], [], [], []
-    for op in job.net.op:
-        kind = op.WhichOneof("op_type")
-        {"input_conf": input_ops, "output_conf": output_ops, "variable_conf": variable_ops, "user_conf": user_ops}.get(
-            kind, other_ops
-        ).append(op)
-    if other_ops:
-        kinds = sorted({op.WhichOneof("op_type") for op in other_ops})
-        raise InvalidModelError(
-            f"the graph contains system ops ({', '.join(kinds)}, e.g. {other_ops[0].name!r}) that only training "
-            "graphs use; export a graph built for inference (no optimizer added, module in eval mode)"
-        )
+    ops = _ops_by_kind(job)
 
     onnx_name: dict[str, str] = {}
-
-    def numbered(stem: str, count: int, index: int) -> str:
-        return stem if count == 1 else f"{stem}_{index}"
-
     inputs = []
-    for index, op in enumerate(input_ops):
+    for index, op in enumerate(ops["input_conf"]):
         lbn = f"{op.name}/{op.input_conf.out}"
-        name = numbered("input", len(input_ops), index)
-        onnx_name[lbn] = name
-        inputs.append(_tensor_info(name, blob_descs[lbn], lbn))
-
+        onnx_name[lbn] = _numbered("input", len(ops["input_conf"]), index)
+        inputs.append(_tensor_info(onnx_name[lbn], blob_descs[lbn], lbn))
     variables = []
-    for op in variable_ops:
+    for op in ops["variable_conf"]:
         lbn = f"{op.name}/{op.variable_conf.out}"
         onnx_name[lbn] = op.name
         variables.append(_tensor_info(op.name, blob_descs[lbn], lbn))
 
-    def rename(lbn: str) -> str:
-        return onnx_name.get(lbn, lbn)
-
-    ops = [
-        FlowOp(
-            name=op.name,
-            type=op.user_conf.op_type_name,
-            inputs={arg: [rename(s) for s in value.s] for arg, value in op.user_conf.input.items()},
-            outputs={arg: list(value.s) for arg, value in op.user_conf.output.items()},
-            attrs={key: attribute_value(value) for key, value in op.user_conf.attr.items()},
-        )
-        for op in user_ops
-    ]
-
     tensors = {info.name: info for info in inputs + variables}
-    for op in user_ops:
+    for op in ops["user_conf"]:
         for value in op.user_conf.output.values():
             for lbn in value.s:
                 tensors[lbn] = _tensor_info(lbn, blob_descs[lbn], lbn)
+    outputs, output_sources = _outputs(ops["output_conf"], onnx_name, tensors, blob_descs)
 
-    # Graph outputs keep the producer's tensor name here; the converter binds them to readable
-    # output names (adding an Identity where one tensor feeds two outputs or an output is an input).
-    outputs, output_sources = [], []
+    return FlowGraph(
+        # The class name, not OneFlow's job name: that one carries a per-process counter (ExportGraph_3).
+        name=getattr(graph, "_flow2onnx_name", None) or type(graph).__name__,
+        ops=[_flow_op(op, onnx_name) for op in ops["user_conf"]],
+        inputs=inputs,
+        outputs=outputs,
+        tensors=tensors,
+        variables=variables,
+        read_weight=_weight_reader(graph),
+        output_sources=output_sources,
+        flow_graph=graph,
+        eager_module=getattr(graph, "_flow2onnx_module", None),
+    )
+
+
+def _ops_by_kind(job) -> dict[str, list]:
+    """The job's ops grouped by kind (input, output, variable, user), in execution order."""
+    ops: dict[str, list] = {"input_conf": [], "output_conf": [], "variable_conf": [], "user_conf": []}
+    others = []
+    for op in job.net.op:
+        ops.get(op.WhichOneof("op_type"), others).append(op)
+    if others:
+        kinds = sorted({op.WhichOneof("op_type") for op in others})
+        raise InvalidModelError(
+            f"the graph contains system ops ({', '.join(kinds)}, e.g. {others[0].name!r}) that only training "
+            "graphs use; export a graph built for inference (no optimizer added, module in eval mode)"
+        )
+    return ops
+
+
+def _numbered(stem: str, count: int, index: int) -> str:
+    return stem if count == 1 else f"{stem}_{index}"
+
+
+def _flow_op(op, onnx_name: dict[str, str]) -> FlowOp:
+    conf = op.user_conf
+    return FlowOp(
+        name=op.name,
+        type=conf.op_type_name,
+        inputs={arg: [onnx_name.get(s, s) for s in value.s] for arg, value in conf.input.items()},
+        outputs={arg: list(value.s) for arg, value in conf.output.items()},
+        attrs={key: attribute_value(value) for key, value in conf.attr.items()},
+    )
+
+
+def _outputs(output_ops, onnx_name: dict[str, str], tensors: dict, blob_descs) -> tuple[list[TensorInfo], list[str]]:
+    """The graph's outputs under their ONNX names, and the tensor that feeds each.
+
+    Graph outputs keep the producer's tensor name here; the converter binds them to readable
+    output names (adding an Identity where one tensor feeds two outputs or an output is an input).
+    """
+    outputs, sources = [], []
     for index, op in enumerate(output_ops):
         lbn = getattr(op.output_conf, "in")  # "in" is a Python keyword
-        source = rename(lbn)
+        source = onnx_name.get(lbn, lbn)
         info = tensors.get(source) or _tensor_info(source, blob_descs[lbn], lbn)
-        outputs.append(TensorInfo(numbered("output", len(output_ops), index), info.shape, info.dtype))
-        output_sources.append(source)
+        outputs.append(TensorInfo(_numbered("output", len(output_ops), index), info.shape, info.dtype))
+        sources.append(source)
+    return outputs, sources
 
+
+def _weight_reader(graph) -> Callable[[str], np.ndarray]:
+    """A function reading one weight from the graph's state, in memory, when it is written."""
     weights = dict(_flatten_state(graph.state_dict()))
 
     def read_weight(name: str) -> np.ndarray:
@@ -190,20 +265,7 @@ def read_graph(graph) -> FlowGraph:
             )
         return tensor.numpy()
 
-    flow_graph = FlowGraph(
-        # The class name, not OneFlow's job name: that one carries a per-process counter (ExportGraph_3).
-        name=getattr(graph, "_flow2onnx_name", None) or type(graph).__name__,
-        ops=ops,
-        inputs=inputs,
-        outputs=outputs,
-        tensors=tensors,
-        variables=variables,
-        read_weight=read_weight,
-        output_sources=output_sources,
-        flow_graph=graph,
-        eager_module=getattr(graph, "_flow2onnx_module", None),
-    )
-    return flow_graph
+    return read_weight
 
 
 def _tensor_info(name: str, blob_desc, lbn: str) -> TensorInfo:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import VerificationError
 from .pipeline import export
 
 MODEL_FILE_NAME = "model.onnx"
@@ -54,7 +55,8 @@ def convert_to_onnx_and_check(
     """Export a compiled ``nn.Graph`` and check every output against OneFlow on ONNX Runtime.
 
     Prints the per-output report (with the worst elements when ``print_outlier``) and returns the
-    :class:`flow2onnx.ExportResult`; raises :class:`flow2onnx.VerificationError` on a mismatch.
+    :class:`flow2onnx.ExportResult`; on a mismatch prints the report and raises
+    :class:`flow2onnx.VerificationError`, which carries it.
     ``input_tensor_range=[low, high]`` sets the range of the random float inputs (default [0, 1)).
     ``ort_optimize`` and ``device`` are accepted for compatibility: verification always runs on
     ONNX Runtime's CPU provider, with the graph on the device it was compiled for.
@@ -65,16 +67,27 @@ def convert_to_onnx_and_check(
         if not low < high:
             raise ValueError(f"input_tensor_range must be [low, high] with low < high, got {input_tensor_range!r}")
         input_range = (low, high)
-    result = export(
-        graph,
-        path=_model_path(onnx_model_path),
-        opset=opset,
-        dynamic_batch=dynamic_batch_size,
-        external_data=external_data or None,
-        verify=True,
-        input_range=input_range,
-        print_outlier=print_outlier,
-    )
-    if not print_outlier:
-        print(result.report.to_text())
+    try:
+        result = export(
+            graph,
+            path=_model_path(onnx_model_path),
+            opset=opset,
+            dynamic_batch=dynamic_batch_size,
+            external_data=external_data or None,
+            verify=True,
+            input_range=input_range,
+        )
+    except VerificationError as error:
+        # The tutorial's tool printed its findings; this API does too, as the library itself does not.
+        print(_mismatch_text(error, outliers=print_outlier))
+        raise
+    print(result.report.to_text(outliers=print_outlier) if result.report is not None else f"not verified: {result.verification_skipped}")
     return result
+
+
+def _mismatch_text(error: VerificationError, outliers: bool = False) -> str:
+    """The text shown for a failed verification: the report, then what the first-divergence finder found."""
+    parts = [error.report.to_text(outliers=outliers)]
+    if error.divergence is not None:
+        parts.append(error.divergence.to_text())
+    return "\n".join(parts)

@@ -1,31 +1,131 @@
-"""Where an export writes, and how its file appears: all at once, or not at all.
+"""The write and publish steps: where an export writes, and how its file appears (all at once, or not at all).
 
-The model is written into a staging folder beside the target and renamed into place only when it
-is complete and verified, so a failure, Ctrl-C or ``kill`` never leaves half a model at the target.
-A staging folder carries its process id in its name: one left behind by a process that no longer
-exists (killed with SIGKILL, or a machine that lost power) is removed by the next export into the
-same folder. The target is checked before any work: it must be absent or a regular file.
+Models are written into a staging folder beside the target, checked there, and the verified one is
+renamed into place, so the target only ever holds a complete, verified model (or is left as it
+was): a failure, Ctrl-C or ``kill`` never leaves half a model at the target. A staging folder
+carries its process id in its name: one left behind by a process that no longer exists (killed
+with SIGKILL, or a machine that lost power) is removed by the next export into the same folder.
+The target is checked before any work: it must be absent or a regular file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import stat
 import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import onnx
 
-from ..errors import OutputPathError
+from ..errors import Flow2OnnxError, OutputPathError
+from ..lowering.graph import TensorInfo
+from ..signals import deferred, signals_raise
+from .writer import skeleton, write_external, write_streamed
 
 log = logging.getLogger("flow2onnx")
 
-#: What every staging folder's name starts with after the dot and the target's name.
+#: What every staging folder's name holds after the dot and the target's name.
 STAGING_MARK = ".partial-"
 _STAGING = re.compile(r"^\..+\.partial-(\d+)-[^/]+$")
 DEFAULT_FILE_NAME = "model.onnx"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """The write step's value: a checked model file in the staging folder."""
+
+    path: str
+    timings: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Published:
+    """The publish step's value: the model at its final path."""
+
+    path: str
+    #: Whether the weights are in ``<path>.data`` (an export asked for external data writes none when
+    #: every tensor is small enough to stay in the model).
+    external_data: bool
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Where one export writes: a folder beside ``target`` (same file system, so renaming is atomic)."""
+
+    folder: str
+    target: str
+    external_data: bool
+
+    def write(self, model: onnx.ModelProto, weights: Sequence[TensorInfo] = (), read: Callable[[str], np.ndarray] | None = None) -> Staged:
+        """Write ``model`` (and ``weights``, streamed from ``read``) under the target's name, then check the file.
+
+        A later write replaces the earlier one: the staging folder holds one candidate at a time.
+        """
+        started = time.perf_counter()
+        staged = os.path.join(self.folder, os.path.basename(self.target))
+        if self.external_data:
+            if os.path.exists(staged + ".data"):
+                os.remove(staged + ".data")  # save_model appends to an existing data file
+            if weights:
+                write_external(model, list(weights), read, staged)
+            else:
+                onnx.save_model(
+                    model, staged, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=os.path.basename(self.target) + ".data", size_threshold=1024,
+                )
+        elif weights:
+            write_streamed(model, list(weights), read, staged)
+        else:
+            onnx.save_model(model, staged)
+        written = time.perf_counter() - started
+        # Streamed weights are checked as a skeleton (types and shapes, no data); a model that went
+        # through post-passes is checked from its file, since the in-memory check would serialise it again.
+        started = time.perf_counter()
+        _check_model(skeleton(model, list(weights)) if weights else staged)
+        return Staged(staged, {"write": written, "check": time.perf_counter() - started})
+
+    def publish(self, staged: Staged) -> Published:
+        """Rename the staged model (and its data file) to the target: the export's only visible write."""
+        data = staged.path + ".data"
+        external = os.path.exists(data)  # absent when every tensor is under save_model's size threshold
+        # A <target>.data that an earlier flow2onnx export of this path wrote would lie, stale, beside
+        # a model that now keeps its weights inside.
+        stale_data = not external and _earlier_export_data(self.target)
+        if external:
+            os.replace(data, self.target + ".data")
+        os.replace(staged.path, self.target)
+        if stale_data:
+            os.remove(self.target + ".data")
+            log.info("removed %s.data, the weights of the model this export replaced", self.target)
+        size = os.path.getsize(self.target) + (os.path.getsize(self.target + ".data") if external else 0)
+        log.info("wrote %s (%.1f MB%s)", self.target, size / 1e6, ", weights in the .data file beside it" if external else "")
+        return Published(self.target, external)
+
+
+@contextlib.contextmanager
+def staging_folder(target: str, external_data: bool) -> Iterator[Staging]:
+    """A staging folder beside ``target`` for the time of the block, removed with whatever is left in it.
+
+    Meanwhile SIGINT raises ``KeyboardInterrupt`` and SIGTERM :class:`flow2onnx.signals.Terminated`
+    (see :func:`flow2onnx.signals.signals_raise`), so that an interrupted export removes its folder.
+    """
+    with signals_raise():
+        folder = None
+        try:
+            with deferred():  # no signal between making the folder and knowing its name
+                folder = make_staging_dir(target)
+            yield Staging(folder, target, external_data)
+        finally:
+            if folder is not None:
+                with deferred():  # a second Ctrl-C must not cut the clean-up short
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 def resolve_target(path) -> str:
@@ -60,7 +160,7 @@ def _check_not_special(target: str) -> None:
     for path in (target, target + ".data"):
         try:
             mode = os.lstat(path).st_mode
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # absent; whether it can be made is checked next
             continue
         except OSError as error:
             raise OutputPathError(f"cannot inspect {path}: {error.strerror or error}; choose another output path") from error
@@ -89,15 +189,36 @@ def make_staging_dir(target: str) -> str:
     return tempfile.mkdtemp(prefix=f".{os.path.basename(target)}{STAGING_MARK}{os.getpid()}-", dir=directory)
 
 
-def remove_stale_staging(directory: str) -> list[str]:
-    """Remove staging folders in ``directory`` whose process no longer exists; return their paths."""
+@contextlib.contextmanager
+def scratch_folder(prefix: str) -> Iterator[str]:
+    """A temporary folder ``<tmp>/<prefix>-<pid>-…`` for the time of the block.
+
+    Like staging folders, it names its process: folders of this prefix whose process is gone
+    (killed with SIGKILL) are removed when the next one is made.
+    """
+    parent = tempfile.gettempdir()
+    remove_stale_staging(parent, re.compile(rf"^{re.escape(prefix)}-(\d+)-[^/]+$"))
+    folder = None
+    try:
+        with deferred():  # no signal between making the folder and knowing its name
+            folder = tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=parent)
+        yield folder
+    finally:
+        if folder is not None:
+            with deferred():
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_staging(directory: str, pattern: re.Pattern = _STAGING) -> list[str]:
+    """Remove folders in ``directory`` named by ``pattern`` (staging folders by default) whose
+    process, the pattern's first group, no longer exists; return their paths."""
     removed = []
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return removed
     for entry in entries:
-        match = _STAGING.match(entry.name)
+        match = pattern.match(entry.name)
         if match is None or not entry.is_dir(follow_symlinks=False) or _alive(int(match.group(1))):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
@@ -118,24 +239,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def publish(staged: str, target: str) -> bool:
-    """Move a staged model (and its ``.data`` file, if any) into place; return whether it has one.
-
-    A ``<target>.data`` that an earlier flow2onnx export of the same path wrote is removed when the
-    new model keeps its weights inside, so that no stale weights lie beside a self-contained model.
-    """
-    staged_data = staged + ".data"
-    has_data = os.path.exists(staged_data)  # absent when every tensor is under the writer's size threshold
-    stale_data = not has_data and _earlier_export_data(target)
-    if has_data:
-        os.replace(staged_data, target + ".data")
-    os.replace(staged, target)
-    if stale_data:
-        os.remove(target + ".data")
-        log.info("removed %s.data, the weights of the model this export replaced", target)
-    return has_data
-
-
 def _earlier_export_data(target: str) -> bool:
     """Whether ``target`` is a model flow2onnx wrote with its weights in ``<target>.data``."""
     data = target + ".data"
@@ -154,3 +257,12 @@ def _earlier_export_data(target: str) -> bool:
         if tensor.data_location == onnx.TensorProto.EXTERNAL
         for entry in tensor.external_data
     )
+
+
+def _check_model(model) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise Flow2OnnxError(f"the converted model is not valid ONNX: {error}") from error
+    except onnx.shape_inference.InferenceError as error:
+        raise Flow2OnnxError(f"the converted model fails ONNX shape inference: {error}") from error

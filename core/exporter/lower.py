@@ -1,0 +1,175 @@
+"""The lower step: load the export's plugins, and lower the graph to an ONNX model without weights.
+
+The weights stay in OneFlow's memory; the model lists them (as :class:`TensorInfo`) for the writer,
+which streams them into the file. With dynamic axes and an eager module, the module is compiled a
+second time at other sizes and converted too: an op whose ONNX nodes change with those sizes has
+baked them in, and is reported here rather than exported wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .._oneflow import import_oneflow
+from ..errors import InvalidModelError, LoweringError, PluginError
+from ..lowering.graph import FlowGraph, TensorInfo
+from ..lowering.plugin_manager import load_plugins, own_version
+from ..lowering.registry import Registry
+from . import capture
+from .axes import AxesPlan
+from .converter import convert
+from .options import ExportOptions
+from .verification import draw_inputs, index_bounds
+from .writer import weights_nbytes
+
+log = logging.getLogger("flow2onnx")
+
+# Protobuf cannot serialise a message of 2 GiB or more; past this the weights must go to a side file.
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """The lower step's value: the model without its weights, and what its lowering used."""
+
+    model: onnx.ModelProto
+    #: The weights the model reads, still in OneFlow's memory (``graph.read_weight`` reads each).
+    weights: tuple[TensorInfo, ...]
+    #: OneFlow op type -> the registered lowering that converted it.
+    used: Mapping[str, Any]
+    #: Whether the weights go to ``<path>.data``: as asked, or because the model passes protobuf's limit.
+    external_data: bool
+    #: Whether the model with its weights fits in one protobuf message (post-passes need that).
+    fits_protobuf: bool
+    #: The model's size with its weights, in bytes.
+    size: int
+    timings: Mapping[str, float]
+
+    @property
+    def lowered_by(self) -> dict[str, str]:
+        return {op_type: lowering.plugin for op_type, lowering in self.used.items()}
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        return {
+            op_type: f"{lowering.plugin} overrides {', '.join(lowering.overrides)}"
+            for op_type, lowering in self.used.items()
+            if lowering.overrides
+        }
+
+    @property
+    def custom_domains(self) -> dict[str, int]:
+        return {d.domain: d.version for d in self.model.opset_import if d.domain not in ("", "ai.onnx")}
+
+
+def select_plugins(options: ExportOptions) -> Registry:
+    """Load the plugins for this export; fail now if the verifier or a post-pass asked for is missing."""
+    registry = load_plugins(extra_plugins=options.plugins, disable=options.disable_plugins, only=options.only_plugins).registry
+    if options.verify and options.verifier not in registry.verifiers:
+        raise PluginError(
+            f"verifier {options.verifier!r} is not registered (available: {sorted(registry.verifiers) or 'none'}); "
+            "install or enable the plugin that provides it, or pass verify=False"
+        )
+    unknown = [name for name in options.post_passes if name not in registry.post_passes]
+    if unknown:
+        raise PluginError(
+            f"post-pass {', '.join(map(repr, unknown))} is not registered "
+            f"(available: {', '.join(sorted(registry.post_passes)) or 'none'})"
+        )
+    return registry
+
+
+def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportOptions) -> Lowered:
+    """Convert every op of ``graph`` once, with the registry's lowerings at the options' opset."""
+    started = time.perf_counter()
+    variant = _compile_variant(graph, plan) if plan.variant_shapes is not None else None
+    model, used, weights = convert(
+        graph, registry, options.opset, options.dynamic_batch, producer_version=own_version(),
+        dynamic_axes=options.dynamic_axes, variant=variant,
+    )
+    timings = {"convert": time.perf_counter() - started}
+    if variant is not None:
+        started = time.perf_counter()
+        _check_sizes_follow_axes(graph, variant, plan, model, registry, options)
+        timings["dynamic_axes_check"] = time.perf_counter() - started
+    log.info("converted %d ops to %d ONNX nodes at opset %d", len(graph.ops), len(model.graph.node), options.opset)
+    size = model.ByteSize() + weights_nbytes(weights)
+    fits = size < PROTOBUF_LIMIT
+    return Lowered(
+        model=model,
+        weights=tuple(weights),
+        used=used,
+        external_data=bool(options.external_data) if options.external_data is not None else not fits,
+        fits_protobuf=fits,
+        size=size,
+        timings=timings,
+    )
+
+
+def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph:
+    """The eager module compiled again at the plan's variant shapes (dynamic axes grown)."""
+    flow = import_oneflow()
+    shapes = plan.variant_shapes
+    arrays = draw_inputs(graph.inputs, None, seed=7, bounds=index_bounds(graph), shapes=shapes)
+    try:
+        compiled = capture.wrap_module(graph.eager_module, [flow.tensor(a) for a in arrays])
+    except Exception as error:
+        described = {name: sorted(mapping.items()) for name, mapping in plan.symbolic_axes.items()}
+        raise InvalidModelError(
+            f"the dynamic axes {described} cannot stay dynamic: OneFlow cannot build the module for inputs "
+            f"{ {name: list(shape) for name, shape in shapes.items()} } ({type(error).__name__}: {str(error).strip().splitlines()[-1]}); "
+            "the module itself fixes those sizes. Export with those axes static."
+        ) from error
+    return capture.read_graph(compiled)
+
+
+def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Registry, options: ExportOptions) -> None:
+    """Convert the module compiled at other sizes of the dynamic axes; an op whose ONNX nodes change
+    with those sizes has baked them in, and the model would be wrong (or fail) at other shapes."""
+    described = ", ".join(f"{name}: {{{', '.join(f'{a}: {s!r}' for a, s in sorted(m.items()))}}}" for name, m in plan.symbolic_axes.items())
+    example = {info.name: list(info.shape) for info in graph.inputs}
+    other_shapes = {name: list(shape) for name, shape in plan.variant_shapes.items()}
+    try:
+        other, _, _ = convert(variant, registry, options.opset, options.dynamic_batch, dynamic_axes=options.dynamic_axes, variant=graph)
+    except LoweringError as error:
+        raise LoweringError(
+            f"the dynamic axes ({described}) cannot stay dynamic: with inputs {other_shapes} instead of {example}, {error}"
+        ) from error
+    difference = _first_size_dependent_node(model, other)
+    if difference is None:
+        return
+    node_name, what = difference
+    op = next((op for op in graph.ops if node_name == op.name or node_name.startswith(op.name + "/")), None)
+    where = f"{op.type} op {op.name!r}" if op is not None else f"ONNX node {node_name!r}"
+    raise LoweringError(
+        f"{where} cannot keep the dynamic axes ({described}) dynamic: its lowering depends on the example's sizes "
+        f"({what} differ between inputs {example} and {other_shapes}), so the model "
+        "would be wrong at other sizes. Export with those axes static, or give the op a lowering that computes "
+        "sizes in the graph (Shape/Gather) in a plugin."
+    )
+
+
+def _first_size_dependent_node(model, other):
+    """The first node (name, what) whose type, attributes or constant inputs differ between two conversions."""
+    constants = {t.name: t for t in model.graph.initializer}
+    other_constants = {t.name: t for t in other.graph.initializer}
+    other_nodes = {node.name: node for node in other.graph.node}
+    for node in model.graph.node:
+        twin = other_nodes.get(node.name)
+        if twin is None or twin.op_type != node.op_type or list(twin.input) != list(node.input):
+            return node.name, "the nodes it emits"
+        if sorted(a.SerializeToString() for a in node.attribute) != sorted(a.SerializeToString() for a in twin.attribute):
+            return node.name, f"the attributes of its {node.op_type} node"
+        for name in node.input:
+            if name in constants:
+                a, b = numpy_helper.to_array(constants[name]), numpy_helper.to_array(other_constants[name]) if name in other_constants else None
+                if b is None or a.shape != b.shape or not np.array_equal(a, b):
+                    return node.name, f"the constant {name!r} of its {node.op_type} node"
+    return None

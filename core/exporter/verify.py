@@ -1,0 +1,209 @@
+"""The verify step: run the written model and OneFlow on the same random inputs and compare every
+output (the comparison and its report are :mod:`flow2onnx.exporter.verification`'s).
+
+On a mismatch, the post-passes are settled (the model from before a pass that changed the results
+is kept), the first-divergence finder looks for the op to blame, and the step raises
+:class:`VerificationError` with the report: nothing is published.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .._oneflow import import_oneflow
+from ..errors import Flow2OnnxError, VerificationError
+from ..lowering.graph import FlowGraph
+from ..lowering.registry import Registry
+from .axes import AxesPlan
+from .bundle import write_bundle
+from .lower import Lowered
+from .options import ExportOptions
+from .passes import PassesRun, settle_post_passes
+from .staging import Staged, Staging
+from .verification import VerificationReport, compare, draw_inputs, index_bounds, run_oneflow
+
+log = logging.getLogger("flow2onnx")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification of one model file."""
+
+    report: VerificationReport | None
+    #: Why the verifier could not run the model (then ``report`` is ``None``).
+    skipped: str | None = None
+    #: The first run's inputs and OneFlow's outputs for them, for a repro bundle.
+    sample: tuple[dict, list] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.report is not None and not self.report.passed
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """Runs a model file with the chosen verifier and OneFlow at each shape of the plan, and compares."""
+
+    graph: FlowGraph
+    registry: Registry
+    plan: AxesPlan
+    options: ExportOptions
+    lowered: Lowered
+
+    def __call__(self, model_path: str) -> Check:
+        """Verify the model at ``model_path``: one run per shape of the plan, every output compared."""
+        options = self.options
+        verifier = self.registry.verifiers[options.verifier]
+        libraries = [entry.path for entry in self.registry.runtime_libraries.values()]
+        report = VerificationReport(verifier=verifier.name, rtol=options.rtol, atol=options.atol)
+        sample = None
+        for index, (batch, shapes) in enumerate(self.plan.verify_shapes):
+            arrays = self._inputs(index, shapes)
+            feeds = {info.name: array for info, array in zip(self.graph.inputs, arrays)}
+            try:
+                actual = verifier.function(model_path, feeds, libraries)
+            except Exception as error:
+                reason = self._cannot_run(verifier, error)
+                if reason is None:
+                    raise Flow2OnnxError(f"verifier {verifier.describe()} could not run the exported model: {type(error).__name__}: {error}") from error
+                return Check(None, skipped=reason, sample=sample)
+            expected = run_oneflow(self.graph, arrays)
+            if len(actual) != len(expected):
+                raise Flow2OnnxError(f"the exported model has {len(actual)} outputs but OneFlow's graph has {len(expected)}")
+            sample = sample or (feeds, expected)
+            for info, want, got in zip(self.graph.outputs, expected, actual):
+                report.comparisons.append(compare(info.name, want, got, options.rtol, options.atol, batch_size=batch))
+        return Check(report, sample=sample)
+
+    def _inputs(self, index: int, shapes) -> list[np.ndarray]:
+        arrays = draw_inputs(self.graph.inputs, None, seed=index, bounds=index_bounds(self.graph), shapes=shapes)
+        if self.options.input_range is None:
+            return arrays
+        low, high = self.options.input_range
+        return [a * (high - low) + low if np.issubdtype(a.dtype, np.floating) else a for a in arrays]
+
+    def _cannot_run(self, verifier, error: Exception) -> str | None:
+        """Why verification cannot run when the model imports a custom domain no plugin teaches the
+        verifier; ``None`` when that is not the reason, and the failure is an error."""
+        unknown = sorted(set(self.lowered.custom_domains) - set(self.registry.runtime_libraries))
+        if not unknown:
+            return None
+        return (
+            f"verification could not run: the model uses the custom ONNX domain {', '.join(map(repr, unknown))} "
+            f"(lowered by plugin {', '.join(sorted(set(self.lowered.lowered_by.values())))}) and no plugin "
+            f"provides a {verifier.name} library for it through flow2onnx_register_runtime_libraries "
+            f"({verifier.name} said: {type(error).__name__}: {str(error).splitlines()[0]})"
+        )
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The verify step's value: the model file that matched OneFlow (or could not be run), and how."""
+
+    staged: Staged
+    report: VerificationReport | None
+    skipped: str | None
+    #: The post-passes whose output is in the file (a pass that changed the results is dropped).
+    post_passes: tuple[str, ...]
+    warnings: tuple[str, ...]
+    bundle_dir: str | None
+    #: What the first-divergence finder found (``None``: it did not run, or nothing diverged).
+    divergence: Any
+    bisected: bool
+    timings: Mapping[str, float]
+
+    @classmethod
+    def not_asked(cls, staged: Staged, passes: PassesRun) -> "Verified":
+        """The value standing for the verify step when the export was asked not to verify."""
+        return cls(staged, None, None, passes.names, (), None, None, False, {})
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What the first-divergence finder said, with a sentence for an error message."""
+
+    divergence: Any
+    ran: bool
+    sentence: str
+
+
+def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Staging) -> Verified:
+    """Verify the staged model; raise :class:`VerificationError` when it differs from OneFlow."""
+    graph, options = verifier.graph, verifier.options
+    started = time.perf_counter()
+    check = verifier(staged.path)
+    kept, warnings, rewrites = passes.names, [], {}
+    if check.failed and passes.applied:
+        settled = settle_post_passes(verifier.lowered, graph.read_weight, passes.applied, staging, verifier, options.strict_post_passes)
+        staged, check, kept, warnings, rewrites = settled.staged, settled.check, settled.kept, list(settled.warnings), settled.timings
+    if check.skipped:
+        log.warning(check.skipped)
+        warnings.append(check.skipped)
+    timings = {**rewrites, "verify": time.perf_counter() - started}
+    bundle_dir = None
+    if options.bundle_dir is not None and check.sample is not None:
+        # Written whatever the verdict: a failing bundle is the one worth sending.
+        bundle_dir = write_bundle(options.bundle_dir, staged.path, *check.sample, graph.outputs)
+        log.info("wrote the repro bundle %s", bundle_dir)
+    diagnosis = Diagnosis(None, False, "")
+    if check.report is not None:
+        batch_sizes = [batch for batch, _ in verifier.plan.verify_shapes]
+        log.info("verified with %s at batch size %s: %s", options.verifier, batch_sizes, "ok" if check.report.passed else "MISMATCH")
+        if options.print_outlier:
+            log.info("verification report:\n%s", check.report.to_text(outliers=True))
+        if check.failed or options.bisect:
+            diagnosis = diagnose(graph, options)
+    if check.failed:
+        raise _mismatch(check.report, diagnosis)
+    return Verified(
+        staged=staged, report=check.report, skipped=check.skipped, post_passes=kept, warnings=tuple(warnings),
+        bundle_dir=bundle_dir, divergence=diagnosis.divergence, bisected=diagnosis.ran, timings=timings,
+    )
+
+
+def diagnose(graph: FlowGraph, options: ExportOptions) -> Diagnosis:
+    """Run the first-divergence finder on the eager module the graph was traced from, if there is one."""
+    if graph.eager_module is None:
+        return Diagnosis(None, False, (
+            "The first-divergence finder needs the eager module the graph was built from: export the "
+            "nn.Module (with example_inputs) rather than the compiled graph to have it name the op. "
+        ))
+    from .bisect import find_first_divergence
+
+    flow = import_oneflow()
+    examples = [flow.tensor(a) for a in draw_inputs(graph.inputs, None, seed=99, bounds=index_bounds(graph))]
+    log.info("looking for the first op whose lowering diverges")
+    divergence = find_first_divergence(
+        graph.eager_module, examples, opset=options.opset, dynamic_batch=options.dynamic_batch, plugins=options.plugins,
+        disable_plugins=options.disable_plugins, only_plugins=options.only_plugins, rtol=options.rtol, atol=options.atol,
+    )
+    if divergence is None:
+        return Diagnosis(None, True, "No intermediate tensor that OneFlow exposes diverges. ")
+    log.info("first divergence: %s op %r, lowered by plugin %r", divergence.op_type, divergence.op_name, divergence.plugin)
+    return Diagnosis(divergence, True, (
+        f"The first divergence is at {divergence.op_type} op {divergence.op_name!r}, lowered by plugin {divergence.plugin!r}. "
+    ))
+
+
+def _mismatch(report: VerificationReport, diagnosis: Diagnosis) -> VerificationError:
+    failed = [c for c in report.comparisons if not c.passed]
+    how = "the model has no outputs to compare"
+    if failed:
+        worst = max(failed, key=lambda c: c.max_abs_diff)
+        at_batch = "" if worst.batch_size is None else f" at batch size {worst.batch_size}"
+        how = (
+            f"{len(failed)} of {len(report.comparisons)} comparisons fail; the worst: output {worst.name!r}{at_batch}, "
+            f"max abs diff {worst.max_abs_diff:.3g}"
+        )
+    error = VerificationError(
+        f"the exported model's outputs differ from OneFlow's beyond tolerance ({how}); nothing was written. "
+        + diagnosis.sentence + "Pass verify=False (CLI: --no-verify) to write it anyway.",
+        report,
+    )
+    error.divergence = diagnosis.divergence
+    return error

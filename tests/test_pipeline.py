@@ -1,0 +1,167 @@
+"""The export pipeline's shape: options checked once, a result built once, a library that logs and
+never prints, and callers (the CLI, the tutorial API) that show the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import os
+import pathlib
+
+import pytest
+
+import flow2onnx
+from flow2onnx.exporter.options import ExportOptions
+from flow2onnx.lowering.registry import DEFAULT_OPSET
+
+from .helpers import Lambda, export_module, flow, relu_graph
+from .test_errors import WrongRelu
+from .test_plugin_control import Breaking
+
+
+def relu_model():
+    return Lambda(lambda self, x: flow.relu(x - 0.5))
+
+
+def wrote_records(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "flow2onnx" and r.getMessage().startswith("wrote ")]
+
+
+# ---- options ----
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"opset": 99}, "opset 99 is not supported"),
+        ({"opset": True}, "opset True is not supported"),
+        ({"bundle_dir": "bundle", "verify": False}, "bundle_dir needs verify=True"),
+        ({"post_passes": "onnxsim"}, r"post_passes takes a list of names, e.g. post_passes=\['onnxsim'\]"),
+        ({"disable_plugins": "flow2onnx.op_handlers.conv"}, "disable_plugins takes a list of names"),
+        ({"verify_batch_sizes": [2, 0]}, "verify_batch_sizes must be positive integers"),
+        ({"input_range": (1.0, -1.0)}, r"input_range must be \(low, high\) with low < high"),
+        ({"dynamic_axes": {"input": [0]}}, "dynamic_axes maps input names to {axis: symbol}"),
+    ],
+)
+def test_options_are_checked_before_any_work(tmp_path, options, message):
+    # Not a model at all: an option checked any later would fail on the model, or make the folder.
+    with pytest.raises(flow2onnx.Flow2OnnxError, match=message):
+        flow2onnx.export(object(), None, tmp_path / "new" / "m.onnx", **options)
+    assert not (tmp_path / "new").exists()
+
+
+def test_options_are_frozen_and_normalised_once():
+    axes = {"input": {0: "batch"}}
+    options = ExportOptions(path=pathlib.Path("m.onnx"), dynamic_axes=axes, post_passes=["onnxsim"], verify_batch_sizes=[1, 2])
+    assert options.path == "m.onnx" and options.opset == DEFAULT_OPSET
+    assert options.post_passes == ("onnxsim",) and options.verify_batch_sizes == (1, 2) and options.only_plugins is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.opset = 11
+    with pytest.raises(TypeError):
+        options.dynamic_axes["input"][2] = "height"
+    axes["input"][2] = "height"  # the caller's dict stays the caller's
+    assert dict(options.dynamic_axes["input"]) == {0: "batch"}
+
+
+def test_export_keywords_and_the_options_are_the_same_set_with_the_same_defaults():
+    parameters = inspect.signature(flow2onnx.export).parameters
+    keywords = {name: p.default for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    fields = {f.name: f.default for f in dataclasses.fields(ExportOptions)}
+    assert list(parameters)[:3] == ["model", "example_inputs", "path"]
+    assert {**keywords, "path": parameters["path"].default} == fields
+
+
+# ---- the result ----
+
+
+def test_the_result_is_built_once_from_the_values_of_the_steps(onnx_path):
+    result = export_module(relu_model(), [(2, 3)], onnx_path, dynamic_batch=True, post_passes=["onnxoptimizer"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.post_passes = []
+    assert result.path == str(onnx_path) and result.opset == DEFAULT_OPSET
+    assert result.input_names == ["input"] and result.output_names == ["output"]
+    assert result.dynamic_axes == {"input": {0: "batch"}} and not result.external_data
+    assert result.post_passes == ["onnxoptimizer"] and result.warnings == []
+    assert result.report.passed and result.report.batch_sizes == [2, 3, 7]
+    assert list(result.timings) == ["read_graph", "convert", "dynamic_axes_check", "post_passes", "write", "check", "verify"]
+    assert all(seconds >= 0 for seconds in result.timings.values())
+
+
+def test_a_post_pass_dropped_after_verification_is_absent_from_the_result(onnx_path, caplog, monkeypatch):
+    import flow2onnx.exporter.lower
+
+    caplog.set_level(logging.INFO, logger="flow2onnx")
+    conversions = []
+    real_convert = flow2onnx.exporter.lower.convert
+
+    def counted_convert(*args, **kwargs):
+        conversions.append(args[0].name)
+        return real_convert(*args, **kwargs)
+
+    monkeypatch.setattr(flow2onnx.exporter.lower, "convert", counted_convert)
+    result = export_module(relu_model(), [(4, 8)], onnx_path, plugins=[Breaking], post_passes=["onnxoptimizer", "break-relu"])
+    assert result.post_passes == ["onnxoptimizer"] and result.report.passed
+    # The model from before the passes is rebuilt from the lowered model, not converted again.
+    assert conversions == ["Lambda"]
+    assert len(result.warnings) == 1 and "'break-relu'" in result.warnings[0]
+    # Five files went through the staging folder; one was written, once, where it was asked for.
+    assert wrote_records(caplog) == [f"wrote {onnx_path} ({os.path.getsize(onnx_path) / 1e6:.1f} MB)"]
+    assert caplog.records[-1].getMessage().startswith("wrote ")
+
+
+# ---- the library logs, its callers print ----
+
+
+def test_the_library_prints_nothing_on_success(onnx_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="flow2onnx")
+    result = export_module(relu_model(), [(2, 3)], onnx_path, print_outlier=True, bisect=True)
+    assert result.report.passed and result.bisected and result.divergence is None
+    assert capsys.readouterr().out == ""
+    # print_outlier, in the library, logs the report with the worst elements.
+    assert any(r.getMessage().startswith("verification report:\nverification with onnxruntime") for r in caplog.records)
+    assert len(wrote_records(caplog)) == 1
+
+
+def test_the_library_prints_nothing_on_a_mismatch_and_logs_no_write(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="flow2onnx")
+    with pytest.raises(flow2onnx.VerificationError) as caught:
+        export_module(relu_model(), [(4, 8)], tmp_path / "m.onnx", plugins=[WrongRelu])
+    assert capsys.readouterr().out == ""
+    assert wrote_records(caplog) == [] and os.listdir(tmp_path) == []
+    error = caught.value
+    assert "differ from OneFlow's beyond tolerance (1 of 1 comparisons fail; the worst: output 'output'" in str(error)
+    assert "nothing was written" in str(error) and "\n" not in str(error)
+    assert error.divergence is not None and error.divergence.op_type == "relu"
+    assert f"The first divergence is at relu op {error.divergence.op_name!r}, lowered by plugin 'WrongRelu'." in str(error)
+
+
+def compiled(graph, *inputs):
+    graph._compile(*inputs)
+    return graph
+
+
+def test_the_tutorial_api_prints_the_report_once(tmp_path, capsys):
+    from flow2onnx import convert_to_onnx_and_check
+
+    result = convert_to_onnx_and_check(compiled(relu_graph(), flow.rand(2, 3)), onnx_model_path=str(tmp_path), print_outlier=True)
+    out = capsys.readouterr().out
+    assert result.report.passed and out.count("verification with onnxruntime") == 1 and "all outputs match" in out
+
+
+def test_the_tutorial_api_prints_the_report_on_a_mismatch(tmp_path, capsys):
+    from flow2onnx import convert_to_onnx_and_check
+
+    class BatchCentred(flow.nn.Graph):
+        """Each sample minus the batch's mean: OneFlow's compiled graph only runs the example's batch,
+        so verification at other batch sizes runs it on chunks, whose means differ from the batch's."""
+
+        def build(self, x):
+            return x - x.mean(0, keepdim=True)
+
+    graph = compiled(BatchCentred(), flow.rand(2, 3))
+    with pytest.raises(flow2onnx.VerificationError) as caught:
+        convert_to_onnx_and_check(graph, onnx_model_path=str(tmp_path), dynamic_batch_size=True)
+    out = capsys.readouterr().out
+    assert "MISMATCH: some outputs are out of tolerance" in out and out.strip() == caught.value.report.to_text()
+    assert os.listdir(tmp_path) == []
