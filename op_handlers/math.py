@@ -150,11 +150,11 @@ def lower_fmod(ctx, op):
 
 
 def _scalar_operand(op):
-    if op.attrs.get("has_float_operand"):
-        return float(op.attrs["float_operand"])
-    if op.attrs.get("has_bool_operand"):
-        return bool(op.attrs["bool_operand"])
-    return int(op.attrs["int_operand"])
+    if op.attr("has_float_operand"):
+        return float(op.attr("float_operand"))
+    if op.attrs.get("has_bool_operand"):  # not every scalar op type has a bool operand
+        return bool(op.attr("bool_operand"))
+    return int(op.attr("int_operand"))
 
 
 def _scalar_input(ctx, op):
@@ -223,9 +223,9 @@ def lower_clip(ctx, op, low: bool, high: bool):
     floating = np.issubdtype(dtype, np.floating)
     inputs = [x, "", ""]
     if low:
-        inputs[1] = ctx.constant(np.array(op.attrs["floating_min" if floating else "integral_min"], dtype), "min")
+        inputs[1] = ctx.constant(np.array(op.attr("floating_min" if floating else "integral_min"), dtype), "min")
     if high:
-        inputs[2] = ctx.constant(np.array(op.attrs["floating_max" if floating else "integral_max"], dtype), "max")
+        inputs[2] = ctx.constant(np.array(op.attr("floating_max" if floating else "integral_max"), dtype), "max")
     if not floating and ctx.opset < 12:
         # Clip, Max and Min take integers from opset 12 only; before that, select with Less/Greater.
         current = x
@@ -241,13 +241,13 @@ def lower_clip(ctx, op, low: bool, high: bool):
 
 
 def lower_add_n(ctx, op):
-    ctx.make_node("Sum", list(op.inputs["in"]), [op.output("out")])
+    ctx.make_node("Sum", op.input_list("in"), [op.output("out")])
 
 
 def lower_bias_add(ctx, op):
     a, b = op.input("a"), op.input("b")
     rank = ctx.rank(a)
-    axis = op.attrs.get("axis", 1)
+    axis = op.attr("axis")
     if axis < 0:
         axis += rank
     trailing = rank - axis - 1
@@ -267,8 +267,8 @@ def _swap_last_two(ctx, x):
 def lower_matmul(ctx, op):
     """matmul (2-D: Gemm), batch_matmul and broadcast_matmul (N-D: MatMul with numpy broadcasting)."""
     a, b = op.input("a"), op.input("b")
-    alpha = float(op.attrs.get("alpha", 1.0))
-    transpose_a, transpose_b = bool(op.attrs.get("transpose_a", False)), bool(op.attrs.get("transpose_b", False))
+    alpha = float(op.attr("alpha"))
+    transpose_a, transpose_b = bool(op.attr("transpose_a")), bool(op.attr("transpose_b"))
     out = op.output("out")
     if ctx.rank(a) == 2 and ctx.rank(b) == 2 and np.issubdtype(ctx.dtype(a), np.floating):
         ctx.make_node("Gemm", [a, b], [out], alpha=alpha, transA=int(transpose_a), transB=int(transpose_b))
@@ -288,7 +288,7 @@ def lower_matmul(ctx, op):
 
 def lower_cumsum(ctx, op):
     x = op.input("x")
-    axis = ctx.constant(np.array(op.attrs["dim"], dtype=np.int64), "axis")
+    axis = ctx.constant(np.array(op.attr("dim"), dtype=np.int64), "axis")
     ctx.make_node("CumSum", [x, axis], [op.output("y")])
 
 

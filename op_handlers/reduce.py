@@ -31,8 +31,8 @@ def _axes(ctx, x, axes):
 def lower_reduce(ctx, op, onnx_type: str):
     x = op.input("input_tensor")
     out = op.output("output_tensor")
-    axes = _axes(ctx, x, op.attrs.get("axis", []))
-    keepdims = bool(op.attrs.get("keepdims", False))
+    axes = _axes(ctx, x, op.attr("axis"))
+    keepdims = bool(op.attr("keepdims"))
     if ctx.dtype(x) == np.bool_:
         # ONNX reductions take no booleans: reduce as int32 and cast back.
         result = reduce(ctx, onnx_type, cast(ctx, x, np.int32), axes, keepdims)
@@ -44,18 +44,18 @@ def lower_reduce(ctx, op, onnx_type: str):
 def lower_reduce_bool(ctx, op, onnx_type: str):
     """any / all: the max / min of the values as 0/1 integers."""
     x = op.input("input_tensor")
-    axes = _axes(ctx, x, op.attrs.get("axis", []))
+    axes = _axes(ctx, x, op.attr("axis"))
     as_int = cast(ctx, cast_if_needed(ctx, x, np.bool_), np.int32)
-    result = reduce(ctx, onnx_type, as_int, axes, bool(op.attrs.get("keepdims", False)))
+    result = reduce(ctx, onnx_type, as_int, axes, bool(op.attr("keepdims")))
     cast(ctx, result, np.bool_, [op.output("output_tensor")])
 
 
 def lower_var(ctx, op):
     """Two-pass variance: mean of the squared deviations, divided by N - 1 when unbiased."""
     x = op.input("input")
-    axes = _axes(ctx, x, op.attrs.get("dim") or [])
-    keepdims = bool(op.attrs.get("keepdim", False))
-    unbiased = bool(op.attrs.get("unbiased", True))
+    axes = _axes(ctx, x, op.attr("dim"))
+    keepdims = bool(op.attr("keepdim"))
+    unbiased = bool(op.attr("unbiased"))
     mean = reduce(ctx, "ReduceMean", x, axes, True)
     (deviation,) = ctx.make_node("Sub", [x, mean])
     (squared,) = ctx.make_node("Mul", [deviation, deviation])
@@ -98,7 +98,7 @@ def _indices_out(ctx, indices, out):
 def lower_top_k(ctx, op):
     """OneFlow's top_k returns only the indices (of the last axis); the values come from a dim_gather."""
     x = op.input("in")
-    k = int(op.attrs["k"])
+    k = int(op.attr("k"))
     size = ctx.shape(x)[-1]
     if is_dynamic(ctx, x, ctx.rank(x) - 1):
         raise ctx.error("top-k over the dynamic batch axis: k would depend on the batch size")
@@ -111,7 +111,7 @@ def lower_arg_sort(ctx, op):
     x = op.input("in")
     if is_dynamic(ctx, x, ctx.rank(x) - 1):
         raise ctx.error("sorting the dynamic batch axis is not supported")
-    direction = op.attrs.get("direction", "ASCENDING")
+    direction = op.attr("direction")
     if direction not in ("ASCENDING", "DESCENDING"):
         raise ctx.error(f"direction={direction!r}: expected ASCENDING or DESCENDING")
     size = ctx.shape(x)[-1]

@@ -29,15 +29,15 @@ _SCALE_ATTRS = {1: ["scale_factor"], 2: ["height_scale", "width_scale"], 3: ["de
 
 
 def lower_upsample(ctx, op, mode: str, spatial: int):
-    if op.attrs.get("data_format", "channels_first") != "channels_first":
-        raise ctx.error(f"data_format={op.attrs['data_format']!r}: only channels_first resizing lowers to ONNX Resize")
+    if op.attr("data_format") != "channels_first":
+        raise ctx.error(f"data_format={op.attr('data_format')!r}: only channels_first resizing lowers to ONNX Resize")
     x = op.input("x")
-    output_size = list(op.attrs.get("output_size") or [])
+    output_size = list(op.attr("output_size") or [])
     attributes = {"mode": mode}
     if mode == "nearest":
         # OneFlow picks source index floor(dst / scale), PyTorch's "nearest".
         attributes.update(coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-    elif op.attrs.get("align_corners"):
+    elif op.attr("align_corners"):
         attributes["coordinate_transformation_mode"] = "align_corners"
     else:
         attributes["coordinate_transformation_mode"] = "pytorch_half_pixel"
@@ -51,7 +51,7 @@ def lower_upsample(ctx, op, mode: str, spatial: int):
         scales = "" if ctx.opset >= 13 else ctx.constant(np.array([], dtype=np.float32), "scales")
         ctx.make_node("Resize", [x, roi, scales, sizes], [op.output("y")], **attributes)
         return
-    scales = [float(op.attrs[name]) for name in _SCALE_ATTRS[spatial]]
+    scales = [float(op.attr(name)) for name in _SCALE_ATTRS[spatial]]
     if any(scale <= 0 for scale in scales):
         raise ctx.error(f"scales {scales}: the op has neither an output size nor positive scale factors")
     scale_input = ctx.constant(np.array([1.0, 1.0] + scales, dtype=np.float32), "scales")

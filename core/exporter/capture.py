@@ -16,6 +16,7 @@ import numpy as np
 from .._oneflow import import_oneflow, quiet_native_output
 from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph, FlowOp, TensorInfo
+from ..lowering.schema import schemas_of_user_confs
 
 # OneFlow DataType enum names -> numpy dtypes (only those ONNX can carry).
 _FLOW_DTYPES = {
@@ -152,6 +153,7 @@ def read_graph(graph) -> FlowGraph:
     def rename(lbn: str) -> str:
         return onnx_name.get(lbn, lbn)
 
+    schemas = schemas_of_user_confs(op.user_conf for op in user_ops)
     ops = [
         FlowOp(
             name=op.name,
@@ -159,6 +161,7 @@ def read_graph(graph) -> FlowGraph:
             inputs={arg: [rename(s) for s in value.s] for arg, value in op.user_conf.input.items()},
             outputs={arg: list(value.s) for arg, value in op.user_conf.output.items()},
             attrs={key: attribute_value(value) for key, value in op.user_conf.attr.items()},
+            schema=schemas[op.user_conf.op_type_name],
         )
         for op in user_ops
     ]
