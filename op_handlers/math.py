@@ -8,7 +8,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast, cast_if_needed
+from flow2onnx.lowering.helpers import cast, cast_if_needed, clip
 
 _BINARY = {
     "broadcast_add": "Add",
@@ -221,23 +221,12 @@ def lower_clip(ctx, op, low: bool, high: bool):
     x = op.input("x")
     dtype = ctx.dtype(x)
     floating = np.issubdtype(dtype, np.floating)
-    inputs = [x, "", ""]
+    bounds = ["", ""]
     if low:
-        inputs[1] = ctx.constant(np.array(op.attr("floating_min" if floating else "integral_min"), dtype), "min")
+        bounds[0] = ctx.constant(np.array(op.attr("floating_min" if floating else "integral_min"), dtype), "min")
     if high:
-        inputs[2] = ctx.constant(np.array(op.attr("floating_max" if floating else "integral_max"), dtype), "max")
-    if not floating and ctx.opset < 12:
-        # Clip, Max and Min take integers from opset 12 only; before that, select with Less/Greater.
-        current = x
-        for bound, onnx_type in ((inputs[1], "Less"), (inputs[2], "Greater")):
-            if bound:
-                (beyond,) = ctx.make_node(onnx_type, [current, bound])
-                (current,) = ctx.make_node("Where", [beyond, bound, current])
-        ctx.make_node("Identity", [current], [op.output("y")])
-        return
-    while inputs[-1] == "":
-        inputs.pop()
-    ctx.make_node("Clip", inputs, [op.output("y")])
+        bounds[1] = ctx.constant(np.array(op.attr("floating_max" if floating else "integral_max"), dtype), "max")
+    clip(ctx, x, *bounds, outputs=[op.output("y")])
 
 
 def lower_add_n(ctx, op):
@@ -323,11 +312,9 @@ def flow2onnx_register_lowerings(register):
     register("scalar_logical_not_equal", functools.partial(lower_scalar_compare, onnx_type="Equal", negate=True))
     register("scalar_logical_greater_equal", functools.partial(lower_scalar_compare, onnx_type="Greater", or_equal=True))
     register("scalar_logical_less_equal", functools.partial(lower_scalar_compare, onnx_type="Less", or_equal=True))
-    # Integer clipping has its own form before opset 12 (Clip, Max and Min take integers from 12).
-    for since in (11, 12):
-        register("clip_by_scalar", functools.partial(lower_clip, low=True, high=True), since_opset=since)
-        register("clip_by_scalar_min", functools.partial(lower_clip, low=True, high=False), since_opset=since)
-        register("clip_by_scalar_max", functools.partial(lower_clip, low=False, high=True), since_opset=since)
+    register("clip_by_scalar", functools.partial(lower_clip, low=True, high=True))
+    register("clip_by_scalar_min", functools.partial(lower_clip, low=True, high=False))
+    register("clip_by_scalar_max", functools.partial(lower_clip, low=False, high=True))
     register("add_n", lower_add_n)
     register("bias_add", lower_bias_add)
     for op_type in ("matmul", "batch_matmul", "broadcast_matmul"):

@@ -1,8 +1,8 @@
 """Reductions: sum, max, min, prod, any, all, variance, argmax, top-k and argsort.
 
 ONNX moved ReduceSum's axes from an attribute to an input at opset 13 and the other reductions'
-at opset 18; each lowering is registered for both ranges so that the form used is visible in
-``flow2onnx ops`` and tested at each.
+at opset 18; the ``reduce`` helper emits the form of the target opset, so each lowering is
+registered once.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import REDUCE_AXES_INPUT_SINCE, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, reduce
+from flow2onnx.lowering.helpers import cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, reduce
 
 _REDUCE = {
     "reduce_sum": "ReduceSum",
@@ -125,15 +125,9 @@ def flow2onnx_register_lowerings(register):
     for op_type, onnx_type in _REDUCE.items():
         lowering = functools.partial(lower_reduce, onnx_type=onnx_type)
         register(op_type, lowering)
-        register(op_type, lowering, since_opset=13 if onnx_type == "ReduceSum" else REDUCE_AXES_INPUT_SINCE)
     for op_type, onnx_type in (("reduce_any", "ReduceMax"), ("reduce_all", "ReduceMin")):
-        lowering = functools.partial(lower_reduce_bool, onnx_type=onnx_type)
-        register(op_type, lowering)
-        register(op_type, lowering, since_opset=REDUCE_AXES_INPUT_SINCE)
-    # var uses ReduceMean (axes input from 18) and ReduceSum (from 13).
+        register(op_type, functools.partial(lower_reduce_bool, onnx_type=onnx_type))
     register("var", lower_var)
-    register("var", lower_var, since_opset=13)
-    register("var", lower_var, since_opset=REDUCE_AXES_INPUT_SINCE)
     register("argmax", functools.partial(lower_arg, onnx_type="ArgMax"))
     register("top_k", lower_top_k)
     register("arg_sort", lower_arg_sort)

@@ -13,7 +13,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import dims, int64s
+from flow2onnx.lowering.helpers import dims, int64s, resize
 
 # OneFlow op type -> (ONNX Resize mode, number of spatial axes)
 _UPSAMPLE = {
@@ -47,20 +47,16 @@ def lower_upsample(ctx, op, mode: str, spatial: int):
     if output_size:
         batch_channels = dims(ctx, x, [0, 1])
         (sizes,) = ctx.make_node("Concat", [batch_channels, int64s(ctx, output_size, "size")], axis=0)
-        # Before opset 13 the scales input is required (empty when sizes are given); from 13 it may be omitted.
-        scales = "" if ctx.opset >= 13 else ctx.constant(np.array([], dtype=np.float32), "scales")
-        ctx.make_node("Resize", [x, roi, scales, sizes], [op.output("y")], **attributes)
+        resize(ctx, x, roi, sizes=sizes, outputs=[op.output("y")], **attributes)
         return
     scales = [float(op.attr(name)) for name in _SCALE_ATTRS[spatial]]
     if any(scale <= 0 for scale in scales):
         raise ctx.error(f"scales {scales}: the op has neither an output size nor positive scale factors")
     scale_input = ctx.constant(np.array([1.0, 1.0] + scales, dtype=np.float32), "scales")
-    ctx.make_node("Resize", [x, roi, scale_input], [op.output("y")], **attributes)
+    resize(ctx, x, roi, scale_input, outputs=[op.output("y")], **attributes)
 
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
     for op_type, (mode, spatial) in _UPSAMPLE.items():
-        lowering = functools.partial(lower_upsample, mode=mode, spatial=spatial)
-        register(op_type, lowering)
-        register(op_type, lowering, since_opset=13)
+        register(op_type, functools.partial(lower_upsample, mode=mode, spatial=spatial))

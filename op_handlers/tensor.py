@@ -11,7 +11,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, cast, int64s, is_dynamic, normalize_axes, squeeze, unsqueeze
+from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, cast, dims, int64s, is_dynamic, normalize_axes, squeeze, unsqueeze
 
 
 def lower_identity(ctx, op):
@@ -112,10 +112,7 @@ def lower_expand(ctx, op):
     if ctx.dynamic_batch and shape[0] != 1 and shape[0] == ctx.example_batch and ctx.graph.inputs:
         # Broadcasting over the batch (a class token expanded to the example's batch size): take
         # the batch size from the graph's input at run time.
-        (batch,) = ctx.make_node("Shape", [ctx.graph.inputs[0].name], start=0, end=1) if ctx.opset >= 15 else [None]
-        if batch is None:
-            (full,) = ctx.make_node("Shape", [ctx.graph.inputs[0].name])
-            (batch,) = ctx.make_node("Slice", [full, int64s(ctx, [0], "starts"), int64s(ctx, [1], "ends")])
+        batch = dims(ctx, ctx.graph.inputs[0].name, [0])
         (shape_input,) = ctx.make_node("Concat", [batch, int64s(ctx, shape[1:], "shape")], axis=0)
     ctx.make_node("Expand", [x, shape_input], [op.output("out")])
 
@@ -213,8 +210,6 @@ def flow2onnx_register_lowerings(register):
         register(op_type, lambda ctx, op: lower_pad_mode(ctx, op, "reflect"))
     for op_type in ("replication_pad1d", "replication_pad2d"):
         register(op_type, lambda ctx, op: lower_pad_mode(ctx, op, "edge"))
-    # Unsqueeze and Squeeze take their axes as an input from opset 13.
-    for since in (11, 13):
-        register("stack", lower_stack, since_opset=since)
-        register("expand_dims", lower_expand_dims, since_opset=since)
-        register("squeeze", lower_squeeze, since_opset=since)
+    register("stack", lower_stack)
+    register("expand_dims", lower_expand_dims)
+    register("squeeze", lower_squeeze)
