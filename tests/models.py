@@ -47,3 +47,8 @@ def uses_inverse():
             return flow.linalg.inv(x + 2 * self.identity) * 3
 
     return Inverse()
+
+
+def uses_softshrink():
+    """A model with an op (softshrink) that no built-in plugin lowers."""
+    return flow.nn.Softshrink(0.5)

@@ -1,7 +1,17 @@
-"""The ``flow2onnx ops`` command: the support matrix of the live registry, as text or Markdown."""
+"""The ``flow2onnx ops`` command: the support matrix of the live registry, and what one op type takes.
+
+``flow2onnx ops`` lists every op type the loaded plugins lower, with plugin and opsets (or the
+Markdown page docs/supported_ops.md). ``flow2onnx ops OPTYPE`` shows who lowers that op type at
+which opsets; with ``--model`` it also reads the op type's signature from the model's compiled
+graph, since OneFlow 0.9 keeps its op registry out of Python's reach (see
+:mod:`flow2onnx.lowering.schema`). ``--model`` alone lists every op type of the model.
+"""
 
 from __future__ import annotations
 
+import inspect
+
+from ..errors import Flow2OnnxError
 
 # Op types that the reference converter (oneflow-onnx 0.6.2) lists and the built-in plugins do not
 # lower, with the reason; rendered into docs/supported_ops.md.
@@ -52,7 +62,8 @@ def render_markdown(registry) -> str:
         "a test regenerates it and fails when it is out of date. Each row is a lowering and the opsets at which "
         "an export uses it. An op type has several rows only where its lowering differs by opset; where ONNX "
         "merely changed an operator's form (Squeeze's axes became an input at opset 13), one lowering emits the "
-        "form of each opset (see docs/plugins.md, \"Opsets\").",
+        "form of each opset (see docs/plugins.md, \"Opsets\"). `flow2onnx ops OPTYPE --model MODULE:CALLABLE` "
+        "shows an op type's arguments and attributes.",
         "",
         f"{len(registry.lowerings)} op types, {len(rows)} lowerings.",
         "",
@@ -72,17 +83,104 @@ def render_text(registry) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows) + "\n"
 
 
+def describe_lowerings(registry, op_type: str) -> list[str]:
+    """One line per lowering of ``op_type``: plugin, opsets, function and the first line of its docstring."""
+    lines = []
+    for lowering, first, last in registry.lowerings_by_opset(op_type):
+        function = getattr(lowering.function, "func", lowering.function)  # functools.partial
+        name = getattr(function, "__name__", type(function).__name__)
+        summary = (inspect.getdoc(function) or "").split("\n")[0]
+        origin = f" ({lowering.origin})" if lowering.origin else ""
+        lines.append(f"lowered by {lowering.plugin}{origin} at opsets {opsets_text(first, last)}: {name}" + (f" ({summary})" if summary else ""))
+    return lines or ["lowered by no loaded plugin (flow2onnx plugins lists those loaded)"]
+
+
+def describe_op_type(registry, op_type: str, ops=None) -> str:
+    """``flow2onnx ops OPTYPE``: the signature (from ``ops`` of a graph, when given) and the lowerings."""
+    lines = []
+    if ops:
+        lines.append(ops[0].signature())
+        lines.append(f"  {len(ops)} op{'s' if len(ops) > 1 else ''} in the model, e.g. {ops[0].name!r}")
+    else:
+        lines.append(op_type)
+        lines.append(
+            f"  signature: read from a graph that uses it, with `flow2onnx ops {op_type} --model MODULE:CALLABLE "
+            "--input-shape N,C,H,W` (OneFlow 0.9 does not expose its op registry to Python)"
+        )
+    lines += [f"  {line}" for line in describe_lowerings(registry, op_type)]
+    return "\n".join(lines) + "\n"
+
+
+def read_model_ops(spec: str, shapes) -> dict:
+    """The ops of the model that ``MODULE:CALLABLE`` returns, compiled on random inputs: op type -> ops."""
+    import numpy as np
+
+    from .._oneflow import import_oneflow, quiet_native_output
+    from ..exporter.capture import compile_graph, read_graph, wrap_module
+    from .main import _load_callable
+
+    flow = import_oneflow()
+    with quiet_native_output():
+        model = _load_callable(spec)()
+    rng = np.random.default_rng(0)
+    inputs = [flow.tensor(rng.random(shape, dtype=np.float32)) for shape in shapes or [(1, 3, 224, 224)]]
+    if isinstance(model, flow.nn.Graph):
+        if not getattr(model, "_is_compiled", False):
+            compile_graph(model, inputs)
+        graph = model
+    elif isinstance(model, flow.nn.Module):
+        graph = wrap_module(model.eval(), inputs)
+    else:
+        raise Flow2OnnxError(f"{spec}() returned a {type(model).__name__}; it must return a oneflow.nn.Module or nn.Graph")
+    by_type: dict = {}
+    for op in read_graph(graph).ops:
+        by_type.setdefault(op.type, []).append(op)
+    return by_type
+
+
+def oneflow_has_op_type(op_type: str) -> bool:
+    """Whether OneFlow's op registry knows ``op_type`` (building an op of that type checks it)."""
+    from .._oneflow import import_oneflow
+
+    import_oneflow()
+    import oneflow._oneflow_internal as internal
+
+    try:
+        internal.one.OpBuilder(op_type, "flow2onnx_probe").build()
+    except Exception:
+        return False
+    return True
+
+
 def cmd_ops(args) -> int:
+    """Run ``flow2onnx ops``."""
     from ..lowering.plugin_manager import load_plugins
 
     registry = load_plugins(entry_points=not args.builtin).registry
-    print(render_markdown(registry) if args.markdown else render_text(registry), end="")
+    if not args.op_types and not args.model:
+        print(render_markdown(registry) if args.markdown else render_text(registry), end="")
+        return 0
+    model_ops = read_model_ops(args.model, args.input_shape) if args.model else {}
+    for index, op_type in enumerate(args.op_types or sorted(model_ops)):
+        if args.model and op_type not in model_ops:
+            raise Flow2OnnxError(f"the model {args.model} has no {op_type} op; its op types are: {', '.join(sorted(model_ops))}")
+        if not args.model and op_type not in registry.lowerings and not oneflow_has_op_type(op_type):
+            raise Flow2OnnxError(f"OneFlow has no op type {op_type!r}, and no loaded plugin lowers one; check the spelling")
+        print(("\n" if index else "") + describe_op_type(registry, op_type, model_ops.get(op_type)), end="")
     return 0
 
 
 def add_ops_command(commands) -> None:
     """Add ``ops`` to the CLI's subcommands."""
-    ops = commands.add_parser("ops", help="list the OneFlow op types the loaded plugins lower, with plugin and opset range")
+    from .main import _parse_shape
+
+    ops = commands.add_parser(
+        "ops",
+        help="list the OneFlow op types the loaded plugins lower; with OPTYPE or --model, what an op type takes and who lowers it",
+    )
+    ops.add_argument("op_types", nargs="*", metavar="OPTYPE", help="OneFlow op types to describe (e.g. softshrink)")
+    ops.add_argument("--model", metavar="MODULE:CALLABLE", help="read signatures from this model's compiled graph (all its op types without OPTYPE)")
+    ops.add_argument("--input-shape", type=_parse_shape, action="append", metavar="N,C,H,W", help="shape of an example input of --model (repeat for several; default 1,3,224,224)")
     ops.add_argument("--markdown", action="store_true", help="print the Markdown table of docs/supported_ops.md")
     ops.add_argument("--builtin", action="store_true", help="only the built-in plugins (ignore installed entry points)")
     ops.set_defaults(run=cmd_ops)
