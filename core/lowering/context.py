@@ -107,12 +107,12 @@ class LoweringContext:
 
     @property
     def nodes(self) -> list:
-        """The ONNX ``NodeProto``\\ s added so far, in order."""
+        """The ONNX nodes (``onnx.NodeProto``) added so far, in order."""
         return self._nodes
 
     @property
     def constants(self) -> list:
-        """The constant ``TensorProto``\\ s added so far by :meth:`constant` (the model's initializers)."""
+        """The constants (``onnx.TensorProto``) added so far by :meth:`constant`: the model's initializers."""
         return self._constants
 
     @property

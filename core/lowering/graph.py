@@ -17,7 +17,7 @@ from .schema import OpSchema, python_type, schema_from_ops
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Static description of one tensor of the graph, under its ONNX name."""
+    """Static description of one tensor of the graph: its ONNX ``name``, ``shape`` (a tuple) and numpy ``dtype``."""
 
     name: str
     shape: tuple[int, ...]
@@ -44,7 +44,8 @@ class OpArgumentError(LoweringError, KeyError):
 class FlowOp:
     """One OneFlow user op, with its tensors already renamed to the names they get in ONNX.
 
-    ``inputs`` and ``outputs`` map OneFlow argument names (``"in"``, ``"weight"``, ``"y"``) to lists
+    ``name`` is the op's name in the graph (``model.conv-conv2d-0``), ``type`` its OneFlow op type
+    (``conv2d``). ``inputs`` and ``outputs`` map OneFlow argument names (``"in"``, ``"weight"``, ``"y"``) to lists
     of tensor names; ``attrs`` holds every attribute of the op as a plain Python value (OneFlow
     fills in the registered default of each attribute the model did not set). ``schema`` is the
     op type's :class:`~flow2onnx.lowering.schema.OpSchema`. Read them through :meth:`input`,
@@ -130,7 +131,12 @@ class FlowOp:
 
 @dataclass
 class FlowGraph:
-    """What the converter needs from a compiled graph, and nothing copied that it does not."""
+    """What the converter needs from a compiled graph, and nothing copied that it does not.
+
+    ``ops`` lists the ops (:class:`FlowOp`) in execution order; ``inputs``, ``outputs`` and
+    ``variables`` (the weights) are lists of :class:`TensorInfo`, and ``tensors`` maps every
+    tensor's ONNX name to its :class:`TensorInfo`. A lowering reads it as ``ctx.graph``.
+    """
 
     name: str
     ops: list[FlowOp]

@@ -71,12 +71,12 @@ class OpSchema:
 
     @property
     def input_names(self) -> list[str]:
-        """The input argument names, in the schema's order."""
+        """The input argument names, sorted."""
         return [arg.name for arg in self.inputs]
 
     @property
     def output_names(self) -> list[str]:
-        """The output argument names, in the schema's order."""
+        """The output argument names, sorted."""
         return [arg.name for arg in self.outputs]
 
     @property
