@@ -31,21 +31,43 @@ def random_inputs(shapes: Sequence[Sequence[int]], dtypes: Sequence | None = Non
     return tensors
 
 
-def check_export(module, inputs, path, *, opsets: Sequence[int] | None = None, dtypes=None, **export_options) -> ExportResult:
-    """Export ``module`` and assert that ONNX Runtime matches OneFlow on every output.
+def check_export(
+    module,
+    inputs,
+    path,
+    *,
+    opset: int | None = None,
+    opsets: Sequence[int] | None = None,
+    dtypes=None,
+    input_range: tuple[float, float] | None = None,
+    **export_options,
+) -> ExportResult:
+    """Export ``module`` and check that ONNX Runtime matches OneFlow on every output.
 
-    :param inputs: OneFlow tensors, or shapes (tuples) for random float inputs.
+    A mismatch raises :class:`flow2onnx.VerificationError` with the report (printed above it);
+    an export whose verification could not run fails the test's assertion with the reason.
+
+    :param inputs: OneFlow tensors, or shapes (tuples) for random inputs (see :func:`random_inputs`).
     :param path: where to write the model (a ``tmp_path`` in tests).
-    :param opsets: export once per opset (e.g. ``[11, 17]``); default: the default opset only.
+    :param opset: export at this opset (e.g. ``17``); default: flow2onnx's default opset.
+    :param opsets: export once per opset (e.g. ``[11, 17]``), instead of ``opset``.
+    :param dtypes: numpy dtypes of the random inputs, one per shape (default float32).
+    :param input_range: ``(low, high)``: verification feeds floating-point inputs drawn uniformly
+        from ``[low, high)`` instead of ``[0, 1)``, e.g. ``(-3, 3)`` for an op that behaves
+        differently on negative values. (The example ``inputs`` only fix the graph's shapes.)
     :param export_options: passed to :func:`flow2onnx.export` (``plugins``, ``dynamic_batch``, ...).
-    :returns: the result of the last export.
+    :returns: the :class:`~flow2onnx.ExportResult` of the last export: ``result.op_types`` (OneFlow
+        op type -> how many ops of it the graph has), ``result.lowered_by`` (op type -> plugin),
+        ``result.report`` (the verification report).
     """
+    if opset is not None and opsets is not None:
+        raise TypeError(f"check_export takes opset={opset!r} or opsets={list(opsets)!r}, not both")
     if all(isinstance(item, (tuple, list)) for item in inputs):
         inputs = random_inputs(inputs, dtypes)
     module.eval()
     result = None
-    for opset in opsets or [None]:
-        result = export(module, inputs, os.fspath(path), opset=opset, **export_options)
+    for each in opsets or [opset]:
+        result = export(module, inputs, os.fspath(path), opset=each, input_range=input_range, **export_options)
         assert result.report is not None, result.verification_skipped or "verification did not run"
         assert result.report.passed, result.report.to_text(outliers=True)
     return result

@@ -79,22 +79,22 @@ def lower_hardswish(ctx, op):
 
 def lower_hardtanh(ctx, op):
     x = op.input("in")
-    low, high = _scalar(ctx, x, op.attrs["min_val"], "min"), _scalar(ctx, x, op.attrs["max_val"], "max")
+    low, high = _scalar(ctx, x, op.attr("min_val"), "min"), _scalar(ctx, x, op.attr("max_val"), "max")
     ctx.make_node("Clip", [x, low, high], [op.output("out")])
 
 
 def lower_leaky_relu(ctx, op):
-    ctx.make_node("LeakyRelu", [op.input("x")], [op.output("y")], alpha=float(op.attrs["alpha"]))
+    ctx.make_node("LeakyRelu", [op.input("x")], [op.output("y")], alpha=float(op.attr("alpha")))
 
 
 def lower_elu(ctx, op):
-    ctx.make_node("Elu", [op.input("in")], [op.output("out")], alpha=float(op.attrs["alpha"]))
+    ctx.make_node("Elu", [op.input("in")], [op.output("out")], alpha=float(op.attr("alpha")))
 
 
 def lower_celu(ctx, op):
     """max(0, x) + min(0, alpha * (exp(x / alpha) - 1)), written out: ONNX Celu needs opset 12 and takes float only."""
     x = op.input("in")
-    alpha = float(op.attrs["alpha"])
+    alpha = float(op.attr("alpha"))
     (scaled,) = ctx.make_node("Div", [x, _scalar(ctx, x, alpha, "alpha")])
     (elu,) = ctx.make_node("Elu", [scaled], alpha=1.0)
     ctx.make_node("Mul", [elu, _scalar(ctx, x, alpha, "alpha")], [op.output("out")])
@@ -103,7 +103,7 @@ def lower_celu(ctx, op):
 def lower_softplus(ctx, op):
     """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as OneFlow computes it)."""
     x = op.input("in")
-    beta, threshold = float(op.attrs["beta"]), float(op.attrs["threshold"])
+    beta, threshold = float(op.attr("beta")), float(op.attr("threshold"))
     (scaled,) = ctx.make_node("Mul", [x, _scalar(ctx, x, beta, "beta")])
     (soft,) = ctx.make_node("Softplus", [scaled])
     (soft,) = ctx.make_node("Div", [soft, _scalar(ctx, x, beta, "beta")])
@@ -122,7 +122,7 @@ def lower_log_sigmoid(ctx, op):
 def lower_hardshrink(ctx, op):
     x = op.input("in")
     (magnitude,) = ctx.make_node("Abs", [x])
-    (keep,) = ctx.make_node("Greater", [magnitude, _scalar(ctx, x, op.attrs["lambd"], "lambd")])
+    (keep,) = ctx.make_node("Greater", [magnitude, _scalar(ctx, x, op.attr("lambd"), "lambd")])
     ctx.make_node("Where", [keep, x, _scalar(ctx, x, 0, "zero")], [op.output("out")])
 
 

@@ -9,21 +9,21 @@ from flow2onnx import hookimpl
 
 def _convolution(ctx, op, onnx_type: str, **extra):
     """Conv or ConvTranspose with OneFlow's (symmetric) padding, strides, dilations and groups."""
-    if op.attrs.get("data_format", "channels_first") != "channels_first":
-        raise ctx.error(f"data_format={op.attrs['data_format']!r}: only channels_first (NCHW) convolutions lower to ONNX {onnx_type}")
+    if op.attr("data_format") != "channels_first":
+        raise ctx.error(f"data_format={op.attr('data_format')!r}: only channels_first (NCHW) convolutions lower to ONNX {onnx_type}")
     inputs = [op.input("in"), op.input("weight")]
     if op.has_input("bias"):
         inputs.append(op.input("bias"))
-    padding = list(op.attrs["padding_before"])
+    padding = list(op.attr("padding_before"))
     ctx.make_node(
         onnx_type,
         inputs,
         [op.output("out")],
-        kernel_shape=list(op.attrs["kernel_size"]),
-        strides=list(op.attrs["strides"]),
+        kernel_shape=list(op.attr("kernel_size")),
+        strides=list(op.attr("strides")),
         pads=padding + padding,  # OneFlow pads symmetrically: begin == end
-        dilations=list(op.attrs["dilation_rate"]),
-        group=op.attrs.get("groups", 1),
+        dilations=list(op.attr("dilation_rate")),
+        group=op.attr("groups"),
         **extra,
     )
 
@@ -34,8 +34,8 @@ def lower_conv(ctx, op):
 
 def lower_deconv(ctx, op):
     """Transposed convolution; the weight is [in, out / groups, k...] in both OneFlow and ONNX."""
-    padding = op.attrs["padding_before"]
-    _convolution(ctx, op, "ConvTranspose", output_padding=list(op.attrs.get("output_padding") or [0] * len(padding)))
+    padding = op.attr("padding_before")
+    _convolution(ctx, op, "ConvTranspose", output_padding=list(op.attr("output_padding") or [0] * len(padding)))
 
 
 def _patch_selector(ctx, channels: int, kernel: list[int], dtype) -> str:
@@ -49,22 +49,22 @@ def _patch_selector(ctx, channels: int, kernel: list[int], dtype) -> str:
 
 
 def _window_attributes(op) -> dict:
-    padding = list(op.attrs["padding"])
+    padding = list(op.attr("padding"))
     return dict(
-        kernel_shape=list(op.attrs["kernel_size"]),
-        strides=list(op.attrs["strides"]),
+        kernel_shape=list(op.attr("kernel_size")),
+        strides=list(op.attr("strides")),
         pads=padding + padding,
-        dilations=list(op.attrs["dilation_rate"]),
+        dilations=list(op.attr("dilation_rate")),
     )
 
 
 def lower_unfold(ctx, op):
     """im2col: (N, C, H, W) -> (N, C * kh * kw, L), as a grouped Conv and a Reshape."""
     x, y = op.input("x"), op.output("y")
-    if op.attrs.get("data_format", "channels_first") != "channels_first":
+    if op.attr("data_format") != "channels_first":
         raise ctx.error("only channels_first unfold lowers to ONNX")
     channels = ctx.shape(x)[1]
-    kernel = list(op.attrs["kernel_size"])
+    kernel = list(op.attr("kernel_size"))
     (patches,) = ctx.make_node("Conv", [x, _patch_selector(ctx, channels, kernel, ctx.dtype(x))], group=channels, **_window_attributes(op))
     shape = ctx.constant(np.array([0, 0, -1], dtype=np.int64), "shape")
     ctx.make_node("Reshape", [patches, shape], [y])
@@ -74,15 +74,15 @@ def lower_fold(ctx, op):
     """col2im: (N, C * kh * kw, L) -> (N, C, H, W), as a Reshape to the window grid and a grouped
     ConvTranspose with the same one-hot weights, which sums overlapping windows as fold does."""
     x, y = op.input("x"), op.output("y")
-    if op.attrs.get("data_format", "channels_first") != "channels_first":
+    if op.attr("data_format") != "channels_first":
         raise ctx.error("only channels_first fold lowers to ONNX")
-    kernel = list(op.attrs["kernel_size"])
+    kernel = list(op.attr("kernel_size"))
     channels = ctx.shape(y)[1]
     attributes = _window_attributes(op)
-    out_size = list(op.attrs["output_size"])
+    out_size = list(op.attr("output_size"))
     grid = [
         (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
-        for size, pad, dilation, k, stride in zip(out_size, op.attrs["padding"], op.attrs["dilation_rate"], kernel, op.attrs["strides"])
+        for size, pad, dilation, k, stride in zip(out_size, op.attr("padding"), op.attr("dilation_rate"), kernel, op.attr("strides"))
     ]
     if int(np.prod(grid)) != ctx.shape(x)[2]:
         raise ctx.error(f"{ctx.shape(x)[2]} windows do not form the {grid} grid of output size {out_size}")
@@ -90,7 +90,7 @@ def lower_fold(ctx, op):
     (windows,) = ctx.make_node("Reshape", [x, shape])
     # ConvTranspose's output size from the grid can fall short of output_size (a stride that leaves
     # a remainder); output_padding makes up the difference.
-    natural = [(g - 1) * s - 2 * p + d * (k - 1) + 1 for g, s, p, d, k in zip(grid, op.attrs["strides"], op.attrs["padding"], op.attrs["dilation_rate"], kernel)]
+    natural = [(g - 1) * s - 2 * p + d * (k - 1) + 1 for g, s, p, d, k in zip(grid, op.attr("strides"), op.attr("padding"), op.attr("dilation_rate"), kernel)]
     ctx.make_node(
         "ConvTranspose",
         [windows, _patch_selector(ctx, channels, kernel, ctx.dtype(x))],

@@ -11,13 +11,13 @@ from flow2onnx.lowering.helpers import cast_if_needed, is_dynamic, normalize_axe
 
 def lower_gather(ctx, op):
     x = op.input("in")
-    axis = normalize_axes([op.attrs.get("axis", 0)], ctx.rank(x))[0]
+    axis = normalize_axes([op.attr("axis")], ctx.rank(x))[0]
     ctx.make_node("Gather", [x, op.input("indices")], [op.output("out")], axis=axis)
 
 
 def lower_dim_gather(ctx, op):
     x = op.input("input")
-    axis = normalize_axes([op.attrs["dim"]], ctx.rank(x))[0]
+    axis = normalize_axes([op.attr("dim")], ctx.rank(x))[0]
     ctx.make_node("GatherElements", [x, op.input("index")], [op.output("output")], axis=axis)
 
 
@@ -44,8 +44,8 @@ def lower_where_scalar(ctx, op, x_scalar: bool, y_scalar: bool):
             return cast_if_needed(ctx, op.input(arg), dtype)
         prefix = f"{arg}_" if x_scalar and y_scalar else ""
         for kind in ("float", "int", "bool"):
-            if op.attrs.get(f"has_{prefix}{kind}_operand"):
-                return ctx.constant(np.array(op.attrs[f"{prefix}{kind}_operand"], dtype), f"{arg}_value")
+            if op.attrs.get(f"has_{prefix}{kind}_operand"):  # not every scalar op type has every kind
+                return ctx.constant(np.array(op.attr(f"{prefix}{kind}_operand"), dtype), f"{arg}_value")
         raise ctx.error(f"no scalar operand for {arg} among the op's attributes {sorted(op.attrs)}")
 
     ctx.make_node("Where", [condition, operand("x", x_scalar), operand("y", y_scalar)], [out])
@@ -54,12 +54,12 @@ def lower_where_scalar(ctx, op, x_scalar: bool, y_scalar: bool):
 def lower_masked_fill(ctx, op):
     x = op.input("x")
     dtype = ctx.dtype(x)
-    if op.attrs.get("has_float_operand"):
-        value = op.attrs["float_operand"]
-    elif op.attrs.get("has_bool_operand"):
-        value = op.attrs["bool_operand"]
+    if op.attr("has_float_operand"):
+        value = op.attr("float_operand")
+    elif op.attrs.get("has_bool_operand"):  # not every scalar op type has a bool operand
+        value = op.attr("bool_operand")
     else:
-        value = op.attrs["int_operand"]
+        value = op.attr("int_operand")
     mask = cast_if_needed(ctx, op.input("mask"), np.bool_)
     ctx.make_node("Where", [mask, ctx.constant(np.array(value, dtype), "value"), x], [op.output("out")])
 
@@ -70,11 +70,12 @@ def lower_triangle(ctx, op, lower: bool):
     rows, cols = ctx.shape(x)[-2:]
     if any(is_dynamic(ctx, x, axis) for axis in (ctx.rank(x) - 2, ctx.rank(x) - 1)):
         raise ctx.error("tril/triu over the dynamic batch axis: the mask would depend on the batch size")
-    diagonal = int(op.attrs.get("diagonal", 0))
+    diagonal = int(op.attr("diagonal"))
     keep = np.tri(rows, cols, diagonal, dtype=bool) if lower else ~np.tri(rows, cols, diagonal - 1, dtype=bool)
     dtype = ctx.dtype(x)
+    # tril carries its fill value; triu has no fill attributes and fills 0.
     if op.attrs.get("is_floating_fill_value"):
-        fill = op.attrs.get("floating_fill_value", 0.0)
+        fill = op.attr("floating_fill_value")
     else:
         fill = op.attrs.get("integer_fill_value", 0)
     ctx.make_node("Where", [ctx.constant(keep, "mask"), x, ctx.constant(np.array(fill, dtype), "fill")], [op.output("out")])

@@ -8,7 +8,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast, cast_if_needed
+from flow2onnx.lowering.helpers import cast, cast_if_needed, clip
 
 _BINARY = {
     "broadcast_add": "Add",
@@ -150,11 +150,11 @@ def lower_fmod(ctx, op):
 
 
 def _scalar_operand(op):
-    if op.attrs.get("has_float_operand"):
-        return float(op.attrs["float_operand"])
-    if op.attrs.get("has_bool_operand"):
-        return bool(op.attrs["bool_operand"])
-    return int(op.attrs["int_operand"])
+    if op.attr("has_float_operand"):
+        return float(op.attr("float_operand"))
+    if op.attrs.get("has_bool_operand"):  # not every scalar op type has a bool operand
+        return bool(op.attr("bool_operand"))
+    return int(op.attr("int_operand"))
 
 
 def _scalar_input(ctx, op):
@@ -221,33 +221,22 @@ def lower_clip(ctx, op, low: bool, high: bool):
     x = op.input("x")
     dtype = ctx.dtype(x)
     floating = np.issubdtype(dtype, np.floating)
-    inputs = [x, "", ""]
+    bounds = ["", ""]
     if low:
-        inputs[1] = ctx.constant(np.array(op.attrs["floating_min" if floating else "integral_min"], dtype), "min")
+        bounds[0] = ctx.constant(np.array(op.attr("floating_min" if floating else "integral_min"), dtype), "min")
     if high:
-        inputs[2] = ctx.constant(np.array(op.attrs["floating_max" if floating else "integral_max"], dtype), "max")
-    if not floating and ctx.opset < 12:
-        # Clip, Max and Min take integers from opset 12 only; before that, select with Less/Greater.
-        current = x
-        for bound, onnx_type in ((inputs[1], "Less"), (inputs[2], "Greater")):
-            if bound:
-                (beyond,) = ctx.make_node(onnx_type, [current, bound])
-                (current,) = ctx.make_node("Where", [beyond, bound, current])
-        ctx.make_node("Identity", [current], [op.output("y")])
-        return
-    while inputs[-1] == "":
-        inputs.pop()
-    ctx.make_node("Clip", inputs, [op.output("y")])
+        bounds[1] = ctx.constant(np.array(op.attr("floating_max" if floating else "integral_max"), dtype), "max")
+    clip(ctx, x, *bounds, outputs=[op.output("y")])
 
 
 def lower_add_n(ctx, op):
-    ctx.make_node("Sum", list(op.inputs["in"]), [op.output("out")])
+    ctx.make_node("Sum", op.input_list("in"), [op.output("out")])
 
 
 def lower_bias_add(ctx, op):
     a, b = op.input("a"), op.input("b")
     rank = ctx.rank(a)
-    axis = op.attrs.get("axis", 1)
+    axis = op.attr("axis")
     if axis < 0:
         axis += rank
     trailing = rank - axis - 1
@@ -267,8 +256,8 @@ def _swap_last_two(ctx, x):
 def lower_matmul(ctx, op):
     """matmul (2-D: Gemm), batch_matmul and broadcast_matmul (N-D: MatMul with numpy broadcasting)."""
     a, b = op.input("a"), op.input("b")
-    alpha = float(op.attrs.get("alpha", 1.0))
-    transpose_a, transpose_b = bool(op.attrs.get("transpose_a", False)), bool(op.attrs.get("transpose_b", False))
+    alpha = float(op.attr("alpha"))
+    transpose_a, transpose_b = bool(op.attr("transpose_a")), bool(op.attr("transpose_b"))
     out = op.output("out")
     if ctx.rank(a) == 2 and ctx.rank(b) == 2 and np.issubdtype(ctx.dtype(a), np.floating):
         ctx.make_node("Gemm", [a, b], [out], alpha=alpha, transA=int(transpose_a), transB=int(transpose_b))
@@ -288,7 +277,7 @@ def lower_matmul(ctx, op):
 
 def lower_cumsum(ctx, op):
     x = op.input("x")
-    axis = ctx.constant(np.array(op.attrs["dim"], dtype=np.int64), "axis")
+    axis = ctx.constant(np.array(op.attr("dim"), dtype=np.int64), "axis")
     ctx.make_node("CumSum", [x, axis], [op.output("y")])
 
 
@@ -323,11 +312,9 @@ def flow2onnx_register_lowerings(register):
     register("scalar_logical_not_equal", functools.partial(lower_scalar_compare, onnx_type="Equal", negate=True))
     register("scalar_logical_greater_equal", functools.partial(lower_scalar_compare, onnx_type="Greater", or_equal=True))
     register("scalar_logical_less_equal", functools.partial(lower_scalar_compare, onnx_type="Less", or_equal=True))
-    # Integer clipping has its own form before opset 12 (Clip, Max and Min take integers from 12).
-    for since in (11, 12):
-        register("clip_by_scalar", functools.partial(lower_clip, low=True, high=True), since_opset=since)
-        register("clip_by_scalar_min", functools.partial(lower_clip, low=True, high=False), since_opset=since)
-        register("clip_by_scalar_max", functools.partial(lower_clip, low=False, high=True), since_opset=since)
+    register("clip_by_scalar", functools.partial(lower_clip, low=True, high=True))
+    register("clip_by_scalar_min", functools.partial(lower_clip, low=True, high=False))
+    register("clip_by_scalar_max", functools.partial(lower_clip, low=False, high=True))
     register("add_n", lower_add_n)
     register("bias_add", lower_bias_add)
     for op_type in ("matmul", "batch_matmul", "broadcast_matmul"):

@@ -13,12 +13,12 @@ from flow2onnx import hookimpl
 
 
 def lower_normalization(ctx, op):
-    if op.attrs.get("training", False):
+    if op.attr("training"):
         raise ctx.error("training=True: batch statistics cannot be exported; put the module in eval mode")
     if not op.has_input("moving_mean"):
         raise ctx.error("no running statistics (track_running_stats=False): ONNX BatchNormalization needs them")
     x = op.input("x")
-    axis = op.attrs.get("axis", 1)
+    axis = op.attr("axis")
     if axis < 0:
         axis += ctx.rank(x)
     if axis != 1:
@@ -31,25 +31,25 @@ def lower_normalization(ctx, op):
         "BatchNormalization",
         [x, gamma, beta, op.input("moving_mean"), op.input("moving_variance")],
         [op.output("y")],
-        epsilon=float(op.attrs.get("epsilon", 1e-5)),
+        epsilon=float(op.attr("epsilon")),
     )
 
 
 def _layer_norm_parts(ctx, op):
     x = op.input("x")
     rank = ctx.rank(x)
-    axis = op.attrs.get("begin_norm_axis", -1)
+    axis = op.attr("begin_norm_axis")
     axis = axis + rank if axis < 0 else axis
-    params_axis = op.attrs.get("begin_params_axis", axis)
+    params_axis = op.attr("begin_params_axis")
     params_axis = params_axis + rank if params_axis < 0 else params_axis
     if params_axis != axis:
         raise ctx.error(f"begin_params_axis={params_axis} differs from begin_norm_axis={axis}: ONNX normalizes and scales the same axes")
     for extra in ("mean", "inv_variance"):
-        if op.outputs.get(extra) and ctx.is_read(op.output(extra)):
+        if op.has_output(extra) and ctx.is_read(op.output(extra)):
             raise ctx.error(f"the {extra} output is used; only the normalized output is exported")
-    gamma = op.input("gamma") if op.attrs.get("scale", False) and op.has_input("gamma") else None
-    beta = op.input("beta") if op.attrs.get("center", False) and op.has_input("beta") else None
-    return x, axis, gamma, beta, float(op.attrs.get("epsilon", 1e-5))
+    gamma = op.input("gamma") if op.attr("scale") and op.has_input("gamma") else None
+    beta = op.input("beta") if op.attr("center") and op.has_input("beta") else None
+    return x, axis, gamma, beta, float(op.attr("epsilon"))
 
 
 def lower_layer_norm(ctx, op):

@@ -6,8 +6,8 @@ from flow2onnx import hookimpl
 
 
 def _check_layout(ctx, op):
-    if op.attrs.get("data_format", "channels_first") != "channels_first":
-        raise ctx.error(f"data_format={op.attrs['data_format']!r}: only channels_first (NCHW) pooling lowers to ONNX")
+    if op.attr("data_format") != "channels_first":
+        raise ctx.error(f"data_format={op.attr('data_format')!r}: only channels_first (NCHW) pooling lowers to ONNX")
 
 
 def _ceil_pads(ctx, op, kernel, stride, dilation, padding):
@@ -17,7 +17,7 @@ def _ceil_pads(ctx, op, kernel, stride, dilation, padding):
     padding; ONNX's formula keeps it. Where the two differ, the end padding is set so that floor
     mode yields OneFlow's size instead.
     """
-    ceil = bool(op.attrs.get("ceil_mode", False))
+    ceil = bool(op.attr("ceil_mode"))
     if not ceil:
         return padding + padding, 0
     spatial = ctx.shape(op.input("x"))[2:]
@@ -36,14 +36,14 @@ def _ceil_pads(ctx, op, kernel, stride, dilation, padding):
 
 def lower_max_pool(ctx, op):
     _check_layout(ctx, op)
-    if op.attrs.get("return_indices") and ctx.is_read(op.output("indice")):
+    if op.attr("return_indices") and ctx.is_read(op.output("indice")):
         raise ctx.error(
             "the pooling indices are used: OneFlow numbers them within each (N, C) plane, ONNX MaxPool over the whole "
             "tensor, so they cannot be exported as they are"
         )
-    kernel, stride, dilation = list(op.attrs["kernel_size"]), list(op.attrs["stride"]), list(op.attrs["dilation"])
+    kernel, stride, dilation = list(op.attr("kernel_size")), list(op.attr("stride")), list(op.attr("dilation"))
     # Padding with -inf (MaxPool's) never wins a max, so extra end padding is exact.
-    pads, ceil_mode = _ceil_pads(ctx, op, kernel, stride, dilation, list(op.attrs["padding"]))
+    pads, ceil_mode = _ceil_pads(ctx, op, kernel, stride, dilation, list(op.attr("padding")))
     ctx.make_node(
         "MaxPool",
         [op.input("x")],
@@ -58,9 +58,9 @@ def lower_max_pool(ctx, op):
 
 def lower_avg_pool(ctx, op):
     _check_layout(ctx, op)
-    if op.attrs.get("divisor_override", 0):
-        raise ctx.error(f"divisor_override={op.attrs['divisor_override']}: ONNX AveragePool has no such option")
-    kernel, stride, padding = list(op.attrs["kernel_size"]), list(op.attrs["stride"]), list(op.attrs["padding"])
+    if op.attr("divisor_override"):
+        raise ctx.error(f"divisor_override={op.attr('divisor_override')}: ONNX AveragePool has no such option")
+    kernel, stride, padding = list(op.attr("kernel_size")), list(op.attr("stride")), list(op.attr("padding"))
     pads, ceil_mode = _ceil_pads(ctx, op, kernel, stride, [1] * len(kernel), padding)
     if pads[len(kernel):] != padding:
         # Extra end padding would change the divisor of the last windows.
@@ -75,7 +75,7 @@ def lower_avg_pool(ctx, op):
         strides=stride,
         pads=pads,
         ceil_mode=ceil_mode,
-        count_include_pad=int(op.attrs.get("count_include_pad", True)),
+        count_include_pad=int(op.attr("count_include_pad")),
     )
 
 
@@ -83,7 +83,7 @@ def _adaptive_pool(ctx, op, global_type: str, window_type: str):
     """Adaptive pooling whose windows are all alike: a global pool, or a pool with kernel = stride."""
     x = op.input("x")
     spatial = ctx.shape(x)[2:]
-    output_size = list(op.attrs["output_size"])
+    output_size = list(op.attr("output_size"))
     if all(size == 1 for size in output_size):
         ctx.make_node(global_type, [x], [op.output("y")])
         return
@@ -101,7 +101,7 @@ def lower_adaptive_avg_pool(ctx, op):
 
 
 def lower_adaptive_max_pool(ctx, op):
-    if op.outputs.get("index") and ctx.is_read(op.output("index")):
+    if op.has_output("index") and ctx.is_read(op.output("index")):
         raise ctx.error("the pooling indices are used: ONNX MaxPool numbers them differently, so they cannot be exported")
     _adaptive_pool(ctx, op, "GlobalMaxPool", "MaxPool")
 

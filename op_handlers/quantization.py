@@ -16,16 +16,16 @@ from flow2onnx.lowering.helpers import reduce, scalar_like
 
 
 def _check_formula(ctx, op):
-    if op.attrs.get("quantization_formula", "google") != "google":
+    if op.attr("quantization_formula") != "google":
         raise ctx.error(
-            f"quantization_formula={op.attrs['quantization_formula']!r}: only the 'google' formula lowers to ONNX "
+            f"quantization_formula={op.attr('quantization_formula')!r}: only the 'google' formula lowers to ONNX "
             "(the 'cambricon' one rounds scales to powers of two)"
         )
 
 
 def _levels(op) -> tuple[float, float]:
-    bits = op.attrs.get("quantization_bit", 8)
-    if op.attrs.get("quantization_scheme", "symmetric") == "symmetric":
+    bits = op.attr("quantization_bit")
+    if op.attr("quantization_scheme") == "symmetric":
         return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
     return 0.0, 2.0**bits - 1
 
@@ -34,7 +34,7 @@ def _scale_and_zero_point(ctx, op, maximum: str, minimum: str | None):
     """Scale and zero point from the observed maximum (and minimum, for the affine scheme)."""
     low, high = _levels(op)
     scale_out, zero_out = op.output("scale"), op.output("zero_point")
-    if op.attrs.get("quantization_scheme", "symmetric") == "symmetric":
+    if op.attr("quantization_scheme") == "symmetric":
         ctx.make_node("Div", [maximum, scalar_like(ctx, scale_out, high, "levels")], [scale_out])
         ctx.make_node("Mul", [scale_out, scalar_like(ctx, scale_out, 0, "zero")], [zero_out])
         return
@@ -49,7 +49,7 @@ def lower_min_max_observer(ctx, op):
     _check_formula(ctx, op)
     x = op.input("in")
     rank = ctx.rank(x)
-    per_layer = op.attrs.get("per_layer_quantization", True)
+    per_layer = op.attr("per_layer_quantization")
     axes = list(range(rank)) if per_layer else list(range(1, rank))
     shape = ctx.constant(np.array([1] if per_layer else [-1], dtype=np.int64), "scale_shape")
 
@@ -57,7 +57,7 @@ def lower_min_max_observer(ctx, op):
         (reduced,) = ctx.make_node("Reshape", [reduce(ctx, onnx_type, source, axes, keepdims=False), shape])
         return reduced
 
-    if op.attrs.get("quantization_scheme", "symmetric") == "symmetric":
+    if op.attr("quantization_scheme") == "symmetric":
         (magnitude,) = ctx.make_node("Abs", [x])
         _scale_and_zero_point(ctx, op, observed("ReduceMax", magnitude), None)
     else:
@@ -67,7 +67,7 @@ def lower_min_max_observer(ctx, op):
 def lower_moving_average_min_max_observer(ctx, op):
     """In inference the observer reports the scale of its stored moving maximum and minimum."""
     _check_formula(ctx, op)
-    if op.attrs.get("training", False):
+    if op.attr("training"):
         raise ctx.error("training=True updates the moving statistics; put the module in eval mode")
     _scale_and_zero_point(ctx, op, op.input("moving_max"), op.input("moving_min"))
 
@@ -88,7 +88,7 @@ def _quantized(ctx, op, outputs=None) -> tuple[str, str, str]:
     zero_point = _broadcastable(ctx, op.input("zero_point"), rank)
     low, high = _levels(op)
     (ratio,) = ctx.make_node("Div", [x, scale])
-    if op.attrs.get("quantization_scheme", "symmetric") != "symmetric":
+    if op.attr("quantization_scheme") != "symmetric":
         (ratio,) = ctx.make_node("Add", [ratio, zero_point])
     (rounded,) = ctx.make_node("Round", [ratio])
     (levels,) = ctx.make_node("Clip", [rounded, scalar_like(ctx, x, low, "low"), scalar_like(ctx, x, high, "high")], outputs)
@@ -103,7 +103,7 @@ def lower_quantization(ctx, op):
 def lower_fake_quantization(ctx, op):
     """Quantize and dequantize: the values the quantized model computes with."""
     levels, scale, zero_point = _quantized(ctx, op)
-    if op.attrs.get("quantization_scheme", "symmetric") != "symmetric":
+    if op.attr("quantization_scheme") != "symmetric":
         (levels,) = ctx.make_node("Sub", [levels, zero_point])
     ctx.make_node("Mul", [levels, scale], [op.output("out")])
 

@@ -1,8 +1,8 @@
 """Reductions: sum, max, min, prod, any, all, variance, argmax, top-k and argsort.
 
 ONNX moved ReduceSum's axes from an attribute to an input at opset 13 and the other reductions'
-at opset 18; each lowering is registered for both ranges so that the form used is visible in
-``flow2onnx ops`` and tested at each.
+at opset 18; the ``reduce`` helper emits the form of the target opset, so each lowering is
+registered once.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import REDUCE_AXES_INPUT_SINCE, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, reduce
+from flow2onnx.lowering.helpers import cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, reduce
 
 _REDUCE = {
     "reduce_sum": "ReduceSum",
@@ -31,8 +31,8 @@ def _axes(ctx, x, axes):
 def lower_reduce(ctx, op, onnx_type: str):
     x = op.input("input_tensor")
     out = op.output("output_tensor")
-    axes = _axes(ctx, x, op.attrs.get("axis", []))
-    keepdims = bool(op.attrs.get("keepdims", False))
+    axes = _axes(ctx, x, op.attr("axis"))
+    keepdims = bool(op.attr("keepdims"))
     if ctx.dtype(x) == np.bool_:
         # ONNX reductions take no booleans: reduce as int32 and cast back.
         result = reduce(ctx, onnx_type, cast(ctx, x, np.int32), axes, keepdims)
@@ -44,18 +44,18 @@ def lower_reduce(ctx, op, onnx_type: str):
 def lower_reduce_bool(ctx, op, onnx_type: str):
     """any / all: the max / min of the values as 0/1 integers."""
     x = op.input("input_tensor")
-    axes = _axes(ctx, x, op.attrs.get("axis", []))
+    axes = _axes(ctx, x, op.attr("axis"))
     as_int = cast(ctx, cast_if_needed(ctx, x, np.bool_), np.int32)
-    result = reduce(ctx, onnx_type, as_int, axes, bool(op.attrs.get("keepdims", False)))
+    result = reduce(ctx, onnx_type, as_int, axes, bool(op.attr("keepdims")))
     cast(ctx, result, np.bool_, [op.output("output_tensor")])
 
 
 def lower_var(ctx, op):
     """Two-pass variance: mean of the squared deviations, divided by N - 1 when unbiased."""
     x = op.input("input")
-    axes = _axes(ctx, x, op.attrs.get("dim") or [])
-    keepdims = bool(op.attrs.get("keepdim", False))
-    unbiased = bool(op.attrs.get("unbiased", True))
+    axes = _axes(ctx, x, op.attr("dim"))
+    keepdims = bool(op.attr("keepdim"))
+    unbiased = bool(op.attr("unbiased"))
     mean = reduce(ctx, "ReduceMean", x, axes, True)
     (deviation,) = ctx.make_node("Sub", [x, mean])
     (squared,) = ctx.make_node("Mul", [deviation, deviation])
@@ -98,7 +98,7 @@ def _indices_out(ctx, indices, out):
 def lower_top_k(ctx, op):
     """OneFlow's top_k returns only the indices (of the last axis); the values come from a dim_gather."""
     x = op.input("in")
-    k = int(op.attrs["k"])
+    k = int(op.attr("k"))
     size = ctx.shape(x)[-1]
     if is_dynamic(ctx, x, ctx.rank(x) - 1):
         raise ctx.error("top-k over the dynamic batch axis: k would depend on the batch size")
@@ -111,7 +111,7 @@ def lower_arg_sort(ctx, op):
     x = op.input("in")
     if is_dynamic(ctx, x, ctx.rank(x) - 1):
         raise ctx.error("sorting the dynamic batch axis is not supported")
-    direction = op.attrs.get("direction", "ASCENDING")
+    direction = op.attr("direction")
     if direction not in ("ASCENDING", "DESCENDING"):
         raise ctx.error(f"direction={direction!r}: expected ASCENDING or DESCENDING")
     size = ctx.shape(x)[-1]
@@ -125,15 +125,9 @@ def flow2onnx_register_lowerings(register):
     for op_type, onnx_type in _REDUCE.items():
         lowering = functools.partial(lower_reduce, onnx_type=onnx_type)
         register(op_type, lowering)
-        register(op_type, lowering, since_opset=13 if onnx_type == "ReduceSum" else REDUCE_AXES_INPUT_SINCE)
     for op_type, onnx_type in (("reduce_any", "ReduceMax"), ("reduce_all", "ReduceMin")):
-        lowering = functools.partial(lower_reduce_bool, onnx_type=onnx_type)
-        register(op_type, lowering)
-        register(op_type, lowering, since_opset=REDUCE_AXES_INPUT_SINCE)
-    # var uses ReduceMean (axes input from 18) and ReduceSum (from 13).
+        register(op_type, functools.partial(lower_reduce_bool, onnx_type=onnx_type))
     register("var", lower_var)
-    register("var", lower_var, since_opset=13)
-    register("var", lower_var, since_opset=REDUCE_AXES_INPUT_SINCE)
     register("argmax", functools.partial(lower_arg, onnx_type="ArgMax"))
     register("top_k", lower_top_k)
     register("arg_sort", lower_arg_sort)

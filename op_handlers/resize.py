@@ -13,7 +13,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import dims, int64s
+from flow2onnx.lowering.helpers import dims, int64s, resize
 
 # OneFlow op type -> (ONNX Resize mode, number of spatial axes)
 _UPSAMPLE = {
@@ -29,15 +29,15 @@ _SCALE_ATTRS = {1: ["scale_factor"], 2: ["height_scale", "width_scale"], 3: ["de
 
 
 def lower_upsample(ctx, op, mode: str, spatial: int):
-    if op.attrs.get("data_format", "channels_first") != "channels_first":
-        raise ctx.error(f"data_format={op.attrs['data_format']!r}: only channels_first resizing lowers to ONNX Resize")
+    if op.attr("data_format") != "channels_first":
+        raise ctx.error(f"data_format={op.attr('data_format')!r}: only channels_first resizing lowers to ONNX Resize")
     x = op.input("x")
-    output_size = list(op.attrs.get("output_size") or [])
+    output_size = list(op.attr("output_size") or [])
     attributes = {"mode": mode}
     if mode == "nearest":
         # OneFlow picks source index floor(dst / scale), PyTorch's "nearest".
         attributes.update(coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-    elif op.attrs.get("align_corners"):
+    elif op.attr("align_corners"):
         attributes["coordinate_transformation_mode"] = "align_corners"
     else:
         attributes["coordinate_transformation_mode"] = "pytorch_half_pixel"
@@ -47,20 +47,16 @@ def lower_upsample(ctx, op, mode: str, spatial: int):
     if output_size:
         batch_channels = dims(ctx, x, [0, 1])
         (sizes,) = ctx.make_node("Concat", [batch_channels, int64s(ctx, output_size, "size")], axis=0)
-        # Before opset 13 the scales input is required (empty when sizes are given); from 13 it may be omitted.
-        scales = "" if ctx.opset >= 13 else ctx.constant(np.array([], dtype=np.float32), "scales")
-        ctx.make_node("Resize", [x, roi, scales, sizes], [op.output("y")], **attributes)
+        resize(ctx, x, roi, sizes=sizes, outputs=[op.output("y")], **attributes)
         return
-    scales = [float(op.attrs[name]) for name in _SCALE_ATTRS[spatial]]
+    scales = [float(op.attr(name)) for name in _SCALE_ATTRS[spatial]]
     if any(scale <= 0 for scale in scales):
         raise ctx.error(f"scales {scales}: the op has neither an output size nor positive scale factors")
     scale_input = ctx.constant(np.array([1.0, 1.0] + scales, dtype=np.float32), "scales")
-    ctx.make_node("Resize", [x, roi, scale_input], [op.output("y")], **attributes)
+    resize(ctx, x, roi, scale_input, outputs=[op.output("y")], **attributes)
 
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
     for op_type, (mode, spatial) in _UPSAMPLE.items():
-        lowering = functools.partial(lower_upsample, mode=mode, spatial=spatial)
-        register(op_type, lowering)
-        register(op_type, lowering, since_opset=13)
+        register(op_type, functools.partial(lower_upsample, mode=mode, spatial=spatial))

@@ -10,7 +10,7 @@ from flow2onnx import hookimpl
 
 def lower_reshape(ctx, op):
     x = op.input("in")
-    target = list(op.attrs["shape"])
+    target = list(op.attr("shape"))
     source = ctx.shape(x)
     other = ctx.variant_attr(op, "shape")
     if other is not None and len(other) == len(target):
@@ -28,7 +28,7 @@ def lower_reshape(ctx, op):
                 inferred.append(axis)
         if len(inferred) > 1:
             raise ctx.error(
-                f"the target shape {list(op.attrs['shape'])} has {len(inferred)} dims (axes {inferred}) that follow the "
+                f"the target shape {list(op.attr('shape'))} has {len(inferred)} dims (axes {inferred}) that follow the "
                 "dynamic axes and are not the input's own; ONNX Reshape can infer only one"
             )
         for axis in inferred:
@@ -48,9 +48,9 @@ def lower_reshape(ctx, op):
 
 def lower_constant(ctx, op):
     """A tensor filled with one value that the graph creates (e.g. BatchNorm's unit scale when affine=False)."""
-    dtype = op.attrs.get("dtype") or ctx.dtype(op.output("out"))
-    value = op.attrs["floating_value"] if op.attrs.get("is_floating_value") else op.attrs["integer_value"]
-    shape = list(op.attrs["shape"])
+    dtype = op.attr("dtype") or ctx.dtype(op.output("out"))
+    value = op.attr("floating_value") if op.attr("is_floating_value") else op.attr("integer_value")
+    shape = list(op.attr("shape"))
     # ConstantOfShape keeps the file small: one value and a shape, however large the tensor.
     ctx.make_node(
         "ConstantOfShape",
@@ -63,9 +63,9 @@ def lower_constant(ctx, op):
 def lower_arange(ctx, op):
     dtype = ctx.dtype(op.output("out"))
     if np.issubdtype(dtype, np.floating):
-        bounds = [op.attrs["float_start"], op.attrs["float_limit"], op.attrs["float_delta"]]
+        bounds = [op.attr("float_start"), op.attr("float_limit"), op.attr("float_delta")]
     else:
-        bounds = [op.attrs["integer_start"], op.attrs["integer_limit"], op.attrs["integer_delta"]]
+        bounds = [op.attr("integer_start"), op.attr("integer_limit"), op.attr("integer_delta")]
     inputs = [ctx.constant(np.array(value, dtype), hint) for value, hint in zip(bounds, ("start", "limit", "delta"))]
     ctx.make_node("Range", inputs, [op.output("out")])
 

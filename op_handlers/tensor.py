@@ -11,7 +11,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, cast, int64s, is_dynamic, normalize_axes, squeeze, unsqueeze
+from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, cast, dims, int64s, is_dynamic, normalize_axes, squeeze, unsqueeze
 
 
 def lower_identity(ctx, op):
@@ -23,13 +23,13 @@ def lower_cast(ctx, op):
 
 
 def lower_transpose(ctx, op):
-    ctx.make_node("Transpose", [op.input("input")], [op.output("output")], perm=list(op.attrs["perm"]))
+    ctx.make_node("Transpose", [op.input("input")], [op.output("output")], perm=list(op.attr("perm")))
 
 
 def lower_concat(ctx, op):
-    inputs = list(op.inputs["in"])
+    inputs = op.input_list("in")
     out = op.output("out")
-    axis = normalize_axes([op.attrs["axis"]], ctx.rank(out))[0]
+    axis = normalize_axes([op.attr("axis")], ctx.rank(out))[0]
     dtype = ctx.dtype(out)
     inputs = [name if ctx.dtype(name) == dtype else cast(ctx, name, dtype) for name in inputs]
     ctx.make_node("Concat", inputs, [out], axis=axis)
@@ -37,8 +37,8 @@ def lower_concat(ctx, op):
 
 def lower_stack(ctx, op):
     out = op.output("out")
-    axis = normalize_axes([op.attrs["axis"]], ctx.rank(out))[0]
-    parts = [unsqueeze(ctx, name, [axis]) for name in op.inputs["in"]]
+    axis = normalize_axes([op.attr("axis")], ctx.rank(out))[0]
+    parts = [unsqueeze(ctx, name, [axis]) for name in op.input_list("in")]
     ctx.make_node("Concat", parts, [out], axis=axis)
 
 
@@ -57,7 +57,7 @@ def lower_slice(ctx, op):
     x = op.input("x")
     shape = ctx.shape(x)
     starts, ends, axes, steps = [], [], [], []
-    for axis, (start, stop, step, size) in enumerate(zip(op.attrs["start"], op.attrs["stop"], op.attrs["step"], shape)):
+    for axis, (start, stop, step, size) in enumerate(zip(op.attr("start"), op.attr("stop"), op.attr("step"), shape)):
         if step <= 0:
             raise ctx.error(f"slice step {step} on axis {axis}: OneFlow slices with positive steps only")
         if start == 0 and stop >= size and step == 1:
@@ -71,8 +71,8 @@ def lower_slice(ctx, op):
 
 def lower_narrow(ctx, op):
     x = op.input("in")
-    axis = normalize_axes([op.attrs["dim"]], ctx.rank(x))[0]
-    start, length = int(op.attrs["start"]), int(op.attrs["length"])
+    axis = normalize_axes([op.attr("dim")], ctx.rank(x))[0]
+    start, length = int(op.attr("start")), int(op.attr("length"))
     size = ctx.shape(x)[axis]
     if start == 0 and length == size:
         _slice(ctx, x, op.output("out"), [], [], [], [])
@@ -84,13 +84,13 @@ def lower_narrow(ctx, op):
 
 def lower_expand_dims(ctx, op):
     out = op.output("out")
-    axis = normalize_axes([op.attrs["axis"]], ctx.rank(out))[0]
+    axis = normalize_axes([op.attr("axis")], ctx.rank(out))[0]
     unsqueeze(ctx, op.input("in"), [axis], [out])
 
 
 def lower_squeeze(ctx, op):
     x = op.input("in")
-    axes = normalize_axes(list(op.attrs["axes"]), ctx.rank(x))
+    axes = normalize_axes(list(op.attr("axes")), ctx.rank(x))
     if not axes:
         ctx.make_node("Identity", [x], [op.output("out")])
         return
@@ -100,7 +100,7 @@ def lower_squeeze(ctx, op):
 def lower_expand(ctx, op):
     x = op.input("in")
     source = list(ctx.shape(x))
-    target = list(op.attrs["expand_shape"])
+    target = list(op.attr("expand_shape"))
     shape = []
     offset = len(target) - len(source)
     for index, size in enumerate(target):
@@ -112,10 +112,7 @@ def lower_expand(ctx, op):
     if ctx.dynamic_batch and shape[0] != 1 and shape[0] == ctx.example_batch and ctx.graph.inputs:
         # Broadcasting over the batch (a class token expanded to the example's batch size): take
         # the batch size from the graph's input at run time.
-        (batch,) = ctx.make_node("Shape", [ctx.graph.inputs[0].name], start=0, end=1) if ctx.opset >= 15 else [None]
-        if batch is None:
-            (full,) = ctx.make_node("Shape", [ctx.graph.inputs[0].name])
-            (batch,) = ctx.make_node("Slice", [full, int64s(ctx, [0], "starts"), int64s(ctx, [1], "ends")])
+        batch = dims(ctx, ctx.graph.inputs[0].name, [0])
         (shape_input,) = ctx.make_node("Concat", [batch, int64s(ctx, shape[1:], "shape")], axis=0)
     ctx.make_node("Expand", [x, shape_input], [op.output("out")])
 
@@ -123,14 +120,14 @@ def lower_expand(ctx, op):
 
 def lower_flip(ctx, op):
     x = op.input("x")
-    axes = normalize_axes(list(op.attrs["dims"]), ctx.rank(x))
+    axes = normalize_axes(list(op.attr("dims")), ctx.rank(x))
     count = len(axes)
     _slice(ctx, x, op.output("y"), [-1] * count, [INT64_MIN] * count, axes, [-1] * count)
 
 
 def lower_roll(ctx, op):
     x = op.input("in")
-    shifts, axes = list(op.attrs["shifts"]), list(op.attrs.get("dims") or [])
+    shifts, axes = list(op.attr("shifts")), list(op.attr("dims") or [])
     if not axes:
         raise ctx.error("roll without dims (over the flattened tensor) is not supported; give the dims to roll")
     current = x
@@ -153,7 +150,7 @@ def lower_slice_update(ctx, op):
 
     ref, value = op.input("ref"), op.input("value")
     before, after = [], []
-    for axis, (start, stop, step, size) in enumerate(zip(op.attrs["start"], op.attrs["stop"], op.attrs["step"], ctx.shape(ref))):
+    for axis, (start, stop, step, size) in enumerate(zip(op.attr("start"), op.attr("stop"), op.attr("step"), ctx.shape(ref))):
         if step != 1:
             raise ctx.error(f"slice assignment with step {step} on axis {axis}: only contiguous slices lower to ONNX here")
         stop = min(stop, size)
@@ -174,8 +171,8 @@ def lower_slice_update(ctx, op):
 def lower_pad(ctx, op):
     x = op.input("x")
     dtype = ctx.dtype(x)
-    before, after = list(op.attrs["padding_before"]), list(op.attrs["padding_after"])
-    value = op.attrs["floating_constant_value"] if np.issubdtype(dtype, np.floating) else op.attrs["integral_constant_value"]
+    before, after = list(op.attr("padding_before")), list(op.attr("padding_after"))
+    value = op.attr("floating_constant_value") if np.issubdtype(dtype, np.floating) else op.attr("integral_constant_value")
     ctx.make_node(
         "Pad",
         [x, int64s(ctx, before + after, "pads"), ctx.constant(np.array(value, dtype), "value")],
@@ -188,7 +185,7 @@ def lower_pad_mode(ctx, op, mode: str):
     """reflection_pad / replication_pad: ``padding`` lists (begin, end) pairs from the last axis backwards."""
     x = op.input("x")
     rank = ctx.rank(x)
-    padding = list(op.attrs["padding"])
+    padding = list(op.attr("padding"))
     before, after = [0] * rank, [0] * rank
     for pair in range(len(padding) // 2):
         axis = rank - 1 - pair
@@ -213,8 +210,6 @@ def flow2onnx_register_lowerings(register):
         register(op_type, lambda ctx, op: lower_pad_mode(ctx, op, "reflect"))
     for op_type in ("replication_pad1d", "replication_pad2d"):
         register(op_type, lambda ctx, op: lower_pad_mode(ctx, op, "edge"))
-    # Unsqueeze and Squeeze take their axes as an input from opset 13.
-    for since in (11, 13):
-        register("stack", lower_stack, since_opset=since)
-        register("expand_dims", lower_expand_dims, since_opset=since)
-        register("squeeze", lower_squeeze, since_opset=since)
+    register("stack", lower_stack)
+    register("expand_dims", lower_expand_dims)
+    register("squeeze", lower_squeeze)

@@ -80,3 +80,8 @@ class SlowLinear(flow.nn.Module):
 
 def slow_linear():
     return SlowLinear().eval()
+
+
+def uses_softshrink():
+    """A model with an op (softshrink) that no built-in plugin lowers."""
+    return flow.nn.Softshrink(0.5)

@@ -8,9 +8,11 @@ really was in the graph, so a case cannot pass without exercising its lowering.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 import flow2onnx
+from flow2onnx.lowering.helpers import FORM_CHANGES
 from flow2onnx.lowering.plugin_manager import BUILTIN_PLUGINS, load_plugins
 
 from .helpers import Lambda, export_module, flow
@@ -256,9 +258,11 @@ REGISTRY = load_plugins(entry_points=False).registry
 
 
 def case_opsets(op_types) -> list[int]:
-    """The opsets a case runs at: the lowest its op types support, the default, and each newer form's first opset.
+    """The opsets a case runs at: the lowest its op types support, the default, and the first opset of each other lowering.
 
-    A lowering registered with since_opset=N (an operator that changed at N) is thus tested at N.
+    A lowering registered with since_opset=N (one that differs from the older lowering) is thus
+    tested at N. Changes of an ONNX operator's form within one lowering are covered by
+    :func:`form_opsets`.
     """
     ranges = [REGISTRY.opset_range(op_type) for op_type in op_types]
     lowest = max([low for low, _ in filter(None, ranges)] or [flow2onnx.MIN_OPSET])
@@ -271,11 +275,24 @@ def case_opsets(op_types) -> list[int]:
     return sorted({lowest, max(lowest, flow2onnx.DEFAULT_OPSET)} | newer)
 
 
+def form_opsets(model_path, opsets: list[int]) -> list[int]:
+    """The opsets above the lowest of ``opsets``, and not among them, at which the helpers emit an operator of the model in another form.
+
+    One lowering serves every opset and the helpers pick each ONNX operator's form
+    (``FORM_CHANGES``), so a case that emits, say, ``Squeeze`` is also exported at 13, where
+    Squeeze's axes became an input.
+    """
+    emitted = {node.op_type for node in onnx.load(str(model_path), load_external_data=False).graph.node}
+    changes = {FORM_CHANGES[op_type] for op_type in emitted if op_type in FORM_CHANGES}
+    return sorted(opset for opset in changes if min(opsets) < opset <= flow2onnx.max_opset() and opset not in opsets)
+
+
 CASE_OPSETS = [(case, opset) for case in sorted(CASES) for opset in case_opsets(CASES[case][2])]
 
 
 @pytest.mark.parametrize("case, opset", CASE_OPSETS, ids=[f"{case}-{opset}" for case, opset in CASE_OPSETS])
 def test_lowering_matches_oneflow(case, opset, onnx_path):
+    """At the default opset, also at each opset where an ONNX operator the case emits changes form."""
     factory, shapes, op_types, *dtypes = CASES[case]
     result = export_module(factory(), shapes, onnx_path, opset=opset, dtypes=dtypes[0] if dtypes else None)
     missing = op_types - set(result.op_types)
@@ -283,6 +300,12 @@ def test_lowering_matches_oneflow(case, opset, onnx_path):
     assert result.report.passed, result.report.to_text(outliers=True)
     assert len(result.report.comparisons) == len(result.output_names)
     assert onnx_path.exists()
+    opsets = case_opsets(op_types)
+    if opset != max(opsets[0], flow2onnx.DEFAULT_OPSET):
+        return
+    for other in form_opsets(onnx_path, opsets):
+        again = export_module(factory(), shapes, onnx_path, opset=other, dtypes=dtypes[0] if dtypes else None)
+        assert again.report.passed, f"at opset {other}: " + again.report.to_text(outliers=True)
 
 
 def test_newest_opset_exports_a_cnn(onnx_path):

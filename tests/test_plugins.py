@@ -146,6 +146,29 @@ def test_one_plugin_stacks_lowerings_and_the_highest_since_opset_wins():
     assert registry.opset_range("cos") is None
 
 
+def test_the_same_lowering_registered_twice_is_refused_with_the_reason():
+    """One opset mechanism: a lowering that only changes an ONNX operator's form is registered once."""
+    registry = Registry()
+    lowering = lambda ctx, op: None  # noqa: E731
+    registry.add_lowering("p", "squeeze", lowering)
+    with pytest.raises(flow2onnx.PluginError, match=r"plugin 'p' registered the same lowering for 'squeeze' from opset 11 and from opset 13; register it once: .*flow2onnx.lowering.helpers"):
+        registry.add_lowering("p", "squeeze", lowering, since_opset=13)
+
+
+def test_listing_shows_the_lowering_each_opset_uses():
+    """lowerings_by_opset is what lowering_for returns, as ranges: listings cannot disagree with exports."""
+    registry = Registry()
+    for since, until in ((11, 12), (13, None), (18, None)):
+        registry.add_lowering("p", "sin", lambda ctx, op: None, since_opset=since, until_opset=until)
+    registry.add_lowering("q", "sin", lambda ctx, op: None, since_opset=15, until_opset=16, override=True)
+    ranges = [(lowering.plugin, lowering.since_opset, first, last) for lowering, first, last in registry.lowerings_by_opset("sin")]
+    assert ranges == [("p", 11, 11, 12), ("p", 13, 13, 14), ("q", 15, 15, 16), ("p", 13, 17, 17), ("p", 18, 18, None)]
+    for lowering, first, last in registry.lowerings_by_opset("sin"):
+        for opset in range(first, (last or flow2onnx.max_opset()) + 1):
+            assert registry.lowering_for("sin", opset) is lowering
+    assert registry.lowerings_by_opset("cos") == []
+
+
 def test_clash_between_plugins_is_an_error_unless_the_newcomer_overrides():
     registry = Registry()
     registry.add_lowering("first", "sin", lambda ctx, op: None, origin="first-dist 1.0")

@@ -20,6 +20,7 @@ import numpy as np
 from .._oneflow import import_oneflow, quiet_native_output
 from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph, FlowOp, TensorInfo
+from ..lowering.schema import schemas_of_user_confs
 
 log = logging.getLogger("flow2onnx")
 
@@ -194,7 +195,7 @@ def read_graph(graph) -> FlowGraph:
     return FlowGraph(
         # The class name, not OneFlow's job name: that one carries a per-process counter (ExportGraph_3).
         name=getattr(graph, "_flow2onnx_name", None) or type(graph).__name__,
-        ops=[_flow_op(op, onnx_name) for op in ops["user_conf"]],
+        ops=_flow_ops(ops["user_conf"], onnx_name),
         inputs=inputs,
         outputs=outputs,
         tensors=tensors,
@@ -225,7 +226,13 @@ def _numbered(stem: str, count: int, index: int) -> str:
     return stem if count == 1 else f"{stem}_{index}"
 
 
-def _flow_op(op, onnx_name: dict[str, str]) -> FlowOp:
+def _flow_ops(user_ops, onnx_name: dict[str, str]) -> list[FlowOp]:
+    """The user ops as FlowOps, each with the schema of its type as the graph shows it."""
+    schemas = schemas_of_user_confs(op.user_conf for op in user_ops)
+    return [_flow_op(op, onnx_name, schemas[op.user_conf.op_type_name]) for op in user_ops]
+
+
+def _flow_op(op, onnx_name: dict[str, str], schema) -> FlowOp:
     conf = op.user_conf
     return FlowOp(
         name=op.name,
@@ -233,6 +240,7 @@ def _flow_op(op, onnx_name: dict[str, str]) -> FlowOp:
         inputs={arg: [onnx_name.get(s, s) for s in value.s] for arg, value in conf.input.items()},
         outputs={arg: list(value.s) for arg, value in conf.output.items()},
         attrs={key: attribute_value(value) for key, value in conf.attr.items()},
+        schema=schema,
     )
 
 

@@ -6,7 +6,7 @@ import onnx
 from onnx import helper
 
 from ..lowering.context import LoweringContext
-from ..errors import Flow2OnnxError, UnsupportedOpsError
+from ..errors import UnsupportedOpsError
 from ..lowering.graph import FlowGraph, TensorInfo
 from ..lowering.registry import Registry
 
@@ -16,10 +16,12 @@ BATCH_DIM = "batch"
 def check_supported(graph: FlowGraph, registry: Registry, opset: int) -> None:
     """Raise one :class:`UnsupportedOpsError` listing every op type of ``graph`` without a lowering at ``opset``."""
     missing: dict[str, tuple[int, str]] = {}
+    signatures: dict[str, str] = {}
     for op in graph.ops:
         if registry.lowering_for(op.type, opset) is None:
             count, example = missing.get(op.type, (0, op.name))
             missing[op.type] = (count + 1, example)
+            signatures.setdefault(op.type, op.signature())
     if not missing:
         return
     lines = []
@@ -30,6 +32,7 @@ def check_supported(graph: FlowGraph, registry: Registry, opset: int) -> None:
             low, high = known
             note = f" (a lowering exists for opset {low}..{high or ''}; export with opset {low if opset < low else high})"
         lines.append(f"  - {op_type}: {count} op{'s' if count > 1 else ''}, e.g. {example!r}{note}")
+        lines.append(f"      signature: {signatures[op_type]}")
     message = (
         f"the graph uses {len(missing)} OneFlow op type{'s' if len(missing) > 1 else ''} that no loaded plugin "
         f"lowers to ONNX at opset {opset}:\n" + "\n".join(lines) + "\n"
@@ -60,32 +63,13 @@ def convert(
     """
     check_supported(graph, registry, opset)
     axes = dynamic_axes_of(graph, dynamic_batch, dynamic_axes)
-    needed = _tensors_read(graph)
     batch_everywhere = bool(graph.inputs) and all(axes.get(info.name, {}).get(0) for info in graph.inputs)
-    ctx = LoweringContext(graph, opset, dynamic_batch or batch_everywhere, needed)
-    ctx.dynamic_axes = axes
-    ctx.variant = variant
+    ctx = LoweringContext(graph, opset, dynamic_batch=dynamic_batch or batch_everywhere, dynamic_axes=axes, variant=variant)
     used: dict[str, object] = {}
-    produced = {info.name for info in graph.inputs} | {info.name for info in graph.variables}
-
     for op in graph.ops:
         lowering = registry.lowering_for(op.type, opset)
         used[op.type] = lowering
-        ctx._begin(op, lowering)
-        start = len(ctx.nodes)
-        try:
-            lowering.function(ctx, op)
-        except Flow2OnnxError:
-            raise
-        except Exception as error:
-            raise ctx.error(f"{type(error).__name__}: {error}") from error
-        for node in ctx.nodes[start:]:
-            produced.update(node.output)
-        for names in op.outputs.values():
-            for name in names:
-                if name in needed and name not in produced:
-                    raise ctx.error(f"the lowering did not produce output {name!r}, which the graph reads")
-        ctx._end()
+        ctx.lower(op, lowering)
 
     nodes = _bind_outputs(graph, ctx)
     weights = _weights_read(graph, nodes)
@@ -144,14 +128,6 @@ def _symbolic_outputs(model: onnx.ModelProto, weights: list[TensorInfo]) -> None
                 symbol = found.dim_param
             dim.Clear()
             dim.dim_param = symbol
-
-
-def _tensors_read(graph: FlowGraph) -> set[str]:
-    needed = set(graph.output_sources)
-    for op in graph.ops:
-        for names in op.inputs.values():
-            needed.update(names)
-    return needed
 
 
 def _bind_outputs(graph: FlowGraph, ctx: LoweringContext) -> list:

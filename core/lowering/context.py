@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from onnx import helper, numpy_helper
 
-from ..errors import LoweringError
-from .graph import FlowGraph, FlowOp, TensorInfo
+from ..errors import Flow2OnnxError, LoweringError
+from .graph import FlowGraph, FlowOp, OpArgumentError, TensorInfo
 from .registry import Lowering
 
 
@@ -16,66 +16,155 @@ class LoweringContext:
     """Collects the nodes and constants of one conversion.
 
     A lowering receives the context and the op it lowers, reads static facts about tensors through
-    :meth:`shape` and :meth:`dtype`, and adds nodes with :meth:`make_node` and constants with
-    :meth:`constant`. Names of new nodes and tensors derive from the op's name, so the same graph
-    always gives the same model.
+    :meth:`shape`, :meth:`dtype` and :meth:`rank`, and adds nodes with :meth:`make_node` and
+    constants with :meth:`constant`. Names of new nodes and tensors derive from the op's name, so the
+    same graph always gives the same model.
+
+    :param graph: the graph being converted.
+    :param opset: the target ONNX opset of the default domain.
+    :param dynamic_batch: dim 0 of every input and output is symbolic.
+    :param dynamic_axes: input name -> ``{axis: symbol}`` for the axes that stay symbolic.
+    :param variant: the same model compiled at other sizes of the dynamic axes, when there is one.
     """
 
-    def __init__(self, graph: FlowGraph, opset: int, dynamic_batch: bool, tensors_read: set[str] = frozenset()):
-        self.graph = graph
-        self.opset = opset
-        #: True when dim 0 of every input and output is symbolic: lowerings must not bake batch size in.
-        self.dynamic_batch = dynamic_batch
-        #: Input name -> {axis: symbol} for the axes that stay symbolic in the model.
-        self.dynamic_axes: dict[str, dict[int, str]] = {}
-        #: The same model compiled at other sizes of the dynamic axes, when there is one.
-        self.variant: FlowGraph | None = None
-        self._variant_ops: dict | None = None
-        #: The batch size of the example inputs the graph was compiled with (dim 0 of the first input).
-        self.example_batch = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else None
-        self.nodes: list = []
-        self.constants: list = []
-        self.domains: dict[str, int] = {}
+    def __init__(
+        self,
+        graph: FlowGraph,
+        opset: int,
+        *,
+        dynamic_batch: bool = False,
+        dynamic_axes: dict[str, dict[int, str]] | None = None,
+        variant: FlowGraph | None = None,
+    ):
+        self._graph = graph
+        self._opset = opset
+        self._dynamic_batch = dynamic_batch
+        self._dynamic_axes = {name: dict(axes) for name, axes in (dynamic_axes or {}).items()}
+        self._variant = variant
+        self._variant_ops: dict[str, FlowOp] | None = None
+        self._nodes: list = []
+        self._constants: list = []
+        self._domains: dict[str, int] = {}
         self._op: FlowOp | None = None
         self._lowering: Lowering | None = None
         self._names_used: dict[str, int] = {}
-        self._tensors_read = tensors_read
+        self._tensors_read = set(graph.output_sources)
+        for op in graph.ops:
+            for names in op.inputs.values():
+                self._tensors_read.update(names)
+        self._produced = {info.name for info in graph.inputs} | {info.name for info in graph.variables}
+
+    # ---- what is being converted ----
+
+    @property
+    def graph(self) -> FlowGraph:
+        """The :class:`~flow2onnx.lowering.graph.FlowGraph` being converted (its ``inputs``, ``outputs``, ``ops``)."""
+        return self._graph
+
+    @property
+    def opset(self) -> int:
+        """The target ONNX opset of the default domain.
+
+        A lowering that emits an operator whose inputs or attributes changed between opsets uses
+        the helpers of :mod:`flow2onnx.lowering.helpers`, which pick the form of this opset;
+        register separate lowerings (``since_opset``) only when the lowering itself differs.
+        """
+        return self._opset
+
+    @property
+    def op(self) -> FlowOp | None:
+        """The op being lowered (``None`` outside :meth:`lower`)."""
+        return self._op
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """True when dim 0 of every input and output is symbolic: a lowering must not bake the batch size in.
+
+        Read a batch-dependent size from the graph (``Shape``) instead of from :meth:`shape`, or
+        refuse the op with :meth:`error`. See also :attr:`example_batch`.
+        """
+        return self._dynamic_batch
+
+    @property
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Input name -> ``{axis: symbol}`` for the axes of the inputs that stay symbolic in the model.
+
+        Sizes along these axes differ at run time from the example inputs the graph was compiled
+        with; :meth:`variant_attr` and :meth:`variant_shape` tell which sizes of an op follow them.
+        """
+        return self._dynamic_axes
+
+    @property
+    def variant(self) -> FlowGraph | None:
+        """The same model compiled at other sizes of the dynamic axes (``None`` without dynamic axes)."""
+        return self._variant
+
+    @property
+    def example_batch(self) -> int | None:
+        """The batch size of the example inputs the graph was compiled with (dim 0 of the first input)."""
+        inputs = self._graph.inputs
+        return inputs[0].shape[0] if inputs and inputs[0].shape else None
+
+    @property
+    def nodes(self) -> list:
+        """The ONNX nodes (``onnx.NodeProto``) added so far, in order."""
+        return self._nodes
+
+    @property
+    def constants(self) -> list:
+        """The constants (``onnx.TensorProto``) added so far by :meth:`constant`: the model's initializers."""
+        return self._constants
+
+    @property
+    def domains(self) -> dict[str, int]:
+        """Custom ONNX domains the nodes so far use -> the version the model imports."""
+        return self._domains
 
     # ---- facts about tensors ----
 
     def tensor(self, name: str) -> TensorInfo:
-        """Static shape and dtype of a OneFlow tensor (as compiled for the example inputs)."""
+        """Static shape and dtype of tensor ``name`` (as compiled for the example inputs).
+
+        ``name`` is a tensor of the OneFlow graph: an ``op.input(...)``, an ``op.output(...)``, a
+        graph input or a weight. Tensors that lowerings create have no static facts here.
+        """
         try:
-            return self.graph.tensors[name]
+            return self._graph.tensors[name]
         except KeyError:
             raise self.error(f"tensor {name!r} has no known shape (it is not a tensor of the OneFlow graph)") from None
 
     def shape(self, name: str) -> tuple[int, ...]:
+        """The static shape of tensor ``name``, e.g. ``(1, 3, 224, 224)``; see :attr:`dynamic_batch`."""
         return self.tensor(name).shape
 
     def dtype(self, name: str) -> np.dtype:
+        """The numpy dtype of tensor ``name``, e.g. ``dtype('float32')``."""
         return self.tensor(name).dtype
 
     def rank(self, name: str) -> int:
+        """The number of dimensions of tensor ``name``."""
         return len(self.shape(name))
 
-    def variant_attr(self, op: FlowOp, name: str):
+    def variant_attr(self, op: FlowOp, name: str) -> Any:
         """Attribute ``name`` of the same op in the model compiled at other sizes of the dynamic axes.
 
         ``None`` when there is no such compilation (no dynamic axes, or a compiled graph without its
         eager module). Where the two differ, the attribute follows the dynamic axes: a lowering can
         then compute that part in the graph (e.g. Reshape's -1) instead of baking the example's value.
         """
-        if self.variant is None:
+        if self._variant is None:
             return None
         if self._variant_ops is None:
-            self._variant_ops = {other.name: other for other in self.variant.ops}
+            self._variant_ops = {other.name: other for other in self._variant.ops}
         other = self._variant_ops.get(op.name)
         return None if other is None or other.type != op.type else other.attrs.get(name)
 
     def variant_shape(self, name: str) -> tuple[int, ...] | None:
-        """Shape of tensor ``name`` in the model compiled at other sizes of the dynamic axes (or ``None``)."""
-        info = self.variant.tensors.get(name) if self.variant is not None else None
+        """Shape of tensor ``name`` in the model compiled at other sizes of the dynamic axes (or ``None``).
+
+        Axes whose size differs from :meth:`shape` follow the dynamic axes.
+        """
+        info = self._variant.tensors.get(name) if self._variant is not None else None
         return None if info is None else info.shape
 
     def is_read(self, name: str) -> bool:
@@ -101,32 +190,54 @@ class LoweringContext:
         domain_version: int = 1,
         **attributes,
     ) -> list[str]:
-        """Add an ONNX node and return its output names.
+        """Add an ONNX node of type ``op_type`` and return the names of its outputs, as a list.
 
-        ``outputs`` gives the output names (usually the op's own, ``op.output("y")``), or a count of
-        fresh intermediate outputs to create (default 1). Empty strings in ``inputs`` mark omitted
-        optional inputs. Attributes whose value is ``None`` are left out. A node in a domain other
-        than the default adds that domain to the model's ``opset_import`` at ``domain_version``.
+        :param inputs: tensor names: ``op.input(...)``, outputs of earlier nodes, constants. An
+            empty string marks an omitted optional input (``["x", "", "max"]``).
+        :param outputs: the output names, usually the op's own (``[op.output("y")]``); or a count
+            of fresh intermediate outputs to create, named after the op (default 1). Unpack the
+            returned list: ``(mean,) = ctx.make_node("ReduceMean", [x], axes=[1])``.
+        :param domain: a custom ONNX domain (``"com.microsoft"``); the model then imports it at
+            ``domain_version``. Default: the standard domain, at :attr:`opset`.
+        :param attributes: the node's ONNX attributes, by name, converted by
+            ``onnx.helper.make_attribute``: an int, float, str or bytes, a list of one of those, a
+            numpy scalar, an ``onnx.TensorProto`` (``numpy_helper.from_array(...)``), a
+            ``GraphProto``. An attribute whose value is ``None`` is left out; an empty list cannot
+            be typed, so leave such an attribute out too.
         """
         if outputs is None or isinstance(outputs, int):
             count = 1 if outputs is None else outputs
             outputs = [self.unique_name(f"{op_type}_out{i}" if count > 1 else op_type) for i in range(count)]
         attributes = {key: value for key, value in attributes.items() if value is not None}
+        empty = sorted(key for key, value in attributes.items() if isinstance(value, (list, tuple)) and not value)
+        if empty:
+            raise self.error(f"{op_type} attribute {empty[0]!r} is an empty list, whose ONNX type cannot be inferred; leave it out (pass None)")
         node = helper.make_node(op_type, list(inputs), list(outputs), name=self.unique_name(op_type), domain=domain or None, **attributes)
         if domain:
-            self.domains[domain] = max(self.domains.get(domain, 0), domain_version)
-        self.nodes.append(node)
+            self._domains[domain] = max(self._domains.get(domain, 0), domain_version)
+        self._nodes.append(node)
+        self._produced.update(node.output)
         return list(outputs)
 
     def constant(self, value, hint: str = "const", dtype=None) -> str:
-        """Add a small constant tensor (a shape, a scalar) as an initializer and return its name."""
+        """Add a constant tensor (a shape, a scalar, a small table) to the model and return its name.
+
+        :param value: anything ``numpy.asarray`` takes: ``np.array([1, 2], np.int64)``, ``0.5``.
+        :param hint: the tail of its name (``op_name/hint``).
+        :param dtype: the numpy dtype to convert ``value`` to; by default ``value``'s own. ONNX
+            operators are strict about types: shapes and axes are int64, a scalar that meets a
+            tensor must have that tensor's dtype (``np.array(0.5, ctx.dtype(x))``).
+        """
         array = np.asarray(value, dtype=dtype)
         name = self.unique_name(hint)
-        self.constants.append(numpy_helper.from_array(array, name))
+        self._constants.append(numpy_helper.from_array(array, name))
         return name
 
     def error(self, reason: str) -> LoweringError:
-        """An error for the op being lowered, naming it, its type and the plugin; ``raise ctx.error(...)``."""
+        """An error that refuses the op being lowered: ``raise ctx.error("why, and what to do instead")``.
+
+        The message names the op, its type and the plugin of the lowering, then ``reason``.
+        """
         if self._op is None:
             return LoweringError(reason)
         plugin = ""
@@ -135,12 +246,27 @@ class LoweringContext:
             plugin = f" (lowering from plugin {self._lowering.plugin!r}{origin})"
         return LoweringError(f"cannot lower {self._op.type} op {self._op.name!r}{plugin}: {reason}")
 
-    # ---- used by the converter ----
+    # ---- lowering one op ----
 
-    def _begin(self, op: FlowOp, lowering: Lowering) -> None:
-        self._op = op
-        self._lowering = lowering
+    def lower(self, op: FlowOp, lowering: Lowering) -> None:
+        """Run ``lowering`` on ``op``, with the op in scope for names and errors (the converter calls this).
 
-    def _end(self) -> None:
-        self._op = None
-        self._lowering = None
+        Any failure of the lowering becomes a :class:`LoweringError` naming the op and the plugin;
+        so does a lowering that leaves an output of ``op`` that the graph reads unproduced.
+        """
+        outer = self._op, self._lowering
+        self._op, self._lowering = op, lowering
+        try:
+            lowering.function(self, op)
+            for names in op.outputs.values():
+                for name in names:
+                    if name in self._tensors_read and name not in self._produced:
+                        raise self.error(f"the lowering did not produce output {name!r}, which the graph reads")
+        except OpArgumentError as error:
+            raise self.error(error.reason) from error
+        except Flow2OnnxError:
+            raise
+        except Exception as error:
+            raise self.error(f"{type(error).__name__}: {error}") from error
+        finally:
+            self._op, self._lowering = outer

@@ -1,17 +1,39 @@
 """Small node-building helpers shared by the built-in lowerings (not a plugin: it registers nothing).
 
-Each helper emits the form the context's target opset calls for where ONNX changed an operator:
-Squeeze/Unsqueeze and ReduceSum took their axes as an input from opset 13, the other reductions
-from opset 18.
+flow2onnx has one way to deal with ONNX's opsets in a lowering. Where ONNX changed the form of an
+operator (an attribute that became an input, a type it began to accept), the helpers below emit
+the form of the context's target opset, and :data:`FORM_CHANGES` lists each such change: one
+lowering, registered once, serves every opset. A plugin registers separate lowerings for opset
+ranges (``since_opset``/``until_opset``) only when the lowering itself differs, e.g. a newer ONNX
+operator that replaces a decomposition.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from onnx import helper
 
-# Opsets at which an operator's axes moved from an attribute to an input.
-AXES_INPUT_SINCE = {"Squeeze": 13, "Unsqueeze": 13, "ReduceSum": 13}
-REDUCE_AXES_INPUT_SINCE = 18  # ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL2, ...
+#: ONNX operator -> the opset from which the helpers emit it in its newer form. The tests of the
+#: built-in lowerings also export at each of these opsets for every operator a model contains.
+FORM_CHANGES = {
+    # axes: an attribute before, an input from then on
+    "Squeeze": 13,
+    "Unsqueeze": 13,
+    "ReduceSum": 13,
+    "ReduceMean": 18,
+    "ReduceMax": 18,
+    "ReduceMin": 18,
+    "ReduceProd": 18,
+    "ReduceL1": 18,
+    "ReduceL2": 18,
+    "ReduceLogSum": 18,
+    "ReduceLogSumExp": 18,
+    "ReduceSumSquare": 18,
+    # integer inputs accepted from 12; before, a select with Less/Greater
+    "Clip": 12,
+    # the scales input may be omitted from 13; before, an empty one is required
+    "Resize": 13,
+}
 
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
@@ -28,39 +50,67 @@ def scalar_like(ctx, tensor: str, value, hint="scalar") -> str:
 
 
 def normalize_axes(axes, rank: int) -> list[int]:
+    """``axes`` with negative axes counted from the end, for a tensor of ``rank`` dimensions."""
     return [axis + rank if axis < 0 else axis for axis in axes]
 
 
-def _axes_since(onnx_type: str) -> int:
-    return AXES_INPUT_SINCE.get(onnx_type, REDUCE_AXES_INPUT_SINCE)
+def newer_form(ctx, onnx_type: str) -> bool:
+    """Whether the target opset takes ``onnx_type`` in the newer form of :data:`FORM_CHANGES`."""
+    return ctx.opset >= FORM_CHANGES[onnx_type]
 
 
 def with_axes(ctx, onnx_type: str, inputs, axes, outputs=None, **attributes) -> list[str]:
     """A node whose ``axes`` is an attribute before its opset of change and an input from then on."""
-    if ctx.opset >= _axes_since(onnx_type):
+    if newer_form(ctx, onnx_type):
         return ctx.make_node(onnx_type, list(inputs) + [int64s(ctx, axes, "axes")], outputs, **attributes)
     return ctx.make_node(onnx_type, inputs, outputs, axes=list(axes), **attributes)
 
 
 def unsqueeze(ctx, x: str, axes, outputs=None) -> str:
+    """``x`` with new dimensions of size 1 at ``axes``."""
     return with_axes(ctx, "Unsqueeze", [x], axes, outputs)[0]
 
 
 def squeeze(ctx, x: str, axes, outputs=None) -> str:
+    """``x`` without its dimensions ``axes`` (each of size 1)."""
     return with_axes(ctx, "Squeeze", [x], axes, outputs)[0]
 
 
 def reduce(ctx, onnx_type: str, x: str, axes, keepdims: bool, outputs=None) -> str:
+    """A reduction (``ReduceSum``, ``ReduceMean``, …) of ``x`` over ``axes``."""
     return with_axes(ctx, onnx_type, [x], axes, outputs, keepdims=int(bool(keepdims)))[0]
 
 
-def cast(ctx, x: str, dtype, outputs=None) -> str:
-    from onnx import helper
+def clip(ctx, x: str, low: str = "", high: str = "", outputs=None) -> str:
+    """``x`` limited to ``[low, high]`` (constant names in ``x``'s dtype; an empty name: no bound)."""
+    if np.issubdtype(ctx.dtype(x), np.floating) or newer_form(ctx, "Clip"):
+        inputs = [x, low, high]
+        while inputs[-1] == "":
+            inputs.pop()
+        return ctx.make_node("Clip", inputs, outputs)[0]
+    current = x
+    for bound, onnx_type in ((low, "Less"), (high, "Greater")):
+        if bound:
+            (beyond,) = ctx.make_node(onnx_type, [current, bound])
+            (current,) = ctx.make_node("Where", [beyond, bound, current])
+    return ctx.make_node("Identity", [current], outputs)[0]
 
+
+def resize(ctx, x: str, roi: str, scales: str = "", sizes: str = "", outputs=None, **attributes) -> str:
+    """A ``Resize`` of ``x`` to ``scales`` or to ``sizes`` (give one of them)."""
+    if not scales and not newer_form(ctx, "Resize"):
+        scales = ctx.constant(np.array([], dtype=np.float32), "scales")
+    inputs = [x, roi, scales] + ([sizes] if sizes else [])
+    return ctx.make_node("Resize", inputs, outputs, **attributes)[0]
+
+
+def cast(ctx, x: str, dtype, outputs=None) -> str:
+    """``x`` converted to the numpy ``dtype``."""
     return ctx.make_node("Cast", [x], outputs, to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))[0]
 
 
 def cast_if_needed(ctx, x: str, dtype) -> str:
+    """``x`` itself when it already has ``dtype``, else a ``Cast`` of it."""
     return x if ctx.dtype(x) == np.dtype(dtype) else cast(ctx, x, dtype)
 
 

@@ -48,14 +48,17 @@ class Lowering:
     overrides: tuple[str, ...] = ()
 
     def covers(self, opset: int) -> bool:
+        """Whether the registration's opset range includes ``opset``."""
         return self.since_opset <= opset and (self.until_opset is None or opset <= self.until_opset)
 
     def overlaps(self, other: "Lowering") -> bool:
+        """Whether the two registrations' opset ranges share an opset."""
         low = max(self.since_opset, other.since_opset)
         highs = [h for h in (self.until_opset, other.until_opset) if h is not None]
         return not highs or low <= min(highs)
 
     def describe(self) -> str:
+        """``op_type [opset since..until] from plugin 'name' (dist version)``, for messages."""
         until = "" if self.until_opset is None else str(self.until_opset)
         origin = f" ({self.origin})" if self.origin else ""
         return f"{self.op_type} [opset {self.since_opset}..{until}] from plugin {self.plugin!r}{origin}"
@@ -71,6 +74,7 @@ class NamedFunction:
     origin: str = ""
 
     def describe(self) -> str:
+        """``'name' from plugin 'plugin' (dist version)``, for messages."""
         origin = f" ({self.origin})" if self.origin else ""
         return f"{self.name!r} from plugin {self.plugin!r}{origin}"
 
@@ -120,6 +124,13 @@ class Registry:
             if old.plugin == plugin:
                 if old.since_opset == since_opset:
                     raise PluginError(f"{who} registered two lowerings for {op_type!r} from opset {since_opset}")
+                if old.function is function:
+                    raise PluginError(
+                        f"{who} registered the same lowering for {op_type!r} from opset {old.since_opset} and from opset "
+                        f"{since_opset}; register it once: a lowering that only emits an ONNX operator in the form of "
+                        "the target opset uses flow2onnx.lowering.helpers (or ctx.opset), and separate registrations "
+                        "are for lowerings that differ"
+                    )
                 continue
             if not new.overlaps(old):
                 continue
@@ -136,12 +147,15 @@ class Registry:
         return new
 
     def add_post_pass(self, plugin: str, name, function, *, origin: str = "") -> None:
+        """Register post-pass ``name``; a name registered twice is an error naming both plugins."""
         self._add_named(self.post_passes, "post-pass", plugin, origin, name, function)
 
     def add_verifier(self, plugin: str, name, function, *, origin: str = "") -> None:
+        """Register verifier ``name``; a name registered twice is an error naming both plugins."""
         self._add_named(self.verifiers, "verifier", plugin, origin, name, function)
 
     def add_runtime_library(self, plugin: str, domain, library_path, *, origin: str = "") -> None:
+        """Register the ONNX Runtime custom-op library of ``domain``; one library per domain."""
         who = f"plugin {plugin!r}" + (f" ({origin})" if origin else "")
         if not isinstance(domain, str) or not domain or domain in ("ai.onnx",):
             raise PluginError(f"{who} registered a runtime library for domain {domain!r}; name a custom ONNX domain")
@@ -184,3 +198,24 @@ class Registry:
             return None
         highs = [lowering.until_opset for lowering in entries]
         return min(lowering.since_opset for lowering in entries), None if None in highs else max(highs)
+
+    def lowerings_by_opset(self, op_type: str) -> list[tuple[Lowering, int, int | None]]:
+        """Which registration lowers ``op_type`` at each opset flow2onnx exports to, as ranges.
+
+        Each entry is ``(lowering, first, last)``: ``lowering`` is what :meth:`lowering_for` returns
+        for every opset from ``first`` to ``last`` (``None``: up to the newest opset the installed
+        onnx knows, and on). ``flow2onnx ops`` and docs/supported_ops.md show exactly this, so a
+        listing can never claim a lowering that an export would not use.
+        """
+        newest = max_opset()
+        ranges: list[list] = []
+        for opset in range(MIN_OPSET, newest + 1):
+            lowering = self.lowering_for(op_type, opset)
+            if ranges and ranges[-1][0] is lowering and ranges[-1][2] == opset - 1:
+                ranges[-1][2] = opset
+            elif lowering is not None:
+                ranges.append([lowering, opset, opset])
+        return [
+            (lowering, first, None if last == newest and lowering.until_opset is None else last)
+            for lowering, first, last in ranges
+        ]

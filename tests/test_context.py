@@ -1,0 +1,97 @@
+"""LoweringContext: built whole by its constructor, one op in scope at a time through ``lower``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flow2onnx
+from flow2onnx.exporter.capture import read_graph, wrap_module
+from flow2onnx.lowering.context import LoweringContext
+from flow2onnx.lowering.registry import Lowering
+
+from .helpers import Lambda, flow, random_inputs
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return read_graph(wrap_module(Lambda(lambda self, x: flow.relu(x)).eval(), random_inputs([(2, 3)])))
+
+
+def lowering(function, plugin="mine"):
+    return Lowering("relu", function, 11, None, plugin, "mine-dist 1.0")
+
+
+def test_constructor_sets_every_field(graph):
+    axes = {"input": {0: "batch"}}
+    ctx = LoweringContext(graph, 13, dynamic_batch=True, dynamic_axes=axes, variant=graph)
+    assert (ctx.graph, ctx.opset, ctx.dynamic_batch, ctx.dynamic_axes, ctx.variant) == (graph, 13, True, axes, graph)
+    assert ctx.example_batch == 2 and ctx.op is None
+    assert (ctx.nodes, ctx.constants, ctx.domains) == ([], [], {})
+    with pytest.raises(AttributeError):
+        ctx.opset = 17  # fixed at construction
+    relu = graph.ops[0]
+    assert ctx.is_read(relu.input("x")) and ctx.variant_attr(relu, "nope") is None
+    assert ctx.variant_shape(relu.output("y")) == (2, 3)
+
+
+def test_lower_scopes_the_op_and_names_nodes_after_it(graph):
+    ctx = LoweringContext(graph, 17)
+    relu = graph.ops[0]
+    seen = []
+
+    def lower(ctx, op):
+        seen.append(ctx.op)
+        (half,) = ctx.make_node("Mul", [op.input("x"), ctx.constant(np.array(0.5, np.float32), "half")])
+        ctx.make_node("Relu", [half], [op.output("y")])
+
+    ctx.lower(relu, lowering(lower))
+    assert seen == [relu] and ctx.op is None
+    assert [node.op_type for node in ctx.nodes] == ["Mul", "Relu"]
+    assert ctx.nodes[0].output == [f"{relu.name}/Mul"] and ctx.constants[0].name == f"{relu.name}/half"
+    assert all(node.name.startswith(f"{relu.name}/") for node in ctx.nodes)
+    assert ctx.nodes[1].output == [relu.output("y")]
+
+
+def test_lower_reports_an_output_left_unproduced(graph):
+    ctx = LoweringContext(graph, 17)
+    relu = graph.ops[0]
+    with pytest.raises(flow2onnx.LoweringError, match=r"cannot lower relu op '.*' \(lowering from plugin 'mine' \(mine-dist 1.0\)\): the lowering did not produce output"):
+        ctx.lower(relu, lowering(lambda ctx, op: ctx.make_node("Relu", [op.input("x")])))
+    assert ctx.op is None
+
+
+def test_lower_wraps_any_failure_with_op_and_plugin(graph):
+    ctx = LoweringContext(graph, 17)
+    with pytest.raises(flow2onnx.LoweringError, match=r"cannot lower relu op .* \(lowering from plugin 'mine' .*\): ZeroDivisionError: division by zero"):
+        ctx.lower(graph.ops[0], lowering(lambda ctx, op: 1 / 0))
+
+
+def test_refusal_through_ctx_error(graph):
+    ctx = LoweringContext(graph, 17)
+
+    def refuse(ctx, op):
+        raise ctx.error("relu of a complex tensor; cast it first")
+
+    with pytest.raises(flow2onnx.LoweringError, match=r"plugin 'mine' \(mine-dist 1.0\)\): relu of a complex tensor; cast it first$"):
+        ctx.lower(graph.ops[0], lowering(refuse))
+
+
+def test_empty_list_attribute_is_refused_with_the_fix(graph):
+    ctx = LoweringContext(graph, 17)
+    with pytest.raises(flow2onnx.LoweringError, match=r"Transpose attribute 'perm' is an empty list, whose ONNX type cannot be inferred; leave it out"):
+        ctx.lower(graph.ops[0], lowering(lambda ctx, op: ctx.make_node("Transpose", [op.input("x")], [op.output("y")], perm=[])))
+
+
+def test_make_node_outputs_and_domains(graph):
+    ctx = LoweringContext(graph, 17)
+
+    def lower(ctx, op):
+        first, second = ctx.make_node("TopK", [op.input("x"), ctx.constant(np.array([1], np.int64), "k")], 2, axis=-1)
+        assert first.endswith("TopK_out0") and second.endswith("TopK_out1")
+        assert ctx.make_node("Inverse", [first], domain="com.microsoft", domain_version=1, skipped=None) == [f"{op.name}/Inverse"]
+        ctx.make_node("Relu", [op.input("x")], [op.output("y")])
+
+    ctx.lower(graph.ops[0], lowering(lower))
+    assert ctx.domains == {"com.microsoft": 1}
+    assert not ctx.nodes[1].attribute  # None-valued attributes are left out
