@@ -247,7 +247,7 @@ def test_trace_prints_each_hook_call_and_registration():
     env = {**os.environ, "FLOW2ONNX_TRACE": "1"}
     done = subprocess.run([CLI, "plugins"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
-    assert "flow2onnx trace: calling flow2onnx_register_lowerings of plugin 'flow2onnx.op_handlers.conv' (flow2onnx " in done.stderr
+    assert "flow2onnx trace: calling flow2onnx_register_lowerings(register) of plugin 'flow2onnx.op_handlers.conv' (flow2onnx " in done.stderr
     assert "flow2onnx trace:   'flow2onnx.op_handlers.conv' registered lowering conv2d" in done.stderr
     quiet = subprocess.run([CLI, "plugins"], capture_output=True, text=True, timeout=300)
     assert "trace" not in quiet.stderr

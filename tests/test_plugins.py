@@ -136,6 +136,77 @@ def test_hook_that_raises_names_the_plugin():
         load_plugins(extra_plugins=[Broken], entry_points=False)
 
 
+# ---- hooks are called through pluggy ----
+
+
+def post_pass_plugin(name: str, **marks):
+    """A plugin class whose registration hook registers post-pass ``name``, with pluggy ordering marks."""
+
+    @hookimpl(**marks)
+    def flow2onnx_register_post_passes(register):
+        register(name, lambda model: model)
+
+    return type(name.capitalize(), (), {"flow2onnx_register_post_passes": staticmethod(flow2onnx_register_post_passes)})
+
+
+def test_each_plugin_is_called_through_pluggy_with_its_own_register(monkeypatch, capsys):
+    called = []
+
+    class NoArguments:
+        @hookimpl
+        def flow2onnx_register_verifiers():  # an implementation may take a subset of the spec's arguments
+            called.append("NoArguments")
+
+    monkeypatch.setenv("FLOW2ONNX_TRACE", "1")
+    loaded = load_plugins(extra_plugins=[post_pass_plugin("a"), post_pass_plugin("b"), NoArguments], entry_points=False)
+    assert {name: entry.plugin for name, entry in loaded.registry.post_passes.items() if name in "ab"} == {"a": "A", "b": "B"}
+    assert called == ["NoArguments"] and loaded.plugins["NoArguments"].hooks == ["flow2onnx_register_verifiers"]
+    # These lines come from pluggy's hook-call monitoring, so pluggy made each call, with keyword arguments.
+    trace = capsys.readouterr().err
+    assert "calling flow2onnx_register_post_passes(register) of plugin 'A' (passed to export)" in trace
+    assert "calling flow2onnx_register_verifiers(register) of plugin 'NoArguments' (passed to export)" in trace
+
+
+def test_tryfirst_and_trylast_move_a_plugins_call_as_pluggy_orders_them():
+    plugins = [post_pass_plugin("last", trylast=True), post_pass_plugin("plain"), post_pass_plugin("first", tryfirst=True)]
+    loaded = load_plugins(extra_plugins=plugins, entry_points=False)
+    # Unmarked plugins keep the plugin order (built-ins, then these in the order given).
+    assert list(loaded.registry.post_passes) == ["first", "onnxsim", "onnxoptimizer", "plain", "last"]
+    assert list(loaded.plugins)[-3:] == ["Last", "Plain", "First"]  # the listing keeps plugin order
+
+
+def test_one_plugin_implementing_a_hook_twice_is_called_in_pluggys_order():
+    class Twice:
+        @hookimpl(specname="flow2onnx_register_post_passes", trylast=True)
+        def late(register):
+            register("late", lambda model: model)
+
+        @hookimpl(specname="flow2onnx_register_post_passes", tryfirst=True)
+        def early(register):
+            register("early", lambda model: model)
+
+    loaded = load_plugins(extra_plugins=[Twice], entry_points=False)
+    # Pluggy orders the two; the plugin's call goes where pluggy puts the first of them (tryfirst).
+    assert list(loaded.registry.post_passes) == ["early", "late", "onnxsim", "onnxoptimizer"]
+    assert {loaded.registry.post_passes[name].plugin for name in ("early", "late")} == {"Twice"}
+    assert loaded.plugins["Twice"].post_passes == ["early", "late"]
+
+
+@pytest.mark.parametrize("marker", ["wrapper", "hookwrapper"])
+def test_wrappers_are_refused_with_the_plugin_and_hook_named(marker):
+    class Wrapping:
+        @hookimpl(**{marker: True})
+        def flow2onnx_register_lowerings(register):
+            yield
+
+    with pytest.raises(
+        flow2onnx.PluginError,
+        match=rf"plugin 'Wrapping' \(passed to export\) implements flow2onnx_register_lowerings with {marker}=True, "
+        rf"which registration hooks do not support: .* Drop {marker}=True and call register directly",
+    ):
+        load_plugins(extra_plugins=[Wrapping], entry_points=False)
+
+
 def test_one_plugin_stacks_lowerings_and_the_highest_since_opset_wins():
     registry = Registry()
     for since, until in ((11, 12), (13, None), (18, None)):
