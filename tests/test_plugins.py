@@ -11,6 +11,7 @@ import pytest
 
 import flow2onnx
 from flow2onnx import hookimpl
+from flow2onnx.lowering.families import family_names
 from flow2onnx.lowering.plugin_manager import BUILTIN_PLUGINS, load_plugins
 from flow2onnx.lowering.registry import Registry
 
@@ -34,17 +35,21 @@ def test_extra_plugin_lowers_an_op_for_one_export_only(tmp_path):
     result = export_module(model, [(2, 3, 3)], tmp_path / "a.onnx", plugins=[InversePlugin])
     assert result.report.passed
     assert result.lowered_by["inv"] == "InversePlugin"
-    assert result.lowered_by["scalar_mul"] == "flow2onnx.op_handlers.math"
+    assert result.lowered_by["scalar_mul"] == "flow2onnx-math"
     with pytest.raises(flow2onnx.UnsupportedOpsError):  # the registry is built per export
         export_module(model, [(2, 3, 3)], tmp_path / "b.onnx")
 
 
-def test_builtins_are_registered_as_plugins():
-    loaded = load_plugins(entry_points=False)
-    assert list(loaded.plugins) == list(BUILTIN_PLUGINS)
-    conv = [entry for entries in loaded.registry.lowerings.values() for entry in entries if entry.plugin == "flow2onnx.op_handlers.conv"]
+def test_builtins_then_the_op_handler_families_are_registered_as_plugins():
+    loaded = load_plugins()
+    families = family_names()
+    assert list(loaded.plugins)[: len(BUILTIN_PLUGINS) + len(families)] == list(BUILTIN_PLUGINS) + sorted(families)
+    assert {loaded.plugins[name].distribution for name in BUILTIN_PLUGINS} == {"flow2onnx-core"}
+    assert all(loaded.plugins[family].distribution == family for family in families)
+    conv = [entry for entries in loaded.registry.lowerings.values() for entry in entries if entry.plugin == "flow2onnx-conv"]
     assert {"conv1d", "conv2d", "conv3d"} <= {entry.op_type for entry in conv}
-    assert loaded.plugins["flow2onnx.op_handlers.conv"].lowerings == len(conv)
+    assert loaded.plugins["flow2onnx-conv"].lowerings == len(conv)
+    assert load_plugins(entry_points=False).registry.lowerings == {}  # the core alone lowers nothing
     assert loaded.plugins["flow2onnx.plugins.onnxruntime_verifier"].verifiers == ["onnxruntime"]
     assert set(loaded.registry.post_passes) == {"onnxsim", "onnxoptimizer"}
 
@@ -84,6 +89,16 @@ def test_entry_point_plugin_is_discovered_and_used(installed_plugin, tmp_path):
     assert result.lowered_by["inv"] == "inv-plugin" and result.report.passed
 
 
+def test_installed_plugin_overrides_a_family_whatever_its_name(installed_plugin):
+    """The families load before other entry points, so a name sorting before theirs still overrides."""
+    installed_plugin(INV_PLUGIN.replace('register("inv", lower_inverse)', 'register("relu", lower_inverse, override=True)'), "aaa-relu = inv_plugin")
+    loaded = load_plugins()
+    names = list(loaded.plugins)
+    assert names.index("flow2onnx-activations") < names.index("flow2onnx-tensor") < names.index("aaa-relu")
+    assert loaded.registry.lowering_for("relu", 17).plugin == "aaa-relu"
+    assert loaded.plugins["aaa-relu"].overrides == {"relu": ("flow2onnx-activations",)}
+
+
 def test_entry_point_that_fails_to_import_names_plugin_and_distribution(installed_plugin):
     installed_plugin("import a_module_that_does_not_exist\n")
     with pytest.raises(flow2onnx.PluginError, match=r'Error importing plugin "inv-plugin" \(inv-plugin-dist 1\.2\.3, inv_plugin\): ModuleNotFoundError'):
@@ -108,8 +123,8 @@ def test_second_lowering_for_the_same_opset_names_both_plugins():
         def flow2onnx_register_lowerings(register):
             register("relu", lambda ctx, op: None)
 
-    with pytest.raises(flow2onnx.PluginError, match=r"two lowerings for 'relu'.*'flow2onnx.op_handlers.activations'.*'AnotherRelu'"):
-        load_plugins(extra_plugins=[AnotherRelu], entry_points=False)
+    with pytest.raises(flow2onnx.PluginError, match=r"two lowerings for 'relu'.*'flow2onnx-activations'.*'AnotherRelu'"):
+        load_plugins(extra_plugins=[AnotherRelu])
 
 
 @pytest.mark.parametrize(

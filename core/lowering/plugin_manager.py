@@ -1,21 +1,24 @@
 """Building the plugin manager and the registry, once per export.
 
 Built-in plugins are listed by module name in :data:`BUILTIN_PLUGINS` and go through the same
-:func:`_register` as third-party plugins found in the ``flow2onnx`` entry-point group, so they are
-loaded, listed, disabled and reported alike.
+:func:`_register` as the plugins found in the ``flow2onnx`` entry-point group, so they are loaded,
+listed, disabled and reported alike. The op-handler families (``flow2onnx-conv``, …) are
+distributions of their own and arrive through the entry-point group, as third-party plugins do.
 
 Which plugins load:
 
-- every built-in, every installed entry point, then the plugin objects passed to one export;
+- every built-in, every installed entry point (the families among them), then the plugin objects
+  passed to one export;
 - minus those named in ``disable`` (and in ``$FLOW2ONNX_DISABLE_PLUGINS``, comma-separated), which
   are not even imported;
 - restricted, when ``only`` (or ``$FLOW2ONNX_PLUGINS``) names a set, to that set plus the essential
   plugins; an essential plugin asked to be disabled refuses.
 
 Order is explicit, never the order in which packages happen to be found: built-ins in the order
-of :data:`BUILTIN_PLUGINS`, then entry-point plugins sorted by name, then per-export plugins in the
-order given. Registration clashes are errors unless a lowering says ``override=True``, so the order
-decides nothing silently.
+of :data:`BUILTIN_PLUGINS`, then the op-handler families flow2onnx ships (see
+:mod:`flow2onnx.lowering.families`) and the other entry-point plugins, each group sorted by name,
+then per-export plugins in the order given. Registration clashes are errors unless a lowering
+says ``override=True``, so the order decides nothing silently.
 
 Hooks are called through pluggy, with keyword arguments, once per plugin: each plugin's call goes
 through ``manager.subset_hook_caller`` and receives a ``register`` stamped with that plugin, so
@@ -42,25 +45,18 @@ import pluggy
 
 from . import hookspecs
 from ..errors import Flow2OnnxError, PluginError
+from .families import family_names
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "flow2onnx"
+CORE_DISTRIBUTION = "flow2onnx-core"
 DISABLE_ENV = "FLOW2ONNX_DISABLE_PLUGINS"
 ONLY_ENV = "FLOW2ONNX_PLUGINS"
 TRACE_ENV = "FLOW2ONNX_TRACE"
 
+# The plugins inside flow2onnx-core. The op-handler families are distributions of their own
+# (flow2onnx-conv, …; see families.py) and arrive through the entry-point group like any plugin.
 BUILTIN_PLUGINS = (
-    "flow2onnx.op_handlers.activations",
-    "flow2onnx.op_handlers.conv",
-    "flow2onnx.op_handlers.indexing",
-    "flow2onnx.op_handlers.math",
-    "flow2onnx.op_handlers.normalization",
-    "flow2onnx.op_handlers.pooling",
-    "flow2onnx.op_handlers.quantization",
-    "flow2onnx.op_handlers.reduce",
-    "flow2onnx.op_handlers.resize",
-    "flow2onnx.op_handlers.shape",
-    "flow2onnx.op_handlers.tensor",
     "flow2onnx.plugins.onnxruntime_verifier",
     "flow2onnx.plugins.onnxsim_pass",
     "flow2onnx.plugins.onnxoptimizer_pass",
@@ -125,9 +121,9 @@ class _Candidate:
 
 
 def own_version() -> str:
-    """The installed flow2onnx's version (``unknown`` when running from an uninstalled tree)."""
+    """The installed flow2onnx core's version (``unknown`` when running from an uninstalled tree)."""
     try:
-        return importlib.metadata.version("flow2onnx")
+        return importlib.metadata.version(CORE_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
 
@@ -169,10 +165,13 @@ def _entry_point_candidate(entry_point) -> _Candidate:
 def _candidates(extra_plugins: list, entry_points: bool = True) -> list[_Candidate]:
     """Every plugin that could load, in plugin order; nothing is imported yet."""
     own = own_version()
-    found = [_Candidate(name, "flow2onnx", own, functools.partial(importlib.import_module, name)) for name in BUILTIN_PLUGINS]
+    found = [_Candidate(name, CORE_DISTRIBUTION, own, functools.partial(importlib.import_module, name)) for name in BUILTIN_PLUGINS]
     if entry_points:
-        installed = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-        found += [_entry_point_candidate(ep) for ep in sorted(installed, key=lambda ep: ep.name) if ep.value not in BUILTIN_PLUGINS]
+        # flow2onnx's own families first, as the built-in lowerings they were, so that any other
+        # plugin may override them whatever its name.
+        families = set(family_names())
+        installed = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name not in families, ep.name))
+        found += [_entry_point_candidate(ep) for ep in installed if ep.value not in BUILTIN_PLUGINS]
     for index, plugin in enumerate(extra_plugins):
         found.append(_Candidate(_extra_name(plugin, index), "passed to export", "", lambda plugin=plugin: plugin))
     return found
