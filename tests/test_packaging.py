@@ -15,7 +15,7 @@ import sysconfig
 
 import pytest
 
-from flow2onnx.lowering.families import CATALOGUE, family_names
+from flow2onnx.lowering.families import CATALOGUE, family_names, family_of
 from flow2onnx.lowering.families.__main__ import checkout_families, render
 from flow2onnx.lowering.plugin_manager import ENTRY_POINT_GROUP, load_plugins
 
@@ -146,3 +146,16 @@ def test_core_with_only_the_conv_family_exports_and_verifies_a_conv_model(core_a
     assert done.returncode == 0, done.stdout + done.stderr
     assert "all outputs match" in done.stdout
     assert output.exists()
+
+
+def test_core_with_only_the_conv_family_names_the_family_of_every_missing_op(core_and_conv, tmp_path):
+    output = tmp_path / "cnn.onnx"
+    done = core_and_conv("export", "family_models:small_cnn", "--input-shape", "2,3,8,8", "-o", str(output))
+    assert done.returncode == 1 and not output.exists()
+    assert "Traceback" not in done.stderr
+    missing = dict(re.findall(r"^  - (\w+): \d+ ops?, e\.g\. '[^']*'(.*)$", done.stderr, re.M))
+    assert set(missing) == {"bias_add", "broadcast_add", "matmul", "max_pool_2d", "relu", "reshape"}, done.stderr
+    for op_type, note in missing.items():
+        family = family_of(op_type)
+        assert family not in (None, "flow2onnx-conv")
+        assert note == f"; lowered by {family}, not installed (pip install {family})"

@@ -13,6 +13,7 @@ registrations by this package's ``__main__``, and a test fails when it is out of
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 import pathlib
 
@@ -33,3 +34,24 @@ def family_names() -> list[str]:
 def family_of(op_type: str) -> str | None:
     """The family that lowers ``op_type``, or ``None`` when no family of flow2onnx does."""
     return next((family for family, op_types in catalogue().items() if op_type in op_types), None)
+
+
+def is_installed(distribution: str) -> bool:
+    """Whether a distribution of that name is installed (whether or not its plugin loads)."""
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def family_note(op_type: str, registry) -> str:
+    """A note for the unsupported-op error: the family that lowers ``op_type``, and why it did not here."""
+    family = family_of(op_type)
+    if family is None:
+        return "; no flow2onnx op-handler family lowers it"
+    if not is_installed(family):
+        return f"; lowered by {family}, not installed (pip install {family})"
+    if not any(lowering.plugin == family for lowering in registry.lowerings.get(op_type, ())):
+        return f"; lowered by {family}, installed but not loaded (disabled, or not among --only-plugins)"
+    return f"; lowered by {family}"
