@@ -55,7 +55,7 @@ ONLY_ENV = "FLOW2ONNX_PLUGINS"
 TRACE_ENV = "FLOW2ONNX_TRACE"
 
 # The plugins inside flow2onnx-core. The op-handler families are distributions of their own
-# (flow2onnx-conv, …; see families.py) and arrive through the entry-point group like any plugin.
+# (flow2onnx-conv, …; see flow2onnx.lowering.families) and arrive through the entry-point group like any plugin.
 BUILTIN_PLUGINS = (
     "flow2onnx.plugins.onnxruntime_verifier",
     "flow2onnx.plugins.onnxsim_pass",
@@ -167,8 +167,8 @@ def _candidates(extra_plugins: list, entry_points: bool = True) -> list[_Candida
     own = own_version()
     found = [_Candidate(name, CORE_DISTRIBUTION, own, functools.partial(importlib.import_module, name)) for name in BUILTIN_PLUGINS]
     if entry_points:
-        # flow2onnx's own families first, as the built-in lowerings they were, so that any other
-        # plugin may override them whatever its name.
+        # flow2onnx's own families first, so that any other installed plugin may override their
+        # lowerings whatever its name: an override=True registration must come after what it replaces.
         families = set(family_names())
         installed = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name not in families, ep.name))
         found += [_entry_point_candidate(ep) for ep in installed if ep.value not in BUILTIN_PLUGINS]
