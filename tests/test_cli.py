@@ -21,11 +21,11 @@ def test_plugins_lists_builtins_with_their_registrations():
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].split()[:3] == ["plugin", "version", "lowerings"]
-    conv = next(line for line in lines if line.startswith("flow2onnx.op_handlers.conv "))
+    conv = next(line for line in lines if line.startswith("flow2onnx-conv "))
     from flow2onnx.lowering.plugin_manager import load_plugins
 
-    expected = load_plugins().plugins["flow2onnx.op_handlers.conv"].lowerings
-    assert conv.split()[1:4] == ["flow2onnx", "0.1.0", str(expected)]
+    expected = load_plugins().plugins["flow2onnx-conv"].lowerings
+    assert conv.split()[1:4] == ["flow2onnx-conv", "0.1.0", str(expected)]
     assert any("onnxruntime" in line and "register_verifiers" in line for line in lines)
     assert any("onnxsim" in line and "register_post_passes" in line for line in lines)
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import pathlib
 
 from flow2onnx.cli import main
-from flow2onnx.cli.ops import render_markdown
-from flow2onnx.lowering.plugin_manager import load_plugins
+from flow2onnx.cli.ops import render_markdown, shipped_registry
 
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "supported_ops.md"
 
 
 def test_supported_ops_doc_is_current():
     """Regenerate with: flow2onnx ops --builtin --markdown > docs/supported_ops.md"""
-    expected = render_markdown(load_plugins(entry_points=False).registry)
+    expected = render_markdown(shipped_registry())
     assert DOC.read_text() == expected, "docs/supported_ops.md is out of date: run `flow2onnx ops --builtin --markdown > docs/supported_ops.md`"
 
 
@@ -23,7 +22,7 @@ def test_ops_command_lists_op_types_with_plugin_and_opsets(capsys):
     lines = out.splitlines()
     assert lines[0].split() == ["op", "type", "plugin", "opsets"]
     conv = next(line.split() for line in lines if line.startswith("conv2d "))
-    assert conv == ["conv2d", "flow2onnx.op_handlers.conv", "11.."]
+    assert conv == ["conv2d", "flow2onnx-conv", "11.."]
     # One lowering for every opset, whatever ONNX changed in Squeeze's form at 13.
     assert [line.split()[2] for line in lines if line.startswith("squeeze ")] == ["11.."]
     # Lowerings that differ are listed with the opsets each serves.
@@ -49,7 +48,7 @@ def test_ops_optype_without_a_model_names_plugin_opsets_and_how_to_get_the_signa
     lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
     assert lines[0] == "layer_norm"
     assert lines[1].startswith("signature: read from a graph that uses it, with `flow2onnx ops layer_norm --model MODULE:CALLABLE")
-    assert lines[2].startswith("lowered by flow2onnx.op_handlers.normalization (flow2onnx ") and "at opsets 11..16: lower_layer_norm" in lines[2]
+    assert lines[2].startswith("lowered by flow2onnx-normalization (flow2onnx-normalization ") and "at opsets 11..16: lower_layer_norm" in lines[2]
     assert lines[3].endswith("at opsets 17..: lower_layer_norm_17")
 
 
@@ -59,7 +58,7 @@ def test_ops_model_lists_every_op_type_of_the_model(capsys):
     signatures = [line for line in out.splitlines() if line and not line.startswith(" ")]
     assert [line.split("(")[0] for line in signatures] == sorted(["adaptive_avg_pool2d", "bias_add", "broadcast_add", "conv2d", "matmul", "normalization", "relu", "reshape"])
     assert "conv2d(in, weight) -> out; data_format: str = 'channels_first', dilation_rate: list[int] = [1, 1], filters: int = 8" in out
-    assert "lowered by flow2onnx.op_handlers.conv" in out
+    assert "lowered by flow2onnx-conv" in out
 
 
 def test_ops_with_a_misspelt_op_type_says_so(capsys):

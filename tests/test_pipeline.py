@@ -38,7 +38,7 @@ def wrote_records(caplog) -> list[str]:
         ({"opset": True}, "opset True is not supported"),
         ({"bundle_dir": "bundle", "verify": False}, "bundle_dir needs verify=True"),
         ({"post_passes": "onnxsim"}, r"post_passes takes a list of names, e.g. post_passes=\['onnxsim'\]"),
-        ({"disable_plugins": "flow2onnx.op_handlers.conv"}, "disable_plugins takes a list of names"),
+        ({"disable_plugins": "flow2onnx-conv"}, "disable_plugins takes a list of names"),
         ({"verify_batch_sizes": [2, 0]}, "verify_batch_sizes must be positive integers"),
         ({"input_range": (1.0, -1.0)}, r"input_range must be \(low, high\) with low < high"),
         ({"dynamic_axes": {"input": [0]}}, "dynamic_axes maps input names to {axis: symbol}"),

@@ -19,7 +19,7 @@ from .models import tiny_cnn, uses_inverse
 
 CLI = os.path.join(os.path.dirname(sys.executable), "flow2onnx")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ACTIVATIONS = "flow2onnx.op_handlers.activations"
+ACTIVATIONS = "flow2onnx-activations"
 VERIFIER = "flow2onnx.plugins.onnxruntime_verifier"
 
 
@@ -33,7 +33,7 @@ def relu_model():
 def test_disabled_plugin_is_not_loaded_and_its_ops_become_unsupported(onnx_path):
     loaded = load_plugins(disable=[ACTIVATIONS])
     assert ACTIVATIONS not in loaded.plugins and "relu" not in loaded.registry.lowerings
-    with pytest.raises(flow2onnx.UnsupportedOpsError, match=r"relu: 1 op"):
+    with pytest.raises(flow2onnx.UnsupportedOpsError, match=rf"relu: 1 op, .*; lowered by {ACTIVATIONS}, installed but not loaded \(disabled"):
         export_module(relu_model(), [(2, 3)], onnx_path, disable_plugins=[ACTIVATIONS])
     assert not onnx_path.exists()
 
@@ -45,10 +45,10 @@ def test_disable_through_the_environment(monkeypatch):
 
 
 def test_restrict_to_a_named_set_keeps_the_essential_plugins(monkeypatch):
-    loaded = load_plugins(only=["flow2onnx.op_handlers.conv"])
-    assert set(loaded.plugins) == {"flow2onnx.op_handlers.conv", VERIFIER}
-    monkeypatch.setenv(ONLY_ENV, "flow2onnx.op_handlers.math")
-    assert set(load_plugins().plugins) == {"flow2onnx.op_handlers.math", VERIFIER}
+    loaded = load_plugins(only=["flow2onnx-conv"])
+    assert set(loaded.plugins) == {"flow2onnx-conv", VERIFIER}
+    monkeypatch.setenv(ONLY_ENV, "flow2onnx-math")
+    assert set(load_plugins().plugins) == {"flow2onnx-math", VERIFIER}
 
 
 def test_essential_plugin_refuses_to_be_disabled():
@@ -57,8 +57,8 @@ def test_essential_plugin_refuses_to_be_disabled():
 
 
 def test_unknown_plugin_name_lists_the_available_ones():
-    with pytest.raises(flow2onnx.PluginError, match=r"cannot disable plugin 'flow2onnx.op_handlers.convv': no such plugin. Available: .*flow2onnx.op_handlers.conv"):
-        load_plugins(disable=["flow2onnx.op_handlers.convv"])
+    with pytest.raises(flow2onnx.PluginError, match=r"cannot disable plugin 'flow2onnx-convv': no such plugin. Available: .*flow2onnx-conv"):
+        load_plugins(disable=["flow2onnx-convv"])
 
 
 def test_order_is_builtins_then_extras_in_the_order_given():
@@ -83,10 +83,10 @@ def test_cli_disable_plugin_and_plugins_listing(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 1 and "relu: 1 op" in done.stderr
-    listing = subprocess.run([CLI, "plugins", "--only-plugins", "flow2onnx.op_handlers.conv"], capture_output=True, text=True, timeout=300)
+    listing = subprocess.run([CLI, "plugins", "--only-plugins", "flow2onnx-conv"], capture_output=True, text=True, timeout=300)
     assert listing.returncode == 0, listing.stderr
     names = [line.split()[0] for line in listing.stdout.splitlines()[1:]]
-    assert names == ["flow2onnx.op_handlers.conv", VERIFIER]
+    assert names == [VERIFIER, "flow2onnx-conv"]
     assert "(essential)" in listing.stdout
 
 
@@ -111,7 +111,7 @@ def test_override_is_used_and_reported(onnx_path):
     assert result.overrides == {"relu": f"SoftRelu overrides {ACTIVATIONS}"}
     assert result.report.passed
     assert [node.op_type for node in onnx.load(str(onnx_path)).graph.node][-1] == "Max"
-    info = load_plugins(extra_plugins=[SoftRelu], entry_points=False).plugins["SoftRelu"]
+    info = load_plugins(extra_plugins=[SoftRelu]).plugins["SoftRelu"]
     assert info.overrides == {"relu": (ACTIVATIONS,)}
 
 
@@ -247,8 +247,8 @@ def test_trace_prints_each_hook_call_and_registration():
     env = {**os.environ, "FLOW2ONNX_TRACE": "1"}
     done = subprocess.run([CLI, "plugins"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
-    assert "flow2onnx trace: calling flow2onnx_register_lowerings of plugin 'flow2onnx.op_handlers.conv' (flow2onnx " in done.stderr
-    assert "flow2onnx trace:   'flow2onnx.op_handlers.conv' registered lowering conv2d" in done.stderr
+    assert "flow2onnx trace: calling flow2onnx_register_lowerings(register) of plugin 'flow2onnx-conv' (flow2onnx-conv 0.1.0)" in done.stderr
+    assert "flow2onnx trace:   'flow2onnx-conv' registered lowering conv2d" in done.stderr
     quiet = subprocess.run([CLI, "plugins"], capture_output=True, text=True, timeout=300)
     assert "trace" not in quiet.stderr
 

@@ -11,6 +11,7 @@ import pytest
 
 import flow2onnx
 from flow2onnx import hookimpl
+from flow2onnx.lowering.families import family_names
 from flow2onnx.lowering.plugin_manager import BUILTIN_PLUGINS, load_plugins
 from flow2onnx.lowering.registry import Registry
 
@@ -34,17 +35,22 @@ def test_extra_plugin_lowers_an_op_for_one_export_only(tmp_path):
     result = export_module(model, [(2, 3, 3)], tmp_path / "a.onnx", plugins=[InversePlugin])
     assert result.report.passed
     assert result.lowered_by["inv"] == "InversePlugin"
-    assert result.lowered_by["scalar_mul"] == "flow2onnx.op_handlers.math"
-    with pytest.raises(flow2onnx.UnsupportedOpsError):  # the registry is built per export
+    assert result.lowered_by["scalar_mul"] == "flow2onnx-math"
+    # The registry is built per export; no family of flow2onnx lowers inv.
+    with pytest.raises(flow2onnx.UnsupportedOpsError, match=r"inv: 1 op, .*; no flow2onnx op-handler family lowers it"):
         export_module(model, [(2, 3, 3)], tmp_path / "b.onnx")
 
 
-def test_builtins_are_registered_as_plugins():
-    loaded = load_plugins(entry_points=False)
-    assert list(loaded.plugins) == list(BUILTIN_PLUGINS)
-    conv = [entry for entries in loaded.registry.lowerings.values() for entry in entries if entry.plugin == "flow2onnx.op_handlers.conv"]
+def test_builtins_then_the_op_handler_families_are_registered_as_plugins():
+    loaded = load_plugins()
+    families = family_names()
+    assert list(loaded.plugins)[: len(BUILTIN_PLUGINS) + len(families)] == list(BUILTIN_PLUGINS) + sorted(families)
+    assert {loaded.plugins[name].distribution for name in BUILTIN_PLUGINS} == {"flow2onnx-core"}
+    assert all(loaded.plugins[family].distribution == family for family in families)
+    conv = [entry for entries in loaded.registry.lowerings.values() for entry in entries if entry.plugin == "flow2onnx-conv"]
     assert {"conv1d", "conv2d", "conv3d"} <= {entry.op_type for entry in conv}
-    assert loaded.plugins["flow2onnx.op_handlers.conv"].lowerings == len(conv)
+    assert loaded.plugins["flow2onnx-conv"].lowerings == len(conv)
+    assert load_plugins(entry_points=False).registry.lowerings == {}  # the core alone lowers nothing
     assert loaded.plugins["flow2onnx.plugins.onnxruntime_verifier"].verifiers == ["onnxruntime"]
     assert set(loaded.registry.post_passes) == {"onnxsim", "onnxoptimizer"}
 
@@ -84,6 +90,16 @@ def test_entry_point_plugin_is_discovered_and_used(installed_plugin, tmp_path):
     assert result.lowered_by["inv"] == "inv-plugin" and result.report.passed
 
 
+def test_installed_plugin_overrides_a_family_whatever_its_name(installed_plugin):
+    """The families load before other entry points, so a name sorting before theirs still overrides."""
+    installed_plugin(INV_PLUGIN.replace('register("inv", lower_inverse)', 'register("relu", lower_inverse, override=True)'), "aaa-relu = inv_plugin")
+    loaded = load_plugins()
+    names = list(loaded.plugins)
+    assert names.index("flow2onnx-activations") < names.index("flow2onnx-tensor") < names.index("aaa-relu")
+    assert loaded.registry.lowering_for("relu", 17).plugin == "aaa-relu"
+    assert loaded.plugins["aaa-relu"].overrides == {"relu": ("flow2onnx-activations",)}
+
+
 def test_entry_point_that_fails_to_import_names_plugin_and_distribution(installed_plugin):
     installed_plugin("import a_module_that_does_not_exist\n")
     with pytest.raises(flow2onnx.PluginError, match=r'Error importing plugin "inv-plugin" \(inv-plugin-dist 1\.2\.3, inv_plugin\): ModuleNotFoundError'):
@@ -108,8 +124,8 @@ def test_second_lowering_for_the_same_opset_names_both_plugins():
         def flow2onnx_register_lowerings(register):
             register("relu", lambda ctx, op: None)
 
-    with pytest.raises(flow2onnx.PluginError, match=r"two lowerings for 'relu'.*'flow2onnx.op_handlers.activations'.*'AnotherRelu'"):
-        load_plugins(extra_plugins=[AnotherRelu], entry_points=False)
+    with pytest.raises(flow2onnx.PluginError, match=r"two lowerings for 'relu'.*'flow2onnx-activations'.*'AnotherRelu'"):
+        load_plugins(extra_plugins=[AnotherRelu])
 
 
 @pytest.mark.parametrize(
@@ -134,6 +150,77 @@ def test_hook_that_raises_names_the_plugin():
 
     with pytest.raises(flow2onnx.PluginError, match=r"plugin 'Broken' \(passed to export\) failed in flow2onnx_register_post_passes: RuntimeError: boom"):
         load_plugins(extra_plugins=[Broken], entry_points=False)
+
+
+# ---- hooks are called through pluggy ----
+
+
+def post_pass_plugin(name: str, **marks):
+    """A plugin class whose registration hook registers post-pass ``name``, with pluggy ordering marks."""
+
+    @hookimpl(**marks)
+    def flow2onnx_register_post_passes(register):
+        register(name, lambda model: model)
+
+    return type(name.capitalize(), (), {"flow2onnx_register_post_passes": staticmethod(flow2onnx_register_post_passes)})
+
+
+def test_each_plugin_is_called_through_pluggy_with_its_own_register(monkeypatch, capsys):
+    called = []
+
+    class NoArguments:
+        @hookimpl
+        def flow2onnx_register_verifiers():  # an implementation may take a subset of the spec's arguments
+            called.append("NoArguments")
+
+    monkeypatch.setenv("FLOW2ONNX_TRACE", "1")
+    loaded = load_plugins(extra_plugins=[post_pass_plugin("a"), post_pass_plugin("b"), NoArguments], entry_points=False)
+    assert {name: entry.plugin for name, entry in loaded.registry.post_passes.items() if name in "ab"} == {"a": "A", "b": "B"}
+    assert called == ["NoArguments"] and loaded.plugins["NoArguments"].hooks == ["flow2onnx_register_verifiers"]
+    # These lines come from pluggy's hook-call monitoring, so pluggy made each call, with keyword arguments.
+    trace = capsys.readouterr().err
+    assert "calling flow2onnx_register_post_passes(register) of plugin 'A' (passed to export)" in trace
+    assert "calling flow2onnx_register_verifiers(register) of plugin 'NoArguments' (passed to export)" in trace
+
+
+def test_tryfirst_and_trylast_move_a_plugins_call_as_pluggy_orders_them():
+    plugins = [post_pass_plugin("last", trylast=True), post_pass_plugin("plain"), post_pass_plugin("first", tryfirst=True)]
+    loaded = load_plugins(extra_plugins=plugins, entry_points=False)
+    # Unmarked plugins keep the plugin order (built-ins, then these in the order given).
+    assert list(loaded.registry.post_passes) == ["first", "onnxsim", "onnxoptimizer", "plain", "last"]
+    assert list(loaded.plugins)[-3:] == ["Last", "Plain", "First"]  # the listing keeps plugin order
+
+
+def test_one_plugin_implementing_a_hook_twice_is_called_in_pluggys_order():
+    class Twice:
+        @hookimpl(specname="flow2onnx_register_post_passes", trylast=True)
+        def late(register):
+            register("late", lambda model: model)
+
+        @hookimpl(specname="flow2onnx_register_post_passes", tryfirst=True)
+        def early(register):
+            register("early", lambda model: model)
+
+    loaded = load_plugins(extra_plugins=[Twice], entry_points=False)
+    # Pluggy orders the two; the plugin's call goes where pluggy puts the first of them (tryfirst).
+    assert list(loaded.registry.post_passes) == ["early", "late", "onnxsim", "onnxoptimizer"]
+    assert {loaded.registry.post_passes[name].plugin for name in ("early", "late")} == {"Twice"}
+    assert loaded.plugins["Twice"].post_passes == ["early", "late"]
+
+
+@pytest.mark.parametrize("marker", ["wrapper", "hookwrapper"])
+def test_wrappers_are_refused_with_the_plugin_and_hook_named(marker):
+    class Wrapping:
+        @hookimpl(**{marker: True})
+        def flow2onnx_register_lowerings(register):
+            yield
+
+    with pytest.raises(
+        flow2onnx.PluginError,
+        match=rf"plugin 'Wrapping' \(passed to export\) implements flow2onnx_register_lowerings with {marker}=True, "
+        rf"which registration hooks do not support: .* Drop {marker}=True and call register directly",
+    ):
+        load_plugins(extra_plugins=[Wrapping], entry_points=False)
 
 
 def test_one_plugin_stacks_lowerings_and_the_highest_since_opset_wins():

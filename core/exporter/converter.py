@@ -7,6 +7,7 @@ from onnx import helper
 
 from ..lowering.context import LoweringContext
 from ..errors import UnsupportedOpsError
+from ..lowering.families import family_note
 from ..lowering.graph import FlowGraph, TensorInfo
 from ..lowering.registry import Registry
 
@@ -31,6 +32,7 @@ def check_supported(graph: FlowGraph, registry: Registry, opset: int) -> None:
         if known is not None:
             low, high = known
             note = f" (a lowering exists for opset {low}..{high or ''}; export with opset {low if opset < low else high})"
+        note += family_note(op_type, registry)
         lines.append(f"  - {op_type}: {count} op{'s' if count > 1 else ''}, e.g. {example!r}{note}")
         lines.append(f"      signature: {signatures[op_type]}")
     message = (

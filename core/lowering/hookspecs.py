@@ -9,6 +9,12 @@ Every hook here receives a ``register`` callback; the host stamps each registrat
 the plugin whose hook made it, so errors, ``flow2onnx plugins`` and export results can say who
 provided what. An implementation may accept a subset of a spec's arguments: argument names are the
 API and are never renamed.
+
+Hooks are called through pluggy with keyword arguments, one plugin at a time, in plugin order
+(built-ins, installed plugins, per-export plugins). ``@hookimpl(tryfirst=True)`` or
+``@hookimpl(trylast=True)`` moves a plugin's call before or after the others, as pluggy orders
+them. Wrappers (``wrapper=True``, ``hookwrapper=True``) are refused with an error: each call
+covers one plugin, so there is nothing else for them to wrap.
 """
 
 from __future__ import annotations

@@ -1,21 +1,34 @@
 """Building the plugin manager and the registry, once per export.
 
 Built-in plugins are listed by module name in :data:`BUILTIN_PLUGINS` and go through the same
-:func:`_register` as third-party plugins found in the ``flow2onnx`` entry-point group, so they are
-loaded, listed, disabled and reported alike.
+:func:`_register` as the plugins found in the ``flow2onnx`` entry-point group, so they are loaded,
+listed, disabled and reported alike. The op-handler families (``flow2onnx-conv``, …) are
+distributions of their own and arrive through the entry-point group, as third-party plugins do.
 
 Which plugins load:
 
-- every built-in, every installed entry point, then the plugin objects passed to one export;
+- every built-in, every installed entry point (the families among them), then the plugin objects
+  passed to one export;
 - minus those named in ``disable`` (and in ``$FLOW2ONNX_DISABLE_PLUGINS``, comma-separated), which
   are not even imported;
 - restricted, when ``only`` (or ``$FLOW2ONNX_PLUGINS``) names a set, to that set plus the essential
   plugins; an essential plugin asked to be disabled refuses.
 
 Order is explicit, never the order in which packages happen to be found: built-ins in the order
-of :data:`BUILTIN_PLUGINS`, then entry-point plugins sorted by name, then per-export plugins in the
-order given. Registration clashes are errors unless a lowering says ``override=True``, so the order
-decides nothing silently. ``$FLOW2ONNX_TRACE=1`` prints every hook call and registration.
+of :data:`BUILTIN_PLUGINS`, then the op-handler families flow2onnx ships (see
+:mod:`flow2onnx.lowering.families`) and the other entry-point plugins, each group sorted by name,
+then per-export plugins in the order given. Registration clashes are errors unless a lowering
+says ``override=True``, so the order decides nothing silently.
+
+Hooks are called through pluggy, with keyword arguments, once per plugin: each plugin's call goes
+through ``manager.subset_hook_caller`` and receives a ``register`` stamped with that plugin, so
+errors, ``flow2onnx plugins`` and export results say who registered what. Plugins are called in the
+order above; an implementation marked ``tryfirst`` or ``trylast`` moves its plugin's call to the
+front or the back, as pluggy orders it. A plugin that implements one hook twice (``specname``) has
+both run in one call, in pluggy's order, placed where pluggy puts the first. Wrappers
+(``wrapper=True``, ``hookwrapper=True``) are refused: a call covers one plugin, so a wrapper would
+wrap nothing but its own plugin. ``$FLOW2ONNX_TRACE=1`` prints every hook call (through pluggy's
+hook-call monitoring) and registration.
 """
 
 from __future__ import annotations
@@ -26,31 +39,24 @@ import importlib.metadata
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pluggy
 
 from . import hookspecs
 from ..errors import Flow2OnnxError, PluginError
+from .families import family_names
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "flow2onnx"
+CORE_DISTRIBUTION = "flow2onnx-core"
 DISABLE_ENV = "FLOW2ONNX_DISABLE_PLUGINS"
 ONLY_ENV = "FLOW2ONNX_PLUGINS"
 TRACE_ENV = "FLOW2ONNX_TRACE"
 
+# The plugins inside flow2onnx-core. The op-handler families are distributions of their own
+# (flow2onnx-conv, …; see flow2onnx.lowering.families) and arrive through the entry-point group like any plugin.
 BUILTIN_PLUGINS = (
-    "flow2onnx.op_handlers.activations",
-    "flow2onnx.op_handlers.conv",
-    "flow2onnx.op_handlers.indexing",
-    "flow2onnx.op_handlers.math",
-    "flow2onnx.op_handlers.normalization",
-    "flow2onnx.op_handlers.pooling",
-    "flow2onnx.op_handlers.quantization",
-    "flow2onnx.op_handlers.reduce",
-    "flow2onnx.op_handlers.resize",
-    "flow2onnx.op_handlers.shape",
-    "flow2onnx.op_handlers.tensor",
     "flow2onnx.plugins.onnxruntime_verifier",
     "flow2onnx.plugins.onnxsim_pass",
     "flow2onnx.plugins.onnxoptimizer_pass",
@@ -61,6 +67,14 @@ BUILTIN_PLUGINS = (
 ESSENTIAL_PLUGINS = {
     "flow2onnx.plugins.onnxruntime_verifier": "it verifies every export; pass verify=False (CLI: --no-verify) to skip verification instead",
 }
+
+# Each registration hook, the Registry method its ``register`` adds to, and the PluginInfo tally.
+REGISTRATION_HOOKS = (
+    ("flow2onnx_register_lowerings", "add_lowering", "lowerings"),
+    ("flow2onnx_register_post_passes", "add_post_pass", "post_passes"),
+    ("flow2onnx_register_verifiers", "add_verifier", "verifiers"),
+    ("flow2onnx_register_runtime_libraries", "add_runtime_library", "runtime_libraries"),
+)
 
 
 @dataclass
@@ -96,10 +110,20 @@ class LoadedPlugins:
     plugins: dict[str, PluginInfo]
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A plugin that could load, before it is imported: its name, origin and how to get it."""
+
+    name: str
+    distribution: str
+    version: str
+    load: Callable[[], object]
+
+
 def own_version() -> str:
-    """The installed flow2onnx's version (``unknown`` when running from an uninstalled tree)."""
+    """The installed flow2onnx core's version (``unknown`` when running from an uninstalled tree)."""
     try:
-        return importlib.metadata.version("flow2onnx")
+        return importlib.metadata.version(CORE_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
 
@@ -108,32 +132,54 @@ def _names_from_env(variable: str) -> list[str]:
     return [name.strip() for name in os.environ.get(variable, "").split(",") if name.strip()]
 
 
+def _tracing() -> bool:
+    return os.environ.get(TRACE_ENV, "") not in ("", "0")
+
+
 def _trace(message: str) -> None:
-    if os.environ.get(TRACE_ENV, "") not in ("", "0"):
+    if _tracing():
         print(f"flow2onnx trace: {message}", file=sys.stderr)
-
-
-def _register(manager: pluggy.PluginManager, infos: dict, plugin, name: str, distribution: str, version: str) -> None:
-    try:
-        manager.register(plugin, name=name)
-    except ValueError as error:  # pluggy: already registered under another name, or name taken
-        raise PluginError(f"plugin {name!r} ({f'{distribution} {version}'.strip()}) could not be registered: {error}") from error
-    except pluggy.PluginValidationError as error:
-        raise PluginError(f"plugin {name!r} ({f'{distribution} {version}'.strip()}) is invalid: {error}") from error
-    infos[name] = PluginInfo(name, distribution, version)
-    _trace(f"loaded plugin {name!r} ({infos[name].origin})")
-
-
-def available_plugin_names(extra_plugins: Iterable = ()) -> list[str]:
-    """Names of every plugin that could load: built-ins, entry points, per-export plugins (nothing imported)."""
-    names = list(BUILTIN_PLUGINS)
-    names += sorted(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.value not in BUILTIN_PLUGINS)
-    names += [_extra_name(plugin, index) for index, plugin in enumerate(extra_plugins)]
-    return names
 
 
 def _extra_name(plugin, index: int) -> str:
     return getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{index}"
+
+
+def _entry_point_candidate(entry_point) -> _Candidate:
+    dist = getattr(entry_point, "dist", None)
+    distribution = dist.metadata["Name"] if dist is not None else "unknown distribution"
+    version = dist.version if dist is not None else "unknown"
+
+    def load():
+        try:
+            return entry_point.load()
+        except Exception as error:
+            raise PluginError(
+                f'Error importing plugin "{entry_point.name}" ({distribution} {version}, '
+                f"{entry_point.value}): {type(error).__name__}: {error}"
+            ) from error
+
+    return _Candidate(entry_point.name, distribution, version, load)
+
+
+def _candidates(extra_plugins: list, entry_points: bool = True) -> list[_Candidate]:
+    """Every plugin that could load, in plugin order; nothing is imported yet."""
+    own = own_version()
+    found = [_Candidate(name, CORE_DISTRIBUTION, own, functools.partial(importlib.import_module, name)) for name in BUILTIN_PLUGINS]
+    if entry_points:
+        # flow2onnx's own families first, so that any other installed plugin may override their
+        # lowerings whatever its name: an override=True registration must come after what it replaces.
+        families = set(family_names())
+        installed = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name not in families, ep.name))
+        found += [_entry_point_candidate(ep) for ep in installed if ep.value not in BUILTIN_PLUGINS]
+    for index, plugin in enumerate(extra_plugins):
+        found.append(_Candidate(_extra_name(plugin, index), "passed to export", "", lambda plugin=plugin: plugin))
+    return found
+
+
+def available_plugin_names(extra_plugins: Iterable = ()) -> list[str]:
+    """Names of every plugin that could load: built-ins, entry points, per-export plugins (nothing imported)."""
+    return [candidate.name for candidate in _candidates(list(extra_plugins))]
 
 
 def _selection(disable: Iterable[str], only: Iterable[str] | None, candidates: list[str]):
@@ -165,82 +211,98 @@ def load_plugins(
     """Build a plugin manager with the built-ins, the installed entry points and ``extra_plugins``.
 
     ``disable`` names plugins not to load; ``only`` restricts loading to the named plugins (the
-    essential ones always load). Then every registration hook is called, each implementation with
-    a ``register`` callback stamped with its plugin's name, and the filled registry is returned.
+    essential ones always load). Then every registration hook is called through pluggy, each plugin
+    with a ``register`` callback stamped with its name, and the filled registry is returned.
     """
-    extra_plugins = list(extra_plugins)
-    found = sorted(
-        (ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if entry_points and ep.value not in BUILTIN_PLUGINS),
-        key=lambda ep: ep.name,
-    )
-    candidates = list(BUILTIN_PLUGINS) + [ep.name for ep in found] + [_extra_name(p, i) for i, p in enumerate(extra_plugins)]
-    skipped = _selection(disable, only, candidates)
-
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    infos: dict[str, PluginInfo] = {}
-    own = own_version()
-
-    for module_name in BUILTIN_PLUGINS:
-        if module_name not in skipped:
-            _register(manager, infos, importlib.import_module(module_name), module_name, "flow2onnx", own)
-
-    for entry_point in found:
-        if entry_point.name in skipped:
-            _trace(f"skipped disabled plugin {entry_point.name!r}")
-            continue
-        if manager.get_plugin(entry_point.name) is not None:
-            raise PluginError(f"two installed plugins are named {entry_point.name!r}; uninstall one of them")
-        dist = getattr(entry_point, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else "unknown distribution"
-        dist_version = dist.version if dist is not None else "unknown"
-        try:
-            plugin = entry_point.load()
-        except Exception as error:
-            raise PluginError(
-                f'Error importing plugin "{entry_point.name}" ({dist_name} {dist_version}, '
-                f"{entry_point.value}): {type(error).__name__}: {error}"
-            ) from error
-        _register(manager, infos, plugin, entry_point.name, dist_name, dist_version)
-
-    for index, plugin in enumerate(extra_plugins):
-        name = _extra_name(plugin, index)
-        if name not in skipped:
-            _register(manager, infos, plugin, name, "passed to export", "")
-
-    try:
-        manager.check_pending()
-    except pluggy.PluginValidationError as error:
-        plugin_name = manager.get_name(error.plugin) if error.plugin is not None else "?"
-        info = infos.get(plugin_name)
-        origin = f" ({info.origin})" if info else ""
-        raise PluginError(f"plugin {plugin_name!r}{origin}: {error}") from error
-
+    candidates = _candidates(list(extra_plugins), entry_points)
+    skipped = _selection(disable, only, [candidate.name for candidate in candidates])
+    for name in sorted(skipped):
+        _trace(f"skipped disabled plugin {name!r}")
+    manager, infos = _build_manager([candidate for candidate in candidates if candidate.name not in skipped])
     registry = Registry()
-    _call_registration_hook(manager, infos, "flow2onnx_register_lowerings", registry.add_lowering, "lowerings")
-    _call_registration_hook(manager, infos, "flow2onnx_register_post_passes", registry.add_post_pass, "post_passes")
-    _call_registration_hook(manager, infos, "flow2onnx_register_verifiers", registry.add_verifier, "verifiers")
-    _call_registration_hook(manager, infos, "flow2onnx_register_runtime_libraries", registry.add_runtime_library, "runtime_libraries")
+    for hook_name, method, tally in REGISTRATION_HOOKS:
+        _call_registration_hook(manager, infos, hook_name, getattr(registry, method), tally)
     return LoadedPlugins(manager, registry, infos)
 
 
+def _build_manager(chosen: list[_Candidate]) -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
+    """Import the chosen plugins in plugin order and register them with a new pluggy manager."""
+    infos: dict[str, PluginInfo] = {}
+    plugins = []
+    for candidate in chosen:
+        if candidate.name in infos:
+            first = infos[candidate.name]
+            raise PluginError(
+                f"two installed plugins are named {candidate.name!r} ({first.origin} and "
+                f"{candidate.distribution} {candidate.version}); uninstall one of them"
+            )
+        plugins.append(candidate.load())
+        infos[candidate.name] = PluginInfo(candidate.name, candidate.distribution, candidate.version)
+        _trace(f"loaded plugin {candidate.name!r} ({infos[candidate.name].origin})")
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    # pluggy calls the implementation registered last first: registering in reverse plugin order
+    # makes unmarked implementations run in plugin order and leaves tryfirst/trylast to pluggy.
+    for plugin, info in reversed(list(zip(plugins, infos.values()))):
+        _register(manager, plugin, info)
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as error:
+        name = manager.get_name(error.plugin) if error.plugin is not None else "?"
+        origin = f" ({infos[name].origin})" if name in infos else ""
+        raise PluginError(f"plugin {name!r}{origin}: {error}") from error
+    _refuse_wrappers(manager, infos)
+    if _tracing():
+        manager.add_hookcall_monitoring(functools.partial(_trace_call, infos), lambda *args: None)
+    return manager, infos
+
+
+def _register(manager: pluggy.PluginManager, plugin, info: PluginInfo) -> None:
+    try:
+        manager.register(plugin, name=info.name)
+    except ValueError as error:  # pluggy: already registered under another name, or name taken
+        raise PluginError(f"plugin {info.name!r} ({info.origin}) could not be registered: {error}") from error
+    except pluggy.PluginValidationError as error:
+        raise PluginError(f"plugin {info.name!r} ({info.origin}) is invalid: {error}") from error
+
+
+def _refuse_wrappers(manager: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    for hook_name, _, _ in REGISTRATION_HOOKS:
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            if impl.wrapper or impl.hookwrapper:
+                marker = "wrapper=True" if impl.wrapper else "hookwrapper=True"
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} ({infos[impl.plugin_name].origin}) implements {hook_name} with "
+                    f"{marker}, which registration hooks do not support: each plugin's hook is called on its own, "
+                    f"with a register callback stamped with that plugin, so a wrapper would wrap only its own "
+                    f"plugin. Drop {marker} and call register directly"
+                )
+
+
+def _trace_call(infos: dict[str, PluginInfo], hook_name: str, hook_impls, kwargs) -> None:
+    for name in dict.fromkeys(impl.plugin_name for impl in hook_impls):
+        _trace(f"calling {hook_name}({', '.join(kwargs)}) of plugin {name!r} ({infos[name].origin})")
+
+
 def _call_registration_hook(manager, infos, hook_name: str, add, tally: str) -> None:
-    """Call each implementation of ``hook_name``, in plugin order, with ``register`` bound to its plugin."""
-    caller = getattr(manager.hook, hook_name)
-    order = {name: index for index, name in enumerate(infos)}
-    for impl in sorted(caller.get_hookimpls(), key=lambda impl: order[impl.plugin_name]):
-        info = infos[impl.plugin_name]
+    """Call ``hook_name`` through pluggy once per implementing plugin, in pluggy's call order.
+
+    Each call goes through a subset hook caller that holds only that plugin's implementations, so
+    its ``register`` is stamped with that plugin.
+    """
+    impls = getattr(manager.hook, hook_name).get_hookimpls()
+    plugins = {impl.plugin_name: impl.plugin for impl in impls}
+    # A hook caller lists its implementations in the reverse of the order it calls them in.
+    for name in dict.fromkeys(impl.plugin_name for impl in reversed(impls)):
+        info = infos[name]
         info.hooks.append(hook_name)
-        _trace(f"calling {hook_name} of plugin {impl.plugin_name!r} ({info.origin})")
-        register = functools.partial(_stamped, add, info, tally)
+        call = manager.subset_hook_caller(hook_name, remove_plugins=[p for other, p in plugins.items() if other != name])
         try:
-            impl.function(**{arg: register for arg in impl.argnames})
+            call(register=functools.partial(_stamped, add, info, tally))
         except Flow2OnnxError:
             raise
         except Exception as error:
-            raise PluginError(
-                f"plugin {impl.plugin_name!r} ({info.origin}) failed in {hook_name}: {type(error).__name__}: {error}"
-            ) from error
+            raise PluginError(f"plugin {name!r} ({info.origin}) failed in {hook_name}: {type(error).__name__}: {error}") from error
 
 
 def _stamped(add, info: PluginInfo, tally: str, *args, **kwargs) -> None:

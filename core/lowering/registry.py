@@ -1,7 +1,7 @@
 """What the plugins registered: lowerings keyed by OneFlow op type and opset, post-passes, verifiers.
 
 A :class:`Registry` is built for each export from the plugins loaded for it (see
-``plugin_manager.build_registry``); nothing here is global.
+:func:`flow2onnx.lowering.plugin_manager.load_plugins`); nothing here is global.
 """
 
 from __future__ import annotations
