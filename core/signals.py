@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 #: Exit status of a process ended by SIGINT / SIGTERM, as shells report it (128 + signal number).
@@ -74,7 +75,24 @@ def signals_raise():
         received.append(signum)
         _RAISERS[signum](signum, frame)
 
+    previous_hooks = sys.unraisablehook, sys.excepthook
+
+    def ours(exc_type) -> bool:
+        return bool(received) and exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, Terminated))
+
+    # Where Python cannot raise (a finaliser, a callback), it prints "Exception ignored" and a
+    # traceback; native code that calls into Python may print one with PyErr_Print. The signal is
+    # recorded and raised when the body ends, so those prints of it are noise.
+    def unraisable(info):
+        if not ours(info.exc_type):
+            previous_hooks[0](info)
+
+    def excepthook(exc_type, value, traceback):
+        if not ours(exc_type):
+            previous_hooks[1](exc_type, value, traceback)
+
     previous = {signum: signal.signal(signum, handler) for signum in _RAISERS}
+    sys.unraisablehook, sys.excepthook = unraisable, excepthook
     try:
         yield
     except (KeyboardInterrupt, Terminated):
@@ -87,6 +105,7 @@ def signals_raise():
         if received:
             raise _exception_for(received[0])
     finally:
+        sys.unraisablehook, sys.excepthook = previous_hooks
         for signum, old in previous.items():
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
 

@@ -57,7 +57,7 @@ def test_cli_signal_mid_export_leaves_nothing_and_says_so(tmp_path, signum, code
     rc, stderr = _interrupt_export(tmp_path, signum, argv)
     assert rc == code, stderr
     assert [line for line in stderr.splitlines() if line.startswith("flow2onnx:") and word in line], stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr, stderr
     assert os.listdir(tmp_path) == []
 
 
