@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -142,3 +143,13 @@ def _import_advice(error: Exception) -> str:
     if "Numpy" in message or "numpy" in message:
         return f"OneFlow could not be imported: {message}. OneFlow 0.9.0 needs numpy<2: pip install 'numpy<2'"
     return f"OneFlow could not be imported: {message}. Install it with: pip install oneflow==0.9.0"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def error_text(error: BaseException) -> str:
+    """An exception's last line, as words for a one-line message: OneFlow colours its errors with
+    terminal escape codes and puts the cause last, after its own C++ stack."""
+    lines = [line.strip() for line in _ANSI.sub("", str(error)).strip().splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__

@@ -146,7 +146,9 @@ MORE_CASES = {
     "selu": (unary(flow.selu), [(2, 8)], {"selu"}),
     "softplus-threshold": (unary(lambda x: F.softplus(x, 2, 1)), [(2, 8)], {"softplus"}),
     "softsign": (unary(F.softsign), [(2, 8)], {"softsign"}),
-    "log_sigmoid": (unary(F.logsigmoid, 20, -10), [(2, 8)], {"log_sigmoid"}),
+    # Inputs unscaled: verification's own draws reach |x| = 100. OneFlow 0.9's kernel gives -inf below
+    # about x = -1000 (ONNX Runtime gives x there), which verification rightly reports as a mismatch.
+    "log_sigmoid": (unary(F.logsigmoid, 1.0, 0.0), [(2, 8)], {"log_sigmoid"}),
     "hardshrink": (unary(F.hardshrink), [(2, 8)], {"hardshrink"}),
     "prelu-channels": (lambda: nn.PReLU(3), [(2, 3, 4, 4)], {"prelu"}),
     "prelu-single": (lambda: nn.PReLU(), [(2, 3, 4)], {"prelu"}),
@@ -299,7 +301,7 @@ def test_lowering_matches_oneflow(case, opset, onnx_path):
     missing = op_types - set(result.op_types)
     assert not missing, f"the graph did not contain {missing}; the case does not test its lowering"
     assert result.report.passed, result.report.to_text(outliers=True)
-    assert len(result.report.comparisons) == len(result.output_names)
+    assert len(result.report.comparisons) == 3 * len(result.output_names)  # example inputs, then two random draws
     assert onnx_path.exists()
     opsets = case_opsets(op_types)
     if opset != max(opsets[0], flow2onnx.DEFAULT_OPSET):
@@ -329,7 +331,7 @@ def test_reshape_follows_dynamic_batch(opset, onnx_path):
     """A reshape whose shape the graph baked in (batch 2) runs at other batch sizes."""
     model = Lambda(lambda self, x: flow.relu(x.reshape(x.shape[0], -1)))
     result = export_module(model, [(2, 3, 4)], onnx_path, opset=opset, dynamic_batch=True)
-    assert result.report.batch_sizes == [2, 3, 7]
+    assert result.report.batch_sizes == [1, 2, 7]
     assert result.report.passed
 
 
@@ -405,7 +407,7 @@ def test_transformer_ops_follow_dynamic_batch(opset, onnx_path):
     """expand, concat, batched matmul, softmax, var and slicing keep the batch symbolic."""
     result = export_module(_TinyAttention(), [(2, 5, 8)], onnx_path, opset=opset, dynamic_batch=True)
     assert {"expand", "concat", "batch_matmul", "softmax", "var", "slice"} <= set(result.op_types)
-    assert result.report.batch_sizes == [2, 3, 7]
+    assert result.report.batch_sizes == [1, 2, 7]
     assert result.report.passed
 
 
@@ -420,7 +422,7 @@ def test_resize_and_pad_follow_dynamic_batch(opset, onnx_path):
         )
     )
     result = export_module(model, [(2, 2, 3, 4)], onnx_path, opset=opset, dynamic_batch=True)
-    assert result.report.batch_sizes == [2, 3, 7]
+    assert result.report.batch_sizes == [1, 2, 7]
     assert result.report.passed
 
 

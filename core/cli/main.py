@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -29,6 +30,14 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _parse_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a range LOW,HIGH like -1,1") from None
+    return low, high
+
+
 def _parse_dynamic_axes(text: str) -> tuple[str, dict[int, str]]:
     name, sep, rest = text.partition("=")
     try:
@@ -49,6 +58,11 @@ def _load_callable(spec: str):
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise Flow2OnnxError(f"cannot import module {module_name!r} for {spec!r}: {error}") from error
+    except Exception as error:  # the user's module raised while it was imported
+        raise Flow2OnnxError(
+            f"importing module {module_name!r} for {spec!r} failed: {type(error).__name__}: {_last_line(error)}; "
+            f"fix the module (python -c 'import {module_name}' shows the whole traceback)"
+        ) from error
     finally:
         sys.path.pop(0)
     target = module
@@ -89,12 +103,63 @@ def _model_and_inputs(args):
 
     flow = import_oneflow()
     factory = _load_callable(args.model)
+    shapes = args.input_shape or [(1, 3, 224, 224)]
+    _check_example_size(shapes)
     with quiet_native_output():
-        model = factory()
+        model = _call_factory(factory, args.model)
     if not isinstance(model, (flow.nn.Module, flow.nn.Graph)):
         raise Flow2OnnxError(f"{args.model}() returned a {type(model).__name__}; it must return a oneflow.nn.Module or nn.Graph")
     rng = np.random.default_rng(0)
-    return model, [flow.tensor(rng.random(shape, dtype=np.float32)) for shape in args.input_shape or [(1, 3, 224, 224)]]
+    return model, [flow.tensor(rng.random(shape, dtype=np.float32)) for shape in shapes]
+
+
+def _call_factory(factory, spec: str):
+    """Call the user's ``MODULE:CALLABLE`` without arguments; its failure is one message."""
+    try:
+        inspect.signature(factory).bind()
+    except TypeError as error:
+        raise Flow2OnnxError(
+            f"{spec} cannot be called without arguments ({error}); point at a function that builds the model with "
+            "no arguments (write one in your own module that fills them in)"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): just call it
+        pass
+    try:
+        return factory()
+    except Exception as error:
+        raise Flow2OnnxError(f"{spec}() raised {type(error).__name__}: {_last_line(error)}; fix the model's constructor") from error
+
+
+def _check_example_size(shapes) -> None:
+    """Refuse example inputs that cannot fit in memory before allocating them (which could wake the OOM killer)."""
+    needed = sum(int(np.prod(shape, dtype=object)) * 4 for shape in shapes)
+    available = _available_memory()
+    if available is not None and needed > available // 2:
+        raise Flow2OnnxError(
+            f"--input-shape {' '.join(','.join(map(str, s)) for s in shapes)} needs {needed / 2**30:.1f} GiB for its random "
+            f"float32 example inputs, more than half of the {available / 2**30:.1f} GiB of memory available; export with a "
+            "smaller example (keep the batch or sizes symbolic with --dynamic-batch / --dynamic-axes)"
+        )
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _last_line(error: Exception) -> str:
+    from .._oneflow import error_text
+
+    return error_text(error).partition(": ")[2]
 
 
 def _export_options(args) -> dict:
@@ -111,6 +176,10 @@ def _export_options(args) -> dict:
         only_plugins=_split(args.only_plugins),
         bundle_dir=args.bundle,
         bisect=args.bisect,
+        rtol=args.rtol,
+        atol=args.atol,
+        input_range=args.input_range,
+        strict=args.strict,
     )
 
 
@@ -165,6 +234,13 @@ def _add_model_arguments(parser) -> None:
     parser.add_argument("--post-pass", action="append", metavar="NAME", help="run a registered post-pass (onnxsim, onnxoptimizer); repeatable")
     parser.add_argument("--strict-post-passes", action="store_true", help="fail when a post-pass fails or changes results, instead of skipping it")
     parser.add_argument("--print-outlier", action="store_true", help="show the worst elements of each output")
+    parser.add_argument("--rtol", type=float, metavar="R", help="relative tolerance of verification (default by output dtype: 1e-3 for float32)")
+    parser.add_argument("--atol", type=float, metavar="A", help="absolute tolerance, scaled by the output's largest magnitude (default 1e-4 for float32)")
+    parser.add_argument(
+        "--input-range", type=_parse_range, metavar="LOW,HIGH",
+        help="draw verification's random float inputs uniformly in [LOW, HIGH) (default: one run in [-1, 1), one across 1e-3..1e2 of both signs)",
+    )
+    parser.add_argument("--strict", action="store_true", help="fail when an output is constant or not finite in a verification run")
     parser.add_argument("--report", metavar="FILE", help="also write the verification report: .json, .md (Markdown) or text")
     parser.add_argument("--bisect", action="store_true", help="run the first-divergence finder even if verification passes (it runs on a mismatch anyway)")
     _add_plugin_selection(parser)

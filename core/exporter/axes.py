@@ -1,9 +1,14 @@
-"""The plan step: which axes of the inputs stay symbolic, and the shapes the model is checked at.
+"""The plan step: which axes of the inputs stay symbolic, and the runs the model is verified with.
 
 The options name the dynamic axes; here they are checked against the graph's inputs, and the
-input shapes for verification are chosen: a dynamic batch B is tried at B, B + 1 and 2B + 3 (or the
-batch sizes asked for), other dynamic axes of size S at S, S + 1 and S + 3, so that a size baked
-into the model shows as a wrong result or a failed run.
+verification runs are chosen. The first run is always the user's own example inputs (when the
+export was given them). Then come random runs whose floats cover both signs and several orders of
+magnitude (:data:`~flow2onnx.exporter.verification.FLOAT_DRAWS`), or the ``input_range`` asked for.
+With dynamic axes, the random runs are at sizes far from the example's: a batch B at 1 (2 when B is
+1) and 2B + 3, another axis of size S at about S/2 and 3S/2, keeping S's power-of-two alignment
+(:func:`~flow2onnx.exporter.verification.far_size`), since a size baked into the model can pass
+near the example and fail far from it. The eager module is compiled a second time at the larger
+far sizes, to tell which values of the graph follow the axes.
 """
 
 from __future__ import annotations
@@ -11,13 +16,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph
 from .converter import dynamic_axes_of
 from .options import ExportOptions
+from .verification import far_size
 
-# The size added to a non-batch dynamic axis in each verification run.
-_AXIS_GROWTH = (0, 1, 3)
+@dataclass(frozen=True)
+class VerificationRun:
+    """One verification run: the input shapes, and where its inputs come from."""
+
+    #: The batch size, when the batch is dynamic (the report's "batch" column).
+    batch: int | None
+    #: Input name -> shape, for the inputs whose shape differs from the example's.
+    shapes: Mapping[str, tuple[int, ...]]
+    #: "example" (the user's inputs), a float draw of ``draw_inputs`` or a ``(low, high)`` range.
+    draw: str | tuple[float, float]
+    #: The arrays of an "example" run.
+    arrays: tuple[np.ndarray, ...] | None = None
+
+    @property
+    def label(self) -> str:
+        return "example inputs" if self.draw == "example" else f"random inputs ({_draw_text(self.draw)})"
 
 
 @dataclass(frozen=True)
@@ -26,8 +48,8 @@ class AxesPlan:
 
     #: Input name -> {axis: symbol}, for every input (an empty mapping: all its axes are static).
     axes: Mapping[str, Mapping[int, str]]
-    #: One ``(batch size or None, {input name: shape})`` per verification run; ``((None, {}),)`` when static.
-    verify_shapes: tuple[tuple[int | None, Mapping[str, tuple[int, ...]]], ...]
+    #: The verification runs, the example's first.
+    runs: tuple[VerificationRun, ...]
     #: The shapes at which the eager module is compiled a second time, to tell which sizes follow the
     #: dynamic axes; ``None`` when there are none, or no eager module to compile again.
     variant_shapes: Mapping[str, tuple[int, ...]] | None
@@ -37,39 +59,73 @@ class AxesPlan:
         """The inputs that have symbolic axes, with them (what the export's result reports)."""
         return {name: dict(mapping) for name, mapping in self.axes.items() if mapping}
 
+    @property
+    def batch_sizes(self) -> list:
+        """The batch size of each run (``None`` entries when the batch is static)."""
+        return [run.batch for run in self.runs]
 
-def plan_axes(graph: FlowGraph, options: ExportOptions) -> AxesPlan:
-    """Check the requested dynamic axes against ``graph`` and choose the shapes to verify at."""
+
+def plan_axes(graph: FlowGraph, options: ExportOptions, examples: Sequence[np.ndarray] | None = None) -> AxesPlan:
+    """Check the requested dynamic axes against ``graph`` and choose the verification runs."""
     if options.dynamic_batch:
         _check_dynamic_batch(graph)
     _check_dynamic_axes(graph, options.dynamic_axes)
     axes = dynamic_axes_of(graph, options.dynamic_batch, options.dynamic_axes)
-    dynamic = any(axes.values())
+    runs = _runs(graph, axes, options, examples)
     variant_shapes = None
-    if dynamic and graph.eager_module is not None:
-        # Sizes other than the example's, and ones that verification runs at anyway.
-        variant_shapes = _shapes(graph, axes, None)[1][1]
-    return AxesPlan(axes=axes, verify_shapes=tuple(_shapes(graph, axes, options.verify_batch_sizes)), variant_shapes=variant_shapes)
+    if any(axes.values()) and graph.eager_module is not None:
+        variant_shapes = _variant_shapes(graph, axes, runs)
+    return AxesPlan(axes=axes, runs=tuple(runs), variant_shapes=variant_shapes)
 
 
-def _shapes(graph: FlowGraph, axes: Mapping, batch_sizes: Sequence[int] | None) -> list[tuple]:
-    """``(batch label, {input name: shape})`` per verification run; one ``(None, {})`` when static."""
-    if not any(axes.values()):
-        return [(None, {})]
-    runs = []
-    for k in range(len(batch_sizes) if batch_sizes else 3):
-        shapes, batch = {}, None
-        for info in graph.inputs:
-            shape = list(info.shape)
-            for axis in axes.get(info.name, {}):
-                if axis == 0:
-                    shape[0] = batch_sizes[k] if batch_sizes else (shape[0], shape[0] + 1, 2 * shape[0] + 3)[k]
-                    batch = shape[0]
-                else:
-                    shape[axis] += _AXIS_GROWTH[k % 3]
-            shapes[info.name] = tuple(shape)
-        runs.append((batch, shapes))
+def _runs(graph: FlowGraph, axes: Mapping, options: ExportOptions, examples) -> list[VerificationRun]:
+    draws = [options.input_range] * 2 if options.input_range is not None else ["signed", "magnitudes"]
+    example_batch = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else None
+    dynamic = any(axes.values())
+    batched = any(0 in mapping for mapping in axes.values())
+    first = VerificationRun(example_batch if batched else None, {}, "example", tuple(examples)) if examples is not None else (
+        VerificationRun(example_batch if batched else None, {}, "unit")
+    )
+    if not dynamic:
+        return [first] + [VerificationRun(None, {}, draw) for draw in draws]
+    if options.verify_batch_sizes:
+        sizes = [(batch, (0.5, 1.5)[k % 2]) for k, batch in enumerate(options.verify_batch_sizes)]
+    else:
+        sizes = [(1 if example_batch != 1 else 2, 0.5), (2 * (example_batch or 1) + 3, 1.5)]
+    runs = [first]
+    for k, (batch, factor) in enumerate(sizes):
+        shapes = {info.name: _far_shape(info.shape, axes.get(info.name, {}), batch, factor) for info in graph.inputs}
+        runs.append(VerificationRun(batch if batched else None, shapes, draws[k % 2]))
     return runs
+
+
+def _variant_shapes(graph: FlowGraph, axes: Mapping, runs: Sequence[VerificationRun]) -> dict:
+    """The shapes of the last random run that changes every dynamic axis and sets none of them to 1
+    (else the last random run). A second compilation at a size equal to the example's along some
+    axis could not show that a value follows that axis, and at size 1 broadcasting makes ops take
+    other forms than at any other size."""
+    example = {info.name: tuple(info.shape) for info in graph.inputs}
+
+    def telling(run: VerificationRun) -> bool:
+        return all(
+            run.shapes[name][axis] not in (example[name][axis], 1) for name, mapping in axes.items() for axis in mapping
+        )
+
+    random_runs = [run for run in runs if run.draw != "example"]
+    chosen = next((run for run in reversed(random_runs) if telling(run)), random_runs[-1])
+    return dict(chosen.shapes)
+
+
+def _far_shape(shape: tuple[int, ...], mapping: Mapping[int, str], batch: int, factor: float) -> tuple[int, ...]:
+    return tuple(
+        (batch if axis == 0 else far_size(size, factor)) if axis in mapping else size for axis, size in enumerate(shape)
+    )
+
+
+def _draw_text(draw) -> str:
+    if isinstance(draw, tuple):
+        return f"uniform in [{draw[0]:g}, {draw[1]:g})"
+    return {"unit": "uniform in [0, 1)", "signed": "uniform in [-1, 1)", "magnitudes": "both signs, 1e-3 to 1e2"}[draw]
 
 
 def _check_dynamic_batch(graph: FlowGraph) -> None:

@@ -9,6 +9,9 @@ parameter, so their values come from ``graph.state_dict()`` in memory, read only
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+
 import logging
 import time
 import warnings
@@ -17,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .._oneflow import import_oneflow, quiet_native_output
+from .._oneflow import error_text, import_oneflow, quiet_native_output
 from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph, FlowOp, TensorInfo
 from ..lowering.schema import schemas_of_user_confs
@@ -116,45 +119,129 @@ class Captured:
 
     graph: FlowGraph
     timings: Mapping[str, float]
+    #: The user's example inputs as arrays (copied before compiling), for the first verification
+    #: run; ``None`` when the export was given a compiled graph without them.
+    examples: tuple[np.ndarray, ...] | None = None
 
 
 def capture(model, example_inputs: Sequence | None) -> Captured:
     """The first step of an export: compile ``model`` (when needed) and read its graph."""
     started = time.perf_counter()
-    graph = read_graph(as_compiled_graph(model, example_inputs))
+    inputs = example_tensors(example_inputs)
+    examples = None if inputs is None else tuple(_as_array(tensor) for tensor in inputs)
+    graph = read_graph(as_compiled_graph(model, inputs))
     seconds = time.perf_counter() - started
     log.info("read graph %s: %d ops of %d types", graph.name, len(graph.ops), len(graph.op_types()))
-    return Captured(graph, {"read_graph": seconds})
+    if examples is not None and not (
+        len(examples) == len(graph.inputs)
+        and all(a is not None and tuple(a.shape) == tuple(info.shape) for a, info in zip(examples, graph.inputs))
+    ):
+        # Global tensors, or a graph compiled earlier on other inputs: verification draws its own.
+        examples = None
+    return Captured(graph, {"read_graph": seconds}, examples)
 
 
-def as_compiled_graph(model, example_inputs: Sequence | None):
-    """``model`` as a compiled ``nn.Graph``: compiled on ``example_inputs``, or an eager module wrapped in one."""
+def _as_array(tensor):
+    try:
+        return np.array(tensor.numpy(), copy=True)
+    except Exception:  # a global tensor on several ranks, a tensor on another device: verify without it
+        return None
+
+
+def example_tensors(example_inputs) -> list | None:
+    """The example inputs as a list of OneFlow tensors (numpy arrays converted), checked one by one.
+
+    :raises InvalidModelError: for anything that is not a tensor or an array, naming its position;
+        a tuple of integers gets told to become a tensor of that shape.
+    """
     flow = import_oneflow()
-    inputs = None
-    if example_inputs is not None:
-        if isinstance(example_inputs, (flow.Tensor, np.ndarray)):
-            example_inputs = [example_inputs]
-        inputs = [flow.tensor(x) if isinstance(x, np.ndarray) else x for x in example_inputs]
+    if example_inputs is None:
+        return None
+    if isinstance(example_inputs, (flow.Tensor, np.ndarray)):
+        example_inputs = [example_inputs]
+    if _is_shape(example_inputs):
+        raise _shape_given(example_inputs, "example_inputs")
+    if not isinstance(example_inputs, (list, tuple)):
+        raise InvalidModelError(
+            f"example_inputs must be a list of tensors (or numpy arrays), one per input of the model; got a "
+            f"{type(example_inputs).__name__}"
+        )
+    tensors = []
+    for index, value in enumerate(example_inputs):
+        if isinstance(value, np.ndarray):
+            value = flow.tensor(value)
+        elif _is_shape(value):
+            raise _shape_given(value, f"example_inputs[{index}]")
+        elif not isinstance(value, flow.Tensor):
+            raise InvalidModelError(
+                f"example_inputs[{index}] is a {type(value).__name__}, not a tensor: pass oneflow tensors or numpy "
+                "arrays, one per input of the model"
+            )
+        tensors.append(value)
+    return tensors
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def _shape_given(shape, where: str) -> InvalidModelError:
+    dims = ", ".join(str(int(v)) for v in shape)
+    return InvalidModelError(
+        f"{where} is the shape ({dims}), not a tensor: flow2onnx runs the model once on real inputs; pass "
+        f"flow.rand({dims}) (or an array of that shape) instead"
+    )
+
+
+def as_compiled_graph(model, inputs: Sequence | None):
+    """``model`` as a compiled ``nn.Graph``: compiled on ``inputs`` (tensors), or an eager module wrapped in one.
+
+    :raises InvalidModelError: when OneFlow cannot build the graph on those inputs (wrong count,
+        shape or dtype), with OneFlow's own last words and what the model takes.
+    """
+    flow = import_oneflow()
     if isinstance(model, flow.nn.Graph):
-        if not getattr(model, "_is_compiled", False):
-            if inputs is None:
-                raise InvalidModelError(
-                    f"the nn.Graph {type(model).__name__} is not compiled: pass example_inputs, or call "
-                    "graph._compile(*example_inputs) before exporting"
-                )
+        if getattr(model, "_is_compiled", False):
+            return model
+        if inputs is None:
+            raise InvalidModelError(
+                f"the nn.Graph {type(model).__name__} is not compiled: pass example_inputs, or call "
+                "graph._compile(*example_inputs) before exporting"
+            )
+        with _rejected_inputs(model, model.build, inputs):
             compile_graph(model, inputs)
         return model
     if isinstance(model, flow.nn.Module):
         if inputs is None:
             raise InvalidModelError(
-                f"exporting the module {type(model).__name__} needs example_inputs: the tensors (or shapes) it is "
-                "run on once to build the graph, e.g. export(module, [flow.rand(1, 3, 224, 224)])"
+                f"exporting the module {type(model).__name__} needs example_inputs: the tensors it is run on once to "
+                "build the graph, e.g. export(module, [flow.rand(1, 3, 224, 224)])"
             )
-        return wrap_module(model, inputs)
+        with _rejected_inputs(model, model.forward, inputs):
+            return wrap_module(model, inputs)
     raise InvalidModelError(
         f"cannot export a {type(model).__module__}.{type(model).__name__}: pass a oneflow.nn.Graph or a "
         "oneflow.nn.Module with example_inputs"
     )
+
+
+@contextlib.contextmanager
+def _rejected_inputs(model, function, inputs):
+    """Turn OneFlow's failure to run ``model`` on ``inputs`` into one message naming both."""
+    try:
+        yield
+    except InvalidModelError:
+        raise
+    except Exception as error:
+        given = ", ".join(f"{tuple(t.shape)} {str(t.dtype).replace('oneflow.', '')}" for t in inputs) or "none"
+        try:
+            takes = str(inspect.signature(function))
+        except (TypeError, ValueError):
+            takes = "(…)"
+        raise InvalidModelError(
+            f"OneFlow could not run {type(model).__name__} on the example inputs [{given}] ({error_text(error)}); "
+            f"pass one tensor per argument of {function.__name__}{takes}, of the shape and dtype the model expects"
+        ) from error
 
 
 def read_graph(graph) -> FlowGraph:

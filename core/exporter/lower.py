@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .._oneflow import import_oneflow
+from .._oneflow import error_text, import_oneflow
 from ..errors import InvalidModelError, LoweringError, PluginError
 from ..lowering.graph import FlowGraph, TensorInfo
 from ..lowering.plugin_manager import load_plugins, own_version
@@ -124,7 +124,7 @@ def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph:
         described = {name: sorted(mapping.items()) for name, mapping in plan.symbolic_axes.items()}
         raise InvalidModelError(
             f"the dynamic axes {described} cannot stay dynamic: OneFlow cannot build the module for inputs "
-            f"{ {name: list(shape) for name, shape in shapes.items()} } ({type(error).__name__}: {str(error).strip().splitlines()[-1]}); "
+            f"{ {name: list(shape) for name, shape in shapes.items()} } ({error_text(error)}); "
             "the module itself fixes those sizes. Export with those axes static."
         ) from error
     return capture.read_graph(compiled)

@@ -6,6 +6,7 @@ cannot change what a later one sees, and an invalid option fails before any work
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -47,6 +48,8 @@ class ExportOptions:
     only_plugins: tuple[str, ...] | None = None
     bundle_dir: str | None = None
     bisect: bool = False
+    #: Fail, rather than warn, when an output is constant or has no finite value in every run.
+    strict: bool = False
 
     def __post_init__(self) -> None:
         # Frozen: normalised values are set through object.__setattr__, once, here.
@@ -56,6 +59,8 @@ class ExportOptions:
             "dynamic_axes": _frozen_axes(self.dynamic_axes),
             "verify_batch_sizes": _checked_batch_sizes(self.verify_batch_sizes),
             "input_range": _checked_range(self.input_range),
+            "rtol": _checked_tolerance("rtol", self.rtol),
+            "atol": _checked_tolerance("atol", self.atol),
             "post_passes": _names("post_passes", self.post_passes),
             "plugins": tuple(self.plugins),
             "disable_plugins": _names("disable_plugins", self.disable_plugins),
@@ -110,7 +115,19 @@ def _checked_batch_sizes(sizes) -> tuple[int, ...] | None:
 def _checked_range(input_range) -> tuple[float, float] | None:
     if input_range is None:
         return None
-    low, high = input_range
-    if not low < high:
-        raise Flow2OnnxError(f"input_range must be (low, high) with low < high, got {tuple(input_range)!r}")
+    try:
+        low, high = (float(bound) for bound in input_range)
+    except (TypeError, ValueError):
+        raise Flow2OnnxError(f"input_range must be (low, high), two numbers, e.g. (-1, 1); got {input_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise Flow2OnnxError(f"input_range must be (low, high) with finite low < high, got {tuple(input_range)!r}")
     return (low, high)
+
+
+def _checked_tolerance(name: str, value) -> float | None:
+    # A negative tolerance fails every element, and the first-divergence finder then blames an innocent op.
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise Flow2OnnxError(f"{name} must be a finite number >= 0 (or None for the default of each output's dtype); got {value!r}")
+    return float(value)

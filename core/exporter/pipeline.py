@@ -88,6 +88,7 @@ def export(
     bundle_dir: str | os.PathLike | None = None,
     bisect: bool = False,
     dynamic_axes: dict[str, dict[int, str]] | None = None,
+    strict: bool = False,
 ) -> ExportResult:
     """Export a OneFlow model to an ONNX file and verify it against OneFlow.
 
@@ -100,16 +101,19 @@ def export(
         The file appears only once complete and verified.
     :param opset: target ONNX opset, from 11 to the newest the installed onnx knows (default 17).
     :param dynamic_batch: make dim 0 of every input and output symbolic (``batch``); verification then
-        runs at three batch sizes.
+        runs at the example's batch B, at 1 (2 when B is 1) and at 2B + 3.
     :param verify: run the written model with ``verifier`` and compare every output with OneFlow's;
         a mismatch raises :class:`VerificationError` and leaves no file.
     :param verifier: the registered verifier that runs the model (default ``onnxruntime``).
-    :param verify_batch_sizes: the batch sizes to verify a dynamic batch at (default: the example's
-        batch B, B + 1 and 2B + 3).
+    :param verify_batch_sizes: the batch sizes of the random verification runs of a dynamic batch
+        (default: 1, or 2 when the example's batch B is 1, and 2B + 3); the example's own run comes first.
     :param rtol: relative tolerance for floating-point outputs (default by dtype: 1e-3 for float32).
     :param atol: absolute tolerance, scaled by the output's largest magnitude (default 1e-4 for float32).
-    :param input_range: ``(low, high)``: the range of the random float inputs of verification
-        (default [0, 1)).
+    :param input_range: ``(low, high)``: draw the random float inputs of verification uniformly in
+        this range. By default, after a run on the example inputs, one run draws floats uniformly in
+        [-1, 1) and one with random signs across five orders of magnitude (1e-3 to 1e2), so that a
+        lowering wrong only for negative or for large values shows. Give a range for models whose
+        inputs must stay in a domain (probabilities, positive scales).
     :param print_outlier: also log the report with the worst elements of each output (logger
         ``flow2onnx``, level INFO). The library prints nothing: the report is ``result.report``, or
         the :class:`VerificationError`'s ``report`` on a mismatch, and ``report.to_text(outliers=True)``
@@ -127,11 +131,14 @@ def export(
         verification fails; needs ``verify``.
     :param dynamic_axes: input name -> ``{axis: symbol}`` for axes to keep symbolic, e.g.
         ``{"input": {0: "batch", 2: "height", 3: "width"}}``; outputs get the symbols that follow.
-        Verification then runs at three shapes, and an op whose lowering depends on an example's
-        size along such an axis is reported instead of exported (eager modules only, for axes
-        other than the batch).
+        Verification then runs at the example's shapes and at sizes far from them (about half and
+        one and a half times each axis, keeping its power-of-two alignment), and an op whose
+        lowering depends on an example's size along such an axis is reported instead of exported
+        (eager modules only, for axes other than the batch).
     :param bisect: run the first-divergence finder even when verification passes (it always runs
         when verification fails and the model is an eager module); see ``result.divergence``.
+    :param strict: fail, rather than warn, when an output is constant or has no finite value (NaN or
+        infinities only) in a verification run: agreeing with such an output proves little.
     :returns: an :class:`ExportResult`. A failure raises a :class:`flow2onnx.Flow2OnnxError` (a
         subclass per cause) whose message names the cause and the fix, and leaves ``path`` as it was.
     """
@@ -155,6 +162,7 @@ def export(
         only_plugins=only_plugins,
         bundle_dir=bundle_dir,
         bisect=bisect,
+        strict=strict,
     )
     return run_export(model, example_inputs, options)
 
@@ -169,7 +177,7 @@ def run_export(model, example_inputs: Sequence | None, options: ExportOptions) -
     target = resolve_target(options.path)
     captured = capture(model, example_inputs)
     graph = captured.graph
-    plan = plan_axes(graph, options)
+    plan = plan_axes(graph, options, captured.examples)
     registry = select_plugins(options)
     lowered = lower(graph, plan, registry, options)
     with staging_folder(target, lowered.external_data) as stage:

@@ -62,8 +62,9 @@ class Verifier:
         libraries = [entry.path for entry in self.registry.runtime_libraries.values()]
         report = VerificationReport(verifier=verifier.name, rtol=options.rtol, atol=options.atol)
         sample = None
-        for index, (batch, shapes) in enumerate(self.plan.verify_shapes):
-            arrays = self._inputs(index, shapes)
+        for index, run in enumerate(self.plan.runs):
+            batch = run.batch
+            arrays = self._inputs(index, run)
             feeds = {info.name: array for info, array in zip(self.graph.inputs, arrays)}
             try:
                 actual = verifier.function(model_path, feeds, libraries)
@@ -80,12 +81,11 @@ class Verifier:
                 report.comparisons.append(compare(info.name, want, got, options.rtol, options.atol, batch_size=batch))
         return Check(report, sample=sample)
 
-    def _inputs(self, index: int, shapes) -> list[np.ndarray]:
-        arrays = draw_inputs(self.graph.inputs, None, seed=index, bounds=index_bounds(self.graph), shapes=shapes)
-        if self.options.input_range is None:
-            return arrays
-        low, high = self.options.input_range
-        return [a * (high - low) + low if np.issubdtype(a.dtype, np.floating) else a for a in arrays]
+    def _inputs(self, index: int, run) -> list[np.ndarray]:
+        """The run's inputs: the user's example, or drawn at the run's shapes (seeded by the run's index)."""
+        if run.arrays is not None:
+            return list(run.arrays)
+        return draw_inputs(self.graph.inputs, None, seed=index, bounds=index_bounds(self.graph), shapes=run.shapes, floats=run.draw)
 
     def _cannot_run(self, verifier, error: Exception) -> str | None:
         """Why verification cannot run when the model imports a custom domain no plugin teaches the
@@ -152,14 +152,17 @@ def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Stagi
         log.info("wrote the repro bundle %s", bundle_dir)
     diagnosis = Diagnosis(None, False, "")
     if check.report is not None:
-        batch_sizes = [batch for batch, _ in verifier.plan.verify_shapes]
-        log.info("verified with %s at batch size %s: %s", options.verifier, batch_sizes, "ok" if check.report.passed else "MISMATCH")
+        log.info(
+            "verified with %s on %s: %s", options.verifier, "; ".join(_run_text(run) for run in verifier.plan.runs),
+            "ok" if check.report.passed else "MISMATCH",
+        )
         if options.print_outlier:
             log.info("verification report:\n%s", check.report.to_text(outliers=True))
         if check.failed or options.bisect:
             diagnosis = diagnose(graph, options)
     if check.failed:
         raise _mismatch(check.report, diagnosis)
+    warnings += _weak_outputs(check.report, options.strict)
     return Verified(
         staged=staged, report=check.report, skipped=check.skipped, post_passes=kept, warnings=tuple(warnings),
         bundle_dir=bundle_dir, divergence=diagnosis.divergence, bisected=diagnosis.ran, timings=timings,
@@ -188,6 +191,32 @@ def diagnose(graph: FlowGraph, options: ExportOptions) -> Diagnosis:
     return Diagnosis(divergence, True, (
         f"The first divergence is at {divergence.op_type} op {divergence.op_name!r}, lowered by plugin {divergence.plugin!r}. "
     ))
+
+
+def _run_text(run) -> str:
+    shapes = ", ".join(f"{name} {list(shape)}" for name, shape in run.shapes.items())
+    return run.label + (f" at {shapes}" if shapes else "")
+
+
+def _weak_outputs(report: VerificationReport | None, strict: bool) -> list[str]:
+    """Warnings for outputs whose agreement proves little; with ``strict``, an error instead."""
+    if report is None:
+        return []
+    weak = {c.name: c.weakness for c in report.weak_outputs}
+    if not weak:
+        return []
+    described = "; ".join(f"output {name!r} {why}" for name, why in weak.items())
+    message = (
+        f"verification proves little for some outputs: {described} on the verification inputs, so a wrong lowering "
+        "could still match them"
+    )
+    if strict:
+        raise VerificationError(
+            message + " (strict is set, so the export stops). Verify with inputs that make them vary "
+            "(input_range, CLI --input-range), or export without strict", report,
+        )
+    log.warning(message)
+    return [message]
 
 
 def _mismatch(report: VerificationReport, diagnosis: Diagnosis) -> VerificationError:

@@ -75,6 +75,7 @@ REGISTRATION_HOOKS = (
     ("flow2onnx_register_verifiers", "add_verifier", "verifiers"),
     ("flow2onnx_register_runtime_libraries", "add_runtime_library", "runtime_libraries"),
 )
+REGISTRATION_HOOK_NAMES = tuple(hook for hook, _, _ in REGISTRATION_HOOKS)
 
 
 @dataclass
@@ -172,9 +173,47 @@ def _candidates(extra_plugins: list, entry_points: bool = True) -> list[_Candida
         families = set(family_names())
         installed = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name not in families, ep.name))
         found += [_entry_point_candidate(ep) for ep in installed if ep.value not in BUILTIN_PLUGINS]
-    for index, plugin in enumerate(extra_plugins):
-        found.append(_Candidate(_extra_name(plugin, index), "passed to export", "", lambda plugin=plugin: plugin))
+    found += [_extra_candidate(plugin, index) for index, plugin in enumerate(extra_plugins)]
     return found
+
+
+def _extra_candidate(plugin, index: int) -> _Candidate:
+    """A plugin passed to one export: a module, an object with hook implementations, or a dotted
+    module name to import; anything else is refused now rather than ignored."""
+    if isinstance(plugin, str):
+        def load(name=plugin):
+            try:
+                module = importlib.import_module(name)
+            except Exception as error:
+                raise PluginError(
+                    f"plugins[{index}] = {name!r}: cannot import that module ({type(error).__name__}: {error}); pass an "
+                    "importable module name, or the plugin module or object itself"
+                ) from error
+            return _checked_plugin(module, index)
+
+        return _Candidate(plugin, "passed to export", "", load)
+    _checked_plugin(plugin, index)
+    return _Candidate(_extra_name(plugin, index), "passed to export", "", lambda: plugin)
+
+
+def _checked_plugin(plugin, index: int):
+    """``plugin`` if it implements at least one flow2onnx hook; a :class:`PluginError` otherwise."""
+    if plugin is None or isinstance(plugin, (int, float, bool, bytes, list, tuple, dict, set)):
+        raise PluginError(
+            f"plugins[{index}] is {plugin!r}, not a plugin: pass a module or an object whose functions are marked "
+            "@flow2onnx.hookimpl, or a dotted module name"
+        )
+    marker = f"{hookspecs.PROJECT}_impl"
+    names = [name for name in dir(plugin) if not name.startswith("__")]
+    if any(hasattr(getattr(plugin, name, None), marker) for name in names):
+        return plugin
+    unmarked = [name for name in names if name in REGISTRATION_HOOK_NAMES]
+    hint = (
+        f"its {', '.join(unmarked)} {'is' if len(unmarked) == 1 else 'are'} not marked: decorate with @flow2onnx.hookimpl"
+        if unmarked
+        else f"it has no function marked @flow2onnx.hookimpl named after a hook ({', '.join(REGISTRATION_HOOK_NAMES)})"
+    )
+    raise PluginError(f"plugins[{index}] ({_extra_name(plugin, index)}) implements no flow2onnx hook: {hint}")
 
 
 def available_plugin_names(extra_plugins: Iterable = ()) -> list[str]:
@@ -258,9 +297,16 @@ def _build_manager(chosen: list[_Candidate]) -> tuple[pluggy.PluginManager, dict
 
 
 def _register(manager: pluggy.PluginManager, plugin, info: PluginInfo) -> None:
+    other = manager.get_name(plugin) if manager.is_registered(plugin) else None
+    if other is not None:
+        raise PluginError(
+            f"plugin {info.name!r} ({info.origin}) and plugin {other!r} are the same module or object, so it would load "
+            "twice: it is probably installed (found through its entry point) and also passed to export(plugins=[...]). "
+            "Load it one way only: leave it out of plugins=, or uninstall it (or disable the installed one by name)"
+        )
     try:
         manager.register(plugin, name=info.name)
-    except ValueError as error:  # pluggy: already registered under another name, or name taken
+    except ValueError as error:  # pluggy: the name is taken
         raise PluginError(f"plugin {info.name!r} ({info.origin}) could not be registered: {error}") from error
     except pluggy.PluginValidationError as error:
         raise PluginError(f"plugin {info.name!r} ({info.origin}) is invalid: {error}") from error
