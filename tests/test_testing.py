@@ -32,9 +32,10 @@ def test_opset_and_opsets_together_is_refused(tmp_path):
         check_export(flow.nn.ReLU(), [(2, 3)], tmp_path / "m.onnx", opset=13, opsets=[11, 17])
 
 
-def test_input_range_reaches_values_the_default_inputs_miss(tmp_path):
-    """A wrong lowering that agrees with OneFlow on [0, 1) is caught on [-1, 1)."""
-    check_export(flow.nn.ReLU(), [(4, 8)], tmp_path / "m.onnx", plugins=[IdentityRelu])
+def test_default_draws_catch_what_a_narrow_input_range_lets_through(tmp_path):
+    """A wrong lowering that agrees with OneFlow on [0, 1) is caught by the default draws (both
+    signs); an input_range is the author's statement of the domain, and only that domain is checked."""
     with pytest.raises(flow2onnx.VerificationError, match="differ from OneFlow's beyond tolerance") as caught:
-        check_export(flow.nn.ReLU(), [(4, 8)], tmp_path / "m.onnx", plugins=[IdentityRelu], input_range=(-1, 1))
+        check_export(flow.nn.ReLU(), [(4, 8)], tmp_path / "m.onnx", plugins=[IdentityRelu])
     assert not caught.value.report.passed
+    check_export(flow.nn.ReLU(), [(4, 8)], tmp_path / "m.onnx", plugins=[IdentityRelu], input_range=(0, 1))

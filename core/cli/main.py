@@ -238,7 +238,8 @@ def _add_model_arguments(parser) -> None:
     parser.add_argument("--atol", type=float, metavar="A", help="absolute tolerance, scaled by the output's largest magnitude (default 1e-4 for float32)")
     parser.add_argument(
         "--input-range", type=_parse_range, metavar="LOW,HIGH",
-        help="draw verification's random float inputs uniformly in [LOW, HIGH) (default: one run in [-1, 1), one across 1e-3..1e2 of both signs)",
+        help="draw verification's random float inputs uniformly in [LOW, HIGH), e.g. --input-range=-1,1 (with '=' when "
+        "LOW is negative); default: one run in [-1, 1), one across 1e-3..1e2 of both signs",
     )
     parser.add_argument("--strict", action="store_true", help="fail when an output is constant or not finite in a verification run")
     parser.add_argument("--report", metavar="FILE", help="also write the verification report: .json, .md (Markdown) or text")

@@ -271,6 +271,11 @@ def _build_manager(chosen: list[_Candidate]) -> tuple[pluggy.PluginManager, dict
     for candidate in chosen:
         if candidate.name in infos:
             first = infos[candidate.name]
+            if candidate.distribution == first.distribution == "passed to export":
+                raise PluginError(
+                    f"plugin {candidate.name!r} is passed to export twice (plugins=[...] lists it, or two plugins of that "
+                    "name, more than once); pass each plugin once"
+                )
             raise PluginError(
                 f"two installed plugins are named {candidate.name!r} ({first.origin} and "
                 f"{candidate.distribution} {candidate.version}); uninstall one of them"

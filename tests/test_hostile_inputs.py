@@ -1,0 +1,248 @@
+"""Verification that cannot be fooled, and careless arguments that end in one clear error.
+
+Each wrong lowering here passed verification when it drew inputs in [0, 1) only, or compared
+infinities by arithmetic; each careless argument ended in a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import flow2onnx
+from flow2onnx import hookimpl
+
+from .helpers import Lambda, export_module, flow, random_inputs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLI = os.path.join(os.path.dirname(sys.executable), "flow2onnx")
+
+
+def cli(*args):
+    return subprocess.run([CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def one_error_line(done) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.startswith("flow2onnx: error: ")]
+    assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+def overriding(op_type, lowering):
+    class Plugin:
+        @hookimpl
+        def flow2onnx_register_lowerings(register):
+            register(op_type, lowering, override=True)
+
+    Plugin.__name__ = f"Wrong{op_type.title()}"
+    return Plugin
+
+
+# ---------------------------------------------------------------- verification honesty
+
+
+def wrong_for_negatives(ctx, op):
+    """softshrink as max(x - alpha, 0): right for x > -alpha, wrong below."""
+    alpha = ctx.constant(np.float32(op.attr("alpha")), "alpha")
+    (shifted,) = ctx.make_node("Sub", [op.input("in"), alpha])
+    ctx.make_node("Relu", [shifted], [op.output("out")])
+
+
+def test_a_lowering_wrong_only_for_negative_inputs_is_caught(tmp_path):
+    plugin = overriding("softshrink", wrong_for_negatives)
+    with pytest.raises(flow2onnx.VerificationError) as caught:
+        export_module(flow.nn.Softshrink(0.5), [(4, 16)], tmp_path / "m.onnx", plugins=[plugin])
+    assert os.listdir(tmp_path) == []
+    failed = [c for c in caught.value.report.comparisons if not c.passed]
+    assert failed and all(c.batch_size is None for c in failed)
+
+
+def clipped_relu(limit):
+    def lower(ctx, op):
+        ctx.make_node("Clip", [op.input("x"), ctx.constant(np.float32(0), "low"), ctx.constant(np.float32(limit), "high")], [op.output("y")])
+
+    return lower
+
+
+def test_a_lowering_wrong_above_a_magnitude_is_caught_by_the_magnitude_draw(tmp_path):
+    plugin = overriding("relu", clipped_relu(5.0))  # right on [0, 1) and [-1, 1); wrong above 5
+    with pytest.raises(flow2onnx.VerificationError):
+        export_module(flow.nn.ReLU(), [(4, 64)], tmp_path / "m.onnx", plugins=[plugin])
+
+
+def test_the_users_example_inputs_are_always_verified(tmp_path):
+    plugin = overriding("relu", clipped_relu(1000.0))  # random draws stay below 100; the example does not
+    example = [flow.tensor(np.float32([[5000.0, -3.0, 0.5, 2.0]]))]
+    with pytest.raises(flow2onnx.VerificationError) as caught:
+        flow2onnx.export(flow.nn.ReLU(), example, tmp_path / "m.onnx", plugins=[plugin])
+    first = caught.value.report.comparisons[0]
+    assert not first.passed and first.outliers[0][1:] == (5000.0, 1000.0)
+    # The same plugin with friendly example inputs passes: the example run is what caught it.
+    flow2onnx.export(flow.nn.ReLU(), [flow.tensor(np.float32([[5.0, -3.0, 0.5, 2.0]]))], tmp_path / "m.onnx", plugins=[plugin])
+
+
+def reciprocal_without_infinity(ctx, op):
+    (shifted,) = ctx.make_node("Add", [op.input("x"), ctx.constant(np.float32(1e-30), "eps")])
+    ctx.make_node("Reciprocal", [shifted], [op.output("y")])
+
+
+def test_an_infinity_replaced_by_a_finite_value_is_caught(tmp_path):
+    plugin = overriding("reciprocal", reciprocal_without_infinity)
+    example = [flow.tensor(np.float32([[0.0, 1.0, 2.0, 4.0]]))]  # OneFlow: 1/0 = +inf
+    with pytest.raises(flow2onnx.VerificationError) as caught:
+        flow2onnx.export(Lambda(lambda self, x: flow.reciprocal(x)), example, tmp_path / "m.onnx", plugins=[plugin])
+    first = caught.value.report.comparisons[0]
+    assert first.inf_count == 1 and first.nonfinite_mismatches == 1
+
+
+def test_constant_outputs_are_reported_and_strict_refuses_them(tmp_path):
+    model = Lambda(lambda self, x: x * 0.0 + 1.0)
+    result = export_module(model, [(2, 3)], tmp_path / "m.onnx")
+    assert any("is constant" in warning for warning in result.warnings)
+    with pytest.raises(flow2onnx.VerificationError, match="strict is set"):
+        export_module(model, [(2, 3)], tmp_path / "n.onnx", strict=True)
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_a_size_baked_into_adaptive_pooling_is_refused_far_from_the_example(tmp_path):
+    # Like VGG-11's AdaptiveAvgPool2d(7): right at 224, 225 and 227 by chance, wrong at 256.
+    model = flow.nn.Sequential(flow.nn.Conv2d(3, 4, 3, padding=1), flow.nn.AdaptiveAvgPool2d(7), flow.nn.Flatten()).eval()
+    with pytest.raises(flow2onnx.LoweringError, match="cannot (stay|keep the) dynamic.*adaptive_avg_pool2d op|adaptive_avg_pool2d op .* cannot keep the dynamic axes"):
+        flow2onnx.export(model, random_inputs([(1, 3, 28, 28)]), tmp_path / "m.onnx", dynamic_axes={"input": {2: "h", 3: "w"}})
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name, value", [("rtol", -1e-3), ("atol", -1.0), ("rtol", float("nan")), ("atol", "1e-3")])
+def test_tolerances_must_be_finite_and_not_negative(tmp_path, name, value):
+    with pytest.raises(flow2onnx.Flow2OnnxError, match=f"{name} must be a finite number >= 0"):
+        export_module(flow.nn.ReLU(), [(2, 3)], tmp_path / "m.onnx", **{name: value})
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- careless arguments
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ([flow.rand(2, 5)], r"OneFlow could not run Linear on the example inputs \[\(2, 5\) float32\] \(.*\); pass one tensor per argument of forward"),
+        ([], r"OneFlow could not run Linear on the example inputs \[none\]"),
+        ([flow.rand(2, 4), flow.rand(2, 4)], r"OneFlow could not run Linear on the example inputs \[\(2, 4\) float32, \(2, 4\) float32\]"),
+        ((2, 4), r"example_inputs is the shape \(2, 4\), not a tensor: .* pass flow.rand\(2, 4\)"),
+        ([(2, 4)], r"example_inputs\[0\] is the shape \(2, 4\), not a tensor"),
+        (["x"], r"example_inputs\[0\] is a str, not a tensor"),
+    ],
+    ids=["wrong-shape", "empty", "too-many", "shape-tuple", "shape-in-list", "string"],
+)
+def test_example_inputs_the_model_rejects(tmp_path, inputs, message):
+    with pytest.raises(flow2onnx.InvalidModelError, match=message):
+        flow2onnx.export(flow.nn.Linear(4, 3), inputs, tmp_path / "m.onnx")
+    assert os.listdir(tmp_path) == []
+
+
+def test_malformed_dynamic_axes_are_refused_before_any_work(tmp_path):
+    with pytest.raises(flow2onnx.Flow2OnnxError, match="dynamic_axes maps input names to"):
+        export_module(flow.nn.ReLU(), [(2, 3)], tmp_path / "m.onnx", dynamic_axes={"input": "garbage"})
+    assert os.listdir(tmp_path) == []
+
+
+class ReluPlugin:
+    @hookimpl
+    def flow2onnx_register_lowerings(register):
+        register("relu", lambda ctx, op: ctx.make_node("Relu", [op.input("x")], [op.output("y")]), override=True)
+
+
+@hookimpl
+def flow2onnx_register_lowerings(register):  # this module, passed by its dotted name, is a plugin too
+    register("relu", lambda ctx, op: ctx.make_node("Relu", [op.input("x")], [op.output("y")]), override=True)
+
+
+class ReluMethods:
+    """A plugin object: an instance whose methods are the hook implementations."""
+
+    @hookimpl
+    def flow2onnx_register_lowerings(self, register):
+        register("relu", lambda ctx, op: ctx.make_node("Relu", [op.input("x")], [op.output("y")]), override=True)
+
+
+RELU_INSTANCE = ReluMethods()
+
+
+class NotAPlugin:
+    def flow2onnx_register_lowerings(register):  # not marked with @hookimpl
+        pass
+
+
+@pytest.mark.parametrize(
+    "plugins, message",
+    [
+        ([None], r"plugins\[0\] is None, not a plugin"),
+        ([42], r"plugins\[0\] is 42, not a plugin"),
+        (["no.such.module"], r"plugins\[0\] = 'no.such.module': cannot import that module"),
+        ([NotAPlugin], r"plugins\[0\] \(NotAPlugin\) implements no flow2onnx hook: its flow2onnx_register_lowerings is not marked"),
+        ([object()], r"plugins\[0\] \(object-0\) implements no flow2onnx hook"),
+        ([ReluPlugin, ReluPlugin], r"plugin 'ReluPlugin' is passed to export twice"),
+        ([RELU_INSTANCE, RELU_INSTANCE], r"'ReluMethods-0' \(passed to export\) and plugin 'ReluMethods-1' are the same module or object"),
+    ],
+    ids=["none", "int", "missing-module", "unmarked", "empty-object", "twice", "same-object-two-names"],
+)
+def test_plugins_that_are_not_plugins_are_refused(tmp_path, plugins, message):
+    with pytest.raises(flow2onnx.PluginError, match=message):
+        export_module(flow.nn.ReLU(), [(2, 3)], tmp_path / "m.onnx", plugins=plugins)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_plugin_given_by_its_dotted_name_is_imported(tmp_path):
+    result = export_module(flow.nn.ReLU(), [(2, 3)], tmp_path / "m.onnx", plugins=["tests.test_hostile_inputs"])
+    assert result.lowered_by["relu"] == "tests.test_hostile_inputs" and result.report.passed
+
+
+BROKEN_FACTORIES = '''
+def raises():
+    raise RuntimeError("the checkpoint is missing")
+
+def needs(depth, width=2):
+    return None
+'''
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("raises", "hostile_factories:raises() raised RuntimeError: the checkpoint is missing; fix the model's constructor"),
+        ("needs", "hostile_factories:needs cannot be called without arguments (missing a required argument: 'depth')"),
+    ],
+)
+def test_cli_factory_that_raises_or_needs_arguments(tmp_path, target, message):
+    (tmp_path / "hostile_factories.py").write_text(BROKEN_FACTORIES)
+    done = subprocess.run(
+        [CLI, "export", f"hostile_factories:{target}", "--input-shape", "2,3", "-o", str(tmp_path / "m.onnx")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert one_error_line(done).startswith("flow2onnx: error: " + message)
+    assert sorted(os.listdir(tmp_path)) == ["__pycache__", "hostile_factories.py"] or sorted(os.listdir(tmp_path)) == ["hostile_factories.py"]
+
+
+def test_cli_module_that_fails_to_import(tmp_path):
+    (tmp_path / "broken_module.py").write_text("import math\nraise ValueError('bad configuration')\n")
+    done = subprocess.run([CLI, "export", "broken_module:build", "-o", str(tmp_path / "m.onnx")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "importing module 'broken_module' for 'broken_module:build' failed: ValueError: bad configuration" in one_error_line(done)
+
+
+def test_cli_input_shape_too_large_for_memory():
+    done = cli("export", "tests.models:tiny_cnn", "--input-shape", "100000,3,1024,1024", "-o", "/tmp/never.onnx")
+    line = one_error_line(done)
+    assert "--input-shape 100000,3,1024,1024 needs 1171.9 GiB" in line and "more than half of the" in line
+    assert not os.path.exists("/tmp/never.onnx")
+
+
+def test_cli_input_range_and_tolerances(tmp_path):
+    done = cli("check", "tests.models:tiny_cnn", "--input-shape", "1,3,8,8", "--input-range=-3,3", "--rtol", "1e-2", "--atol", "1e-3")
+    assert done.returncode == 0, done.stderr
+    assert "uniform in [-3, 3)" in done.stderr
+    done = cli("check", "tests.models:tiny_cnn", "--input-shape", "1,3,8,8", "--rtol", "-1")
+    assert "rtol must be a finite number >= 0" in one_error_line(done)
