@@ -11,7 +11,9 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 import flow2onnx
 from flow2onnx import hookimpl
@@ -246,3 +248,60 @@ def test_cli_input_range_and_tolerances(tmp_path):
     assert "uniform in [-3, 3)" in done.stderr
     done = cli("check", "tests.models:tiny_cnn", "--input-shape", "1,3,8,8", "--rtol", "-1")
     assert "rtol must be a finite number >= 0" in one_error_line(done)
+
+
+# ---------------------------------------------------------------- post-passes that misbehave
+
+
+def weights_to_float64(model):
+    for tensor in model.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.FLOAT:
+            array = numpy_helper.to_array(tensor).astype(np.float64)
+            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    return model
+
+
+def delete_the_output(model):
+    del model.graph.output[:]
+    return model
+
+
+def mutate_then_raise(model):
+    del model.graph.node[:]  # on the model it was handed, which flow2onnx must not depend on
+    raise RuntimeError("gave up half-way")
+
+
+def returns_none(model):
+    model.graph.name = "changed"
+
+
+class MisbehavingPasses:
+    @hookimpl
+    def flow2onnx_register_post_passes(register):
+        register("to-float64", weights_to_float64)
+        register("delete-output", delete_the_output)
+        register("mutate-then-raise", mutate_then_raise)
+        register("returns-none", returns_none)
+
+
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("to-float64", "failed: "),
+        ("delete-output", "it changed the model's outputs from [('output', 'FLOAT')] to []"),
+        ("mutate-then-raise", "failed: RuntimeError: gave up half-way"),
+        ("returns-none", "it returned a NoneType, not an onnx.ModelProto"),
+    ],
+)
+def test_a_misbehaving_post_pass_is_named_and_dropped_and_the_model_before_it_kept(tmp_path, name, why):
+    model = flow.nn.Sequential(flow.nn.Linear(8, 8), flow.nn.ReLU()).eval()
+    result = export_module(model, [(4, 8)], tmp_path / "m.onnx", plugins=[MisbehavingPasses], post_passes=["onnxoptimizer", name])
+    assert result.post_passes == ["onnxoptimizer"] and result.report.passed
+    warning = next(w for w in result.warnings if f"'{name}'" in w)
+    assert why in warning and "the model from before it kept" in warning
+    written = onnx.load(str(tmp_path / "m.onnx"))
+    assert len(written.graph.node) > 0 and [o.name for o in written.graph.output] == ["output"]
+    assert {t.data_type for t in written.graph.initializer} == {onnx.TensorProto.FLOAT}
+    with pytest.raises(flow2onnx.Flow2OnnxError, match=f"post-pass '{name}' .*strict_post_passes is set"):
+        export_module(model, [(4, 8)], tmp_path / "n.onnx", plugins=[MisbehavingPasses], post_passes=[name], strict_post_passes=True)
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]

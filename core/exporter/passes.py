@@ -80,10 +80,9 @@ def apply_post_passes(lowered: Lowered, read_weight: Callable[[str], np.ndarray]
     applied = []
     for post_pass in passes:
         try:
-            candidate = post_pass.function(model)
-            onnx.checker.check_model(candidate)
+            candidate = _run_pass(post_pass, model)
         except Exception as error:
-            message = f"post-pass {post_pass.describe()} failed: {type(error).__name__}: {error}"
+            message = f"post-pass {post_pass.describe()} failed: {_first_line(error)}"
             if options.strict_post_passes:
                 raise Flow2OnnxError(message + " (strict_post_passes is set, so the export stops)") from error
             warnings.append(_warn(message + "; it was skipped and the model from before it kept"))
@@ -91,6 +90,36 @@ def apply_post_passes(lowered: Lowered, read_weight: Callable[[str], np.ndarray]
         model = candidate
         applied.append(post_pass)
     return PostPassed(model, (), PassesRun(tuple(applied), tuple(warnings), {"post_passes": time.perf_counter() - started}))
+
+
+def _run_pass(post_pass: NamedFunction, model: onnx.ModelProto) -> onnx.ModelProto:
+    """Run one pass on a copy of ``model`` (a pass may change its input in place and then fail) and
+    check what it returns: a valid model, with the same inputs and outputs."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    candidate = post_pass.function(copy)
+    if not isinstance(candidate, onnx.ModelProto):
+        raise TypeError(f"it returned a {type(candidate).__name__}, not an onnx.ModelProto")
+    onnx.checker.check_model(candidate, full_check=True)
+    for kind in ("input", "output"):
+        before, after = _interface(model.graph, kind), _interface(candidate.graph, kind)
+        if before != after:
+            raise ValueError(f"it changed the model's {kind}s from {before} to {after}; a post-pass must keep them")
+    return candidate
+
+
+def _interface(graph: onnx.GraphProto, kind: str) -> list[tuple[str, str]]:
+    initializers = {tensor.name for tensor in graph.initializer}
+    return [
+        (info.name, onnx.TensorProto.DataType.Name(info.type.tensor_type.elem_type))
+        for info in getattr(graph, kind)
+        if info.name not in initializers
+    ]
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def settle_post_passes(lowered: Lowered, read_weight, applied, staging: Staging, verifier: Callable[[str], Any], strict: bool) -> Settled:
@@ -108,10 +137,8 @@ def settle_post_passes(lowered: Lowered, read_weight, applied, staging: Staging,
     if check.failed:
         return Settled(staged, check, (), (), _summed(writes))  # the conversion itself is wrong, not a pass
     for post_pass in applied:
-        # A pass may modify its input in place: give it a copy so that the model before it survives.
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        candidate = post_pass.function(copy)
+        # On a copy, and checked, as when it first ran (it passed these checks then).
+        candidate = _run_pass(post_pass, model)
         candidate_staged = staging.write(candidate)
         writes.append(candidate_staged)
         candidate_check = verifier(candidate_staged.path)
