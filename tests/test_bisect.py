@@ -92,3 +92,33 @@ def test_cli_check_with_bisect(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "all outputs match" in done.stdout
     assert "first-divergence finder: every intermediate tensor OneFlow exposes matches" in done.stdout
+
+
+class FunctionalBlock(flow.nn.Module):
+    """Several ops called functionally inside one forward: no submodule output separates them."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = flow.nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = flow.nn.functional.relu(self.fc(x)) * 2.0
+        y = flow.tanh(y) + y.sigmoid()
+        return y - 1
+
+
+class WrongSigmoid:
+    @hookimpl
+    def flow2onnx_register_lowerings(register):
+        register("sigmoid", lambda ctx, op: ctx.make_node("HardSigmoid", [op.input("x")], [op.output("y")]), override=True)
+
+
+def test_an_op_called_functionally_inside_a_forward_is_named_exactly(tmp_path):
+    model = flow.nn.Sequential(FunctionalBlock(), flow.nn.Linear(8, 4)).eval()
+    with pytest.raises(flow2onnx.VerificationError) as caught:
+        flow2onnx.export(model, [flow.rand(2, 8)], tmp_path / "m.onnx", plugins=[WrongSigmoid])
+    divergence = caught.value.divergence
+    assert divergence.exact and divergence.op_type == "sigmoid" and divergence.plugin == "WrongSigmoid"
+    assert "lowered by plugin 'WrongSigmoid'" in str(caught.value)
+    # The tanh before it, in the same forward, was compared and matched.
+    assert divergence.points_matching >= 3

@@ -149,3 +149,16 @@ def test_a_foreign_data_file_beside_the_target_is_left_alone(tmp_path):
     (tmp_path / "lin.onnx.data").write_bytes(b"someone else's")
     export_module(flow.nn.Linear(4, 4), [(2, 4)], target)
     assert (tmp_path / "lin.onnx.data").read_bytes() == b"someone else's"
+
+
+def test_check_removes_the_scratch_folder_a_killed_check_left(tmp_path):
+    import tempfile
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs
+    stale = os.path.join(tempfile.gettempdir(), f"flow2onnx-check-{dead.pid}-left")
+    os.makedirs(os.path.join(stale, "inner"), exist_ok=True)
+    done = cli("check", "tests.models:tiny_cnn", "--input-shape", "1,3,8,8")
+    assert done.returncode == 0, done.stderr
+    assert not os.path.exists(stale)
+    assert not [name for name in os.listdir(tempfile.gettempdir()) if name.startswith(f"flow2onnx-check-{os.getpid()}-")]

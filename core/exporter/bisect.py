@@ -1,7 +1,8 @@
 """Finding the first OneFlow op whose ONNX counterpart gives different numbers.
 
 A compiled graph only returns its outputs, so the finder traces the eager module again into a
-*debug graph* that also returns the output of every submodule. That graph is converted with the
+*debug graph* that also returns the output of every submodule and every tensor that an op called
+from Python produced (:mod:`.recording`), functional calls inside a ``forward`` included. That graph is converted with the
 same plugins and opset, and both are run once on the same inputs: every intermediate tensor that
 OneFlow returns is compared with the ONNX tensor of the same name. Walking the ops in execution
 order, the first compared tensor that is out of tolerance marks where the divergence shows; the
@@ -25,6 +26,7 @@ from .capture import compile_graph, read_graph
 from ..lowering.plugin_manager import load_plugins
 from ..lowering.registry import Registry
 from .verification import compare, draw_inputs, flatten_outputs, index_bounds
+from .recording import recording_tensors
 from .writer import write_streamed
 
 
@@ -106,8 +108,14 @@ def _debug_graph(module, example_inputs):
 
         def build(self, *args):
             captured.clear()
-            outputs = flatten_outputs(self.model(*args))
-            return tuple(outputs) + tuple(tensor for _, tensor in captured)
+            with recording_tensors() as recorded:
+                outputs = flatten_outputs(self.model(*args))
+            extra, seen = [], {id(tensor) for tensor in outputs}
+            for tensor in [tensor for _, tensor in captured] + recorded:
+                if id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    extra.append(tensor)
+            return tuple(outputs) + tuple(extra)
 
     undo = _capture_submodule_outputs(module, captured)
     try:
