@@ -23,6 +23,7 @@ from .lowering.context import LoweringContext
 from .lowering.graph import FlowOp
 from .lowering.hookspecs import hookimpl
 from .lowering.registry import DEFAULT_OPSET, MIN_OPSET, max_opset
+from .lowering.schema import OpSchema
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidModelError",
     "LoweringContext",
     "LoweringError",
+    "OpSchema",
     "OpsetError",
     "OutputPathError",
     "PluginError",

@@ -14,20 +14,13 @@ import warnings
 import numpy as np
 
 from ..errors import Flow2OnnxError, VerificationError
+from .common import last_line, load_callable, parse_shape
 from ..signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, signals_raise
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
-def _parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,224,224") from None
-    if not shape or any(dim <= 0 for dim in shape):
-        raise argparse.ArgumentTypeError(f"{text!r}: every dimension must be a positive integer")
-    return shape
 
 
 def _parse_range(text: str) -> tuple[float, float]:
@@ -49,30 +42,6 @@ def _parse_dynamic_axes(text: str) -> tuple[str, dict[int, str]]:
     return name, mapping
 
 
-def _load_callable(spec: str):
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise Flow2OnnxError(f"{spec!r} is not MODULE:CALLABLE (for example flowvision.models:resnet18)")
-    sys.path.insert(0, os.getcwd())  # like `python -m`, let the user's own modules be found
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise Flow2OnnxError(f"cannot import module {module_name!r} for {spec!r}: {error}") from error
-    except Exception as error:  # the user's module raised while it was imported
-        raise Flow2OnnxError(
-            f"importing module {module_name!r} for {spec!r} failed: {type(error).__name__}: {_last_line(error)}; "
-            f"fix the module (python -c 'import {module_name}' shows the whole traceback)"
-        ) from error
-    finally:
-        sys.path.pop(0)
-    target = module
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise Flow2OnnxError(f"module {module_name!r} has no attribute {attribute!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise Flow2OnnxError(f"{spec!r} is not callable; it must return a oneflow.nn.Module or nn.Graph")
-    return target
 
 
 def cmd_export(args) -> int:
@@ -102,7 +71,7 @@ def _model_and_inputs(args):
     from .._oneflow import import_oneflow, quiet_native_output
 
     flow = import_oneflow()
-    factory = _load_callable(args.model)
+    factory = load_callable(args.model)
     shapes = args.input_shape or [(1, 3, 224, 224)]
     _check_example_size(shapes)
     with quiet_native_output():
@@ -127,7 +96,7 @@ def _call_factory(factory, spec: str):
     try:
         return factory()
     except Exception as error:
-        raise Flow2OnnxError(f"{spec}() raised {type(error).__name__}: {_last_line(error)}; fix the model's constructor") from error
+        raise Flow2OnnxError(f"{spec}() raised {type(error).__name__}: {last_line(error)}; fix the model's constructor") from error
 
 
 def _check_example_size(shapes) -> None:
@@ -156,10 +125,6 @@ def _available_memory() -> int | None:
         return None
 
 
-def _last_line(error: Exception) -> str:
-    from .._oneflow import error_text
-
-    return error_text(error).partition(": ")[2]
 
 
 def _export_options(args) -> dict:
@@ -224,7 +189,7 @@ def _write_report(report, path: str) -> None:
 
 def _add_model_arguments(parser) -> None:
     parser.add_argument("model", metavar="MODULE:CALLABLE", help="a callable returning a oneflow.nn.Module or nn.Graph, e.g. flowvision.models:resnet18")
-    parser.add_argument("--input-shape", type=_parse_shape, action="append", metavar="N,C,H,W", help="shape of an example input (repeat for several inputs; default 1,3,224,224)")
+    parser.add_argument("--input-shape", type=parse_shape, action="append", metavar="N,C,H,W", help="shape of an example input (repeat for several inputs; default 1,3,224,224)")
     parser.add_argument("--opset", type=int, default=None, help="target ONNX opset (default 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help="make dim 0 of every input and output symbolic")
     parser.add_argument(

@@ -118,11 +118,11 @@ def read_model_ops(spec: str, shapes) -> dict:
 
     from .._oneflow import import_oneflow, quiet_native_output
     from ..exporter.capture import compile_graph, read_graph, wrap_module
-    from .main import _load_callable
+    from .common import load_callable
 
     flow = import_oneflow()
     with quiet_native_output():
-        model = _load_callable(spec)()
+        model = load_callable(spec)()
     rng = np.random.default_rng(0)
     inputs = [flow.tensor(rng.random(shape, dtype=np.float32)) for shape in shapes or [(1, 3, 224, 224)]]
     if isinstance(model, flow.nn.Graph):
@@ -182,7 +182,7 @@ def cmd_ops(args) -> int:
 
 def add_ops_command(commands) -> None:
     """Add ``ops`` to the CLI's subcommands."""
-    from .main import _parse_shape
+    from .common import parse_shape
 
     ops = commands.add_parser(
         "ops",
@@ -190,7 +190,7 @@ def add_ops_command(commands) -> None:
     )
     ops.add_argument("op_types", nargs="*", metavar="OPTYPE", help="OneFlow op types to describe (e.g. softshrink)")
     ops.add_argument("--model", metavar="MODULE:CALLABLE", help="read signatures from this model's compiled graph (all its op types without OPTYPE)")
-    ops.add_argument("--input-shape", type=_parse_shape, action="append", metavar="N,C,H,W", help="shape of an example input of --model (repeat for several; default 1,3,224,224)")
+    ops.add_argument("--input-shape", type=parse_shape, action="append", metavar="N,C,H,W", help="shape of an example input of --model (repeat for several; default 1,3,224,224)")
     ops.add_argument("--markdown", action="store_true", help="print the Markdown table of docs/supported_ops.md")
     ops.add_argument("--builtin", action="store_true", help="only flow2onnx's own plugins and op-handler families (ignore third-party plugins)")
     ops.set_defaults(run=cmd_ops)

@@ -43,7 +43,11 @@ def flow2onnx_register_lowerings(register):
         output of ``op`` that other ops or the graph's outputs read. ``since_opset`` is the lowest
         ONNX opset the lowering is valid for and ``until_opset`` the highest (``None``: every newer
         opset). For one op type the registration with the highest ``since_opset`` not above the
-        target opset wins, so a plugin's lowering for newer opsets stacks on its older one. A
+        target opset wins, so a plugin's lowering for newer opsets stacks on its older one. Stack
+        registrations only where the lowering itself differs; where ONNX merely changed an
+        operator's form (Squeeze's axes became an input at 13), one lowering serves every opset and
+        the helpers of :mod:`flow2onnx.lowering.helpers` emit each opset's form (``ctx.opset``);
+        registering the same function twice for one op type is refused. A
         lowering whose opset range overlaps another plugin's lowering of the same op type is an
         error naming both plugins, unless it is registered with ``override=True``: it then replaces
         the other wherever it applies, and the export result and ``flow2onnx plugins`` say so. A
