@@ -110,10 +110,26 @@ def test_constant_outputs_are_reported_and_strict_refuses_them(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
 
 
-def test_a_size_baked_into_adaptive_pooling_is_refused_far_from_the_example(tmp_path):
-    # Like VGG-11's AdaptiveAvgPool2d(7): right at 224, 225 and 227 by chance, wrong at 256.
+def test_adaptive_pooling_stays_right_far_from_the_example(tmp_path):
+    # VGG-11's AdaptiveAvgPool2d(7), once lowered for the example's size, matched at 225 and 227 and
+    # failed at 256. Now its windows are computed from the input's shape: compared with OneFlow at
+    # sizes the export never saw, smaller and larger than the output, odd and even.
+    import onnxruntime
+
     model = flow.nn.Sequential(flow.nn.Conv2d(3, 4, 3, padding=1), flow.nn.AdaptiveAvgPool2d(7), flow.nn.Flatten()).eval()
-    with pytest.raises(flow2onnx.LoweringError, match="cannot (stay|keep the) dynamic.*adaptive_avg_pool2d op|adaptive_avg_pool2d op .* cannot keep the dynamic axes"):
+    result = flow2onnx.export(model, random_inputs([(1, 3, 28, 28)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    assert result.report.passed
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for shape in [(1, 3, 5, 9), (2, 3, 32, 32), (3, 3, 61, 100)]:
+        x = rng.uniform(-2, 2, size=shape).astype(np.float32)
+        np.testing.assert_allclose(session.run(None, {"input": x})[0], model(flow.tensor(x)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_size_baked_into_a_scalar_is_refused(tmp_path):
+    # ShuffleNet's spatial mean, sum * (1 / (H * W)) with Python ints: the scalar follows the size.
+    model = Lambda(lambda self, x: x.sum(dim=[2, 3]) / (x.shape[2] * x.shape[3])).eval()
+    with pytest.raises(flow2onnx.LoweringError, match="scalar_div op .* cannot keep the dynamic axes"):
         flow2onnx.export(model, random_inputs([(1, 3, 28, 28)]), tmp_path / "m.onnx", dynamic_axes={"input": {2: "h", 3: "w"}})
     assert os.listdir(tmp_path) == []
 

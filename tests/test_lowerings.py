@@ -90,6 +90,9 @@ CASES = {
     "adaptive_avg_pool2d-divisible": (lambda: nn.AdaptiveAvgPool2d((2, 3)), [(2, 3, 8, 9)], {"adaptive_avg_pool2d"}),
     "adaptive_avg_pool1d": (lambda: nn.AdaptiveAvgPool1d(2), [(2, 3, 8)], {"adaptive_avg_pool1d"}),
     "adaptive_avg_pool3d": (lambda: nn.AdaptiveAvgPool3d(1), [(1, 2, 4, 4, 4)], {"adaptive_avg_pool3d"}),
+    "adaptive_avg_pool2d-uneven": (lambda: nn.AdaptiveAvgPool2d((3, 5)), [(2, 3, 7, 11)], {"adaptive_avg_pool2d"}),
+    "adaptive_avg_pool3d-uneven": (lambda: nn.AdaptiveAvgPool3d((2, 3, 2)), [(1, 2, 5, 7, 3)], {"adaptive_avg_pool3d"}),
+    "adaptive_max_pool2d-larger-output": (lambda: nn.AdaptiveMaxPool2d((5, 4)), [(1, 2, 3, 3)], {"adaptive_max_pool2d"}),
     "normalization-2d": (lambda: batchnorm(3), [(2, 3, 5, 5)], {"normalization"}),
     "normalization-1d-rank2": (lambda: batchnorm(6, dims=1), [(4, 6)], {"normalization"}),
     "normalization-3d": (lambda: batchnorm(2, dims=3, eps=1e-3), [(1, 2, 3, 4, 5)], {"normalization"}),
@@ -335,10 +338,11 @@ def test_reshape_follows_dynamic_batch(opset, onnx_path):
     assert result.report.passed
 
 
-def test_adaptive_pool_with_uneven_windows_is_refused(onnx_path):
-    with pytest.raises(flow2onnx.LoweringError, match=r"adaptive_avg_pool2d op .*does not divide"):
-        export_module(nn.AdaptiveAvgPool2d(3), [(1, 2, 7, 7)], onnx_path)
-    assert not onnx_path.exists()
+def test_adaptive_pool_with_uneven_windows_is_pooled_window_by_window(onnx_path):
+    result = export_module(nn.AdaptiveAvgPool2d(3), [(1, 2, 7, 7)], onnx_path)
+    assert result.report.passed
+    ops = [node.op_type for node in onnx.load(str(onnx_path)).graph.node]
+    assert "AveragePool" not in ops and ops.count("Slice") == 6 and ops.count("ReduceMean") == 6
 
 
 def test_average_pool_ceil_window_in_padding_is_refused(onnx_path):

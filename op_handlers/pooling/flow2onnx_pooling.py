@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flow2onnx import hookimpl
+from flow2onnx.lowering.helpers import dims, int64s, reduce
 
 
 def _check_layout(ctx, op):
@@ -79,31 +80,83 @@ def lower_avg_pool(ctx, op):
     )
 
 
-def _adaptive_pool(ctx, op, global_type: str, window_type: str):
-    """Adaptive pooling whose windows are all alike: a global pool, or a pool with kernel = stride."""
+def _adaptive_pool(ctx, op, global_type: str, window_type: str, reduce_type: str):
+    """Adaptive pooling at any input size.
+
+    OneFlow's window ``i`` of ``out`` along an axis of size ``H`` spans ``[floor(i*H/out),
+    ceil((i+1)*H/out))``. Output 1 is a global pool. When every window is alike (``H`` a multiple of
+    ``out``) and the size is fixed, one pool with kernel = stride; otherwise each axis is pooled on
+    its own (average and max pooling are separable over a rectangle): one ``Slice`` + reduction per
+    window, joined by ``Concat``, with the window bounds computed from ``Shape`` when the axis
+    follows a dynamic axis, so the model is right at every size.
+    """
     x = op.input("x")
     spatial = ctx.shape(x)[2:]
     output_size = list(op.attr("output_size"))
     if all(size == 1 for size in output_size):
         ctx.make_node(global_type, [x], [op.output("y")])
         return
-    if any(size <= 0 or extent % size for extent, size in zip(spatial, output_size)):
-        raise ctx.error(
-            f"output size {output_size} does not divide the input's spatial size {list(spatial)}: adaptive pooling "
-            f"then uses windows of varying size, which ONNX {window_type} cannot express"
-        )
-    kernel = [extent // size for extent, size in zip(spatial, output_size)]
-    ctx.make_node(window_type, [x], [op.output("y")], kernel_shape=kernel, strides=kernel)
+    if any(size <= 0 for size in output_size):
+        raise ctx.error(f"output size {output_size} must be positive")
+    dynamic = _axes_following_dynamic_sizes(ctx, x)
+    if not dynamic and all(extent % size == 0 for extent, size in zip(spatial, output_size)):
+        kernel = [extent // size for extent, size in zip(spatial, output_size)]
+        ctx.make_node(window_type, [x], [op.output("y")], kernel_shape=kernel, strides=kernel)
+        return
+    current = x
+    pooled_axes = [2 + i for i, (extent, size) in enumerate(zip(spatial, output_size)) if 2 + i in dynamic or extent != size]
+    for axis in pooled_axes:
+        out = output_size[axis - 2]
+        outputs = [op.output("y")] if axis == pooled_axes[-1] else None
+        bounds = _dynamic_windows(ctx, x, axis, out) if axis in dynamic else _static_windows(ctx, spatial[axis - 2], out)
+        parts = [
+            reduce(ctx, reduce_type, ctx.make_node("Slice", [current, start, end, int64s(ctx, [axis], "axis")])[0], [axis], True)
+            for start, end in bounds
+        ]
+        current = ctx.make_node("Concat", parts, outputs, axis=axis)[0]
+    if not pooled_axes:
+        ctx.make_node("Identity", [x], [op.output("y")])
+
+
+def _axes_following_dynamic_sizes(ctx, x) -> set[int]:
+    """The spatial axes of ``x`` whose size differs in the compilation at other sizes."""
+    other = ctx.variant_shape(x)
+    if other is None:
+        return set()
+    return {axis for axis, (a, b) in enumerate(zip(ctx.shape(x), other)) if axis >= 2 and a != b}
+
+
+def _static_windows(ctx, extent: int, out: int) -> list[tuple[str, str]]:
+    return [
+        (int64s(ctx, [i * extent // out], "start"), int64s(ctx, [-(-(i + 1) * extent // out)], "end"))
+        for i in range(out)
+    ]
+
+
+def _dynamic_windows(ctx, x, axis: int, out: int) -> list[tuple[str, str]]:
+    """Window bounds from the axis's size at run time: start = i*H // out, end = ((i+1)*H + out-1) // out."""
+    size = dims(ctx, x, [axis])  # [H], int64
+    count = int64s(ctx, [out], "out")
+    (scaled_starts,) = ctx.make_node("Mul", [int64s(ctx, range(out), "index"), size])
+    (starts,) = ctx.make_node("Div", [scaled_starts, count])
+    (scaled_ends,) = ctx.make_node("Mul", [int64s(ctx, range(1, out + 1), "next_index"), size])
+    (rounded_up,) = ctx.make_node("Add", [scaled_ends, int64s(ctx, [out - 1], "round_up")])
+    (ends,) = ctx.make_node("Div", [rounded_up, count])
+    picks = [int64s(ctx, [i], "window") for i in range(out)]
+    return [
+        (ctx.make_node("Gather", [starts, pick], axis=0)[0], ctx.make_node("Gather", [ends, pick], axis=0)[0])
+        for pick in picks
+    ]
 
 
 def lower_adaptive_avg_pool(ctx, op):
-    _adaptive_pool(ctx, op, "GlobalAveragePool", "AveragePool")
+    _adaptive_pool(ctx, op, "GlobalAveragePool", "AveragePool", "ReduceMean")
 
 
 def lower_adaptive_max_pool(ctx, op):
     if op.has_output("index") and ctx.is_read(op.output("index")):
         raise ctx.error("the pooling indices are used: ONNX MaxPool numbers them differently, so they cannot be exported")
-    _adaptive_pool(ctx, op, "GlobalMaxPool", "MaxPool")
+    _adaptive_pool(ctx, op, "GlobalMaxPool", "MaxPool", "ReduceMax")
 
 
 @hookimpl
