@@ -93,8 +93,9 @@ def _runs(graph: FlowGraph, axes: Mapping, options: ExportOptions, examples) -> 
     else:
         sizes = [(1 if example_batch != 1 else 2, 0.5), (2 * (example_batch or 1) + 3, 1.5)]
     runs = [first]
+    order = {key: index for index, key in enumerate((info.name, axis) for info in graph.inputs for axis in sorted(axes.get(info.name, {})) if axis)}
     for k, (batch, factor) in enumerate(sizes):
-        shapes = {info.name: _far_shape(info.shape, axes.get(info.name, {}), batch, factor) for info in graph.inputs}
+        shapes = {info.name: _far_shape(info, axes.get(info.name, {}), batch, factor, order) for info in graph.inputs}
         runs.append(VerificationRun(batch if batched else None, shapes, draws[k % 2]))
     return runs
 
@@ -116,10 +117,19 @@ def _variant_shapes(graph: FlowGraph, axes: Mapping, runs: Sequence[Verification
     return dict(chosen.shapes)
 
 
-def _far_shape(shape: tuple[int, ...], mapping: Mapping[int, str], batch: int, factor: float) -> tuple[int, ...]:
-    return tuple(
-        (batch if axis == 0 else far_size(size, factor)) if axis in mapping else size for axis, size in enumerate(shape)
-    )
+# Each non-batch dynamic axis grows by its own factor, so that two axes of the same example size (a
+# square image) differ at the larger far sizes, where the module is compiled a second time: a value
+# that follows one of them can then be told from one that follows the other, and a model that
+# needs them equal is found out.
+_SPREAD = (1.0, 0.8, 1.15, 0.9)
+
+
+def _far_shape(info, mapping: Mapping[int, str], batch: int, factor: float, order: Mapping) -> tuple[int, ...]:
+    def far(axis: int, size: int) -> int:
+        spread = _SPREAD[order[(info.name, axis)] % len(_SPREAD)] if factor > 1 else 1.0
+        return far_size(size, factor * spread)
+
+    return tuple((batch if axis == 0 else far(axis, size)) if axis in mapping else size for axis, size in enumerate(info.shape))
 
 
 def _draw_text(draw) -> str:

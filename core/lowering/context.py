@@ -10,6 +10,7 @@ from onnx import helper, numpy_helper
 from ..errors import Flow2OnnxError, LoweringError
 from .graph import FlowGraph, FlowOp, OpArgumentError, TensorInfo
 from .registry import Lowering
+from .sizes import SizeExpression, explain
 
 
 class LoweringContext:
@@ -158,6 +159,45 @@ class LoweringContext:
             self._variant_ops = {other.name: other for other in self._variant.ops}
         other = self._variant_ops.get(op.name)
         return None if other is None or other.type != op.type else other.attrs.get(name)
+
+    def follows_sizes(self, op: FlowOp, name: str) -> SizeExpression | list | None:
+        """How attribute ``name`` of ``op`` follows the dynamic axes, when it does.
+
+        ``None`` when it does not (or there is no compilation at other sizes to tell). For a number
+        that differs between the two compilations, the :class:`~flow2onnx.lowering.sizes.SizeExpression`
+        that gives both (e.g. ``1 / (H * W)``); for a list, one entry per element, each ``None``
+        (fixed) or an expression. Emit it with :func:`flow2onnx.lowering.helpers.size_value`.
+
+        :raises LoweringError: when the value differs and no product of the dynamic sizes explains it.
+        """
+        value, other = op.attr(name), self.variant_attr(op, name)
+        if other is None or other == value:
+            return None
+        example_sizes, other_sizes = self._dynamic_sizes()
+        if isinstance(value, (list, tuple)):
+            if len(value) != len(other):
+                raise self.error(f"attribute {name!r} has {len(value)} elements at the example's sizes and {len(other)} at others")
+            return [None if a == b else self._explained(name, a, b, example_sizes, other_sizes) for a, b in zip(value, other)]
+        return self._explained(name, value, other, example_sizes, other_sizes)
+
+    def _explained(self, name, value, other, example_sizes, other_sizes) -> SizeExpression:
+        expression = explain(value, other, example_sizes, other_sizes)
+        if expression is None:
+            described = ", ".join(f"{n}[{a}] {example_sizes[(n, a)]} -> {other_sizes[(n, a)]}" for n, a in sorted(example_sizes))
+            raise self.error(
+                f"attribute {name!r} is {value!r} at the example's sizes and {other!r} at others ({described}), and no "
+                "product of the dynamic sizes explains the change, so it cannot be computed in the graph"
+            )
+        return expression
+
+    def _dynamic_sizes(self) -> tuple[dict, dict]:
+        other_inputs = {info.name: info.shape for info in self._variant.inputs}
+        example, other = {}, {}
+        for info in self.graph.inputs:
+            for axis in self._dynamic_axes.get(info.name, {}):
+                example[(info.name, axis)] = info.shape[axis]
+                other[(info.name, axis)] = other_inputs[info.name][axis]
+        return example, other
 
     def variant_shape(self, name: str) -> tuple[int, ...] | None:
         """Shape of tensor ``name`` in the model compiled at other sizes of the dynamic axes (or ``None``).

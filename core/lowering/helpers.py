@@ -123,3 +123,22 @@ def dims(ctx, x: str, axes) -> str:
 def is_dynamic(ctx, x: str, axis: int) -> bool:
     """Whether ``axis`` of ``x`` may differ at run time from the compiled shape (dim 0 under dynamic_batch)."""
     return ctx.dynamic_batch and axis == 0 and ctx.example_batch is not None and ctx.shape(x)[:1] == (ctx.example_batch,)
+
+
+def size_value(ctx, expression, dtype) -> str:
+    """A 0-D tensor of ``dtype`` holding ``expression`` (a :class:`~flow2onnx.lowering.sizes.SizeExpression`)
+    computed from ``Shape`` of the graph's inputs, so that it follows their dynamic axes."""
+    dtype = np.dtype(dtype)
+    value = None
+    for (name, axis), exponent in expression.factors:
+        (shape,) = ctx.make_node("Shape", [name])
+        (size,) = ctx.make_node("Gather", [shape, ctx.constant(np.array(axis, dtype=np.int64), "axis")], axis=0)
+        if dtype != np.int64:  # Shape gives int64
+            size = cast(ctx, size, dtype)
+        if value is None:
+            value = size if exponent == 1 else ctx.make_node("Div", [ctx.constant(np.array(1, dtype=dtype), "one"), size])[0]
+        else:
+            value = ctx.make_node("Mul" if exponent == 1 else "Div", [value, size])[0]
+    if expression.coefficient != 1:
+        value = ctx.make_node("Mul", [value, ctx.constant(np.array(expression.coefficient, dtype=dtype), "coefficient")])[0]
+    return value

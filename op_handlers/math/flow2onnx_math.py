@@ -8,7 +8,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast, cast_if_needed, clip
+from flow2onnx.lowering.helpers import cast, cast_if_needed, size_value, clip
 
 _BINARY = {
     "broadcast_add": "Add",
@@ -171,6 +171,10 @@ def _scalar_input(ctx, op):
         # An integer tensor against a fractional scalar: compare/compute in double so 0.5 stays 0.5.
         dtype = np.dtype(np.float64)
         x = cast(ctx, x, dtype)
+    # A scalar computed from a dynamic size in Python (sum / (H * W)) is computed from Shape instead.
+    follows = ctx.follows_sizes(op, "float_operand" if op.attr("has_float_operand") else "int_operand")
+    if follows is not None:
+        return x, size_value(ctx, follows, dtype), np.dtype(dtype)
     return x, ctx.constant(np.array(value, dtype=dtype), "operand"), np.dtype(dtype)
 
 

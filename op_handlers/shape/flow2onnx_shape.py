@@ -6,6 +6,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from flow2onnx import hookimpl
+from flow2onnx.lowering.helpers import int64s, size_value, unsqueeze
 
 
 def lower_reshape(ctx, op):
@@ -50,14 +51,27 @@ def lower_constant(ctx, op):
     """A tensor filled with one value that the graph creates (e.g. BatchNorm's unit scale when affine=False)."""
     dtype = op.attr("dtype") or ctx.dtype(op.output("out"))
     value = op.attr("floating_value") if op.attr("is_floating_value") else op.attr("integer_value")
-    shape = list(op.attr("shape"))
     # ConstantOfShape keeps the file small: one value and a shape, however large the tensor.
     ctx.make_node(
         "ConstantOfShape",
-        [ctx.constant(np.array(shape, dtype=np.int64), "shape")],
+        [_shape_tensor(ctx, op, "shape")],
         [op.output("out")],
         value=numpy_helper.from_array(np.array([value], dtype=dtype)),
     )
+
+
+def _shape_tensor(ctx, op, name: str) -> str:
+    """Attribute ``name`` (a shape) as a 1-D int64 tensor; dimensions that follow the dynamic axes
+    (``flow.zeros(x.shape[0], 4)``, an RNN's initial state) are computed from the inputs' Shape."""
+    shape = list(op.attr(name))
+    follows = ctx.follows_sizes(op, name)
+    if not follows or not any(follows):
+        return ctx.constant(np.array(shape, dtype=np.int64), "shape")
+    parts = [
+        int64s(ctx, [dim], "dim") if expression is None else unsqueeze(ctx, size_value(ctx, expression, np.int64), [0])
+        for dim, expression in zip(shape, follows)
+    ]
+    return ctx.make_node("Concat", parts, axis=0)[0]
 
 
 def lower_arange(ctx, op):

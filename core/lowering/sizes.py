@@ -1,0 +1,74 @@
+"""Values that follow the dynamic axes: found by comparing two compilations, computed in the graph.
+
+When a model computes a number from a tensor's size in Python (``x.sum((2, 3)) / (x.shape[2] *
+x.shape[3])``, ``flow.zeros(x.shape[0], 4)``), OneFlow's graph holds the example's number as an op
+attribute. flow2onnx compiles the module a second time at other sizes of the dynamic axes; an
+attribute that differs there follows the axes. :func:`explain` finds the relation that gives both
+values: a coefficient times a product of dynamic sizes, each to the power -1, 0 or 1 (``1 / (H *
+W)``, ``B``, ``H * W / 4``), the simplest first. The lowering then emits that arithmetic on
+``Shape`` of the graph's inputs (:func:`flow2onnx.lowering.helpers.size_value`), and verification
+at sizes far from both compilations checks it. A value no such relation explains is refused.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+#: A dynamic axis: (graph input name, axis).
+Axis = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class SizeExpression:
+    """``coefficient * prod(size(input, axis) ** exponent)`` over some dynamic axes."""
+
+    coefficient: float
+    #: ((input name, axis), exponent) pairs, exponents -1 or 1.
+    factors: tuple[tuple[Axis, int], ...]
+    #: Whether the value is an integer (then the coefficient is an integer and the exponents positive).
+    integer: bool = False
+
+    def evaluate(self, sizes: Mapping[Axis, int]) -> float:
+        """The value at the given sizes of the dynamic axes."""
+        value = self.coefficient
+        for axis, exponent in self.factors:
+            value *= sizes[axis] ** exponent
+        return value
+
+    def describe(self) -> str:
+        terms = [f"{name}[{axis}]" + ("" if exponent == 1 else f"^{exponent}") for (name, axis), exponent in self.factors]
+        return " * ".join([f"{self.coefficient:g}"] + terms)
+
+
+def explain(example: float, other: float, example_sizes: Mapping[Axis, int], other_sizes: Mapping[Axis, int]) -> SizeExpression | None:
+    """The simplest :class:`SizeExpression` that is ``example`` at ``example_sizes`` and ``other`` at
+    ``other_sizes``; ``None`` when none is."""
+    integer = isinstance(example, int) and isinstance(other, int) and not isinstance(example, bool)
+    axes = sorted(axis for axis in example_sizes if example_sizes[axis] != other_sizes.get(axis))
+    exponent_choices = (0, 1) if integer else (0, 1, -1)
+    candidates = []
+    for exponents in itertools.product(exponent_choices, repeat=len(axes)):
+        factors = tuple((axis, exponent) for axis, exponent in zip(axes, exponents) if exponent)
+        if not factors:
+            continue
+        base = SizeExpression(1.0, factors, integer)
+        at_example = base.evaluate(example_sizes)
+        coefficient = example / at_example
+        if integer and coefficient != int(coefficient):
+            continue
+        guess = SizeExpression(float(coefficient), factors, integer)
+        if math.isclose(guess.evaluate(other_sizes), other, rel_tol=1e-9, abs_tol=0.0):
+            candidates.append(guess)
+    if not candidates:
+        return None
+    # Fewest factors first, then positive powers (a size before its reciprocal), then a coefficient of one.
+    def rank(candidate):
+        return len(candidate.factors), sum(e < 0 for _, e in candidate.factors), abs(math.log(abs(candidate.coefficient) or 1))
+
+    best = min(candidates, key=rank)
+    if sum(1 for candidate in candidates if rank(candidate) == rank(best)) > 1:
+        return None  # two axes that changed alike: the compilations cannot tell which one the value follows
+    return best
