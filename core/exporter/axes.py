@@ -73,7 +73,9 @@ def plan_axes(graph: FlowGraph, options: ExportOptions, examples: Sequence[np.nd
     axes = dynamic_axes_of(graph, options.dynamic_batch, options.dynamic_axes)
     runs = _runs(graph, axes, options, examples)
     variant_shapes = None
-    if any(axes.values()) and graph.eager_module is not None:
+    # An eager module is compiled again; so is a compiled graph, as a new graph of its class (its
+    # dynamic axes can only be the batch, see _check_dynamic_axes).
+    if any(axes.values()) and (graph.eager_module is not None or graph.flow_graph is not None):
         variant_shapes = _variant_shapes(graph, axes, runs)
     return AxesPlan(axes=axes, runs=tuple(runs), variant_shapes=variant_shapes)
 

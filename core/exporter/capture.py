@@ -108,6 +108,25 @@ def wrap_module(module, example_inputs: Sequence):
     return graph
 
 
+def recompile_graph(graph, example_inputs: Sequence):
+    """A new graph of ``graph``'s class over the same modules and attributes, compiled on ``example_inputs``.
+
+    The class's ``__init__`` is not run again (it may take arguments): the new graph gets the
+    modules of the compiled one and its plain attributes, then ``build`` traces as it did.
+    """
+    flow = import_oneflow()
+    cls = type(graph)
+    again = cls.__new__(cls)
+    flow.nn.Graph.__init__(again)
+    for name, block in graph._blocks.items():
+        setattr(again, name, block.to(flow.nn.Module))
+    for name, value in vars(graph).items():
+        if not name.startswith("_") and name not in vars(again):
+            object.__setattr__(again, name, value)
+    compile_graph(again, example_inputs)
+    return again
+
+
 def compile_graph(graph, example_inputs: Sequence) -> None:
     with quiet_native_output():
         graph._compile(*example_inputs)

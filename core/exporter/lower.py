@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -90,6 +90,8 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
     """Convert every op of ``graph`` once, with the registry's lowerings at the options' opset."""
     started = time.perf_counter()
     variant = _compile_variant(graph, plan) if plan.variant_shapes is not None else None
+    if variant is None:
+        plan = replace(plan, variant_shapes=None)
     model, used, weights = convert(
         graph, registry, options.opset, options.dynamic_batch, producer_version=own_version(),
         dynamic_axes=options.dynamic_axes, variant=variant,
@@ -113,13 +115,29 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
     )
 
 
-def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph:
-    """The eager module compiled again at the plan's variant shapes (dynamic axes grown)."""
+def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph | None:
+    """The model compiled again at the plan's variant shapes (dynamic axes grown).
+
+    An eager module is wrapped again. A graph the user compiled is rebuilt as a new graph of the same
+    class over the same modules (its own ``__init__`` is not called again: it may take arguments);
+    when that fails, the export goes on without the second compilation, with a warning, and
+    verification at other batch sizes is what stands between a baked batch and the file.
+    """
     flow = import_oneflow()
     shapes = plan.variant_shapes
     arrays = draw_inputs(graph.inputs, None, seed=7, bounds=index_bounds(graph), shapes=shapes)
+    tensors = [flow.tensor(a) for a in arrays]
+    if graph.eager_module is None:
+        try:
+            return capture.read_graph(capture.recompile_graph(graph.flow_graph, tensors))
+        except Exception as error:
+            log.warning(
+                "could not build a second %s at other batch sizes to tell which sizes follow the batch (%s); "
+                "the batch is checked by verification alone", type(graph.flow_graph).__name__, error_text(error),
+            )
+            return None
     try:
-        compiled = capture.wrap_module(graph.eager_module, [flow.tensor(a) for a in arrays])
+        compiled = capture.wrap_module(graph.eager_module, tensors)
     except Exception as error:
         described = {name: sorted(mapping.items()) for name, mapping in plan.symbolic_axes.items()}
         raise InvalidModelError(

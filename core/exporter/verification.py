@@ -373,6 +373,7 @@ def _run_compiled_graph(flow, graph: FlowGraph, arrays: Sequence[np.ndarray]) ->
         outputs = graph.flow_graph(*[flow.tensor(np.ascontiguousarray(a)) for a in chunk])
         # Copies: the graph reuses its output buffers on later runs.
         results.append([t.numpy().copy() for t in flatten_outputs(outputs)])
-    if len(results) == 1:
+    if len(chunks) == 1 and (batch is None or batch == example):
         return results[0]
+    # Joined and cut back to the batch asked for: a single chunk too, when it was padded.
     return [np.concatenate([r[i] for r in results], axis=0)[:batch] for i in range(len(results[0]))]
