@@ -4,7 +4,7 @@ Importing OneFlow 0.9 installs a C-level SIGINT handler that ends the process at
 255): Python never sees ``KeyboardInterrupt`` and no ``finally`` runs, so an export's staging
 folder would stay behind. :func:`restore_interrupt` gives SIGINT back to Python after OneFlow's
 import. SIGTERM's default action also kills without clean-up; :func:`signals_raise` turns it into
-:class:`Terminated` for the duration of an export, and makes sure neither signal is lost inside
+:class:`Terminated` (a ``BaseException``, like ``KeyboardInterrupt``) for the duration of an export, and makes sure neither signal is lost inside
 native code.
 """
 
@@ -20,11 +20,12 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
-class Terminated(SystemExit):
-    """Raised in the main thread when SIGTERM arrives during an export; exits with status 143 if not caught."""
+class Terminated(BaseException):
+    """Raised in the main thread when SIGTERM arrives during an export, as ``KeyboardInterrupt`` is for SIGINT.
 
-    def __init__(self):
-        super().__init__(EXIT_TERMINATED)
+    Not a ``SystemExit``: native code that reports a Python exception with ``PyErr_Print`` ends the
+    process at once on a ``SystemExit``, before any clean-up. The CLI turns it into exit status 143.
+    """
 
 
 def _in_main_thread() -> bool:
@@ -73,6 +74,9 @@ def signals_raise():
 
     def handler(signum, frame):
         received.append(signum)
+        if _held:  # a step that must not be cut in two: raise when it ends
+            _pending.append(signum)
+            return
         _RAISERS[signum](signum, frame)
 
     previous_hooks = sys.unraisablehook, sys.excepthook
@@ -116,17 +120,27 @@ def _exception_for(signum: int) -> BaseException:
 
 @contextlib.contextmanager
 def deferred():
-    """Hold SIGINT and SIGTERM back while the body runs; they are delivered when it ends.
+    """Hold back the exception of a SIGINT or SIGTERM that arrives while the body runs, and raise
+    it when the body ends.
 
-    For the few steps that create something and record that they did: a signal between the two
-    would leave a thing nobody knows to remove.
+    For the few steps that create something and record that they did (a folder and the variable
+    naming it): an exception between the two would leave a thing nobody knows to remove. Masking
+    the signal would not do: OneFlow runs threads of its own, and the kernel hands a process's
+    signal to any thread that does not block it, after which Python runs the handler in the main
+    thread at once. So the handler of :func:`signals_raise` looks here and, while a step is held,
+    only records the signal.
     """
-    if not _in_main_thread():
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    _held.append(True)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _held.pop()
+        if not _held and _pending:
+            signum = _pending.pop(0)
+            _pending.clear()
+            raise _exception_for(signum)
+
+
+# Steps under :func:`deferred`, and the signals that arrived during them.
+_held: list = []
+_pending: list = []

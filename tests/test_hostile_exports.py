@@ -70,14 +70,12 @@ flow2onnx.export(slow_linear(), random_inputs([(2, 64)]), sys.argv[1])
 """
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, None), (signal.SIGTERM, 143)])
-def test_library_export_cleans_up_on_signals(tmp_path, signum, code):
+@pytest.mark.parametrize("signum, exception", [(signal.SIGINT, "KeyboardInterrupt"), (signal.SIGTERM, "flow2onnx.signals.Terminated")])
+def test_library_export_cleans_up_on_signals(tmp_path, signum, exception):
     target = tmp_path / "slow.onnx"
     rc, stderr = _interrupt_export(tmp_path, signum, [sys.executable, "-c", LIBRARY_EXPORT, str(target)])
-    if code is None:  # an uncaught KeyboardInterrupt: Python's own exit
-        assert "KeyboardInterrupt" in stderr and rc != 0 and rc != 255
-    else:
-        assert rc == code, stderr
+    # The caller gets the exception (here uncaught: Python's own exit), not an exit from inside.
+    assert exception in stderr and rc not in (0, 255), stderr  # 255: OneFlow's own handler killed it
     assert os.listdir(tmp_path) == []
 
 
