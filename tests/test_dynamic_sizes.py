@@ -86,3 +86,51 @@ def test_a_compiled_graph_with_a_dynamic_batch_is_compiled_again_and_right_at_ev
     graph._compile(flow.randn(3, 5, 8))
     path, _ = flow2onnx.export_onnx_model(graph, onnx_model_path=str(tmp_path), dynamic_batch_size=True)
     matches_oneflow(path, module, [(1, 5, 8), (4, 5, 8), (11, 5, 8)], scale=2.0)
+
+
+class ChannelShuffle(flow.nn.Module):
+    """ShuffleNet's channel shuffle after a strided conv: (N, C, H, W) -> (N, g, C/g, H, W) -> back,
+    with H and W, moved to other indices by the reshape, at an eighth of the input's size."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = flow.nn.Conv2d(3, 8, 3, stride=8, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        n, c, h, w = y.shape
+        y = y.reshape(n, 2, c // 2, h, w).transpose(1, 2)
+        return y.reshape(n, c, h, w) / (h * w)
+
+
+def test_a_reshape_that_moves_dynamic_dims_computes_them_from_shape(tmp_path):
+    model = ChannelShuffle().eval()
+    result = flow2onnx.export(model, random_inputs([(1, 3, 64, 64)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    assert result.report.passed
+    matches_oneflow(tmp_path / "m.onnx", model, [(2, 3, 32, 96), (3, 3, 128, 40)])
+
+
+class NeedsItsSize(flow.nn.Module):
+    """Like DLA-34: a final 7 x 7 pooling that leaves nothing of a smaller input, where OneFlow would
+    abort the whole process in the next kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = flow.nn.Conv2d(3, 4, 3, stride=4, padding=1)
+        self.pool = flow.nn.AvgPool2d(7)
+        self.fc = flow.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(flow.flatten(self.pool(self.conv(x)), 1))
+
+
+def test_sizes_the_model_cannot_take_are_probed_not_run(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="flow2onnx")
+    model = NeedsItsSize().eval()
+    result = flow2onnx.export(model, random_inputs([(1, 3, 28, 28)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    assert result.report.passed
+    assert "the model cannot run at {'input': [2, 3, 16, 16]} (" in caplog.text  # OneFlow refuses to build it there
+    sizes = sorted({tuple(c.shape) for c in result.report.comparisons})
+    assert sizes == [(1, 2), (2, 2), (5, 2)]  # batch 1 (the example), 2 at 5/4 of its size, 5 at 3/2

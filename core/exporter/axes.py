@@ -13,6 +13,7 @@ far sizes, to tell which values of the graph follow the axes.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -22,7 +23,9 @@ from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph
 from .converter import dynamic_axes_of
 from .options import ExportOptions
-from .verification import far_size
+from .verification import draw_inputs, far_size
+
+log = logging.getLogger("flow2onnx")
 
 @dataclass(frozen=True)
 class VerificationRun:
@@ -167,3 +170,56 @@ def _check_dynamic_axes(graph: FlowGraph, dynamic_axes) -> None:
                 f"dynamic axes other than dim 0 ({name!r}: {sorted(a for a in mapping if a)}) need the eager module, to check "
                 "and verify the model at other sizes: export the nn.Module with example_inputs rather than a compiled graph"
             )
+
+
+def settle_sizes(graph: FlowGraph, plan: AxesPlan) -> AxesPlan:
+    """Make sure the module can run at the plan's smaller far sizes; move them up when it cannot.
+
+    Some models cannot run below a size (DLA-34's final 7 x 7 pooling leaves nothing of a 128 x 128
+    input, and OneFlow then aborts the whole process in a kernel). Compiling a graph infers its
+    shapes without running a kernel, so the module is compiled at the smaller sizes first; when that
+    fails, or gives an empty output, sizes at 3/4 and then 5/4 of the example are tried, and the
+    export warns which sizes the model could not take. Only eager modules with dynamic axes other
+    than the batch are probed; the larger sizes are compiled anyway, for the second compilation.
+    """
+    spatial = any(axis for mapping in plan.axes.values() for axis in mapping)
+    if graph.eager_module is None or not spatial or len(plan.runs) < 2:
+        return plan
+    small = plan.runs[1]
+    for factor in (None, 0.75, 1.25):
+        shapes = dict(small.shapes) if factor is None else {
+            info.name: tuple(far_size(size, factor) if axis and axis in plan.axes.get(info.name, {}) else small.shapes[info.name][axis]
+                             for axis, size in enumerate(info.shape))
+            for info in graph.inputs
+        }
+        why = _cannot_run_at(graph, shapes)
+        if why is None:
+            break
+        log.warning("the model cannot run at %s (%s)", {n: list(s) for n, s in shapes.items()}, why)
+    else:
+        raise InvalidModelError(
+            f"the dynamic axes {plan.symbolic_axes} cannot stay dynamic: the model runs at none of the sizes tried around "
+            f"the example's ({why}); export with those axes static"
+        )
+    if shapes == dict(small.shapes):
+        return plan
+    runs = list(plan.runs)
+    runs[1] = VerificationRun(small.batch, shapes, small.draw)
+    return AxesPlan(plan.axes, tuple(runs), plan.variant_shapes)
+
+
+def _cannot_run_at(graph: FlowGraph, shapes: Mapping) -> str | None:
+    """Why the module cannot run at ``shapes`` (compiled, not run), or ``None`` when it can."""
+    from .._oneflow import error_text, import_oneflow
+    from . import capture
+
+    flow = import_oneflow()
+    arrays = draw_inputs(graph.inputs, None, seed=5, shapes=shapes)
+    try:
+        probe = capture.read_graph(capture.wrap_module(graph.eager_module, [flow.tensor(a) for a in arrays]))
+    except Exception as error:
+        return f"OneFlow cannot build it there: {error_text(error)}"
+    for info, example in zip(probe.outputs, graph.outputs):
+        if 0 in info.shape and 0 not in example.shape:
+            return f"output {info.name!r} would be empty, {list(info.shape)}"
+    return None

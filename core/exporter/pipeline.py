@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .axes import plan_axes
+from .axes import plan_axes, settle_sizes
 from .capture import capture
 from .lower import lower, select_plugins
 from .options import DEFAULT_VERIFIER, ExportOptions
@@ -177,7 +177,7 @@ def run_export(model, example_inputs: Sequence | None, options: ExportOptions) -
     target = resolve_target(options.path)
     captured = capture(model, example_inputs)
     graph = captured.graph
-    plan = plan_axes(graph, options, captured.examples)
+    plan = settle_sizes(graph, plan_axes(graph, options, captured.examples))
     registry = select_plugins(options)
     lowered = lower(graph, plan, registry, options)
     with staging_folder(target, lowered.external_data) as stage:

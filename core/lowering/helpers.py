@@ -139,6 +139,12 @@ def size_value(ctx, expression, dtype) -> str:
             value = size if exponent == 1 else ctx.make_node("Div", [ctx.constant(np.array(1, dtype=dtype), "one"), size])[0]
         else:
             value = ctx.make_node("Mul" if exponent == 1 else "Div", [value, size])[0]
-    if expression.coefficient != 1:
-        value = ctx.make_node("Mul", [value, ctx.constant(np.array(expression.coefficient, dtype=dtype), "coefficient")])[0]
+    if expression.integer and dtype.kind in "iu":
+        # Exact integer arithmetic: size * numerator // denominator (sizes are positive, so Div floors).
+        if expression.numerator != 1:
+            value = ctx.make_node("Mul", [value, ctx.constant(np.array(expression.numerator, dtype=dtype), "numerator")])[0]
+        if expression.denominator != 1:
+            value = ctx.make_node("Div", [value, ctx.constant(np.array(expression.denominator, dtype=dtype), "denominator")])[0]
+    elif expression.coefficient != 1:
+        value = ctx.make_node("Mul", [value, ctx.constant(np.array(float(expression.coefficient), dtype=dtype), "coefficient")])[0]
     return value

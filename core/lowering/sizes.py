@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Mapping
 
 #: A dynamic axis: (graph input name, axis).
@@ -28,7 +29,8 @@ class SizeExpression:
     coefficient: float
     #: ((input name, axis), exponent) pairs, exponents -1 or 1.
     factors: tuple[tuple[Axis, int], ...]
-    #: Whether the value is an integer (then the coefficient is an integer and the exponents positive).
+    #: Whether the value is an integer (then the coefficient is a fraction and the exponents positive;
+    #: it is computed as ``size * numerator // denominator``).
     integer: bool = False
 
     def evaluate(self, sizes: Mapping[Axis, int]) -> float:
@@ -38,9 +40,18 @@ class SizeExpression:
             value *= sizes[axis] ** exponent
         return value
 
+    @property
+    def numerator(self) -> int:
+        """For an integer expression: the coefficient's numerator (its denominator is :attr:`denominator`)."""
+        return Fraction(self.coefficient).numerator
+
+    @property
+    def denominator(self) -> int:
+        return Fraction(self.coefficient).denominator
+
     def describe(self) -> str:
         terms = [f"{name}[{axis}]" + ("" if exponent == 1 else f"^{exponent}") for (name, axis), exponent in self.factors]
-        return " * ".join([f"{self.coefficient:g}"] + terms)
+        return " * ".join([str(self.coefficient) if self.integer else f"{self.coefficient:g}"] + terms)
 
 
 def explain(example: float, other: float, example_sizes: Mapping[Axis, int], other_sizes: Mapping[Axis, int]) -> SizeExpression | None:
@@ -57,9 +68,13 @@ def explain(example: float, other: float, example_sizes: Mapping[Axis, int], oth
         base = SizeExpression(1.0, factors, integer)
         at_example = base.evaluate(example_sizes)
         coefficient = example / at_example
-        if integer and coefficient != int(coefficient):
-            continue
-        guess = SizeExpression(float(coefficient), factors, integer)
+        if integer:
+            # A size such as H / 8 after three stride-2 stages: a small fraction, exact at both points.
+            fraction = Fraction(coefficient).limit_denominator(64)
+            if fraction * int(at_example) != example:
+                continue
+            coefficient = fraction
+        guess = SizeExpression(coefficient if integer else float(coefficient), factors, integer)
         if math.isclose(guess.evaluate(other_sizes), other, rel_tol=1e-9, abs_tol=0.0):
             candidates.append(guess)
     if not candidates:

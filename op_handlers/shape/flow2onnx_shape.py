@@ -28,10 +28,16 @@ def lower_reshape(ctx, op):
             else:
                 inferred.append(axis)
         if len(inferred) > 1:
-            raise ctx.error(
-                f"the target shape {list(op.attr('shape'))} has {len(inferred)} dims (axes {inferred}) that follow the "
-                "dynamic axes and are not the input's own; ONNX Reshape can infer only one"
-            )
+            # Reshape can infer one dim; the others are computed from Shape (channel shuffle's
+            # (N, C, H, W) -> (N, g, C/g, H, W) moves H and W to other indices).
+            follows = ctx.follows_sizes(op, "shape")
+            parts = [
+                int64s(ctx, [dim], "dim") if axis not in inferred[1:] else unsqueeze(ctx, size_value(ctx, follows[axis], np.int64), [0])
+                for axis, dim in enumerate(target)
+            ]
+            parts[inferred[0]] = int64s(ctx, [-1], "inferred")
+            ctx.make_node("Reshape", [x, ctx.make_node("Concat", parts, axis=0)[0]], [op.output("out")])
+            return
         for axis in inferred:
             target[axis] = -1
     elif ctx.dynamic_batch and target and source and -1 not in target:
