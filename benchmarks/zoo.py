@@ -15,6 +15,12 @@ and a summary per family.
     python benchmarks/zoo.py --families vgg,resnet --limit 3
     python benchmarks/zoo.py --models resnet18,vit_tiny_patch16_224 --timeout 600
     python benchmarks/zoo.py --render                 # only re-render zoo.md from zoo.json
+    python benchmarks/zoo.py --representatives --dynamic-sizes   # batch, height and width symbolic
+
+With ``--dynamic-sizes`` every model is exported with batch, height and width dynamic, verified at
+sizes far from the example, and the results go to ``zoo_dynamic.json``/``zoo_dynamic.md``: per
+model, verified at far sizes, refused with the op that bakes a size named, or static by nature (the
+module itself only builds at its example's size, e.g. a ViT whose position embeddings fix it).
 """
 
 from __future__ import annotations
@@ -126,7 +132,20 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:400]}"
 
 
-def run_worker(name: str, family: str, out_path: str, opset: int, dynamic_batch: bool) -> None:
+DYNAMIC_SIZES = {"input": {0: "batch", 2: "height", 3: "width"}}
+
+
+def _dynamic_refusal(error: Exception) -> tuple[str, str] | None:
+    """(category, reason) for an export refused because a size cannot stay dynamic, else ``None``."""
+    text = str(error)
+    if "cannot stay dynamic: OneFlow cannot build" in text or "model runs at none of the sizes" in text:
+        return "static by nature", "the module builds only at its example's size: " + _error_text(error)
+    if "cannot keep the dynamic axes" in text or "no product of the dynamic sizes explains" in text:
+        return "refused", "an op bakes a size: " + _error_text(error)
+    return None
+
+
+def run_worker(name: str, family: str, out_path: str, opset: int, dynamic_batch: bool, dynamic_sizes: bool = False) -> None:
     record = {"model": name, "family": family, "size": input_size(name), "stage": "import"}
 
     def save():
@@ -170,9 +189,12 @@ def run_worker(name: str, family: str, out_path: str, opset: int, dynamic_batch:
     path = os.path.join(tempfile.mkdtemp(prefix="zoo-"), f"{name}.onnx")
     started = time.perf_counter()
     try:
-        result = flow2onnx.export(graph, path=path, opset=opset, dynamic_batch=dynamic_batch)
+        axes = DYNAMIC_SIZES if dynamic_sizes else None
+        result = flow2onnx.export(graph, path=path, opset=opset, dynamic_batch=dynamic_batch and not dynamic_sizes, dynamic_axes=axes)
         record.update(exported=True, verified=result.report.passed, category="ok")
         report = result.report
+        if dynamic_sizes:
+            record["sizes"] = sorted({tuple(c.shape) for c in report.comparisons})
     except flow2onnx.UnsupportedOpsError as error:
         record.update(category="flow2onnx", missing={k: v[0] for k, v in error.missing.items()})
         record["reason"] = "unsupported ops: " + ", ".join(sorted(error.missing))
@@ -182,7 +204,11 @@ def run_worker(name: str, family: str, out_path: str, opset: int, dynamic_batch:
         record["reason"] = "verification failed: outputs differ beyond tolerance"
         report = error.report
     except Exception as error:
-        record.update(category="flow2onnx", reason=_error_text(error), trace=traceback.format_exc(limit=3)[-1500:])
+        refusal = _dynamic_refusal(error) if dynamic_sizes else None
+        if refusal is not None:
+            record.update(category=refusal[0], reason=refusal[1])
+        else:
+            record.update(category="flow2onnx", reason=_error_text(error), trace=traceback.format_exc(limit=3)[-1500:])
         report = None
     finally:
         record["export_s"] = round(time.perf_counter() - started, 2)
@@ -248,6 +274,8 @@ def run_one(name: str, family: str, args) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--family", family, "--out", out_path, "--opset", str(args.opset)]
     if args.dynamic_batch:
         command.append("--dynamic-batch")
+    if args.dynamic_sizes:
+        command.append("--dynamic-sizes")
     env = dict(os.environ, GLOG_minloglevel="3")
     started = time.perf_counter()
     try:
@@ -304,8 +332,9 @@ def render(results: dict[str, dict], meta: dict, total_models: int | None) -> st
     runnable = [r for r in records if r.get("oneflow_runs")]
     verified = [r for r in records if r.get("verified")]
     share = f"{100 * len(verified) / len(runnable):.1f}%" if runnable else "-"
+    dynamic = meta.get("mode") == "dynamic sizes"
     lines = [
-        "# flowvision model zoo: export and verification",
+        "# flowvision model zoo: export and verification" + (", batch, height and width dynamic" if dynamic else ""),
         "",
         f"Measured {meta.get('date', '?')} with `python benchmarks/zoo.py` on {meta.get('machine', '?')}: "
         f"flowvision {meta.get('flowvision', '?')}, OneFlow {meta.get('oneflow', '?')}, opset {meta.get('opset', '?')}, "
@@ -316,6 +345,18 @@ def render(results: dict[str, dict], meta: dict, total_models: int | None) -> st
         f"OneFlow runs {len(runnable)} of them as an nn.Graph on the CPU; flow2onnx exports and verifies "
         f"{len(verified)} of those ({share}).",
         "",
+    ]
+    if dynamic:
+        counts: dict[str, int] = {}
+        for r in runnable:
+            counts[r.get("category", "?")] = counts.get(r.get("category", "?"), 0) + 1
+        lines += [
+            "Each export has batch, height and width symbolic and is verified at the example's size and far from it "
+            "(batch 1 or 2 and 2B+3; about 1/2 and 3/2 of height and width, each axis by its own factor). Of the models "
+            "OneFlow runs: " + ", ".join(f"{count} {'verified' if category == 'ok' else category}" for category, count in sorted(counts.items())) + ".",
+            "",
+        ]
+    lines += [
         "## Summary per family",
         "",
         "| family | models run | OneFlow runs | exported | verified | failures (reason) |",
@@ -372,6 +413,10 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="models run at once (default 1)")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--dynamic-batch", action="store_true", help="export with a symbolic batch and verify at three batch sizes")
+    parser.add_argument(
+        "--dynamic-sizes", action="store_true",
+        help="batch, height and width symbolic, verified far from the example; results in zoo_dynamic.json/.md",
+    )
     parser.add_argument("--fresh", action="store_true", help="forget earlier results instead of updating them")
     parser.add_argument("--render", action="store_true", help="only re-render zoo.md from zoo.json")
     parser.add_argument("--list", action="store_true", help="print the selected models and exit")
@@ -381,8 +426,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.worker:
-        run_worker(args.worker, args.family, args.out, args.opset, args.dynamic_batch)
+        run_worker(args.worker, args.family, args.out, args.opset, args.dynamic_batch, args.dynamic_sizes)
         return 0
+    if args.dynamic_sizes:
+        global JSON_PATH, MD_PATH
+        JSON_PATH, MD_PATH = os.path.join(RESULTS, "zoo_dynamic.json"), os.path.join(RESULTS, "zoo_dynamic.md")
 
     results = {} if args.fresh else load_results()
     models = all_models()
@@ -411,6 +459,7 @@ def main(argv=None) -> int:
         oneflow=import_oneflow().__version__,
         opset=args.opset,
         timeout=args.timeout,
+        mode="dynamic sizes" if args.dynamic_sizes else "static",
     )
     print(f"running {len(chosen)} models, {args.jobs} at a time, timeout {args.timeout} s", flush=True)
 
