@@ -11,7 +11,7 @@ import pytest
 
 import flow2onnx
 
-from .helpers import flow, random_inputs
+from .helpers import Lambda, flow, random_inputs
 
 
 def matches_oneflow(path, reference, shapes, scale=1.0):
@@ -134,3 +134,12 @@ def test_sizes_the_model_cannot_take_are_probed_not_run(tmp_path, caplog):
     assert "the model cannot run at {'input': [2, 3, 16, 16]} (" in caplog.text  # OneFlow refuses to build it there
     sizes = sorted({tuple(c.shape) for c in result.report.comparisons})
     assert sizes == [(1, 2), (2, 2), (5, 2)]  # batch 1 (the example), 2 at 5/4 of its size, 5 at 3/2
+
+
+def test_a_variance_over_dynamic_axes_counts_them_in_the_graph(tmp_path):
+    # PoolFormer's GroupNorm and the style network's InstanceNorm compute var over C, H, W: the
+    # unbiased count N - 1 is computed from Shape wherever a reduced axis follows a dynamic one.
+    model = Lambda(lambda self, x: x.var(dim=[1, 2, 3], keepdim=True) + x.var(dim=[2, 3], unbiased=False, keepdim=True)).eval()
+    result = flow2onnx.export(model, random_inputs([(2, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    assert result.report.passed
+    matches_oneflow(tmp_path / "m.onnx", model, [(1, 3, 5, 40), (4, 3, 33, 7)])

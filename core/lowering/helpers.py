@@ -121,7 +121,12 @@ def dims(ctx, x: str, axes) -> str:
 
 
 def is_dynamic(ctx, x: str, axis: int) -> bool:
-    """Whether ``axis`` of ``x`` may differ at run time from the compiled shape (dim 0 under dynamic_batch)."""
+    """Whether ``axis`` of ``x`` may differ at run time from the compiled shape: its size differs in
+    the compilation at other sizes of the dynamic axes, or (without one) it is dim 0 under
+    ``dynamic_batch`` and holds the example's batch."""
+    other = ctx.variant_shape(x)
+    if other is not None and len(other) == len(ctx.shape(x)) and other[axis] != ctx.shape(x)[axis]:
+        return True
     return ctx.dynamic_batch and axis == 0 and ctx.example_batch is not None and ctx.shape(x)[:1] == (ctx.example_batch,)
 
 
