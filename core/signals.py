@@ -45,15 +45,8 @@ def restore_interrupt() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler if current is None else current)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt()
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
-_RAISERS = {signal.SIGINT: _raise_interrupt, signal.SIGTERM: _raise_terminated}
+# The signals an export turns into exceptions (see _exception_for).
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -77,7 +70,7 @@ def signals_raise():
         if _held:  # a step that must not be cut in two: raise when it ends
             _pending.append(signum)
             return
-        _RAISERS[signum](signum, frame)
+        raise _exception_for(signum)
 
     previous_hooks = sys.unraisablehook, sys.excepthook
 
@@ -95,7 +88,7 @@ def signals_raise():
         if not ours(exc_type):
             previous_hooks[1](exc_type, value, traceback)
 
-    previous = {signum: signal.signal(signum, handler) for signum in _RAISERS}
+    previous = {signum: signal.signal(signum, handler) for signum in _SIGNALS}
     sys.unraisablehook, sys.excepthook = unraisable, excepthook
     try:
         yield

@@ -23,7 +23,7 @@ from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph
 from .converter import dynamic_axes_of
 from .options import ExportOptions
-from .verification import draw_inputs, far_size
+from .verification import draw_inputs, far_size, index_bounds
 
 log = logging.getLogger("flow2onnx")
 
@@ -210,16 +210,22 @@ def settle_sizes(graph: FlowGraph, plan: AxesPlan) -> AxesPlan:
 
 def _cannot_run_at(graph: FlowGraph, shapes: Mapping) -> str | None:
     """Why the module cannot run at ``shapes`` (compiled, not run), or ``None`` when it can."""
-    from .._oneflow import error_text, import_oneflow
+    from .._oneflow import error_text
     from . import capture
 
-    flow = import_oneflow()
-    arrays = draw_inputs(graph.inputs, None, seed=5, shapes=shapes)
     try:
-        probe = capture.read_graph(capture.wrap_module(graph.eager_module, [flow.tensor(a) for a in arrays]))
+        probe = capture.read_graph(capture.wrap_module(graph.eager_module, inputs_at(graph, shapes)))
     except Exception as error:
         return f"OneFlow cannot build it there: {error_text(error)}"
     for info, example in zip(probe.outputs, graph.outputs):
         if 0 in info.shape and 0 not in example.shape:
             return f"output {info.name!r} would be empty, {list(info.shape)}"
     return None
+
+
+def inputs_at(graph: FlowGraph, shapes: Mapping) -> list:
+    """OneFlow tensors of the given shapes for compiling the model again (index inputs in range)."""
+    from .._oneflow import import_oneflow
+
+    flow = import_oneflow()
+    return [flow.tensor(a) for a in draw_inputs(graph.inputs, None, seed=7, bounds=index_bounds(graph), shapes=shapes)]

@@ -17,16 +17,15 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .._oneflow import error_text, import_oneflow
+from .._oneflow import error_text
 from ..errors import InvalidModelError, LoweringError, PluginError
 from ..lowering.graph import FlowGraph, TensorInfo
 from ..lowering.plugin_manager import load_plugins, own_version
 from ..lowering.registry import Registry
 from . import capture
-from .axes import AxesPlan
+from .axes import AxesPlan, inputs_at
 from .converter import convert
 from .options import ExportOptions
-from .verification import draw_inputs, index_bounds
 from .writer import weights_nbytes
 
 log = logging.getLogger("flow2onnx")
@@ -123,10 +122,8 @@ def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph | None:
     when that fails, the export goes on without the second compilation, with a warning, and
     verification at other batch sizes is what stands between a baked batch and the file.
     """
-    flow = import_oneflow()
     shapes = plan.variant_shapes
-    arrays = draw_inputs(graph.inputs, None, seed=7, bounds=index_bounds(graph), shapes=shapes)
-    tensors = [flow.tensor(a) for a in arrays]
+    tensors = inputs_at(graph, shapes)
     if graph.eager_module is None:
         try:
             return capture.read_graph(capture.recompile_graph(graph.flow_graph, tensors))
