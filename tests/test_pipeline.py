@@ -9,6 +9,8 @@ import logging
 import os
 import pathlib
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 
 import flow2onnx
@@ -153,11 +155,12 @@ def test_the_tutorial_api_prints_the_report_on_a_mismatch(tmp_path, capsys):
     from flow2onnx import convert_to_onnx_and_check
 
     class BatchCentred(flow.nn.Graph):
-        """Each sample minus the batch's mean: OneFlow's compiled graph only runs the example's batch,
-        so verification at other batch sizes runs it on chunks, whose means differ from the batch's."""
+        """Each sample minus the batch's mean. ``build`` reads the graph's own name, so it cannot run
+        outside the graph; OneFlow's compiled graph only runs the example's batch, so verification at
+        other batch sizes runs it on chunks, whose means differ from the batch's."""
 
         def build(self, x):
-            return x - x.mean(0, keepdim=True)
+            return x - x.mean(0, keepdim=True) if self.name else x
 
     graph = compiled(BatchCentred(), flow.rand(2, 3))
     with pytest.raises(flow2onnx.VerificationError) as caught:
@@ -165,3 +168,29 @@ def test_the_tutorial_api_prints_the_report_on_a_mismatch(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "MISMATCH: some outputs are out of tolerance" in out and out.strip() == caught.value.report.to_text()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_compiled_graph_is_verified_by_running_its_build_eagerly_at_every_batch(tmp_path):
+    """The batch-centred graph again, with a plain ``build``: it runs eagerly over the graph's own
+    modules at each verification batch, so the dynamic batch verifies (no chunks, no launches of the
+    compiled job, which OneFlow 0.9 can crash when repeated)."""
+    from flow2onnx import convert_to_onnx_and_check
+
+    class BatchCentred(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.linear = flow.nn.Linear(3, 4)
+
+        def scale(self):
+            return 2.0
+
+        def build(self, x):
+            y = self.linear(x) * self.scale()
+            return y - y.mean(0, keepdim=True)
+
+    graph = compiled(BatchCentred(), flow.rand(2, 3))
+    convert_to_onnx_and_check(graph, onnx_model_path=str(tmp_path), dynamic_batch_size=True)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((9, 3)).astype(np.float32)
+    y = graph.linear.to(flow.nn.Module)(flow.tensor(x)).numpy() * 2.0
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], y - y.mean(0, keepdims=True), rtol=1e-4, atol=1e-5)

@@ -127,6 +127,43 @@ def recompile_graph(graph, example_inputs: Sequence):
     return again
 
 
+class _EagerBuild:
+    """Stands in for a compiled user graph so that its class's ``build`` runs eagerly.
+
+    Attribute reads give the graph's original modules (not their graph proxies) and plain
+    attributes; methods of the graph's class are bound to this stand-in, so ``build`` may call
+    its own helpers.
+    """
+
+    def __init__(self, graph):
+        flow = import_oneflow()
+        state = {name: block.to(flow.nn.Module) for name, block in graph._blocks.items()}
+        for name, value in vars(graph).items():
+            if not name.startswith("_") and name not in state:
+                state[name] = value
+        state["_flow2onnx_class"] = type(graph)
+        self.__dict__.update(state)
+
+    def __getattr__(self, name):
+        cls = self.__dict__["_flow2onnx_class"]
+        value = inspect.getattr_static(cls, name)  # AttributeError when the class has none
+        # Methods and properties are bound to the stand-in, as they would be to the graph.
+        return value.__get__(self, cls) if hasattr(value, "__get__") else value
+
+
+def run_build_eagerly(graph, tensors: Sequence):
+    """Run a compiled user graph's ``build`` eagerly over its own modules, on ``tensors`` of any size.
+
+    The same Python code over the same modules as the compiled graph, but as eager OneFlow ops: no
+    compiled job is launched (OneFlow 0.9 can crash when one compiled graph is launched many times
+    in a process), and a batch of any size runs in one call. Raises what ``build`` raises when it
+    needs the graph itself (``self.config``, graph-only calls); callers then run the compiled graph.
+    """
+    flow = import_oneflow()
+    with flow.no_grad():
+        return type(graph).build(_EagerBuild(graph), *tensors)
+
+
 def compile_graph(graph, example_inputs: Sequence) -> None:
     with quiet_native_output():
         graph._compile(*example_inputs)

@@ -9,13 +9,17 @@ by the output's magnitude (``atol * max(1, max|oneflow|)``): random weights can 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from .._oneflow import import_oneflow, quiet_native_output
+from .._oneflow import error_text, import_oneflow, quiet_native_output
 from ..lowering.graph import FlowGraph, TensorInfo
+from .capture import run_build_eagerly
+
+log = logging.getLogger("flow2onnx")
 
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-4
@@ -343,7 +347,24 @@ def run_oneflow(graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarr
             with flow.no_grad():
                 outputs = graph.eager_module(*[flow.tensor(a) for a in arrays])
             return [t.numpy() for t in flatten_outputs(outputs)]
+        if graph.flow_graph is not None:
+            replayed = _replay_build(flow, graph, arrays)
+            if replayed is not None:
+                return replayed
         return _run_compiled_graph(flow, graph, arrays)
+
+
+def _replay_build(flow, graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarray] | None:
+    """The user graph's ``build`` run eagerly (see :func:`capture.run_build_eagerly`), or ``None``
+    when it cannot run outside the graph or returns other outputs than the compiled graph has."""
+    try:
+        outputs = flatten_outputs(run_build_eagerly(graph.flow_graph, [flow.tensor(a) for a in arrays]))
+    except Exception as error:  # build needs the graph itself: the compiled graph is run instead
+        log.debug("running %s.build eagerly failed (%s); running the compiled graph", type(graph.flow_graph).__name__, error_text(error))
+        return None
+    if len(outputs) != len(graph.outputs) or not all(isinstance(t, flow.Tensor) for t in outputs):
+        return None
+    return [t.numpy() for t in outputs]
 
 
 def _run_compiled_graph(flow, graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
