@@ -153,3 +153,22 @@ def size_value(ctx, expression, dtype) -> str:
     elif expression.coefficient != 1:
         value = ctx.make_node("Mul", [value, ctx.constant(np.array(float(expression.coefficient), dtype=dtype), "coefficient")])[0]
     return value
+
+
+def sizes_attr(ctx, op, name: str) -> str:
+    """Attribute ``name`` of ``op`` (a list of sizes: a shape, an output size) as a 1-D int64 tensor.
+
+    Entries that follow the dynamic axes (``flow.zeros(x.shape[0], 4)``, an upsample to
+    ``2 * H``) are computed from the inputs' ``Shape`` (see :meth:`LoweringContext.follows_sizes`);
+    the others are constants. Raises the context's error when an entry changes with the dynamic
+    axes in a way no product of their sizes explains.
+    """
+    values = [int(v) for v in op.attr(name)]
+    follows = ctx.follows_sizes(op, name)
+    if not follows or not any(follows):
+        return ctx.constant(np.array(values, dtype=np.int64), name)
+    parts = [
+        int64s(ctx, [value], "dim") if expression is None else unsqueeze(ctx, size_value(ctx, expression, np.int64), [0])
+        for value, expression in zip(values, follows)
+    ]
+    return ctx.make_node("Concat", parts, axis=0)[0]

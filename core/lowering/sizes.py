@@ -69,8 +69,9 @@ def explain(example: float, other: float, example_sizes: Mapping[Axis, int], oth
         at_example = base.evaluate(example_sizes)
         coefficient = example / at_example
         if integer:
-            # A size such as H / 8 after three stride-2 stages: a small fraction, exact at both points.
-            fraction = Fraction(coefficient).limit_denominator(64)
+            # A size such as H / 8 after three stride-2 stages, or H * W / 256 patches of 16 x 16: a fraction
+            # exact at both points.
+            fraction = Fraction(coefficient).limit_denominator(4096)
             if fraction * int(at_example) != example:
                 continue
             coefficient = fraction

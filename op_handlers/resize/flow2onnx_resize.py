@@ -2,7 +2,8 @@
 
 When the model gave a scale factor, the Resize takes that scale (so the spatial size follows the
 input, and a dynamic batch passes through); when it gave an output size, the Resize takes the
-input's own batch and channels from the graph and the fixed spatial size.
+input's own batch and channels from the graph and the spatial size, computed from the inputs' sizes
+where it follows the dynamic axes (``F.interpolate(x, size=skip.shape[2:])``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import dims, int64s, resize
+from flow2onnx.lowering.helpers import dims, resize, sizes_attr
 
 # OneFlow op type -> (ONNX Resize mode, number of spatial axes)
 _UPSAMPLE = {
@@ -46,7 +47,7 @@ def lower_upsample(ctx, op, mode: str, spatial: int):
     roi = ctx.constant(np.array([], dtype=np.float32), "roi")
     if output_size:
         batch_channels = dims(ctx, x, [0, 1])
-        (sizes,) = ctx.make_node("Concat", [batch_channels, int64s(ctx, output_size, "size")], axis=0)
+        (sizes,) = ctx.make_node("Concat", [batch_channels, sizes_attr(ctx, op, "output_size")], axis=0)
         resize(ctx, x, roi, sizes=sizes, outputs=[op.output("y")], **attributes)
         return
     scales = [float(op.attr(name)) for name in _SCALE_ATTRS[spatial]]

@@ -6,7 +6,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import int64s, size_value, unsqueeze
+from flow2onnx.lowering.helpers import int64s, size_value, sizes_attr, unsqueeze
 
 
 def lower_reshape(ctx, op):
@@ -60,24 +60,10 @@ def lower_constant(ctx, op):
     # ConstantOfShape keeps the file small: one value and a shape, however large the tensor.
     ctx.make_node(
         "ConstantOfShape",
-        [_shape_tensor(ctx, op, "shape")],
+        [sizes_attr(ctx, op, "shape")],
         [op.output("out")],
         value=numpy_helper.from_array(np.array([value], dtype=dtype)),
     )
-
-
-def _shape_tensor(ctx, op, name: str) -> str:
-    """Attribute ``name`` (a shape) as a 1-D int64 tensor; dimensions that follow the dynamic axes
-    (``flow.zeros(x.shape[0], 4)``, an RNN's initial state) are computed from the inputs' Shape."""
-    shape = list(op.attr(name))
-    follows = ctx.follows_sizes(op, name)
-    if not follows or not any(follows):
-        return ctx.constant(np.array(shape, dtype=np.int64), "shape")
-    parts = [
-        int64s(ctx, [dim], "dim") if expression is None else unsqueeze(ctx, size_value(ctx, expression, np.int64), [0])
-        for dim, expression in zip(shape, follows)
-    ]
-    return ctx.make_node("Concat", parts, axis=0)[0]
 
 
 def lower_arange(ctx, op):
