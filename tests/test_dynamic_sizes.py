@@ -143,3 +143,83 @@ def test_a_variance_over_dynamic_axes_counts_them_in_the_graph(tmp_path):
     result = flow2onnx.export(model, random_inputs([(2, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
     assert result.report.passed
     matches_oneflow(tmp_path / "m.onnx", model, [(1, 3, 5, 40), (4, 3, 33, 7)])
+
+
+class SkipUpsample(flow.nn.Module):
+    """A U-Net/FPN step: a strided branch brought back to the skip's size with ``size=`` (computed in
+    Python from the input's shape), and a second one to twice a size."""
+
+    def __init__(self, mode):
+        super().__init__()
+        self.down = flow.nn.Conv2d(3, 3, 3, stride=2, padding=1)
+        self.mode = mode
+
+    def forward(self, x):
+        options = {} if self.mode == "nearest" else {"align_corners": False}
+        y = self.down(x)
+        back = flow.nn.functional.interpolate(y, size=(x.shape[2], x.shape[3]), mode=self.mode, **options)
+        twice = flow.nn.functional.interpolate(y, size=(2 * y.shape[2], 2 * y.shape[3]), mode=self.mode, **options)
+        return x + back, twice
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_an_upsample_to_a_size_computed_from_the_input_follows_it(tmp_path, mode):
+    model = SkipUpsample(mode).eval()
+    result = flow2onnx.export(model, random_inputs([(2, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    assert result.report.passed
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 8, 24), (3, 3, 32, 20)]:
+        x = np.random.default_rng(5).uniform(-2, 2, size=shape).astype(np.float32)
+        expected = [t.numpy() for t in model(flow.tensor(x))]
+        for got, want in zip(session.run(None, {"input": x}), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+class Patches(flow.nn.Module):
+    """MobileViT's unfolding: 4 x 4 patches of a stride-4 feature map, so the token count is
+    H * W / 256 of the input, a fraction whose denominator is the patch area times the stride's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = flow.nn.Conv2d(3, 8, 3, stride=4, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        n, c, h, w = y.shape
+        p = 4
+        y = y.reshape(n, c, h // p, p, w // p, p).permute(0, 3, 5, 2, 4, 1).reshape(n * p * p, (h // p) * (w // p), c)
+        return y.softmax(1).reshape(n, p * p, (h // p) * (w // p), c).sum(2)
+
+
+def test_a_token_count_of_height_times_width_over_the_patch_area_follows_both(tmp_path):
+    model = Patches().eval()
+    result = flow2onnx.export(model, random_inputs([(1, 3, 64, 64)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    assert result.report.passed
+    matches_oneflow(tmp_path / "m.onnx", model, [(2, 3, 32, 96), (1, 3, 128, 48)])
+
+
+class ResizedPositions(flow.nn.Module):
+    """PVT's position embedding: built for 8 x 8 tokens, resized in Python only at other sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = flow.nn.Conv2d(3, 4, 4, stride=4)
+        self.pos = flow.nn.Parameter(flow.randn(1, 4, 8, 8))
+
+    def forward(self, x):
+        y = self.embed(x)
+        pos = self.pos
+        if y.shape[2:] != pos.shape[2:]:
+            pos = flow.nn.functional.interpolate(pos, size=(y.shape[2], y.shape[3]), mode="bilinear", align_corners=False)
+        return y + pos
+
+
+def test_a_model_whose_python_branches_on_its_size_is_refused_as_such(tmp_path):
+    with pytest.raises(flow2onnx.LoweringError) as caught:
+        flow2onnx.export(ResizedPositions().eval(), random_inputs([(1, 3, 32, 32)]), tmp_path / "m.onnx", dynamic_axes={"input": {2: "h", 3: "w"}})
+    message = str(caught.value)
+    assert "OneFlow builds upsample_bilinear_2d ops only at the other sizes" in message
+    assert "takes another path at other sizes" in message and "export with those axes static" in message
+    assert list(tmp_path.iterdir()) == []
+    # At its own size, static, it exports.
+    assert flow2onnx.export(ResizedPositions().eval(), random_inputs([(1, 3, 32, 32)]), tmp_path / "m.onnx").report.passed

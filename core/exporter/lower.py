@@ -163,12 +163,31 @@ def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Re
     node_name, what = difference
     op = next((op for op in graph.ops if node_name == op.name or node_name.startswith(op.name + "/")), None)
     where = f"{op.type} op {op.name!r}" if op is not None else f"ONNX node {node_name!r}"
+    other_path = _other_path(graph, variant)
+    if other_path:
+        raise LoweringError(
+            f"the dynamic axes ({described}) cannot stay dynamic: {other_path} between inputs {example} and "
+            f"{other_shapes}, so the model's Python takes another path at other sizes (e.g. it resizes a position "
+            f"embedding only when the size differs from the one it was built for), and the first difference is at "
+            f"{where}. One ONNX graph cannot hold both paths: export with those axes static."
+        )
     raise LoweringError(
         f"{where} cannot keep the dynamic axes ({described}) dynamic: its lowering depends on the example's sizes "
         f"({what} differ between inputs {example} and {other_shapes}), so the model "
         "would be wrong at other sizes. Export with those axes static, or give the op a lowering that computes "
         "sizes in the graph (Shape/Gather) in a plugin."
     )
+
+
+def _other_path(graph: FlowGraph, variant: FlowGraph) -> str:
+    """How the two compilations' op types differ (types found in only one of them), or ``""``."""
+    ours, theirs = {op.type for op in graph.ops}, {op.type for op in variant.ops}
+    parts = []
+    if theirs - ours:
+        parts.append(f"OneFlow builds {', '.join(sorted(theirs - ours))} ops only at the other sizes")
+    if ours - theirs:
+        parts.append(f"{', '.join(sorted(ours - theirs))} ops only at the example's")
+    return "; ".join(parts)
 
 
 def _first_size_dependent_node(model, other):
