@@ -87,11 +87,28 @@ def test_a_module_that_fixes_a_size_cannot_be_compiled_at_others(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+class BakingUpsample:
+    """A plugin whose upsample lowering writes the example's output size as a constant."""
+
+    @flow2onnx.hookimpl
+    def flow2onnx_register_lowerings(self, register):
+        def lower(ctx, op):
+            import numpy as np
+
+            shape = np.array(ctx.shape(op.output("y")), dtype=np.int64)
+            roi = ctx.constant(np.array([], dtype=np.float32), "roi")
+            ctx.make_node("Resize", [op.input("x"), roi, "", ctx.constant(shape, "sizes")], [op.output("y")], mode="nearest")
+
+        register("upsample_nearest_2d", lower, override=True)
+
+
 def test_an_op_whose_lowering_follows_the_example_size_is_named(tmp_path):
-    # An upsampling to a size computed in Python: its lowering holds the example's output size.
+    # An upsampling to a size computed in Python, lowered by a plugin that bakes the example's size.
     model = Lambda(lambda self, x: flow.nn.functional.interpolate(x, size=(x.shape[2] * 2, x.shape[3] * 2))).eval()
     with pytest.raises(flow2onnx.LoweringError, match=r"upsample_nearest_2d op .* cannot keep the dynamic axes .*between inputs .*16, 16.* and .*24, 20"):
-        flow2onnx.export(model, random_inputs([(1, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {2: "h", 3: "w"}})
+        flow2onnx.export(
+            model, random_inputs([(1, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {2: "h", 3: "w"}}, plugins=[BakingUpsample()]
+        )
     assert os.listdir(tmp_path) == []
 
 

@@ -218,8 +218,22 @@ def test_a_model_whose_python_branches_on_its_size_is_refused_as_such(tmp_path):
     with pytest.raises(flow2onnx.LoweringError) as caught:
         flow2onnx.export(ResizedPositions().eval(), random_inputs([(1, 3, 32, 32)]), tmp_path / "m.onnx", dynamic_axes={"input": {2: "h", 3: "w"}})
     message = str(caught.value)
-    assert "OneFlow builds upsample_bilinear_2d ops only at the other sizes" in message
+    assert "OneFlow builds 0 upsample_bilinear_2d at the example's sizes and 1 at the others" in message
     assert "takes another path at other sizes" in message and "export with those axes static" in message
     assert list(tmp_path.iterdir()) == []
     # At its own size, static, it exports.
     assert flow2onnx.export(ResizedPositions().eval(), random_inputs([(1, 3, 32, 32)]), tmp_path / "m.onnx").report.passed
+
+
+def test_an_arange_over_a_size_follows_it(tmp_path):
+    # FAN's position encoding: a grid of flow.arange(H) and flow.arange(W), scaled by 1 / H.
+    def forward(self, x):
+        h, w = x.shape[2], x.shape[3]
+        rows = flow.arange(h, dtype=flow.float32).reshape(1, 1, h, 1) / h
+        cols = flow.arange(0, 2 * w, 2).reshape(1, 1, 1, w).to(flow.float32)
+        return x * rows + cols
+
+    model = Lambda(forward).eval()
+    result = flow2onnx.export(model, random_inputs([(2, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    assert result.report.passed
+    matches_oneflow(tmp_path / "m.onnx", model, [(1, 3, 5, 40), (3, 3, 33, 7)])

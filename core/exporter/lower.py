@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
@@ -180,14 +181,13 @@ def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Re
 
 
 def _other_path(graph: FlowGraph, variant: FlowGraph) -> str:
-    """How the two compilations' op types differ (types found in only one of them), or ``""``."""
-    ours, theirs = {op.type for op in graph.ops}, {op.type for op in variant.ops}
-    parts = []
-    if theirs - ours:
-        parts.append(f"OneFlow builds {', '.join(sorted(theirs - ours))} ops only at the other sizes")
-    if ours - theirs:
-        parts.append(f"{', '.join(sorted(ours - theirs))} ops only at the example's")
-    return "; ".join(parts)
+    """How many ops of each type the two compilations build where the counts differ, or ``""``."""
+    ours, theirs = Counter(op.type for op in graph.ops), Counter(op.type for op in variant.ops)
+    differ = sorted(t for t in ours.keys() | theirs.keys() if ours[t] != theirs[t])
+    if not differ:
+        return ""
+    counts = ", ".join(f"{ours[t]} {t} at the example's sizes and {theirs[t]} at the others" for t in differ[:4])
+    return f"OneFlow builds {counts}" + (f" (and {len(differ) - 4} more op types differ)" if len(differ) > 4 else "")
 
 
 def _first_size_dependent_node(model, other):

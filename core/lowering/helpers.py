@@ -122,11 +122,12 @@ def dims(ctx, x: str, axes) -> str:
 
 def is_dynamic(ctx, x: str, axis: int) -> bool:
     """Whether ``axis`` of ``x`` may differ at run time from the compiled shape: its size differs in
-    the compilation at other sizes of the dynamic axes, or (without one) it is dim 0 under
+    the compilation at other sizes of the dynamic axes, or (without one, or for a tensor it lacks) it is dim 0 under
     ``dynamic_batch`` and holds the example's batch."""
     other = ctx.variant_shape(x)
-    if other is not None and len(other) == len(ctx.shape(x)) and other[axis] != ctx.shape(x)[axis]:
-        return True
+    if other is not None and len(other) == len(ctx.shape(x)):
+        # The second compilation decides: a batch-1 class token is not the batch of a batch-1 example.
+        return other[axis] != ctx.shape(x)[axis]
     return ctx.dynamic_batch and axis == 0 and ctx.example_batch is not None and ctx.shape(x)[:1] == (ctx.example_batch,)
 
 

@@ -68,11 +68,13 @@ def lower_constant(ctx, op):
 
 def lower_arange(ctx, op):
     dtype = ctx.dtype(op.output("out"))
-    if np.issubdtype(dtype, np.floating):
-        bounds = [op.attr("float_start"), op.attr("float_limit"), op.attr("float_delta")]
-    else:
-        bounds = [op.attr("integer_start"), op.attr("integer_limit"), op.attr("integer_delta")]
-    inputs = [ctx.constant(np.array(value, dtype), hint) for value, hint in zip(bounds, ("start", "limit", "delta"))]
+    prefix = "float" if np.issubdtype(dtype, np.floating) else "integer"
+    inputs = []
+    for part in ("start", "limit", "delta"):
+        # A bound computed from a size in Python (flow.arange(x.shape[2]), FAN's position grid)
+        # follows the dynamic axes: computed from Shape of the inputs.
+        follows = ctx.follows_sizes(op, f"{prefix}_{part}")
+        inputs.append(size_value(ctx, follows, dtype) if follows else ctx.constant(np.array(op.attr(f"{prefix}_{part}"), dtype), part))
     ctx.make_node("Range", inputs, [op.output("out")])
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, cast, dims, int64s, is_dynamic, normalize_axes, squeeze, unsqueeze
+from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, cast, dims, int64s, is_dynamic, normalize_axes, size_value, squeeze, unsqueeze
 
 
 def lower_identity(ctx, op):
@@ -101,21 +101,28 @@ def lower_expand(ctx, op):
     x = op.input("in")
     source = list(ctx.shape(x))
     target = list(op.attr("expand_shape"))
-    shape = []
     offset = len(target) - len(source)
-    for index, size in enumerate(target):
-        own = source[index - offset] if index >= offset else None
-        # Where the input keeps its size, ask for 1: ONNX Expand broadcasts 1 to the input's own
-        # (possibly dynamic) size, instead of baking the example's size in.
-        shape.append(1 if own == size else size)
-    shape_input = int64s(ctx, shape, "shape")
-    if ctx.dynamic_batch and shape[0] != 1 and shape[0] == ctx.example_batch and ctx.graph.inputs:
-        # Broadcasting over the batch (a class token expanded to the example's batch size): take
-        # the batch size from the graph's input at run time.
+    # Where the input keeps its size, ask for 1: ONNX Expand broadcasts 1 to the input's own
+    # (possibly dynamic) size, instead of baking the example's size in.
+    shape = [1 if index >= offset and source[index - offset] == size else size for index, size in enumerate(target)]
+    follows = ctx.follows_sizes(op, "expand_shape") or [None] * len(target)
+    # A size that follows the dynamic axes where the input's own size does not (a class token
+    # expanded to the batch, even a batch of 1 in the example): computed from Shape of the inputs.
+    follows = [None if index >= offset and is_dynamic(ctx, x, index - offset) else e for index, e in enumerate(follows)]
+    if any(follows):
+        parts = [
+            int64s(ctx, [size], "dim") if expression is None else unsqueeze(ctx, size_value(ctx, expression, np.int64), [0])
+            for size, expression in zip(shape, follows)
+        ]
+        (shape_input,) = ctx.make_node("Concat", parts, axis=0)
+    elif ctx.variant is None and ctx.dynamic_batch and shape[0] != 1 and shape[0] == ctx.example_batch and ctx.graph.inputs:
+        # No second compilation to compare with: a leading size equal to the example's batch is
+        # taken as the batch, from the graph's input at run time.
         batch = dims(ctx, ctx.graph.inputs[0].name, [0])
         (shape_input,) = ctx.make_node("Concat", [batch, int64s(ctx, shape[1:], "shape")], axis=0)
+    else:
+        shape_input = int64s(ctx, shape, "shape")
     ctx.make_node("Expand", [x, shape_input], [op.output("out")])
-
 
 
 def lower_flip(ctx, op):
