@@ -225,7 +225,6 @@ def _cannot_run_at(graph: FlowGraph, shapes: Mapping) -> str | None:
 
 def inputs_at(graph: FlowGraph, shapes: Mapping) -> list:
     """OneFlow tensors of the given shapes for compiling the model again (index inputs in range)."""
-    from .._oneflow import import_oneflow
+    from .capture import flow_inputs
 
-    flow = import_oneflow()
-    return [flow.tensor(a) for a in draw_inputs(graph.inputs, None, seed=7, bounds=index_bounds(graph), shapes=shapes)]
+    return flow_inputs(graph, draw_inputs(graph.inputs, None, seed=7, bounds=index_bounds(graph), shapes=shapes))

@@ -347,7 +347,43 @@ def read_graph(graph) -> FlowGraph:
         output_sources=output_sources,
         flow_graph=graph,
         eager_module=getattr(graph, "_flow2onnx_module", None),
+        input_layouts=_input_layouts(graph, job, ops["input_conf"]),
     )
+
+
+def _input_layouts(graph, job, input_ops) -> tuple | None:
+    """For a graph built on global tensors (placement and SBP, as LiBai builds every model): each
+    input's ``(placement, sbp)``, read from the compiled job, so that OneFlow can be run on inputs laid
+    out as the graph takes them. ``None`` for a graph of local tensors."""
+    if not getattr(graph, "_is_global_view", False):
+        return None
+    flow = import_oneflow()
+    from google.protobuf import text_format
+
+    confs = {name: group.parallel_conf for group in job.placement.placement_group for name in group.op_set.op_name}
+    layouts = []
+    for op in input_ops:
+        placement = flow.placement(text_format.MessageToString(confs[op.name]))
+        layouts.append((placement, tuple(_sbp(flow, sbp) for sbp in op.input_conf.blob_conf.nd_sbp.sbp_parallel)))
+    return tuple(layouts)
+
+
+def _sbp(flow, sbp_parallel):
+    kind = sbp_parallel.WhichOneof("parallel_type")
+    if kind == "split_parallel":
+        return flow.sbp.split(sbp_parallel.split_parallel.axis)
+    if kind == "partial_sum_parallel":
+        return flow.sbp.partial_sum
+    return flow.sbp.broadcast
+
+
+def flow_inputs(graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list:
+    """OneFlow tensors holding ``arrays``, laid out as ``graph``'s inputs: local, or global tensors of the
+    graph's placement and SBP (whose logical value is the array)."""
+    flow = import_oneflow()
+    if not graph.input_layouts:
+        return [flow.tensor(np.ascontiguousarray(a)) for a in arrays]
+    return [flow.tensor(np.ascontiguousarray(a), placement=p, sbp=s) for a, (p, s) in zip(arrays, graph.input_layouts)]
 
 
 def _ops_by_kind(job) -> dict[str, list]:

@@ -14,6 +14,8 @@ from ..errors import VerificationError
 from .pipeline import export
 
 MODEL_FILE_NAME = "model.onnx"
+#: The tutorial's ``device`` values; the graph's own placement decides, so they are only checked.
+DEVICES = ("cpu", "gpu", "cpu_global", "gpu_global")
 
 
 def _model_path(onnx_model_path) -> str:
@@ -61,9 +63,13 @@ def convert_to_onnx_and_check(
     :class:`flow2onnx.ExportResult`; on a mismatch prints the report and raises
     :class:`flow2onnx.VerificationError`, which carries it.
     ``input_tensor_range=[low, high]`` sets the range of the random float inputs (default [0, 1)).
-    ``ort_optimize`` and ``device`` are accepted for compatibility: verification always runs on
-    ONNX Runtime's CPU provider, with the graph on the device it was compiled for.
+    ``ort_optimize`` is accepted for compatibility. ``device`` (``"cpu"``, ``"gpu"``,
+    ``"cpu_global"``, ``"gpu_global"``) is checked but not needed: the placement and SBP of each input
+    of a graph built on global tensors (as LiBai builds its models) are read from the compiled graph,
+    and OneFlow is run on inputs laid out that way. Verification runs on ONNX Runtime's CPU provider.
     """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}, got {device!r}")
     input_range = None
     if input_tensor_range is not None:
         low, high = input_tensor_range

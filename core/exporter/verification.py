@@ -17,7 +17,7 @@ import numpy as np
 
 from .._oneflow import error_text, import_oneflow, quiet_native_output
 from ..lowering.graph import FlowGraph, TensorInfo
-from .capture import run_build_eagerly
+from .capture import flow_inputs, run_build_eagerly
 
 log = logging.getLogger("flow2onnx")
 
@@ -345,7 +345,7 @@ def run_oneflow(graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarr
     with quiet_native_output():
         if graph.eager_module is not None:
             with flow.no_grad():
-                outputs = graph.eager_module(*[flow.tensor(a) for a in arrays])
+                outputs = graph.eager_module(*flow_inputs(graph, arrays))
             return [t.numpy() for t in flatten_outputs(outputs)]
         if graph.flow_graph is not None:
             replayed = _replay_build(flow, graph, arrays)
@@ -358,7 +358,7 @@ def _replay_build(flow, graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[
     """The user graph's ``build`` run eagerly (see :func:`capture.run_build_eagerly`), or ``None``
     when it cannot run outside the graph or returns other outputs than the compiled graph has."""
     try:
-        outputs = flatten_outputs(run_build_eagerly(graph.flow_graph, [flow.tensor(a) for a in arrays]))
+        outputs = flatten_outputs(run_build_eagerly(graph.flow_graph, flow_inputs(graph, arrays)))
     except Exception as error:  # build needs the graph itself: the compiled graph is run instead
         log.debug("running %s.build eagerly failed (%s); running the compiled graph", type(graph.flow_graph).__name__, error_text(error))
         return None
@@ -391,7 +391,7 @@ def _run_compiled_graph(flow, graph: FlowGraph, arrays: Sequence[np.ndarray]) ->
             chunks.append(chunk)
     results: list[list[np.ndarray]] = []
     for chunk in chunks:
-        outputs = graph.flow_graph(*[flow.tensor(np.ascontiguousarray(a)) for a in chunk])
+        outputs = graph.flow_graph(*flow_inputs(graph, chunk))
         # Copies: the graph reuses its output buffers on later runs.
         results.append([t.numpy().copy() for t in flatten_outputs(outputs)])
     if len(chunks) == 1 and (batch is None or batch == example):

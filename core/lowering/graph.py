@@ -153,6 +153,8 @@ class FlowGraph:
     # rather than the graph (any batch size, and OneFlow 0.9's lazy-job runtime crashes now and then
     # on repeated graph runs).
     eager_module: Any = field(repr=False, default=None)
+    # For a graph built on global tensors: each input's (placement, sbp), as OneFlow objects.
+    input_layouts: Any = field(repr=False, default=None)
 
     def op_types(self) -> dict[str, int]:
         """OneFlow op type -> number of ops of that type in the graph."""
