@@ -2,7 +2,8 @@
 
 Each case puts the op in a real OneFlow graph, exports it with verification on (every output
 compared, rtol 1e-3 and atol 1e-4 scaled by the output's magnitude), and checks that the op type
-really was in the graph, so a case cannot pass without exercising its lowering.
+really was in the graph, so a case cannot pass without exercising its lowering, and that every
+node it emits is within its ONNX operator's type constraints at the opset (``tests/onnx_types.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flow2onnx.lowering.helpers import FORM_CHANGES
 from flow2onnx.lowering.plugin_manager import load_plugins
 
 from .helpers import Lambda, export_module, flow
+from .onnx_types import ill_typed_nodes
 
 nn = flow.nn
 
@@ -306,12 +308,14 @@ def test_lowering_matches_oneflow(case, opset, onnx_path):
     assert result.report.passed, result.report.to_text(outliers=True)
     assert len(result.report.comparisons) == 3 * len(result.output_names)  # example inputs, then two random draws
     assert onnx_path.exists()
+    assert ill_typed_nodes(onnx.load(str(onnx_path))) == []
     opsets = case_opsets(op_types)
     if opset != max(opsets[0], flow2onnx.DEFAULT_OPSET):
         return
     for other in form_opsets(onnx_path, opsets):
         again = export_module(factory(), shapes, onnx_path, opset=other, dtypes=dtypes[0] if dtypes else None)
         assert again.report.passed, f"at opset {other}: " + again.report.to_text(outliers=True)
+        assert ill_typed_nodes(onnx.load(str(onnx_path))) == [], f"at opset {other}"
 
 
 def test_newest_opset_exports_a_cnn(onnx_path):
