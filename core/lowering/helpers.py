@@ -31,6 +31,8 @@ FORM_CHANGES = {
     "ReduceSumSquare": 18,
     # integer inputs accepted from 12; before, a select with Less/Greater
     "Clip": 12,
+    "Min": 12,
+    "Max": 12,
     # the scales input may be omitted from 13; before, an empty one is required
     "Resize": 13,
 }
@@ -94,6 +96,15 @@ def clip(ctx, x: str, low: str = "", high: str = "", outputs=None) -> str:
             (beyond,) = ctx.make_node(onnx_type, [current, bound])
             (current,) = ctx.make_node("Where", [beyond, bound, current])
     return ctx.make_node("Identity", [current], outputs)[0]
+
+
+def extremum(ctx, onnx_type: str, a: str, b: str, dtype, outputs=None) -> str:
+    """``Min`` or ``Max`` (``onnx_type``) of ``a`` and ``b``, two tensors of the numpy ``dtype`` that
+    broadcast together (given, since ``a`` and ``b`` may be tensors a lowering made)."""
+    if np.issubdtype(np.dtype(dtype), np.floating) or newer_form(ctx, onnx_type):
+        return ctx.make_node(onnx_type, [a, b], outputs)[0]
+    (a_wins,) = ctx.make_node("Less" if onnx_type == "Min" else "Greater", [a, b])
+    return ctx.make_node("Where", [a_wins, a, b], outputs)[0]
 
 
 def resize(ctx, x: str, roi: str, scales: str = "", sizes: str = "", outputs=None, **attributes) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast, cast_if_needed, size_value, clip
+from flow2onnx.lowering.helpers import cast, cast_if_needed, clip, extremum, size_value
 
 _BINARY = {
     "broadcast_add": "Add",
@@ -16,6 +16,8 @@ _BINARY = {
     "broadcast_mul": "Mul",
     "broadcast_div": "Div",
     "pow": "Pow",
+}
+_EXTREMUM = {
     "elementwise_maximum": "Max",
     "elementwise_minimum": "Min",
     "broadcast_maximum": "Max",
@@ -112,7 +114,27 @@ def lower_binary(ctx, op, onnx_type: str):
         x, y = cast(ctx, x, ctx.dtype(out)), cast(ctx, y, ctx.dtype(out))
     if onnx_type == "Div" and np.issubdtype(ctx.dtype(out), np.integer):
         raise ctx.error("integer division: OneFlow's rounding of negative quotients is not ONNX Div's truncation; divide floats")
+    if onnx_type == "Pow" and np.issubdtype(ctx.dtype(out), np.integer):
+        _integer_pow(ctx, x, y, ctx.dtype(out), out)
+        return
     ctx.make_node(onnx_type, [x, y], [out])
+
+
+def _integer_pow(ctx, base, exponent, dtype, out):
+    """OneFlow raises integers to integer powers in double precision and converts back (3 ** -1 is 0,
+    an overflow gives the integer minimum); so does this, which also keeps Pow, which takes no
+    integers before opset 12, valid at every opset."""
+    (power,) = ctx.make_node("Pow", [cast(ctx, base, np.float64), cast(ctx, exponent, np.float64)])
+    cast(ctx, power, dtype, [out])
+
+
+def lower_extremum(ctx, op, onnx_type: str):
+    x, y = _operands(ctx, op)
+    out = op.output("z")
+    dtype = ctx.dtype(out)
+    if ctx.dtype(x) != dtype:
+        x, y = cast(ctx, x, dtype), cast(ctx, y, dtype)
+    extremum(ctx, onnx_type, x, y, dtype, [out])
 
 
 def lower_compare(ctx, op, onnx_type: str, negate: bool = False):
@@ -184,6 +206,9 @@ def lower_scalar(ctx, op, onnx_type: str, reverse: bool = False):
     if onnx_type == "Div" and np.issubdtype(ctx.dtype(out), np.integer):
         raise ctx.error("integer division by a scalar: OneFlow's rounding is not ONNX Div's truncation; divide floats")
     inputs = [operand, x] if reverse else [x, operand]
+    if onnx_type == "Pow" and np.issubdtype(dtype, np.integer):
+        _integer_pow(ctx, *inputs, ctx.dtype(out), out)
+        return
     if dtype == ctx.dtype(out):
         ctx.make_node(onnx_type, inputs, [out])
     else:
@@ -234,7 +259,17 @@ def lower_clip(ctx, op, low: bool, high: bool):
 
 
 def lower_add_n(ctx, op):
-    ctx.make_node("Sum", op.input_list("in"), [op.output("out")])
+    inputs, out = op.input_list("in"), op.output("out")
+    if np.issubdtype(ctx.dtype(out), np.floating):
+        ctx.make_node("Sum", inputs, [out])
+        return
+    if len(inputs) == 1:
+        ctx.make_node("Identity", inputs, [out])
+        return
+    # ONNX Sum takes no integers at any opset: a chain of Add, in OneFlow's order.
+    total = inputs[0]
+    for index, name in enumerate(inputs[1:], start=2):
+        (total,) = ctx.make_node("Add", [total, name], [out] if index == len(inputs) else None)
 
 
 def lower_bias_add(ctx, op):
@@ -297,6 +332,8 @@ def flow2onnx_register_lowerings(register):
     register("expm1", lower_expm1)
     for op_type, onnx_type in _BINARY.items():
         register(op_type, functools.partial(lower_binary, onnx_type=onnx_type))
+    for op_type, onnx_type in _EXTREMUM.items():
+        register(op_type, functools.partial(lower_extremum, onnx_type=onnx_type))
     for op_type, onnx_type in _COMPARE.items():
         register(op_type, functools.partial(lower_compare, onnx_type=onnx_type))
     register("broadcast_not_equal", functools.partial(lower_compare, onnx_type="Equal", negate=True))
