@@ -189,6 +189,12 @@ MORE_CASES = {
     "broadcast_matmul-4d": (lambda: Lambda(lambda self, a, b: flow.matmul(a, b)), [(2, 1, 3, 4), (1, 2, 4, 5)], {"broadcast_matmul"}),
     "matmul-transposed": (lambda: Lambda(lambda self, a, b: flow.matmul(a, b, transpose_a=True, transpose_b=True)), [(4, 3), (5, 4)], {"matmul"}),
     "cumsum": (lambda: Lambda(lambda self, x: (x.cumsum(1), x.cumsum(-1))), [(2, 3, 4)], {"cumsum"}),
+    # zeros (x * 0 where |x| < 0.3) and both signs along every axis, the first axis of a 1-D tensor too
+    "cumprod": (lambda: Lambda(lambda self, x: (flow.cumprod(x, 1), flow.cumprod(flow.where(x.abs() < 0.3, x * 0, x - 0.5), -1), flow.cumprod(x[0, 0], 0))), [(2, 5, 4)], {"cumprod"}),
+    # x * 0 is +0 or -0 by x's sign, and x / (x * 0) is +-inf (NaN at 0): every quadrant and axis
+    "atan2": (lambda: Lambda(lambda self, x, y: (flow.atan2(x, y), flow.atan2(x * 0, y), flow.atan2(x, y * 0), flow.atan2(x * 0, y * 0), flow.atan2(x / (x * 0), y / (y * 0)), flow.atan2(x, y / (y * 0)), flow.atan2(x, x))), [(3, 6), (3, 6)], {"atan2"}),
+    # inputs as drawn: (0, 1), (-1, 1) and beyond 1 (NaN); x * 1.5 clamped reaches +-1 (+-inf)
+    "erfinv": (lambda: Lambda(lambda self, x: (flow.erfinv(x), flow.erfinv(flow.clamp(x * 1.5, -1, 1)))), [(4, 8)], {"erfinv"}),
     # reductions
     "reduce_sum-keepdims-negative": (lambda: Lambda(lambda self, x: (x.sum(-1, keepdim=True), x.sum(), x.sum([0, 2]))), [(2, 3, 4)], {"reduce_sum"}),
     "reduce_sum-mean-spatial": (lambda: Lambda(lambda self, x: x.mean([2, 3])), [(2, 3, 4, 5)], {"reduce_sum"}),

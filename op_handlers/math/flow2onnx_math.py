@@ -1,14 +1,17 @@
-"""Arithmetic: element-wise unary and binary ops, scalar ops, comparisons, logic, clipping, matmul, cumsum."""
+"""Arithmetic: element-wise unary and binary ops, scalar ops, comparisons, logic, clipping, matmul,
+cumulative sums and products, atan2 and erfinv."""
 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
+from onnx import helper, numpy_helper
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast, cast_if_needed, clip, extremum, size_value
+from flow2onnx.lowering.helpers import cast, cast_if_needed, clip, dims, extremum, normalize_axes, size_value
 
 _BINARY = {
     "broadcast_add": "Add",
@@ -321,6 +324,159 @@ def lower_cumsum(ctx, op):
 
 
 
+def _constant(ctx, value, dtype, hint):
+    return ctx.constant(np.array(value, dtype=dtype), hint)
+
+
+def _sign_bit(ctx, x, dtype):
+    """Whether ``x``'s sign bit is set: true for negative numbers, -0 and -inf (1 / -0 is -inf)."""
+    zero = _constant(ctx, 0, dtype, "zero")
+    (negative,) = ctx.make_node("Less", [x, zero])
+    (reciprocal,) = ctx.make_node("Reciprocal", [x])
+    (negative_zero,) = ctx.make_node("Less", [reciprocal, zero])
+    return ctx.make_node("Or", [negative, negative_zero])[0]
+
+
+def lower_atan2(ctx, op):
+    """atan2(x, y), the angle of the point (y, x), as C's atan2 gives it in every quadrant.
+
+    The arctangent is taken of min(|x|, |y|) / max(|x|, |y|), which is in [0, 1], so that neither
+    a zero denominator nor two infinities reach it (0 / 0 counts as 0, inf / inf as 1); then it is
+    reflected into the octant and quadrant of (y, x). Sign bits, not comparisons with zero, choose
+    the quadrant, so atan2(+-0, -0) is +-pi and atan2(+-0, +0) is +-0, as in C; NaN stays NaN.
+    """
+    out = op.output("z")
+    dtype = ctx.dtype(out)
+    x, y = (cast_if_needed(ctx, op.input(arg), dtype) for arg in ("x", "y"))
+    (abs_x,) = ctx.make_node("Abs", [x])
+    (abs_y,) = ctx.make_node("Abs", [y])
+    (steep,) = ctx.make_node("Greater", [abs_x, abs_y])  # |x| > |y|: the angle is beyond 45 degrees
+    (smaller,) = ctx.make_node("Where", [steep, abs_y, abs_x])
+    (larger,) = ctx.make_node("Where", [steep, abs_x, abs_y])
+    (ratio,) = ctx.make_node("Div", [smaller, larger])
+    (equal,) = ctx.make_node("Equal", [abs_x, abs_y])
+    (both_zero,) = ctx.make_node("Equal", [abs_x, _constant(ctx, 0, dtype, "zero")])
+    (tie,) = ctx.make_node("Where", [both_zero, _constant(ctx, 0, dtype, "zero"), _constant(ctx, 1, dtype, "one")])
+    (ratio,) = ctx.make_node("Where", [equal, tie, ratio])
+    (angle,) = ctx.make_node("Atan", [ratio])
+    (complement,) = ctx.make_node("Sub", [_constant(ctx, math.pi / 2, dtype, "half_pi"), angle])
+    (angle,) = ctx.make_node("Where", [steep, complement, angle])
+    (supplement,) = ctx.make_node("Sub", [_constant(ctx, math.pi, dtype, "pi"), angle])
+    (angle,) = ctx.make_node("Where", [_sign_bit(ctx, y, dtype), supplement, angle])
+    # x's sign by a product, not a select: ONNX Runtime's Where gives +0 for a -0 it picks from
+    # its second input, and atan2(-0, y) is -0 for y > 0.
+    (sign,) = ctx.make_node("Where", [_sign_bit(ctx, x, dtype), _constant(ctx, -1, dtype, "minus_one"), _constant(ctx, 1, dtype, "one")])
+    ctx.make_node("Mul", [angle, sign], [out])
+
+
+# erfinv(x) for float32, fitted here (least squares on Chebyshev nodes against mpmath, relative
+# error) in two pieces of w = -log(1 - x^2): for w < 5 (|x| < 0.9966), x * P(w - 2.5); beyond, the
+# tail Q(sqrt(w) - 3), up to the largest float32 below 1 (sqrt(w) = 3.99). Coefficients from the
+# highest power down. Evaluated in float32 with 1 - x^2 formed as (1 - |x|)(1 + |x|), exact near 1,
+# the result is within 2.3e-7 (relative; 3 ulp) of the exact erfinv of the float32 input over
+# (-1, 1); OneFlow 0.9's own kernel is within 7.9e-6 (126 ulp, next to 1).
+_ERFINV_SPLIT = 5.0
+_ERFINV_CENTRAL = (
+    -8.941414e-09, 2.32648e-08, 4.6826696e-07, -3.463093e-06, -4.9730697e-06,
+    2.1834589e-04, -1.2527253e-03, -4.1773883e-03, 2.4664028e-01, 1.5014094,
+)
+_ERFINV_TAIL = (
+    -1.6722122e-05, 5.6739493e-05, -4.2270745e-05, -2.2122162e-04, 1.1442517e-03,
+    -3.4450414e-03, 6.8434826e-03, 1.0026624, 2.832802,
+)
+
+
+def _polynomial(ctx, t, coefficients, dtype, hint):
+    """sum(c * t ** k) by Horner's rule, coefficients from the highest power down."""
+    value = _constant(ctx, coefficients[0], dtype, hint)
+    for coefficient in coefficients[1:]:
+        (value,) = ctx.make_node("Mul", [value, t])
+        (value,) = ctx.make_node("Add", [value, _constant(ctx, coefficient, dtype, hint)])
+    return value
+
+
+def lower_erfinv(ctx, op):
+    """The inverse error function (ONNX has none): a polynomial in float32 arithmetic (see
+    ``_ERFINV_CENTRAL``); erfinv(+-1) is +-inf, and |x| > 1 and NaN give NaN."""
+    x, out = op.input("x"), op.output("y")
+    dtype = ctx.dtype(out)
+    if dtype == np.float64:
+        raise ctx.error("erfinv of float64: the lowering is accurate to float32 (2.3e-7 relative), not to float64; compute it in float32")
+    if dtype != np.float32:
+        x = cast(ctx, x, np.float32)
+    f32 = np.float32
+    one = _constant(ctx, 1, f32, "one")
+    (magnitude,) = ctx.make_node("Abs", [x])
+    (below,) = ctx.make_node("Sub", [one, magnitude])
+    (above,) = ctx.make_node("Add", [one, magnitude])
+    (complement,) = ctx.make_node("Mul", [below, above])  # 1 - x^2
+    (log,) = ctx.make_node("Log", [complement])
+    (w,) = ctx.make_node("Neg", [log])
+    (centred,) = ctx.make_node("Sub", [w, _constant(ctx, _ERFINV_SPLIT / 2, f32, "centre")])
+    (central,) = ctx.make_node("Mul", [x, _polynomial(ctx, centred, _ERFINV_CENTRAL, f32, "central")])
+    (root,) = ctx.make_node("Sqrt", [w])
+    (shifted,) = ctx.make_node("Sub", [root, _constant(ctx, 3, f32, "three")])
+    tail = _polynomial(ctx, shifted, _ERFINV_TAIL, f32, "tail")
+    (negative_tail,) = ctx.make_node("Neg", [tail])
+    (negative,) = ctx.make_node("Less", [x, _constant(ctx, 0, f32, "zero")])
+    (tail,) = ctx.make_node("Where", [negative, negative_tail, tail])
+    (in_centre,) = ctx.make_node("Less", [w, _constant(ctx, _ERFINV_SPLIT, f32, "split")])
+    (in_tail,) = ctx.make_node("Not", [in_centre])
+    # central, which is -0 at -0, is Where's third input: ONNX Runtime's Where turns a -0 it picks
+    # from its second input into +0.
+    (value,) = ctx.make_node("Where", [in_tail, tail, central])
+    # +-1 spelt out rather than left to the tail polynomial at infinity. Beyond 1 (and for +-inf
+    # and NaN), 1 - x^2 is negative or NaN and its Log, hence everything after it, is NaN.
+    (at_end,) = ctx.make_node("Equal", [magnitude, one])
+    (infinite,) = ctx.make_node("Where", [negative, _constant(ctx, -np.inf, f32, "minus_inf"), _constant(ctx, np.inf, f32, "inf")])
+    if dtype == np.float32:
+        ctx.make_node("Where", [at_end, infinite, value], [out])
+    else:
+        (value,) = ctx.make_node("Where", [at_end, infinite, value])
+        cast(ctx, value, dtype, [out])
+
+
+def lower_cumprod(ctx, op):
+    """Cumulative product along ``dim`` as a Scan that multiplies one slice at a time, in order.
+
+    ONNX has no CumProd. exp(CumSum(log|x|)) would be fast but inexact (every product off by the
+    rounding of a log and an exp, worse for long runs), and needs zeros and signs patched in; the
+    Scan computes exactly OneFlow's sequence of multiplications, so zeros, negative numbers,
+    infinities and NaN (and integer overflow) come out as OneFlow's do.
+    """
+    out = op.output("y")
+    dtype = ctx.dtype(out)
+    x = cast_if_needed(ctx, op.input("x"), dtype)
+    rank = ctx.rank(op.input("x"))
+    axis = normalize_axes([op.attr("dim")], rank)[0]
+    element = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    if rank == 1:
+        initial = _constant(ctx, 1, dtype, "one")
+    else:
+        kept = dims(ctx, x, [a for a in range(rank) if a != axis])
+        (initial,) = ctx.make_node("ConstantOfShape", [kept], value=numpy_helper.from_array(np.array([1], dtype=dtype)))
+    previous, item = ctx.unique_name("body_product_in"), ctx.unique_name("body_slice")
+    product, emitted = ctx.unique_name("body_product_out"), ctx.unique_name("body_scan_out")
+    body = helper.make_graph(
+        [
+            helper.make_node("Mul", [previous, item], [product], name=ctx.unique_name("body_Mul")),
+            helper.make_node("Identity", [product], [emitted], name=ctx.unique_name("body_Identity")),
+        ],
+        ctx.unique_name("cumprod_body"),
+        [helper.make_tensor_value_info(previous, element, None), helper.make_tensor_value_info(item, element, None)],
+        [helper.make_tensor_value_info(product, element, None), helper.make_tensor_value_info(emitted, element, None)],
+    )
+    ctx.make_node(
+        "Scan",
+        [initial, x],
+        [ctx.unique_name("final_product"), out],
+        body=body,
+        num_scan_inputs=1,
+        scan_input_axes=[axis],
+        scan_output_axes=[axis],
+    )
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     for op_type, onnx_type in _UNARY.items():
@@ -361,3 +517,6 @@ def flow2onnx_register_lowerings(register):
     for op_type in ("matmul", "batch_matmul", "broadcast_matmul"):
         register(op_type, lower_matmul)
     register("cumsum", lower_cumsum)
+    register("cumprod", lower_cumprod)
+    register("atan2", lower_atan2)
+    register("erfinv", lower_erfinv)
