@@ -160,6 +160,7 @@ MORE_CASES = {
     "softmax-last": (unary(lambda x: flow.softmax(x, -1)), [(2, 3, 4)], {"softmax"}),
     "softmax-axis1": (unary(lambda x: flow.softmax(x, 1)), [(2, 3, 4)], {"softmax", "transpose"}),
     "log_softmax": (unary(lambda x: flow.log_softmax(x, -1)), [(2, 3, 4)], {"log_softmax"}),
+    "quick_gelu": (unary(F.quick_gelu, 8, -4), [(2, 8)], {"quick_gelu"}),
     # element-wise math
     "unary-rounding": (unary(lambda x: flow.ceil(x) + flow.floor(x) + flow.sign(x) + flow.abs(x) - flow.neg(x)), [(2, 8)], {"ceil", "floor", "sign", "abs", "negative"}),
     "round-halves": (lambda: Lambda(lambda self, x: flow.round(flow.arange(-6, 7).float() * 0.5) + x * 0.1), [(13,)], {"round", "arange", "cast"}),
@@ -231,6 +232,8 @@ MORE_CASES = {
     "dropout-eval": (lambda: Lambda(lambda self, x: self.drop(x) * 2, drop=nn.Dropout(0.5)), [(2, 5)], {"scalar_mul"}),
     "pixel_shuffle": (lambda: nn.PixelShuffle(2), [(1, 8, 3, 3)], {"reshape", "transpose"}),
     "constant-ones": (lambda: Lambda(lambda self, x: x + flow.ones(4) + flow.full((3, 4), 2.0)), [(2, 3, 4)], {"constant"}),
+    # a causal mask as models build it, and fills of computed tensors by a number and by a 0-d tensor
+    "fill_": (lambda: Lambda(lambda self, x: (flow.softmax(x + flow.ones(4, 4).fill_(float("-inf")).triu(1), -1), (x * 2).fill_(-3.5), (x - 1).fill_(x.sum()))), [(2, 4, 4)], {"fill_", "fill_tensor_", "triu"}),
     # indexing
     "gather-index_select": (lambda: Lambda(lambda self, x: flow.index_select(x, 2, flow.tensor([3, 0, 3]))), [(2, 3, 4)], {"gather"}),
     "gather-embedding": (lambda: nn.Embedding(10, 4), [(2, 3)], {"gather"}, [I64]),
