@@ -77,6 +77,8 @@ CASES = {
     "top_k-sort": (lambda a: (a.topk(2, dim=-1)[0], a.sort(-1)[0], a.argsort(1, descending=True)), [(3, 5)], {"top_k", "arg_sort"}, True),
     "cumsum": (lambda a: (a.cumsum(1), a.cumsum(0)), [(3, 4)], {"cumsum"}, True),
     "cumprod": (lambda a: (flow.cumprod(a, 1), flow.cumprod(a, 0)), [(3, 4)], {"cumprod"}, False),
+    "diag": (lambda a: (flow.diag(a), flow.diag(a, 1), flow.diag(a[0], -1)), [(3, 4)], {"diag"}, True),
+    "searchsorted": (lambda a, b: (flow.searchsorted(a.sort(-1)[0], b), flow.searchsorted(a.sort(-1)[0], b, right=True, out_int32=True), flow.searchsorted(a[0].sort()[0], 3)), [(3, 4), (3, 5)], {"searchsorted", "searchsorted_scalar"}, False),
     "fill_": (lambda a: ((a * 2).fill_(-7), (a + 1).fill_(a.amax())), [(3, 4)], {"fill_", "fill_tensor_"}, True),
     "matmul": (lambda a, b: (flow.matmul(a, b.T), flow.matmul(a.unsqueeze(0), b.T.unsqueeze(0))), [(3, 4), (3, 4)], {"matmul", "batch_matmul"}, False),
     "concat-stack": (lambda a, b: (flow.cat([a, b], 1), flow.stack([a, b], 0)), [(3, 4), (3, 4)], {"concat", "stack"}, True),

@@ -4,6 +4,7 @@ erfinv is a polynomial (ONNX has no erfinv): it is measured on dense inputs, nex
 against an exact reference and against OneFlow. cumprod is a Scan that must reproduce OneFlow's
 products bit for bit, zeros, signs, infinities, NaN and integer overflow included. atan2 is built
 from Atan and must agree with C's atan2 on every special value, signed zeros included.
+searchsorted is a count of comparisons and must agree with OneFlow's binary search on ties and NaN.
 """
 
 from __future__ import annotations
@@ -139,3 +140,22 @@ def test_atan2_is_within_3_ulp_of_oneflow_on_wide_inputs(tmp_path):
     theirs = flow.atan2(flow.tensor(x), flow.tensor(y)).numpy()
     ulps = np.abs(ours.astype(np.float64) - theirs) / np.spacing(np.abs(theirs))
     assert ulps.max() <= 3, f"{ulps.max()} ulp at x={x[ulps.argmax()]!r}, y={y[ulps.argmax()]!r}"
+
+
+# ---- searchsorted ----
+
+
+def test_searchsorted_agrees_with_oneflows_binary_search_on_ties_and_nan(tmp_path):
+    path = tmp_path / "searchsorted.onnx"
+    def search(s, v):
+        s = s.sort(-1)[0]  # verification's own draws are not sorted
+        return flow.searchsorted(s, v), flow.searchsorted(s, v, right=True), flow.searchsorted(s[0], v[0])
+
+    model = Lambda(lambda self, s, v: search(s, v))
+    sequence = np.array([[-2, 0, 0, 0, 1.5, 3], [1, 1, 1, 1, 1, 1]], F32)
+    values = np.array([[-3, -2, 0, 0.5, 3, 4, np.nan, -0.0], [1, 0, 2, np.nan, -np.inf, np.inf, 1, 1]], F32)
+    export_module(model, [sequence.shape, values.shape], path)
+    ours = _run(path, sequence, values)
+    theirs = [tensor.numpy() for tensor in model(flow.tensor(sequence), flow.tensor(values))]
+    for got, want in zip(ours, theirs):
+        np.testing.assert_array_equal(got, want)

@@ -244,6 +244,9 @@ MORE_CASES = {
     "where-int": (lambda: Lambda(lambda self, c, x, y: flow.where(c, x, y)), [(3, 4), (3, 4), (4,)], {"where"}, [BOOL, I64, I64]),
     "masked_fill": (lambda: Lambda(lambda self, x: x.masked_fill(x > 0.5, -1.0)), [(2, 3, 4)], {"masked_fill"}),
     "tril-triu": (lambda: Lambda(lambda self, x: (flow.tril(x), flow.triu(x, 1), flow.tril(x, -1))), [(4, 5)], {"tril", "triu"}),
+    "diag": (lambda: Lambda(lambda self, v, m: (flow.diag(v), flow.diag(v, 2), flow.diag(v, -1), flow.diag(m), flow.diag(m, 1), flow.diag(m, -2))), [(5,), (3, 4)], {"diag"}),
+    # values between the sequence's elements and equal to them (every other element), left and right
+    "searchsorted": (lambda: Lambda(lambda self, s, v: searchsorted_all(s.sort(-1)[0], v)), [(3, 6), (3, 4)], {"searchsorted", "searchsorted_scalar"}),
     # resizing
     "upsample_nearest_2d-scale": (lambda: Lambda(lambda self, x: F.interpolate(x, scale_factor=2, mode="nearest")), [(1, 2, 3, 4)], {"upsample_nearest_2d"}),
     "upsample_nearest_2d-size": (lambda: Lambda(lambda self, x: F.interpolate(x, size=(5, 7), mode="nearest")), [(2, 2, 3, 4)], {"upsample_nearest_2d"}),
@@ -260,6 +263,19 @@ MORE_CASES = {
     "adaptive_max_pool": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool2d(x, 1), F.adaptive_max_pool2d(x, (2, 3)))), [(1, 2, 6, 6)], {"adaptive_max_pool2d"}),
     "adaptive_max_pool-1d-3d": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool1d(x[0], 2), F.adaptive_max_pool3d(x.unsqueeze(2), 1))), [(1, 2, 6, 6)], {"adaptive_max_pool1d", "adaptive_max_pool3d"}),
 }
+
+
+def searchsorted_all(sequence, values):
+    ties = sequence[:, ::2]
+    return (
+        flow.searchsorted(sequence, values),
+        flow.searchsorted(sequence, values, right=True, out_int32=True),
+        flow.searchsorted(sequence, ties),
+        flow.searchsorted(sequence, ties, right=True),
+        flow.searchsorted(sequence[0], values),
+        flow.searchsorted(sequence[0], 0.5),
+        flow.searchsorted(sequence[0], 0.25, right=True),
+    )
 
 
 def slice_assign(x, y):
