@@ -5,6 +5,7 @@ against an exact reference and against OneFlow. cumprod is a Scan that must repr
 products bit for bit, zeros, signs, infinities, NaN and integer overflow included. atan2 is built
 from Atan and must agree with C's atan2 on every special value, signed zeros included.
 searchsorted is a count of comparisons and must agree with OneFlow's binary search on ties and NaN.
+Then the opset limits of grid_sample, and dynamic batches through the new lowerings.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import flow2onnx
 
 from .helpers import Lambda, export_module, flow
 
+F = flow.nn.functional
 F32 = np.float32
 
 
@@ -159,3 +161,57 @@ def test_searchsorted_agrees_with_oneflows_binary_search_on_ties_and_nan(tmp_pat
     theirs = [tensor.numpy() for tensor in model(flow.tensor(sequence), flow.tensor(values))]
     for got, want in zip(ours, theirs):
         np.testing.assert_array_equal(got, want)
+
+
+# ---- grid_sample's opsets ----
+
+
+def _sampler(mode="bilinear"):
+    return Lambda(lambda self, x, g: F.grid_sample(x, g * 2 - 1, mode=mode, align_corners=False))
+
+
+def test_grid_sample_below_opset_16_names_the_opset_it_needs(onnx_path):
+    with pytest.raises(flow2onnx.Flow2OnnxError, match=r"grid_sample.*16"):
+        export_module(_sampler(), [(1, 2, 4, 4), (1, 3, 3, 2)], onnx_path, opset=15)
+    assert not onnx_path.exists()
+
+
+def test_volumetric_grid_sample_needs_opset_20(onnx_path):
+    shapes = [(2, 2, 3, 4, 5), (2, 2, 3, 2, 3)]
+    with pytest.raises(flow2onnx.LoweringError, match=r"grid_sample op .*5-D .*opset 20.*opset 17"):
+        export_module(_sampler(), shapes, onnx_path, opset=17)
+    for mode in ("bilinear", "nearest"):
+        result = export_module(_sampler(mode), shapes, onnx_path, opset=20)
+        assert result.report.passed, result.report.to_text(outliers=True)
+    with pytest.raises(flow2onnx.LoweringError, match=r"bicubic grid_sample of a 5-D input"):
+        export_module(_sampler("bicubic"), shapes, onnx_path, opset=20)
+
+
+# ---- dynamic batch ----
+
+
+class _SpatialTransformer(flow.nn.Module):
+    """What STN-style models do: a per-sample affine theta, its grid, and sampling at it."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = flow.nn.Linear(3 * 5 * 6, 6)
+
+    def forward(self, x):
+        theta = self.theta(x.flatten(1)).reshape(-1, 2, 3)
+        return F.grid_sample(x, F.affine_grid(theta, x.shape, align_corners=False), align_corners=False)
+
+
+@pytest.mark.parametrize(
+    "model, shapes",
+    [
+        (lambda: _SpatialTransformer(), [(2, 3, 5, 6)]),
+        (lambda: Lambda(lambda self, x: (flow.cumprod(x, 0), flow.cumprod(x, 2), (x * 2).fill_(1.5), x.fill_(x.amax()))), [(2, 3, 4)]),
+        (lambda: Lambda(lambda self, x: (flow.searchsorted(flow.tensor([0.1, 0.5, 0.9]), x), flow.atan2(x, x - 0.5), flow.erfinv(x), F.quick_gelu(x))), [(2, 3)]),
+    ],
+    ids=["affine_grid-grid_sample", "cumprod-fill", "searchsorted-atan2-erfinv-quick_gelu"],
+)
+def test_new_lowerings_follow_a_dynamic_batch(model, shapes, onnx_path):
+    result = export_module(model(), shapes, onnx_path, dynamic_batch=True)
+    assert result.report.batch_sizes == [1, 2, 7]
+    assert result.report.passed, result.report.to_text(outliers=True)

@@ -254,6 +254,11 @@ MORE_CASES = {
     "upsample_bilinear_2d-align-corners": (lambda: Lambda(lambda self, x: (F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True), F.interpolate(x, size=(5, 7), mode="bilinear", align_corners=True))), [(1, 2, 3, 4)], {"upsample_bilinear_2d"}),
     "upsample_1d": (lambda: Lambda(lambda self, x: (F.interpolate(x, scale_factor=2, mode="nearest"), F.interpolate(x, scale_factor=2, mode="linear"))), [(1, 2, 5)], {"upsample_nearest_1d", "upsample_linear_1d"}),
     "upsample_bicubic_2d": (lambda: Lambda(lambda self, x: F.interpolate(x, scale_factor=2, mode="bicubic")), [(1, 2, 4, 4)], {"upsample_bicubic_2d"}),
+    "grid_sample-bilinear": (lambda: Lambda(lambda self, x, g: grid_samples(x, g * 1.5, "bilinear")), [(2, 3, 5, 6), (2, 4, 3, 2)], {"grid_sample"}),
+    "grid_sample-nearest": (lambda: Lambda(lambda self, x, g: grid_samples(x, g * 1.5, "nearest")), [(2, 3, 5, 6), (2, 4, 3, 2)], {"grid_sample"}),
+    "grid_sample-bicubic": (lambda: Lambda(lambda self, x, g: grid_samples(x, g * 1.5, "bicubic")), [(2, 3, 5, 6), (2, 4, 3, 2)], {"grid_sample"}),
+    "affine_grid": (lambda: Lambda(lambda self, t, t3: (F.affine_grid(t, [2, 3, 4, 5], align_corners=False), F.affine_grid(t, [2, 1, 1, 3], align_corners=True), F.affine_grid(t3, [2, 1, 3, 4, 2], align_corners=False), F.affine_grid(t3, [2, 1, 2, 1, 3], align_corners=True))), [(2, 2, 3), (2, 3, 4)], {"affine_grid"}),
+    "affine_grid-grid_sample": (lambda: Lambda(lambda self, x, t: F.grid_sample(x, F.affine_grid(t * 2 - 1, [2, 3, 4, 7], align_corners=False), align_corners=False)), [(2, 3, 5, 6), (2, 2, 3)], {"affine_grid", "grid_sample"}),
     "upsample_3d": (lambda: Lambda(lambda self, x: (F.interpolate(x, scale_factor=2, mode="nearest"), F.interpolate(x, scale_factor=2, mode="trilinear"))), [(1, 2, 2, 3, 3)], {"upsample_nearest_3d", "upsample_trilinear_3d"}),
     # convolution and pooling
     "deconv2d": (lambda: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1), [(1, 3, 4, 4)], {"deconv2d"}),
@@ -275,6 +280,15 @@ def searchsorted_all(sequence, values):
         flow.searchsorted(sequence[0], values),
         flow.searchsorted(sequence[0], 0.5),
         flow.searchsorted(sequence[0], 0.25, right=True),
+    )
+
+
+def grid_samples(x, grid, mode):
+    """``x`` sampled at ``grid`` in ``mode`` with every padding mode, corners aligned and not."""
+    return tuple(
+        F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align)
+        for padding in ("zeros", "border", "reflection")
+        for align in (False, True)
     )
 
 

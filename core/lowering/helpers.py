@@ -35,6 +35,8 @@ FORM_CHANGES = {
     "Max": 12,
     # the scales input may be omitted from 13; before, an empty one is required
     "Resize": 13,
+    # modes "bilinear"/"bicubic" renamed "linear"/"cubic" at 20, which also takes any rank
+    "GridSample": 20,
 }
 
 INT64_MAX = np.iinfo(np.int64).max
