@@ -6,7 +6,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast_if_needed, is_dynamic, normalize_axes, unsqueeze
+from flow2onnx.lowering.helpers import cast_if_needed, is_dynamic, normalize_axes, select, unsqueeze
 
 
 def lower_gather(ctx, op):
@@ -30,7 +30,7 @@ def lower_where(ctx, op):
     condition = cast_if_needed(ctx, op.input("condition"), np.bool_)
     out = op.output("out")
     x, y = (cast_if_needed(ctx, op.input(arg), ctx.dtype(out)) for arg in ("x", "y"))
-    ctx.make_node("Where", [condition, x, y], [out])
+    select(ctx, condition, x, y, ctx.dtype(out), [out])
 
 
 def lower_where_scalar(ctx, op, x_scalar: bool, y_scalar: bool):
@@ -48,7 +48,7 @@ def lower_where_scalar(ctx, op, x_scalar: bool, y_scalar: bool):
                 return ctx.constant(np.array(op.attr(f"{prefix}{kind}_operand"), dtype), f"{arg}_value")
         raise ctx.error(f"no scalar operand for {arg} among the op's attributes {sorted(op.attrs)}")
 
-    ctx.make_node("Where", [condition, operand("x", x_scalar), operand("y", y_scalar)], [out])
+    select(ctx, condition, operand("x", x_scalar), operand("y", y_scalar), dtype, [out])
 
 
 def lower_masked_fill(ctx, op):
@@ -61,7 +61,7 @@ def lower_masked_fill(ctx, op):
     else:
         value = op.attr("int_operand")
     mask = cast_if_needed(ctx, op.input("mask"), np.bool_)
-    ctx.make_node("Where", [mask, ctx.constant(np.array(value, dtype), "value"), x], [op.output("out")])
+    select(ctx, mask, ctx.constant(np.array(value, dtype), "value"), x, dtype, [op.output("out")])
 
 
 def lower_triangle(ctx, op, lower: bool):
@@ -78,7 +78,7 @@ def lower_triangle(ctx, op, lower: bool):
         fill = op.attr("floating_fill_value")
     else:
         fill = op.attrs.get("integer_fill_value", 0)
-    ctx.make_node("Where", [ctx.constant(keep, "mask"), x, ctx.constant(np.array(fill, dtype), "fill")], [op.output("out")])
+    select(ctx, ctx.constant(keep, "mask"), x, ctx.constant(np.array(fill, dtype), "fill"), dtype, [op.output("out")])
 
 
 def lower_diag(ctx, op):
@@ -103,7 +103,7 @@ def lower_diag(ctx, op):
             "Equal",
             [ctx.constant(rows.reshape(1, size).astype(np.int64), "columns"), ctx.constant((rows + offset).reshape(size, 1).astype(np.int64), "diagonal_column")],
         )
-        ctx.make_node("Where", [on_diagonal, column, ctx.constant(np.array(0, ctx.dtype(out)), "zero")], [out])
+        select(ctx, on_diagonal, column, ctx.constant(np.array(0, ctx.dtype(out)), "zero"), ctx.dtype(out), [out])
         return
     if ctx.rank(x) != 2:
         raise ctx.error(f"diag of a rank-{ctx.rank(x)} tensor: OneFlow's diag takes a vector or a matrix")

@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast, cast_if_needed, clip, dims, extremum, normalize_axes, size_value
+from flow2onnx.lowering.helpers import accepted_dtype, cast, cast_if_needed, clip, dims, extremum, normalize_axes, size_value, typed_node
 
 _BINARY = {
     "broadcast_add": "Add",
@@ -120,7 +120,22 @@ def lower_binary(ctx, op, onnx_type: str):
     if onnx_type == "Pow" and np.issubdtype(ctx.dtype(out), np.integer):
         _integer_pow(ctx, x, y, ctx.dtype(out), out)
         return
-    ctx.make_node(onnx_type, [x, y], [out])
+    if ctx.dtype(out) == np.bool_ and onnx_type in ("Add", "Sub", "Mul"):
+        _boolean_arithmetic(ctx, onnx_type, x, y, out)
+        return
+    typed_node(ctx, onnx_type, [x, y], ctx.dtype(out), [out])
+
+
+def _boolean_arithmetic(ctx, onnx_type, x, y, out):
+    """OneFlow's arithmetic on booleans, as logic: x + y is x or y, x * y is x and y, and x - y is x
+    and not y (OneFlow gives False for False - True)."""
+    if onnx_type == "Add":
+        ctx.make_node("Or", [x, y], [out])
+    elif onnx_type == "Mul":
+        ctx.make_node("And", [x, y], [out])
+    else:
+        (not_y,) = ctx.make_node("Not", [y])
+        ctx.make_node("And", [x, not_y], [out])
 
 
 def _integer_pow(ctx, base, exponent, dtype, out):
@@ -140,26 +155,33 @@ def lower_extremum(ctx, op, onnx_type: str):
     extremum(ctx, onnx_type, x, y, dtype, [out])
 
 
+def _compared(ctx, onnx_type: str, x: str, y: str, dtype, outputs=None) -> str:
+    """``onnx_type`` (Greater, Less, Equal, ...) of x and y, booleans and small integers widened where ONNX wants."""
+    return typed_node(ctx, onnx_type, [x, y], dtype, outputs, result_dtype=False)
+
+
 def lower_compare(ctx, op, onnx_type: str, negate: bool = False):
     x, y = _operands(ctx, op)
+    dtype = ctx.dtype(op.input("x"))
     if negate:
-        (equal,) = ctx.make_node(onnx_type, [x, y])
+        equal = _compared(ctx, onnx_type, x, y, dtype)
         ctx.make_node("Not", [equal], [op.output("z")])
     else:
-        ctx.make_node(onnx_type, [x, y], [op.output("z")])
+        _compared(ctx, onnx_type, x, y, dtype, [op.output("z")])
 
 
 def lower_compare_or_equal(ctx, op, onnx_type: str):
     """>= and <= before opset 12: (x > y) or (x == y), which is also false for NaN, like OneFlow's."""
     x, y = _operands(ctx, op)
-    (strict,) = ctx.make_node(onnx_type, [x, y])
-    (equal,) = ctx.make_node("Equal", [x, y])
+    dtype = ctx.dtype(op.input("x"))
+    strict = _compared(ctx, onnx_type, x, y, dtype)
+    equal = _compared(ctx, "Equal", x, y, dtype)
     ctx.make_node("Or", [strict, equal], [op.output("z")])
 
 
 def lower_compare_12(ctx, op, onnx_type: str):
     x, y = _operands(ctx, op)
-    ctx.make_node(onnx_type, [x, y], [op.output("z")])
+    _compared(ctx, onnx_type, x, y, ctx.dtype(op.input("x")), [op.output("z")])
 
 
 def lower_logical(ctx, op, onnx_type: str):
@@ -171,7 +193,7 @@ def lower_logical(ctx, op, onnx_type: str):
 def lower_fmod(ctx, op):
     """C's fmod (the result takes the dividend's sign)."""
     x, y = _operands(ctx, op)
-    ctx.make_node("Mod", [x, y], [op.output("z")], fmod=1)
+    typed_node(ctx, "Mod", [x, y], ctx.dtype(op.input("x")), [op.output("z")], fmod=1)
 
 
 def _scalar_operand(op):
@@ -212,11 +234,7 @@ def lower_scalar(ctx, op, onnx_type: str, reverse: bool = False):
     if onnx_type == "Pow" and np.issubdtype(dtype, np.integer):
         _integer_pow(ctx, *inputs, ctx.dtype(out), out)
         return
-    if dtype == ctx.dtype(out):
-        ctx.make_node(onnx_type, inputs, [out])
-    else:
-        (result,) = ctx.make_node(onnx_type, inputs)
-        cast(ctx, result, ctx.dtype(out), [out])
+    typed_node(ctx, onnx_type, inputs, dtype, [out], result_dtype=ctx.dtype(out))
 
 
 def lower_scalar_floordiv(ctx, op):
@@ -224,7 +242,7 @@ def lower_scalar_floordiv(ctx, op):
     out = op.output("out")
     if np.issubdtype(dtype, np.integer):
         # OneFlow's integer floordiv truncates toward zero (C division), which is ONNX Div on integers.
-        ctx.make_node("Div", [x, operand], [out])
+        typed_node(ctx, "Div", [x, operand], dtype, [out], result_dtype=ctx.dtype(out))
         return
     (quotient,) = ctx.make_node("Div", [x, operand])
     if dtype == ctx.dtype(out):
@@ -235,17 +253,17 @@ def lower_scalar_floordiv(ctx, op):
 
 
 def lower_scalar_compare(ctx, op, onnx_type: str, negate: bool = False, or_equal: bool = False):
-    x, operand, _ = _scalar_input(ctx, op)
+    x, operand, dtype = _scalar_input(ctx, op)
     out = op.output("out")
     if negate:
-        (result,) = ctx.make_node(onnx_type, [x, operand])
+        result = _compared(ctx, onnx_type, x, operand, dtype)
         ctx.make_node("Not", [result], [out])
     elif or_equal:
-        (strict,) = ctx.make_node(onnx_type, [x, operand])
-        (equal,) = ctx.make_node("Equal", [x, operand])
+        strict = _compared(ctx, onnx_type, x, operand, dtype)
+        equal = _compared(ctx, "Equal", x, operand, dtype)
         ctx.make_node("Or", [strict, equal], [out])
     else:
-        ctx.make_node(onnx_type, [x, operand], [out])
+        _compared(ctx, onnx_type, x, operand, dtype, [out])
 
 
 
@@ -263,16 +281,31 @@ def lower_clip(ctx, op, low: bool, high: bool):
 
 def lower_add_n(ctx, op):
     inputs, out = op.input_list("in"), op.output("out")
-    if np.issubdtype(ctx.dtype(out), np.floating):
+    dtype = ctx.dtype(out)
+    if np.issubdtype(dtype, np.floating):
         ctx.make_node("Sum", inputs, [out])
         return
     if len(inputs) == 1:
         ctx.make_node("Identity", inputs, [out])
         return
-    # ONNX Sum takes no integers at any opset: a chain of Add, in OneFlow's order.
+    if dtype == np.bool_:
+        total = inputs[0]
+        for index, name in enumerate(inputs[1:], start=2):
+            (total,) = ctx.make_node("Or", [total, name], [out] if index == len(inputs) else None)
+        return
+    # ONNX Sum takes no integers at any opset: a chain of Add, in OneFlow's order. OneFlow's add_n
+    # saturates 8- and 16-bit integers (200 + 100 is 255 in uint8, where broadcast_add gives 44):
+    # those are added as int32 and clipped to their range.
+    narrow = dtype.itemsize < 4
+    compute = np.dtype(np.int32) if narrow else dtype
+    inputs = [cast_if_needed(ctx, name, compute) for name in inputs]
     total = inputs[0]
     for index, name in enumerate(inputs[1:], start=2):
-        (total,) = ctx.make_node("Add", [total, name], [out] if index == len(inputs) else None)
+        (total,) = ctx.make_node("Add", [total, name], [out] if index == len(inputs) and not narrow else None)
+    if narrow:
+        limits = np.iinfo(dtype)
+        bounds = [ctx.constant(np.array(bound, compute), hint) for bound, hint in ((limits.min, "min"), (limits.max, "max"))]
+        cast(ctx, clip(ctx, total, *bounds, dtype=compute), dtype, [out])
 
 
 def lower_bias_add(ctx, op):
@@ -311,16 +344,22 @@ def lower_matmul(ctx, op):
     if transpose_b:
         b = _swap_last_two(ctx, b)
     if alpha == 1.0:
-        ctx.make_node("MatMul", [a, b], [out])
+        typed_node(ctx, "MatMul", [a, b], ctx.dtype(out), [out])
     else:
         (product,) = ctx.make_node("MatMul", [a, b])
         ctx.make_node("Mul", [product, ctx.constant(np.array(alpha, ctx.dtype(a)), "alpha")], [out])
 
 
 def lower_cumsum(ctx, op):
-    x = op.input("x")
+    x, out = op.input("x"), op.output("y")
+    dtype = ctx.dtype(out)
+    compute = accepted_dtype(ctx, "CumSum", dtype)
     axis = ctx.constant(np.array(op.attr("dim"), dtype=np.int64), "axis")
-    ctx.make_node("CumSum", [x, axis], [op.output("y")])
+    if compute == dtype:
+        ctx.make_node("CumSum", [cast_if_needed(ctx, x, dtype), axis], [out])
+        return
+    (total,) = ctx.make_node("CumSum", [cast_if_needed(ctx, x, compute), axis])
+    cast(ctx, total, dtype, [out])
 
 
 
@@ -445,7 +484,7 @@ def lower_cumprod(ctx, op):
     infinities and NaN (and integer overflow) come out as OneFlow's do.
     """
     out = op.output("y")
-    dtype = ctx.dtype(out)
+    dtype = accepted_dtype(ctx, "Mul", ctx.dtype(out))  # small integers multiply as int32 before opset 14
     x = cast_if_needed(ctx, op.input("x"), dtype)
     rank = ctx.rank(op.input("x"))
     axis = normalize_axes([op.attr("dim")], rank)[0]
@@ -466,15 +505,18 @@ def lower_cumprod(ctx, op):
         [helper.make_tensor_value_info(previous, element, None), helper.make_tensor_value_info(item, element, None)],
         [helper.make_tensor_value_info(product, element, None), helper.make_tensor_value_info(emitted, element, None)],
     )
+    products = out if dtype == ctx.dtype(out) else ctx.unique_name("products")
     ctx.make_node(
         "Scan",
         [initial, x],
-        [ctx.unique_name("final_product"), out],
+        [ctx.unique_name("final_product"), products],
         body=body,
         num_scan_inputs=1,
         scan_input_axes=[axis],
         scan_output_axes=[axis],
     )
+    if products != out:
+        cast(ctx, products, ctx.dtype(out), [out])
 
 
 @hookimpl

@@ -13,7 +13,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, reduce, unsqueeze
+from flow2onnx.lowering.helpers import accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, reduce, unsqueeze
 
 _REDUCE = {
     "reduce_sum": "ReduceSum",
@@ -33,12 +33,14 @@ def lower_reduce(ctx, op, onnx_type: str):
     out = op.output("output_tensor")
     axes = _axes(ctx, x, op.attr("axis"))
     keepdims = bool(op.attr("keepdims"))
-    if ctx.dtype(x) == np.bool_:
-        # ONNX reductions take no booleans: reduce as int32 and cast back.
-        result = reduce(ctx, onnx_type, cast(ctx, x, np.int32), axes, keepdims)
-        cast(ctx, result, ctx.dtype(out), [out])
+    # ONNX reductions take no booleans, and 8-bit integers only from opset 12 (ReduceProd never):
+    # reduce those as a wider integer and cast back.
+    compute = accepted_dtype(ctx, onnx_type, ctx.dtype(x))
+    if compute == ctx.dtype(x) == ctx.dtype(out):
+        reduce(ctx, onnx_type, x, axes, keepdims, [out])
         return
-    reduce(ctx, onnx_type, x, axes, keepdims, [out])
+    result = reduce(ctx, onnx_type, cast_if_needed(ctx, x, compute), axes, keepdims)
+    cast(ctx, result, ctx.dtype(out), [out])
 
 
 def lower_reduce_bool(ctx, op, onnx_type: str):
@@ -81,10 +83,12 @@ def lower_arg(ctx, op, onnx_type: str):
     """
     out = op.output("out")
     dtype = ctx.dtype(out)
+    x = op.input("in")
+    x = cast_if_needed(ctx, x, accepted_dtype(ctx, onnx_type, ctx.dtype(x)))  # booleans as integers
     if dtype == np.int64:
-        ctx.make_node(onnx_type, [op.input("in")], [out], axis=-1, keepdims=0)
+        ctx.make_node(onnx_type, [x], [out], axis=-1, keepdims=0)
     else:
-        (index,) = ctx.make_node(onnx_type, [op.input("in")], axis=-1, keepdims=0)
+        (index,) = ctx.make_node(onnx_type, [x], axis=-1, keepdims=0)
         cast(ctx, index, dtype, [out])
 
 
