@@ -132,13 +132,14 @@ def _insertion_points(ctx, op, sequence, values, out, axis):
     value`` (right), so a NaN value goes after everything; counting the elements for which that
     does not hold gives the same. (A sequence that holds NaN is not sorted for this count.)
     """
-    (after,) = ctx.make_node("Greater", [sequence, values])
-    if not op.attr("right"):
-        if ctx.opset >= 12:
-            (after,) = ctx.make_node("GreaterOrEqual", [sequence, values])
-        else:
-            (equal,) = ctx.make_node("Equal", [sequence, values])
-            (after,) = ctx.make_node("Or", [after, equal])
+    if op.attr("right"):
+        (after,) = ctx.make_node("Greater", [sequence, values])
+    elif ctx.opset >= 12:
+        (after,) = ctx.make_node("GreaterOrEqual", [sequence, values])
+    else:
+        (greater,) = ctx.make_node("Greater", [sequence, values])
+        (equal,) = ctx.make_node("Equal", [sequence, values])
+        (after,) = ctx.make_node("Or", [greater, equal])
     (before,) = ctx.make_node("Not", [after])
     dtype = ctx.dtype(out)
     reduce(ctx, "ReduceSum", cast(ctx, before, dtype), [axis], False, [out])
