@@ -2,7 +2,8 @@
 
 Each case puts the op in a real OneFlow graph, exports it with verification on (every output
 compared, rtol 1e-3 and atol 1e-4 scaled by the output's magnitude), and checks that the op type
-really was in the graph, so a case cannot pass without exercising its lowering.
+really was in the graph, so a case cannot pass without exercising its lowering, and that every
+node it emits is within its ONNX operator's type constraints at the opset (``tests/onnx_types.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flow2onnx.lowering.helpers import FORM_CHANGES
 from flow2onnx.lowering.plugin_manager import load_plugins
 
 from .helpers import Lambda, export_module, flow
+from .onnx_types import ill_typed_nodes
 
 nn = flow.nn
 
@@ -158,6 +160,7 @@ MORE_CASES = {
     "softmax-last": (unary(lambda x: flow.softmax(x, -1)), [(2, 3, 4)], {"softmax"}),
     "softmax-axis1": (unary(lambda x: flow.softmax(x, 1)), [(2, 3, 4)], {"softmax", "transpose"}),
     "log_softmax": (unary(lambda x: flow.log_softmax(x, -1)), [(2, 3, 4)], {"log_softmax"}),
+    "quick_gelu": (unary(F.quick_gelu, 8, -4), [(2, 8)], {"quick_gelu"}),
     # element-wise math
     "unary-rounding": (unary(lambda x: flow.ceil(x) + flow.floor(x) + flow.sign(x) + flow.abs(x) - flow.neg(x)), [(2, 8)], {"ceil", "floor", "sign", "abs", "negative"}),
     "round-halves": (lambda: Lambda(lambda self, x: flow.round(flow.arange(-6, 7).float() * 0.5) + x * 0.1), [(13,)], {"round", "arange", "cast"}),
@@ -187,6 +190,12 @@ MORE_CASES = {
     "broadcast_matmul-4d": (lambda: Lambda(lambda self, a, b: flow.matmul(a, b)), [(2, 1, 3, 4), (1, 2, 4, 5)], {"broadcast_matmul"}),
     "matmul-transposed": (lambda: Lambda(lambda self, a, b: flow.matmul(a, b, transpose_a=True, transpose_b=True)), [(4, 3), (5, 4)], {"matmul"}),
     "cumsum": (lambda: Lambda(lambda self, x: (x.cumsum(1), x.cumsum(-1))), [(2, 3, 4)], {"cumsum"}),
+    # zeros (x * 0 where |x| < 0.3) and both signs along every axis, the first axis of a 1-D tensor too
+    "cumprod": (lambda: Lambda(lambda self, x: (flow.cumprod(x, 1), flow.cumprod(flow.where(x.abs() < 0.3, x * 0, x - 0.5), -1), flow.cumprod(x[0, 0], 0))), [(2, 5, 4)], {"cumprod"}),
+    # x * 0 is +0 or -0 by x's sign, and x / (x * 0) is +-inf (NaN at 0): every quadrant and axis
+    "atan2": (lambda: Lambda(lambda self, x, y: (flow.atan2(x, y), flow.atan2(x * 0, y), flow.atan2(x, y * 0), flow.atan2(x * 0, y * 0), flow.atan2(x / (x * 0), y / (y * 0)), flow.atan2(x, y / (y * 0)), flow.atan2(x, x))), [(3, 6), (3, 6)], {"atan2"}),
+    # inputs as drawn: (0, 1), (-1, 1) and beyond 1 (NaN); x * 1.5 clamped reaches +-1 (+-inf)
+    "erfinv": (lambda: Lambda(lambda self, x: (flow.erfinv(x), flow.erfinv(flow.clamp(x * 1.5, -1, 1)))), [(4, 8)], {"erfinv"}),
     # reductions
     "reduce_sum-keepdims-negative": (lambda: Lambda(lambda self, x: (x.sum(-1, keepdim=True), x.sum(), x.sum([0, 2]))), [(2, 3, 4)], {"reduce_sum"}),
     "reduce_sum-mean-spatial": (lambda: Lambda(lambda self, x: x.mean([2, 3])), [(2, 3, 4, 5)], {"reduce_sum"}),
@@ -223,6 +232,8 @@ MORE_CASES = {
     "dropout-eval": (lambda: Lambda(lambda self, x: self.drop(x) * 2, drop=nn.Dropout(0.5)), [(2, 5)], {"scalar_mul"}),
     "pixel_shuffle": (lambda: nn.PixelShuffle(2), [(1, 8, 3, 3)], {"reshape", "transpose"}),
     "constant-ones": (lambda: Lambda(lambda self, x: x + flow.ones(4) + flow.full((3, 4), 2.0)), [(2, 3, 4)], {"constant"}),
+    # a causal mask as models build it, and fills of computed tensors by a number and by a 0-d tensor
+    "fill_": (lambda: Lambda(lambda self, x: (flow.softmax(x + flow.ones(4, 4).fill_(float("-inf")).triu(1), -1), (x * 2).fill_(-3.5), (x - 1).fill_(x.sum()))), [(2, 4, 4)], {"fill_", "fill_tensor_", "triu"}),
     # indexing
     "gather-index_select": (lambda: Lambda(lambda self, x: flow.index_select(x, 2, flow.tensor([3, 0, 3]))), [(2, 3, 4)], {"gather"}),
     "gather-embedding": (lambda: nn.Embedding(10, 4), [(2, 3)], {"gather"}, [I64]),
@@ -233,6 +244,9 @@ MORE_CASES = {
     "where-int": (lambda: Lambda(lambda self, c, x, y: flow.where(c, x, y)), [(3, 4), (3, 4), (4,)], {"where"}, [BOOL, I64, I64]),
     "masked_fill": (lambda: Lambda(lambda self, x: x.masked_fill(x > 0.5, -1.0)), [(2, 3, 4)], {"masked_fill"}),
     "tril-triu": (lambda: Lambda(lambda self, x: (flow.tril(x), flow.triu(x, 1), flow.tril(x, -1))), [(4, 5)], {"tril", "triu"}),
+    "diag": (lambda: Lambda(lambda self, v, m: (flow.diag(v), flow.diag(v, 2), flow.diag(v, -1), flow.diag(m), flow.diag(m, 1), flow.diag(m, -2))), [(5,), (3, 4)], {"diag"}),
+    # values between the sequence's elements and equal to them (every other element), left and right
+    "searchsorted": (lambda: Lambda(lambda self, s, v: searchsorted_all(s.sort(-1)[0], v)), [(3, 6), (3, 4)], {"searchsorted", "searchsorted_scalar"}),
     # resizing
     "upsample_nearest_2d-scale": (lambda: Lambda(lambda self, x: F.interpolate(x, scale_factor=2, mode="nearest")), [(1, 2, 3, 4)], {"upsample_nearest_2d"}),
     "upsample_nearest_2d-size": (lambda: Lambda(lambda self, x: F.interpolate(x, size=(5, 7), mode="nearest")), [(2, 2, 3, 4)], {"upsample_nearest_2d"}),
@@ -240,6 +254,11 @@ MORE_CASES = {
     "upsample_bilinear_2d-align-corners": (lambda: Lambda(lambda self, x: (F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True), F.interpolate(x, size=(5, 7), mode="bilinear", align_corners=True))), [(1, 2, 3, 4)], {"upsample_bilinear_2d"}),
     "upsample_1d": (lambda: Lambda(lambda self, x: (F.interpolate(x, scale_factor=2, mode="nearest"), F.interpolate(x, scale_factor=2, mode="linear"))), [(1, 2, 5)], {"upsample_nearest_1d", "upsample_linear_1d"}),
     "upsample_bicubic_2d": (lambda: Lambda(lambda self, x: F.interpolate(x, scale_factor=2, mode="bicubic")), [(1, 2, 4, 4)], {"upsample_bicubic_2d"}),
+    "grid_sample-bilinear": (lambda: Lambda(lambda self, x, g: grid_samples(x, g * 1.5, "bilinear")), [(2, 3, 5, 6), (2, 4, 3, 2)], {"grid_sample"}),
+    "grid_sample-nearest": (lambda: Lambda(lambda self, x, g: grid_samples(x, g * 1.5, "nearest")), [(2, 3, 5, 6), (2, 4, 3, 2)], {"grid_sample"}),
+    "grid_sample-bicubic": (lambda: Lambda(lambda self, x, g: grid_samples(x, g * 1.5, "bicubic")), [(2, 3, 5, 6), (2, 4, 3, 2)], {"grid_sample"}),
+    "affine_grid": (lambda: Lambda(lambda self, t, t3: (F.affine_grid(t, [2, 3, 4, 5], align_corners=False), F.affine_grid(t, [2, 1, 1, 3], align_corners=True), F.affine_grid(t3, [2, 1, 3, 4, 2], align_corners=False), F.affine_grid(t3, [2, 1, 2, 1, 3], align_corners=True))), [(2, 2, 3), (2, 3, 4)], {"affine_grid"}),
+    "affine_grid-grid_sample": (lambda: Lambda(lambda self, x, t: F.grid_sample(x, F.affine_grid(t * 2 - 1, [2, 3, 4, 7], align_corners=False), align_corners=False)), [(2, 3, 5, 6), (2, 2, 3)], {"affine_grid", "grid_sample"}),
     "upsample_3d": (lambda: Lambda(lambda self, x: (F.interpolate(x, scale_factor=2, mode="nearest"), F.interpolate(x, scale_factor=2, mode="trilinear"))), [(1, 2, 2, 3, 3)], {"upsample_nearest_3d", "upsample_trilinear_3d"}),
     # convolution and pooling
     "deconv2d": (lambda: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1), [(1, 3, 4, 4)], {"deconv2d"}),
@@ -249,6 +268,28 @@ MORE_CASES = {
     "adaptive_max_pool": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool2d(x, 1), F.adaptive_max_pool2d(x, (2, 3)))), [(1, 2, 6, 6)], {"adaptive_max_pool2d"}),
     "adaptive_max_pool-1d-3d": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool1d(x[0], 2), F.adaptive_max_pool3d(x.unsqueeze(2), 1))), [(1, 2, 6, 6)], {"adaptive_max_pool1d", "adaptive_max_pool3d"}),
 }
+
+
+def searchsorted_all(sequence, values):
+    ties = sequence[:, ::2]
+    return (
+        flow.searchsorted(sequence, values),
+        flow.searchsorted(sequence, values, right=True, out_int32=True),
+        flow.searchsorted(sequence, ties),
+        flow.searchsorted(sequence, ties, right=True),
+        flow.searchsorted(sequence[0], values),
+        flow.searchsorted(sequence[0], 0.5),
+        flow.searchsorted(sequence[0], 0.25, right=True),
+    )
+
+
+def grid_samples(x, grid, mode):
+    """``x`` sampled at ``grid`` in ``mode`` with every padding mode, corners aligned and not."""
+    return tuple(
+        F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align)
+        for padding in ("zeros", "border", "reflection")
+        for align in (False, True)
+    )
 
 
 def slice_assign(x, y):
@@ -306,12 +347,14 @@ def test_lowering_matches_oneflow(case, opset, onnx_path):
     assert result.report.passed, result.report.to_text(outliers=True)
     assert len(result.report.comparisons) == 3 * len(result.output_names)  # example inputs, then two random draws
     assert onnx_path.exists()
+    assert ill_typed_nodes(onnx.load(str(onnx_path))) == []
     opsets = case_opsets(op_types)
     if opset != max(opsets[0], flow2onnx.DEFAULT_OPSET):
         return
     for other in form_opsets(onnx_path, opsets):
         again = export_module(factory(), shapes, onnx_path, opset=other, dtypes=dtypes[0] if dtypes else None)
         assert again.report.passed, f"at opset {other}: " + again.report.to_text(outliers=True)
+        assert ill_typed_nodes(onnx.load(str(onnx_path))) == [], f"at opset {other}"
 
 
 def test_newest_opset_exports_a_cnn(onnx_path):

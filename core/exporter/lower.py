@@ -204,6 +204,6 @@ def _first_size_dependent_node(model, other):
         for name in node.input:
             if name in constants:
                 a, b = numpy_helper.to_array(constants[name]), numpy_helper.to_array(other_constants[name]) if name in other_constants else None
-                if b is None or a.shape != b.shape or not np.array_equal(a, b):
+                if b is None or a.shape != b.shape or not np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"):
                     return node.name, f"the constant {name!r} of its {node.op_type} node"
     return None

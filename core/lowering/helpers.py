@@ -10,8 +10,10 @@ operator that replaces a decomposition.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from onnx import helper
+from onnx import TensorProto, defs, helper
 
 #: ONNX operator -> the opset from which the helpers emit it in its newer form. The tests of the
 #: built-in lowerings also export at each of these opsets for every operator a model contains.
@@ -31,8 +33,12 @@ FORM_CHANGES = {
     "ReduceSumSquare": 18,
     # integer inputs accepted from 12; before, a select with Less/Greater
     "Clip": 12,
+    "Min": 12,
+    "Max": 12,
     # the scales input may be omitted from 13; before, an empty one is required
     "Resize": 13,
+    # modes "bilinear"/"bicubic" renamed "linear"/"cubic" at 20, which also takes any rank
+    "GridSample": 20,
 }
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -81,9 +87,11 @@ def reduce(ctx, onnx_type: str, x: str, axes, keepdims: bool, outputs=None) -> s
     return with_axes(ctx, onnx_type, [x], axes, outputs, keepdims=int(bool(keepdims)))[0]
 
 
-def clip(ctx, x: str, low: str = "", high: str = "", outputs=None) -> str:
-    """``x`` limited to ``[low, high]`` (constant names in ``x``'s dtype; an empty name: no bound)."""
-    if np.issubdtype(ctx.dtype(x), np.floating) or newer_form(ctx, "Clip"):
+def clip(ctx, x: str, low: str = "", high: str = "", outputs=None, dtype=None) -> str:
+    """``x`` limited to ``[low, high]`` (constant names in ``x``'s dtype; an empty name: no bound).
+    ``dtype`` is ``x``'s numpy dtype, needed when ``x`` is a tensor a lowering made."""
+    dtype = ctx.dtype(x) if dtype is None else np.dtype(dtype)
+    if np.issubdtype(dtype, np.floating) or newer_form(ctx, "Clip"):
         inputs = [x, low, high]
         while inputs[-1] == "":
             inputs.pop()
@@ -94,6 +102,79 @@ def clip(ctx, x: str, low: str = "", high: str = "", outputs=None) -> str:
             (beyond,) = ctx.make_node(onnx_type, [current, bound])
             (current,) = ctx.make_node("Where", [beyond, bound, current])
     return ctx.make_node("Identity", [current], outputs)[0]
+
+
+def extremum(ctx, onnx_type: str, a: str, b: str, dtype, outputs=None) -> str:
+    """``Min`` or ``Max`` (``onnx_type``) of ``a`` and ``b``, two tensors of the numpy ``dtype`` that
+    broadcast together (given, since ``a`` and ``b`` may be tensors a lowering made)."""
+    if np.issubdtype(np.dtype(dtype), np.floating) or newer_form(ctx, onnx_type):
+        return ctx.make_node(onnx_type, [a, b], outputs)[0]
+    (a_wins,) = ctx.make_node("Less" if onnx_type == "Min" else "Greater", [a, b])
+    return ctx.make_node("Where", [a_wins, a, b], outputs)[0]
+
+
+#: What booleans and 8- and 16-bit integers are computed in where an ONNX operator does not take
+#: them at the target opset (Add before 14, ReduceMax before 12, ReduceProd and CumSum never). Integer
+#: arithmetic wraps modulo 2**bits in both, so the result cast back is the narrow type's own.
+_WIDER = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+@functools.lru_cache(maxsize=None)
+def _accepted_dtypes(onnx_type: str, opset: int, index: int) -> frozenset:
+    schema = defs.get_schema(onnx_type, opset)
+    parameter = schema.inputs[min(index, len(schema.inputs) - 1)]
+    allowed = next((c.allowed_type_strs for c in schema.type_constraints if c.type_param_str == parameter.type_str), [parameter.type_str])
+    dtypes = set()
+    for allowed_type in allowed:
+        if allowed_type.startswith("tensor(") and allowed_type != "tensor(bfloat16)":
+            try:
+                dtypes.add(np.dtype(helper.tensor_dtype_to_np_dtype(TensorProto.DataType.Value(allowed_type[7:-1].upper()))))
+            except (ValueError, KeyError, TypeError):
+                continue  # a type numpy has no dtype for
+    return frozenset(dtypes)
+
+
+def accepted_dtype(ctx, onnx_type: str, dtype, input_index: int = 0) -> np.dtype:
+    """``dtype`` when ONNX ``onnx_type`` takes it (for input ``input_index``) at the target opset;
+    else, for booleans and 8- and 16-bit integers, the first of int32 and int64 that it takes, read
+    from the operator's type constraints. Other dtypes come back unchanged."""
+    dtype = np.dtype(dtype)
+    accepted = _accepted_dtypes(onnx_type, ctx.opset, input_index)
+    if dtype in accepted or dtype.kind not in "biu" or dtype.itemsize >= 4:
+        return dtype
+    return next((wider for wider in _WIDER if wider in accepted), dtype)
+
+
+def typed_node(ctx, onnx_type: str, inputs, dtype, outputs=None, result_dtype=None, operands=None, **attributes) -> str:
+    """A one-output node of ``inputs`` computed in :func:`accepted_dtype` of ``dtype``, so that it is
+    valid at the target opset, its result converted to ``result_dtype`` where that differs (default
+    ``dtype``; ``False`` for an output of a type of its own, such as a comparison's booleans).
+
+    :param inputs: tensor names; the first ``operands`` (default: all) have the numpy ``dtype`` and
+        are cast when the node is computed in another; the others (Pad's pads) are left alone. An
+        empty name is an omitted input.
+    """
+    dtype = np.dtype(dtype)
+    compute = accepted_dtype(ctx, onnx_type, dtype)
+    target = dtype if result_dtype is None else result_dtype
+    if compute != dtype:
+        count = len(inputs) if operands is None else operands
+        inputs = [cast(ctx, name, compute) if name and index < count else name for index, name in enumerate(inputs)]
+    if target is False or np.dtype(target) == compute:
+        return ctx.make_node(onnx_type, list(inputs), outputs, **attributes)[0]
+    (result,) = ctx.make_node(onnx_type, list(inputs), **attributes)
+    return cast(ctx, result, target, outputs)
+
+
+def select(ctx, condition: str, x: str, y: str, dtype, outputs=None) -> str:
+    """``Where(condition, x, y)`` for tensors of the numpy ``dtype``; booleans are selected with
+    And/Or/Not, since ONNX Runtime has no boolean Where kernel (a causal mask's tril is one)."""
+    if np.dtype(dtype) != np.bool_:
+        return ctx.make_node("Where", [condition, x, y], outputs)[0]
+    (kept,) = ctx.make_node("And", [condition, x])
+    (others,) = ctx.make_node("Not", [condition])
+    (others,) = ctx.make_node("And", [others, y])
+    return ctx.make_node("Or", [kept, others], outputs)[0]
 
 
 def resize(ctx, x: str, roi: str, scales: str = "", sizes: str = "", outputs=None, **attributes) -> str:

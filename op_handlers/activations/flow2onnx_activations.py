@@ -1,4 +1,4 @@
-"""Element-wise activations and softmax: relu, sigmoid, tanh, GELU variants, SiLU, Mish, hard-*, ELU family."""
+"""Element-wise activations and softmax: relu, sigmoid, tanh, GELU variants (quick GELU too), SiLU, Mish, hard-*, ELU family."""
 
 from __future__ import annotations
 
@@ -50,6 +50,14 @@ def lower_fast_gelu(ctx, op):
     (shifted,) = ctx.make_node("Add", [tanh, _scalar(ctx, x, 1.0, "one")])
     (half,) = ctx.make_node("Mul", [x, _scalar(ctx, x, 0.5, "half")])
     ctx.make_node("Mul", [half, shifted], [op.output("out")])
+
+
+def lower_quick_gelu(ctx, op):
+    """GELU's sigmoid form, as CLIP uses it: x * sigmoid(1.702 x)."""
+    x = op.input("x")
+    (scaled,) = ctx.make_node("Mul", [x, _scalar(ctx, x, 1.702, "coefficient")])
+    (gate,) = ctx.make_node("Sigmoid", [scaled])
+    ctx.make_node("Mul", [x, gate], [op.output("y")])
 
 
 def lower_silu(ctx, op):
@@ -149,6 +157,7 @@ def flow2onnx_register_lowerings(register):
         register(op_type, functools.partial(lower_unary, onnx_type=onnx_type, input_arg=input_arg, output_arg=output_arg))
     register("gelu", lower_gelu)
     register("fast_gelu", lower_fast_gelu)
+    register("quick_gelu", lower_quick_gelu)
     register("silu", lower_silu)
     register("mish", lower_mish)
     register("hardsigmoid", lower_hardsigmoid)

@@ -1,4 +1,4 @@
-"""Indexing and selection: gather (index_select, embedding), dim_gather, gather_nd, where, masked_fill, tril/triu."""
+"""Indexing and selection: gather (index_select, embedding), dim_gather, gather_nd, where, masked_fill, tril/triu, diag."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast_if_needed, is_dynamic, normalize_axes
+from flow2onnx.lowering.helpers import cast_if_needed, is_dynamic, normalize_axes, select, unsqueeze
 
 
 def lower_gather(ctx, op):
@@ -30,7 +30,7 @@ def lower_where(ctx, op):
     condition = cast_if_needed(ctx, op.input("condition"), np.bool_)
     out = op.output("out")
     x, y = (cast_if_needed(ctx, op.input(arg), ctx.dtype(out)) for arg in ("x", "y"))
-    ctx.make_node("Where", [condition, x, y], [out])
+    select(ctx, condition, x, y, ctx.dtype(out), [out])
 
 
 def lower_where_scalar(ctx, op, x_scalar: bool, y_scalar: bool):
@@ -48,7 +48,7 @@ def lower_where_scalar(ctx, op, x_scalar: bool, y_scalar: bool):
                 return ctx.constant(np.array(op.attr(f"{prefix}{kind}_operand"), dtype), f"{arg}_value")
         raise ctx.error(f"no scalar operand for {arg} among the op's attributes {sorted(op.attrs)}")
 
-    ctx.make_node("Where", [condition, operand("x", x_scalar), operand("y", y_scalar)], [out])
+    select(ctx, condition, operand("x", x_scalar), operand("y", y_scalar), dtype, [out])
 
 
 def lower_masked_fill(ctx, op):
@@ -61,7 +61,7 @@ def lower_masked_fill(ctx, op):
     else:
         value = op.attr("int_operand")
     mask = cast_if_needed(ctx, op.input("mask"), np.bool_)
-    ctx.make_node("Where", [mask, ctx.constant(np.array(value, dtype), "value"), x], [op.output("out")])
+    select(ctx, mask, ctx.constant(np.array(value, dtype), "value"), x, dtype, [op.output("out")])
 
 
 def lower_triangle(ctx, op, lower: bool):
@@ -78,7 +78,42 @@ def lower_triangle(ctx, op, lower: bool):
         fill = op.attr("floating_fill_value")
     else:
         fill = op.attrs.get("integer_fill_value", 0)
-    ctx.make_node("Where", [ctx.constant(keep, "mask"), x, ctx.constant(np.array(fill, dtype), "fill")], [op.output("out")])
+    select(ctx, ctx.constant(keep, "mask"), x, ctx.constant(np.array(fill, dtype), "fill"), dtype, [op.output("out")])
+
+
+def lower_diag(ctx, op):
+    """diag: a vector onto the ``diagonal``-th diagonal of a square matrix, or that diagonal of a matrix out.
+
+    Both directions index with small constants (one index per row or per diagonal element) rather
+    than a constant of the matrix's size, and work for every dtype (Gather, GatherND and Where do).
+    """
+    x, out = op.input("in"), op.output("out")
+    offset = int(op.attr("diagonal"))
+    if any(is_dynamic(ctx, x, axis) for axis in range(ctx.rank(x))):
+        raise ctx.error("diag of a tensor with a dynamic axis: the diagonal's size and place would depend on it")
+    if ctx.rank(x) == 1:
+        length = ctx.shape(x)[0]
+        size = length + abs(offset)
+        rows = np.arange(size)
+        # Row r holds x[r] (offset >= 0) or x[r + offset] (below the main diagonal), in column r + offset.
+        source = np.clip(rows if offset >= 0 else rows + offset, 0, max(length - 1, 0))
+        (values,) = ctx.make_node("Gather", [x, ctx.constant(source.astype(np.int64), "source")], axis=0)
+        column = unsqueeze(ctx, values, [1])
+        (on_diagonal,) = ctx.make_node(
+            "Equal",
+            [ctx.constant(rows.reshape(1, size).astype(np.int64), "columns"), ctx.constant((rows + offset).reshape(size, 1).astype(np.int64), "diagonal_column")],
+        )
+        select(ctx, on_diagonal, column, ctx.constant(np.array(0, ctx.dtype(out)), "zero"), ctx.dtype(out), [out])
+        return
+    if ctx.rank(x) != 2:
+        raise ctx.error(f"diag of a rank-{ctx.rank(x)} tensor: OneFlow's diag takes a vector or a matrix")
+    rows, columns = ctx.shape(x)
+    length = ctx.shape(out)[0]
+    steps = np.arange(length)
+    indices = np.stack([steps + max(-offset, 0), steps + max(offset, 0)], axis=1).astype(np.int64)
+    if length and (indices[-1, 0] >= rows or indices[-1, 1] >= columns):
+        raise ctx.error(f"diagonal {offset} of a {rows}x{columns} matrix has no element {length - 1}")
+    ctx.make_node("GatherND", [x, ctx.constant(indices.reshape(length, 2), "indices")], [out])
 
 
 @hookimpl
@@ -93,3 +128,4 @@ def flow2onnx_register_lowerings(register):
     register("masked_fill", lower_masked_fill)
     register("tril", lambda ctx, op: lower_triangle(ctx, op, lower=True))
     register("triu", lambda ctx, op: lower_triangle(ctx, op, lower=False))
+    register("diag", lower_diag)

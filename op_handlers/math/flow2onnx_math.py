@@ -1,14 +1,17 @@
-"""Arithmetic: element-wise unary and binary ops, scalar ops, comparisons, logic, clipping, matmul, cumsum."""
+"""Arithmetic: element-wise unary and binary ops, scalar ops, comparisons, logic, clipping, matmul,
+cumulative sums and products, atan2 and erfinv."""
 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
+from onnx import helper, numpy_helper
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast, cast_if_needed, size_value, clip
+from flow2onnx.lowering.helpers import accepted_dtype, cast, cast_if_needed, clip, dims, extremum, normalize_axes, size_value, typed_node
 
 _BINARY = {
     "broadcast_add": "Add",
@@ -16,6 +19,8 @@ _BINARY = {
     "broadcast_mul": "Mul",
     "broadcast_div": "Div",
     "pow": "Pow",
+}
+_EXTREMUM = {
     "elementwise_maximum": "Max",
     "elementwise_minimum": "Min",
     "broadcast_maximum": "Max",
@@ -112,29 +117,71 @@ def lower_binary(ctx, op, onnx_type: str):
         x, y = cast(ctx, x, ctx.dtype(out)), cast(ctx, y, ctx.dtype(out))
     if onnx_type == "Div" and np.issubdtype(ctx.dtype(out), np.integer):
         raise ctx.error("integer division: OneFlow's rounding of negative quotients is not ONNX Div's truncation; divide floats")
-    ctx.make_node(onnx_type, [x, y], [out])
+    if onnx_type == "Pow" and np.issubdtype(ctx.dtype(out), np.integer):
+        _integer_pow(ctx, x, y, ctx.dtype(out), out)
+        return
+    if ctx.dtype(out) == np.bool_ and onnx_type in ("Add", "Sub", "Mul"):
+        _boolean_arithmetic(ctx, onnx_type, x, y, out)
+        return
+    typed_node(ctx, onnx_type, [x, y], ctx.dtype(out), [out])
+
+
+def _boolean_arithmetic(ctx, onnx_type, x, y, out):
+    """OneFlow's arithmetic on booleans, as logic: x + y is x or y, x * y is x and y, and x - y is x
+    and not y (OneFlow gives False for False - True)."""
+    if onnx_type == "Add":
+        ctx.make_node("Or", [x, y], [out])
+    elif onnx_type == "Mul":
+        ctx.make_node("And", [x, y], [out])
+    else:
+        (not_y,) = ctx.make_node("Not", [y])
+        ctx.make_node("And", [x, not_y], [out])
+
+
+def _integer_pow(ctx, base, exponent, dtype, out):
+    """OneFlow raises integers to integer powers in double precision and converts back (3 ** -1 is 0,
+    an overflow gives the integer minimum); so does this, which also keeps Pow, which takes no
+    integers before opset 12, valid at every opset."""
+    (power,) = ctx.make_node("Pow", [cast(ctx, base, np.float64), cast(ctx, exponent, np.float64)])
+    cast(ctx, power, dtype, [out])
+
+
+def lower_extremum(ctx, op, onnx_type: str):
+    x, y = _operands(ctx, op)
+    out = op.output("z")
+    dtype = ctx.dtype(out)
+    if ctx.dtype(x) != dtype:
+        x, y = cast(ctx, x, dtype), cast(ctx, y, dtype)
+    extremum(ctx, onnx_type, x, y, dtype, [out])
+
+
+def _compared(ctx, onnx_type: str, x: str, y: str, dtype, outputs=None) -> str:
+    """``onnx_type`` (Greater, Less, Equal, ...) of x and y, booleans and small integers widened where ONNX wants."""
+    return typed_node(ctx, onnx_type, [x, y], dtype, outputs, result_dtype=False)
 
 
 def lower_compare(ctx, op, onnx_type: str, negate: bool = False):
     x, y = _operands(ctx, op)
+    dtype = ctx.dtype(op.input("x"))
     if negate:
-        (equal,) = ctx.make_node(onnx_type, [x, y])
+        equal = _compared(ctx, onnx_type, x, y, dtype)
         ctx.make_node("Not", [equal], [op.output("z")])
     else:
-        ctx.make_node(onnx_type, [x, y], [op.output("z")])
+        _compared(ctx, onnx_type, x, y, dtype, [op.output("z")])
 
 
 def lower_compare_or_equal(ctx, op, onnx_type: str):
     """>= and <= before opset 12: (x > y) or (x == y), which is also false for NaN, like OneFlow's."""
     x, y = _operands(ctx, op)
-    (strict,) = ctx.make_node(onnx_type, [x, y])
-    (equal,) = ctx.make_node("Equal", [x, y])
+    dtype = ctx.dtype(op.input("x"))
+    strict = _compared(ctx, onnx_type, x, y, dtype)
+    equal = _compared(ctx, "Equal", x, y, dtype)
     ctx.make_node("Or", [strict, equal], [op.output("z")])
 
 
 def lower_compare_12(ctx, op, onnx_type: str):
     x, y = _operands(ctx, op)
-    ctx.make_node(onnx_type, [x, y], [op.output("z")])
+    _compared(ctx, onnx_type, x, y, ctx.dtype(op.input("x")), [op.output("z")])
 
 
 def lower_logical(ctx, op, onnx_type: str):
@@ -146,7 +193,7 @@ def lower_logical(ctx, op, onnx_type: str):
 def lower_fmod(ctx, op):
     """C's fmod (the result takes the dividend's sign)."""
     x, y = _operands(ctx, op)
-    ctx.make_node("Mod", [x, y], [op.output("z")], fmod=1)
+    typed_node(ctx, "Mod", [x, y], ctx.dtype(op.input("x")), [op.output("z")], fmod=1)
 
 
 def _scalar_operand(op):
@@ -184,11 +231,10 @@ def lower_scalar(ctx, op, onnx_type: str, reverse: bool = False):
     if onnx_type == "Div" and np.issubdtype(ctx.dtype(out), np.integer):
         raise ctx.error("integer division by a scalar: OneFlow's rounding is not ONNX Div's truncation; divide floats")
     inputs = [operand, x] if reverse else [x, operand]
-    if dtype == ctx.dtype(out):
-        ctx.make_node(onnx_type, inputs, [out])
-    else:
-        (result,) = ctx.make_node(onnx_type, inputs)
-        cast(ctx, result, ctx.dtype(out), [out])
+    if onnx_type == "Pow" and np.issubdtype(dtype, np.integer):
+        _integer_pow(ctx, *inputs, ctx.dtype(out), out)
+        return
+    typed_node(ctx, onnx_type, inputs, dtype, [out], result_dtype=ctx.dtype(out))
 
 
 def lower_scalar_floordiv(ctx, op):
@@ -196,7 +242,7 @@ def lower_scalar_floordiv(ctx, op):
     out = op.output("out")
     if np.issubdtype(dtype, np.integer):
         # OneFlow's integer floordiv truncates toward zero (C division), which is ONNX Div on integers.
-        ctx.make_node("Div", [x, operand], [out])
+        typed_node(ctx, "Div", [x, operand], dtype, [out], result_dtype=ctx.dtype(out))
         return
     (quotient,) = ctx.make_node("Div", [x, operand])
     if dtype == ctx.dtype(out):
@@ -207,17 +253,17 @@ def lower_scalar_floordiv(ctx, op):
 
 
 def lower_scalar_compare(ctx, op, onnx_type: str, negate: bool = False, or_equal: bool = False):
-    x, operand, _ = _scalar_input(ctx, op)
+    x, operand, dtype = _scalar_input(ctx, op)
     out = op.output("out")
     if negate:
-        (result,) = ctx.make_node(onnx_type, [x, operand])
+        result = _compared(ctx, onnx_type, x, operand, dtype)
         ctx.make_node("Not", [result], [out])
     elif or_equal:
-        (strict,) = ctx.make_node(onnx_type, [x, operand])
-        (equal,) = ctx.make_node("Equal", [x, operand])
+        strict = _compared(ctx, onnx_type, x, operand, dtype)
+        equal = _compared(ctx, "Equal", x, operand, dtype)
         ctx.make_node("Or", [strict, equal], [out])
     else:
-        ctx.make_node(onnx_type, [x, operand], [out])
+        _compared(ctx, onnx_type, x, operand, dtype, [out])
 
 
 
@@ -234,7 +280,32 @@ def lower_clip(ctx, op, low: bool, high: bool):
 
 
 def lower_add_n(ctx, op):
-    ctx.make_node("Sum", op.input_list("in"), [op.output("out")])
+    inputs, out = op.input_list("in"), op.output("out")
+    dtype = ctx.dtype(out)
+    if np.issubdtype(dtype, np.floating):
+        ctx.make_node("Sum", inputs, [out])
+        return
+    if len(inputs) == 1:
+        ctx.make_node("Identity", inputs, [out])
+        return
+    if dtype == np.bool_:
+        total = inputs[0]
+        for index, name in enumerate(inputs[1:], start=2):
+            (total,) = ctx.make_node("Or", [total, name], [out] if index == len(inputs) else None)
+        return
+    # ONNX Sum takes no integers at any opset: a chain of Add, in OneFlow's order. OneFlow's add_n
+    # saturates 8- and 16-bit integers (200 + 100 is 255 in uint8, where broadcast_add gives 44):
+    # those are added as int32 and clipped to their range.
+    narrow = dtype.itemsize < 4
+    compute = np.dtype(np.int32) if narrow else dtype
+    inputs = [cast_if_needed(ctx, name, compute) for name in inputs]
+    total = inputs[0]
+    for index, name in enumerate(inputs[1:], start=2):
+        (total,) = ctx.make_node("Add", [total, name], [out] if index == len(inputs) and not narrow else None)
+    if narrow:
+        limits = np.iinfo(dtype)
+        bounds = [ctx.constant(np.array(bound, compute), hint) for bound, hint in ((limits.min, "min"), (limits.max, "max"))]
+        cast(ctx, clip(ctx, total, *bounds, dtype=compute), dtype, [out])
 
 
 def lower_bias_add(ctx, op):
@@ -273,17 +344,179 @@ def lower_matmul(ctx, op):
     if transpose_b:
         b = _swap_last_two(ctx, b)
     if alpha == 1.0:
-        ctx.make_node("MatMul", [a, b], [out])
+        typed_node(ctx, "MatMul", [a, b], ctx.dtype(out), [out])
     else:
         (product,) = ctx.make_node("MatMul", [a, b])
         ctx.make_node("Mul", [product, ctx.constant(np.array(alpha, ctx.dtype(a)), "alpha")], [out])
 
 
 def lower_cumsum(ctx, op):
-    x = op.input("x")
+    x, out = op.input("x"), op.output("y")
+    dtype = ctx.dtype(out)
+    compute = accepted_dtype(ctx, "CumSum", dtype)
     axis = ctx.constant(np.array(op.attr("dim"), dtype=np.int64), "axis")
-    ctx.make_node("CumSum", [x, axis], [op.output("y")])
+    if compute == dtype:
+        ctx.make_node("CumSum", [cast_if_needed(ctx, x, dtype), axis], [out])
+        return
+    (total,) = ctx.make_node("CumSum", [cast_if_needed(ctx, x, compute), axis])
+    cast(ctx, total, dtype, [out])
 
+
+
+def _constant(ctx, value, dtype, hint):
+    return ctx.constant(np.array(value, dtype=dtype), hint)
+
+
+def _sign_bit(ctx, x, dtype):
+    """Whether ``x``'s sign bit is set: true for negative numbers, -0 and -inf (1 / -0 is -inf)."""
+    zero = _constant(ctx, 0, dtype, "zero")
+    (negative,) = ctx.make_node("Less", [x, zero])
+    (reciprocal,) = ctx.make_node("Reciprocal", [x])
+    (negative_zero,) = ctx.make_node("Less", [reciprocal, zero])
+    return ctx.make_node("Or", [negative, negative_zero])[0]
+
+
+def lower_atan2(ctx, op):
+    """atan2(x, y), the angle of the point (y, x), as C's atan2 gives it in every quadrant.
+
+    The arctangent is taken of min(|x|, |y|) / max(|x|, |y|), which is in [0, 1], so that neither
+    a zero denominator nor two infinities reach it (0 / 0 counts as 0, inf / inf as 1); then it is
+    reflected into the octant and quadrant of (y, x). Sign bits, not comparisons with zero, choose
+    the quadrant, so atan2(+-0, -0) is +-pi and atan2(+-0, +0) is +-0, as in C; NaN stays NaN.
+    """
+    out = op.output("z")
+    dtype = ctx.dtype(out)
+    x, y = (cast_if_needed(ctx, op.input(arg), dtype) for arg in ("x", "y"))
+    (abs_x,) = ctx.make_node("Abs", [x])
+    (abs_y,) = ctx.make_node("Abs", [y])
+    (steep,) = ctx.make_node("Greater", [abs_x, abs_y])  # |x| > |y|: the angle is beyond 45 degrees
+    (smaller,) = ctx.make_node("Where", [steep, abs_y, abs_x])
+    (larger,) = ctx.make_node("Where", [steep, abs_x, abs_y])
+    (ratio,) = ctx.make_node("Div", [smaller, larger])
+    (equal,) = ctx.make_node("Equal", [abs_x, abs_y])
+    (both_zero,) = ctx.make_node("Equal", [abs_x, _constant(ctx, 0, dtype, "zero")])
+    (tie,) = ctx.make_node("Where", [both_zero, _constant(ctx, 0, dtype, "zero"), _constant(ctx, 1, dtype, "one")])
+    (ratio,) = ctx.make_node("Where", [equal, tie, ratio])
+    (angle,) = ctx.make_node("Atan", [ratio])
+    (complement,) = ctx.make_node("Sub", [_constant(ctx, math.pi / 2, dtype, "half_pi"), angle])
+    (angle,) = ctx.make_node("Where", [steep, complement, angle])
+    (supplement,) = ctx.make_node("Sub", [_constant(ctx, math.pi, dtype, "pi"), angle])
+    (angle,) = ctx.make_node("Where", [_sign_bit(ctx, y, dtype), supplement, angle])
+    # x's sign by a product, not a select: ONNX Runtime's Where gives +0 for a -0 it picks from
+    # its second input, and atan2(-0, y) is -0 for y > 0.
+    (sign,) = ctx.make_node("Where", [_sign_bit(ctx, x, dtype), _constant(ctx, -1, dtype, "minus_one"), _constant(ctx, 1, dtype, "one")])
+    ctx.make_node("Mul", [angle, sign], [out])
+
+
+# erfinv(x) for float32, fitted here (least squares on Chebyshev nodes against mpmath, relative
+# error) in two pieces of w = -log(1 - x^2): for w < 5 (|x| < 0.9966), x * P(w - 2.5); beyond, the
+# tail Q(sqrt(w) - 3), up to the largest float32 below 1 (sqrt(w) = 3.99). Coefficients from the
+# highest power down. Evaluated in float32 with 1 - x^2 formed as (1 - |x|)(1 + |x|), exact near 1,
+# the result is within 2.3e-7 (relative; 3 ulp) of the exact erfinv of the float32 input over
+# (-1, 1); OneFlow 0.9's own kernel is within 7.9e-6 (126 ulp, next to 1).
+_ERFINV_SPLIT = 5.0
+_ERFINV_CENTRAL = (
+    -8.941414e-09, 2.32648e-08, 4.6826696e-07, -3.463093e-06, -4.9730697e-06,
+    2.1834589e-04, -1.2527253e-03, -4.1773883e-03, 2.4664028e-01, 1.5014094,
+)
+_ERFINV_TAIL = (
+    -1.6722122e-05, 5.6739493e-05, -4.2270745e-05, -2.2122162e-04, 1.1442517e-03,
+    -3.4450414e-03, 6.8434826e-03, 1.0026624, 2.832802,
+)
+
+
+def _polynomial(ctx, t, coefficients, dtype, hint):
+    """sum(c * t ** k) by Horner's rule, coefficients from the highest power down."""
+    value = _constant(ctx, coefficients[0], dtype, hint)
+    for coefficient in coefficients[1:]:
+        (value,) = ctx.make_node("Mul", [value, t])
+        (value,) = ctx.make_node("Add", [value, _constant(ctx, coefficient, dtype, hint)])
+    return value
+
+
+def lower_erfinv(ctx, op):
+    """The inverse error function (ONNX has none): a polynomial in float32 arithmetic (see
+    ``_ERFINV_CENTRAL``); erfinv(+-1) is +-inf, and |x| > 1 and NaN give NaN."""
+    x, out = op.input("x"), op.output("y")
+    dtype = ctx.dtype(out)
+    if dtype == np.float64:
+        raise ctx.error("erfinv of float64: the lowering is accurate to float32 (2.3e-7 relative), not to float64; compute it in float32")
+    if dtype != np.float32:
+        x = cast(ctx, x, np.float32)
+    f32 = np.float32
+    one = _constant(ctx, 1, f32, "one")
+    (magnitude,) = ctx.make_node("Abs", [x])
+    (below,) = ctx.make_node("Sub", [one, magnitude])
+    (above,) = ctx.make_node("Add", [one, magnitude])
+    (complement,) = ctx.make_node("Mul", [below, above])  # 1 - x^2
+    (log,) = ctx.make_node("Log", [complement])
+    (w,) = ctx.make_node("Neg", [log])
+    (centred,) = ctx.make_node("Sub", [w, _constant(ctx, _ERFINV_SPLIT / 2, f32, "centre")])
+    (central,) = ctx.make_node("Mul", [x, _polynomial(ctx, centred, _ERFINV_CENTRAL, f32, "central")])
+    (root,) = ctx.make_node("Sqrt", [w])
+    (shifted,) = ctx.make_node("Sub", [root, _constant(ctx, 3, f32, "three")])
+    tail = _polynomial(ctx, shifted, _ERFINV_TAIL, f32, "tail")
+    (negative_tail,) = ctx.make_node("Neg", [tail])
+    (negative,) = ctx.make_node("Less", [x, _constant(ctx, 0, f32, "zero")])
+    (tail,) = ctx.make_node("Where", [negative, negative_tail, tail])
+    (in_centre,) = ctx.make_node("Less", [w, _constant(ctx, _ERFINV_SPLIT, f32, "split")])
+    (in_tail,) = ctx.make_node("Not", [in_centre])
+    # central, which is -0 at -0, is Where's third input: ONNX Runtime's Where turns a -0 it picks
+    # from its second input into +0.
+    (value,) = ctx.make_node("Where", [in_tail, tail, central])
+    # +-1 spelt out rather than left to the tail polynomial at infinity. Beyond 1 (and for +-inf
+    # and NaN), 1 - x^2 is negative or NaN and its Log, hence everything after it, is NaN.
+    (at_end,) = ctx.make_node("Equal", [magnitude, one])
+    (infinite,) = ctx.make_node("Where", [negative, _constant(ctx, -np.inf, f32, "minus_inf"), _constant(ctx, np.inf, f32, "inf")])
+    if dtype == np.float32:
+        ctx.make_node("Where", [at_end, infinite, value], [out])
+    else:
+        (value,) = ctx.make_node("Where", [at_end, infinite, value])
+        cast(ctx, value, dtype, [out])
+
+
+def lower_cumprod(ctx, op):
+    """Cumulative product along ``dim`` as a Scan that multiplies one slice at a time, in order.
+
+    ONNX has no CumProd. exp(CumSum(log|x|)) would be fast but inexact (every product off by the
+    rounding of a log and an exp, worse for long runs), and needs zeros and signs patched in; the
+    Scan computes exactly OneFlow's sequence of multiplications, so zeros, negative numbers,
+    infinities and NaN (and integer overflow) come out as OneFlow's do.
+    """
+    out = op.output("y")
+    dtype = accepted_dtype(ctx, "Mul", ctx.dtype(out))  # small integers multiply as int32 before opset 14
+    x = cast_if_needed(ctx, op.input("x"), dtype)
+    rank = ctx.rank(op.input("x"))
+    axis = normalize_axes([op.attr("dim")], rank)[0]
+    element = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    if rank == 1:
+        initial = _constant(ctx, 1, dtype, "one")
+    else:
+        kept = dims(ctx, x, [a for a in range(rank) if a != axis])
+        (initial,) = ctx.make_node("ConstantOfShape", [kept], value=numpy_helper.from_array(np.array([1], dtype=dtype)))
+    previous, item = ctx.unique_name("body_product_in"), ctx.unique_name("body_slice")
+    product, emitted = ctx.unique_name("body_product_out"), ctx.unique_name("body_scan_out")
+    body = helper.make_graph(
+        [
+            helper.make_node("Mul", [previous, item], [product], name=ctx.unique_name("body_Mul")),
+            helper.make_node("Identity", [product], [emitted], name=ctx.unique_name("body_Identity")),
+        ],
+        ctx.unique_name("cumprod_body"),
+        [helper.make_tensor_value_info(previous, element, None), helper.make_tensor_value_info(item, element, None)],
+        [helper.make_tensor_value_info(product, element, None), helper.make_tensor_value_info(emitted, element, None)],
+    )
+    products = out if dtype == ctx.dtype(out) else ctx.unique_name("products")
+    ctx.make_node(
+        "Scan",
+        [initial, x],
+        [ctx.unique_name("final_product"), products],
+        body=body,
+        num_scan_inputs=1,
+        scan_input_axes=[axis],
+        scan_output_axes=[axis],
+    )
+    if products != out:
+        cast(ctx, products, ctx.dtype(out), [out])
 
 
 @hookimpl
@@ -297,6 +530,8 @@ def flow2onnx_register_lowerings(register):
     register("expm1", lower_expm1)
     for op_type, onnx_type in _BINARY.items():
         register(op_type, functools.partial(lower_binary, onnx_type=onnx_type))
+    for op_type, onnx_type in _EXTREMUM.items():
+        register(op_type, functools.partial(lower_extremum, onnx_type=onnx_type))
     for op_type, onnx_type in _COMPARE.items():
         register(op_type, functools.partial(lower_compare, onnx_type=onnx_type))
     register("broadcast_not_equal", functools.partial(lower_compare, onnx_type="Equal", negate=True))
@@ -324,3 +559,6 @@ def flow2onnx_register_lowerings(register):
     for op_type in ("matmul", "batch_matmul", "broadcast_matmul"):
         register(op_type, lower_matmul)
     register("cumsum", lower_cumsum)
+    register("cumprod", lower_cumprod)
+    register("atan2", lower_atan2)
+    register("erfinv", lower_erfinv)

@@ -1,4 +1,4 @@
-"""Reductions: sum, max, min, prod, any, all, variance, argmax, top-k and argsort.
+"""Reductions: sum, max, min, prod, any, all, variance, argmax, top-k, argsort and searchsorted.
 
 ONNX moved ReduceSum's axes from an attribute to an input at opset 13 and the other reductions'
 at opset 18; the ``reduce`` helper emits the form of the target opset, so each lowering is
@@ -13,7 +13,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, reduce
+from flow2onnx.lowering.helpers import accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, reduce, unsqueeze
 
 _REDUCE = {
     "reduce_sum": "ReduceSum",
@@ -33,12 +33,14 @@ def lower_reduce(ctx, op, onnx_type: str):
     out = op.output("output_tensor")
     axes = _axes(ctx, x, op.attr("axis"))
     keepdims = bool(op.attr("keepdims"))
-    if ctx.dtype(x) == np.bool_:
-        # ONNX reductions take no booleans: reduce as int32 and cast back.
-        result = reduce(ctx, onnx_type, cast(ctx, x, np.int32), axes, keepdims)
-        cast(ctx, result, ctx.dtype(out), [out])
+    # ONNX reductions take no booleans, and 8-bit integers only from opset 12 (ReduceProd never):
+    # reduce those as a wider integer and cast back.
+    compute = accepted_dtype(ctx, onnx_type, ctx.dtype(x))
+    if compute == ctx.dtype(x) == ctx.dtype(out):
+        reduce(ctx, onnx_type, x, axes, keepdims, [out])
         return
-    reduce(ctx, onnx_type, x, axes, keepdims, [out])
+    result = reduce(ctx, onnx_type, cast_if_needed(ctx, x, compute), axes, keepdims)
+    cast(ctx, result, ctx.dtype(out), [out])
 
 
 def lower_reduce_bool(ctx, op, onnx_type: str):
@@ -81,10 +83,12 @@ def lower_arg(ctx, op, onnx_type: str):
     """
     out = op.output("out")
     dtype = ctx.dtype(out)
+    x = op.input("in")
+    x = cast_if_needed(ctx, x, accepted_dtype(ctx, onnx_type, ctx.dtype(x)))  # booleans as integers
     if dtype == np.int64:
-        ctx.make_node(onnx_type, [op.input("in")], [out], axis=-1, keepdims=0)
+        ctx.make_node(onnx_type, [x], [out], axis=-1, keepdims=0)
     else:
-        (index,) = ctx.make_node(onnx_type, [op.input("in")], axis=-1, keepdims=0)
+        (index,) = ctx.make_node(onnx_type, [x], axis=-1, keepdims=0)
         cast(ctx, index, dtype, [out])
 
 
@@ -120,6 +124,47 @@ def lower_arg_sort(ctx, op):
     _indices_out(ctx, indices, op.output("out"))
 
 
+def _insertion_points(ctx, op, sequence, values, out, axis):
+    """How many elements of ``sequence`` (along ``axis`` of the broadcast comparison) each value goes
+    after: a count of comparisons, which for a sorted sequence is the binary search's answer.
+
+    OneFlow's search moves right past an element unless ``element >= value`` (left) or ``element >
+    value`` (right), so a NaN value goes after everything; counting the elements for which that
+    does not hold gives the same. (A sequence that holds NaN is not sorted for this count.)
+    """
+    if op.attr("right"):
+        (after,) = ctx.make_node("Greater", [sequence, values])
+    elif ctx.opset >= 12:
+        (after,) = ctx.make_node("GreaterOrEqual", [sequence, values])
+    else:
+        (greater,) = ctx.make_node("Greater", [sequence, values])
+        (equal,) = ctx.make_node("Equal", [sequence, values])
+        (after,) = ctx.make_node("Or", [greater, equal])
+    (before,) = ctx.make_node("Not", [after])
+    dtype = ctx.dtype(out)
+    reduce(ctx, "ReduceSum", cast(ctx, before, dtype), [axis], False, [out])
+
+
+def lower_searchsorted(ctx, op):
+    """searchsorted by broadcast comparison: values (..., K) against the sequence (..., M) as
+    (..., K, 1) against (..., 1, M), or against a 1-D sequence directly, summed over M."""
+    sequence, values, out = op.input("sorted_sequence"), op.input("values"), op.output("out")
+    values_in = cast_if_needed(ctx, values, ctx.dtype(sequence))
+    rank = ctx.rank(values)
+    if ctx.rank(sequence) == 1:
+        _insertion_points(ctx, op, sequence, unsqueeze(ctx, values_in, [rank]), out, rank)
+        return
+    _insertion_points(ctx, op, unsqueeze(ctx, sequence, [rank - 1]), unsqueeze(ctx, values_in, [rank]), out, rank)
+
+
+def lower_searchsorted_scalar(ctx, op):
+    """searchsorted of one Python number in a 1-D sequence; OneFlow converts the number to the
+    sequence's dtype first (2.5 in an int64 sequence is searched as 2)."""
+    sequence, out = op.input("sorted_sequence"), op.output("out")
+    value = ctx.constant(np.array(op.attr("values")).astype(ctx.dtype(sequence)), "value")
+    _insertion_points(ctx, op, sequence, value, out, 0)
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     for op_type, onnx_type in _REDUCE.items():
@@ -131,3 +176,5 @@ def flow2onnx_register_lowerings(register):
     register("argmax", functools.partial(lower_arg, onnx_type="ArgMax"))
     register("top_k", lower_top_k)
     register("arg_sort", lower_arg_sort)
+    register("searchsorted", lower_searchsorted)
+    register("searchsorted_scalar", lower_searchsorted_scalar)

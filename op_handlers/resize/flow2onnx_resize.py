@@ -1,4 +1,5 @@
-"""Resizing: OneFlow's upsample ops (nearest, linear, bilinear, bicubic, trilinear) as ONNX Resize.
+"""Resizing and resampling: OneFlow's upsample ops (nearest, linear, bilinear, bicubic, trilinear)
+as ONNX Resize; grid_sample as GridSample, and affine_grid, which makes its grids.
 
 When the model gave a scale factor, the Resize takes that scale (so the spatial size follows the
 input, and a dynamic batch passes through); when it gave an output size, the Resize takes the
@@ -14,7 +15,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import dims, resize, sizes_attr
+from flow2onnx.lowering.helpers import dims, int64s, newer_form, resize, sizes_attr
 
 # OneFlow op type -> (ONNX Resize mode, number of spatial axes)
 _UPSAMPLE = {
@@ -57,7 +58,66 @@ def lower_upsample(ctx, op, mode: str, spatial: int):
     resize(ctx, x, roi, scale_input, outputs=[op.output("y")], **attributes)
 
 
+# OneFlow's grid_sample interpolation mode -> ONNX GridSample's mode before opset 20 and from 20.
+_GRID_SAMPLE_MODES = {"bilinear": ("bilinear", "linear"), "nearest": ("nearest", "nearest"), "bicubic": ("bicubic", "cubic")}
+
+
+def lower_grid_sample(ctx, op):
+    """grid_sample as GridSample (opset 16). ONNX's modes and padding modes are OneFlow's, with the
+    same align_corners; volumetric (5-D) input needs opset 20, where GridSample takes any rank."""
+    x, grid, out = op.input("input"), op.input("grid"), op.output("output")
+    mode, padding = op.attr("interpolation_mode"), op.attr("padding_mode")
+    if mode not in _GRID_SAMPLE_MODES:
+        raise ctx.error(f"interpolation_mode={mode!r}: ONNX GridSample interpolates with {sorted(_GRID_SAMPLE_MODES)}")
+    if padding not in ("zeros", "border", "reflection"):
+        raise ctx.error(f"padding_mode={padding!r}: ONNX GridSample pads with zeros, border or reflection")
+    rank = ctx.rank(x)
+    if rank != 4:
+        if rank != 5:
+            raise ctx.error(f"grid_sample of a rank-{rank} input: OneFlow samples 4-D and 5-D inputs")
+        if not newer_form(ctx, "GridSample"):
+            raise ctx.error(f"grid_sample of a 5-D (volumetric) input needs opset 20, where ONNX GridSample takes any rank; the target is opset {ctx.opset}")
+        if mode == "bicubic":
+            raise ctx.error("bicubic grid_sample of a 5-D input: ONNX Runtime's GridSample interpolates cubically in 2-D only; use bilinear or nearest")
+    onnx_mode = _GRID_SAMPLE_MODES[mode][int(newer_form(ctx, "GridSample"))]
+    ctx.make_node("GridSample", [x, grid], [out], mode=onnx_mode, padding_mode=padding, align_corners=int(bool(op.attr("align_corners"))))
+
+
+def _grid_coordinates(size: int, align_corners: bool) -> np.ndarray:
+    """Normalised coordinates of ``size`` samples along one axis: pixel centres (or, with
+    ``align_corners``, the corner pixels) at -1 and 1; a single sample is at 0."""
+    if size <= 1:
+        return np.zeros(max(size, 0))
+    steps = np.linspace(-1.0, 1.0, size)
+    return steps if align_corners else steps * (size - 1) / size
+
+
+def lower_affine_grid(ctx, op):
+    """affine_grid: the base grid of (x, y[, z], 1) coordinates, a constant of the output's spatial
+    size, times each batch's transposed theta (MatMul broadcasts it over the batch, so the batch
+    may be dynamic), reshaped to (N, [D,] H, W, 2 or 3)."""
+    theta, out = op.input("theta"), op.output("grid")
+    size = list(op.attr("size"))
+    spatial = size[2:]
+    if len(spatial) not in (2, 3):
+        raise ctx.error(f"affine_grid of size {size}: OneFlow makes 2-D (N, C, H, W) and 3-D (N, C, D, H, W) grids")
+    follows = ctx.follows_sizes(op, "size")
+    if follows and any(expression is not None for expression in follows[2:]):
+        raise ctx.error("affine_grid whose spatial size follows a dynamic axis: its base grid is a constant of the example's size")
+    dtype = ctx.dtype(out)
+    align_corners = bool(op.attr("align_corners"))
+    # Coordinates in (x, y[, z]) order: x runs along the last axis (W), y along H, z along D.
+    axes = [_grid_coordinates(n, align_corners) for n in spatial]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    base = np.stack(list(reversed(mesh)) + [np.ones(spatial)], axis=-1).reshape(-1, len(spatial) + 1)
+    (transposed,) = ctx.make_node("Transpose", [theta], perm=[0, 2, 1])
+    (points,) = ctx.make_node("MatMul", [ctx.constant(base.astype(dtype), "base_grid"), transposed])
+    ctx.make_node("Reshape", [points, int64s(ctx, [-1] + spatial + [len(spatial)], "shape")], [out])
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     for op_type, (mode, spatial) in _UPSAMPLE.items():
         register(op_type, functools.partial(lower_upsample, mode=mode, spatial=spatial))
+    register("grid_sample", lower_grid_sample, since_opset=16)
+    register("affine_grid", lower_affine_grid)

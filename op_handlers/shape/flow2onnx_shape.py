@@ -1,4 +1,4 @@
-"""Shape and creation ops: reshape (OneFlow 0.9 also compiles ``flatten`` to it), constant, arange."""
+"""Shape and creation ops: reshape (OneFlow 0.9 also compiles ``flatten`` to it), constant, arange, fill_."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import int64s, size_value, sizes_attr, unsqueeze
+from flow2onnx.lowering.helpers import cast_if_needed, int64s, size_value, sizes_attr, unsqueeze
 
 
 def lower_reshape(ctx, op):
@@ -78,8 +78,28 @@ def lower_arange(ctx, op):
     ctx.make_node("Range", inputs, [op.output("out")])
 
 
+def lower_fill(ctx, op):
+    """``x.fill_(value)``: a tensor of x's shape, read from the graph so a dynamic size follows, and
+    of its dtype, holding the scalar the model gave (a float for float tensors, an int for integers)."""
+    x, out = op.input("in"), op.output("out")
+    dtype = ctx.dtype(out)
+    value = op.attr("floating_value") if op.attr("is_floating_value") else op.attr("integral_value")
+    (shape,) = ctx.make_node("Shape", [x])
+    ctx.make_node("ConstantOfShape", [shape], [out], value=numpy_helper.from_array(np.array([value]).astype(dtype)))
+
+
+def lower_fill_tensor(ctx, op):
+    """``x.fill_(value)`` with a 0-d tensor as the value: the value, converted to x's dtype, broadcast to x's shape."""
+    x, out = op.input("in"), op.output("out")
+    value = cast_if_needed(ctx, op.input("value"), ctx.dtype(out))
+    (shape,) = ctx.make_node("Shape", [x])
+    ctx.make_node("Expand", [value, shape], [out])
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     register("reshape", lower_reshape)
     register("arange", lower_arange)
     register("constant", lower_constant)
+    register("fill_", lower_fill)
+    register("fill_tensor_", lower_fill_tensor)

@@ -11,7 +11,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, cast, dims, int64s, is_dynamic, normalize_axes, size_value, squeeze, unsqueeze
+from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, select, size_value, squeeze, typed_node, unsqueeze
 
 
 def lower_identity(ctx, op):
@@ -166,13 +166,13 @@ def lower_slice_update(ctx, op):
         before.append(start)
         after.append(size - stop)
     pads = int64s(ctx, before + after, "pads")
-    value = value if ctx.dtype(value) == ctx.dtype(ref) else cast(ctx, value, ctx.dtype(ref))
-    (padded,) = ctx.make_node("Pad", [value, pads], mode="constant")
+    value = cast_if_needed(ctx, value, ctx.dtype(ref))
+    padded = typed_node(ctx, "Pad", [value, pads], ctx.dtype(ref), operands=1, mode="constant")  # booleans as integers before opset 13
     (shape,) = ctx.make_node("Shape", [value])
     (ones,) = ctx.make_node("ConstantOfShape", [shape], value=numpy_helper.from_array(np.array([1], np.uint8)))
     (mask,) = ctx.make_node("Pad", [ones, pads], mode="constant")
     mask = cast(ctx, mask, np.bool_)
-    ctx.make_node("Where", [mask, padded, ref], [op.output("y")])
+    select(ctx, mask, padded, ref, ctx.dtype(ref), [op.output("y")])
 
 
 def lower_pad(ctx, op):
@@ -180,10 +180,15 @@ def lower_pad(ctx, op):
     dtype = ctx.dtype(x)
     before, after = list(op.attr("padding_before")), list(op.attr("padding_after"))
     value = op.attr("floating_constant_value") if np.issubdtype(dtype, np.floating) else op.attr("integral_constant_value")
-    ctx.make_node(
+    # Pad takes booleans from opset 13; before, they are padded as integers.
+    padded_as = accepted_dtype(ctx, "Pad", dtype)
+    typed_node(
+        ctx,
         "Pad",
-        [x, int64s(ctx, before + after, "pads"), ctx.constant(np.array(value, dtype), "value")],
+        [x, int64s(ctx, before + after, "pads"), ctx.constant(np.array(value).astype(padded_as), "value")],
+        dtype,
         [op.output("y")],
+        operands=1,
         mode="constant",
     )
 
@@ -197,7 +202,7 @@ def lower_pad_mode(ctx, op, mode: str):
     for pair in range(len(padding) // 2):
         axis = rank - 1 - pair
         before[axis], after[axis] = padding[2 * pair], padding[2 * pair + 1]
-    ctx.make_node("Pad", [x, int64s(ctx, before + after, "pads")], [op.output("y")], mode=mode)
+    typed_node(ctx, "Pad", [x, int64s(ctx, before + after, "pads")], ctx.dtype(x), [op.output("y")], operands=1, mode=mode)
 
 
 @hookimpl
