@@ -155,6 +155,9 @@ def _print_summary(args, result, elapsed: float) -> None:
     print(f"  outputs: {', '.join(result.output_names)}")
     print(f"  op types: {', '.join(f'{name} x{count}' for name, count in sorted(result.op_types.items()))}")
     print("  timings: " + ", ".join(f"{phase} {seconds:.3f} s" for phase, seconds in result.timings.items()))
+    for pattern, plugin in sorted(result.patterns.items()):
+        groups = ", ".join(group for group, name in result.pattern_groups.items() if name == pattern)
+        print(f"  pattern: {pattern} ({plugin}) lowered {groups} as a whole")
     for op_type, note in sorted(result.overrides.items()):
         print(f"  override: {op_type} lowered by {note}")
     if result.custom_domains:
@@ -227,22 +230,25 @@ def _split(text):
 def cmd_plugins(args) -> int:
     from ..lowering.plugin_manager import load_plugins
 
-    loaded = load_plugins(disable=args.disable_plugin or (), only=_split(args.only_plugins))
-    rows = [("plugin", "version", "lowerings", "post-passes / verifiers", "hooks")]
+    print(plugins_table(load_plugins(disable=args.disable_plugin or (), only=_split(args.only_plugins))), end="")
+    return 0
+
+
+def plugins_table(loaded) -> str:
+    """``flow2onnx plugins``: each plugin with its distribution, lowerings (a count), the names it
+    registered (patterns, marked so, post-passes, verifiers, runtime libraries) and hooks; then overrides."""
+    rows = [("plugin", "version", "lowerings", "patterns / post-passes / verifiers", "hooks")]
     notes = []
     for info in loaded.plugins.values():
-        named = ", ".join(info.post_passes + info.verifiers + info.runtime_libraries) or "-"
+        named = ", ".join([f"{name} (pattern)" for name in info.patterns] + info.post_passes + info.verifiers + info.runtime_libraries) or "-"
         hooks = ", ".join(hook.replace("flow2onnx_", "") for hook in info.hooks) or "-"
         name = info.name + (" (essential)" if info.essential else "")
         rows.append((name, info.origin, str(info.lowerings), named, hooks))
         for op_type, others in sorted(info.overrides.items()):
             notes.append(f"override: {info.name} lowers {op_type} in place of {', '.join(others)}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    for note in notes:
-        print(note)
-    return 0
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines + notes) + "\n"
 
 
 def _add_plugin_selection(parser) -> None:

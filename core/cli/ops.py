@@ -1,7 +1,7 @@
 """The ``flow2onnx ops`` command: the support matrix of the live registry, and what one op type takes.
 
-``flow2onnx ops`` lists every op type the loaded plugins lower, with plugin and opsets (or the
-Markdown page docs/supported_ops.md). ``flow2onnx ops OPTYPE`` shows who lowers that op type at
+``flow2onnx ops`` lists every op type the loaded plugins lower, with plugin and opsets, then the
+patterns that lower groups of ops as a whole (or the Markdown page docs/supported_ops.md). ``flow2onnx ops OPTYPE`` shows who lowers that op type at
 which opsets; with ``--model`` it also reads the op type's signature from the model's compiled
 graph, since OneFlow 0.9 keeps its op registry out of Python's reach (see
 :mod:`flow2onnx.lowering.schema`). ``--model`` alone lists every op type of the model.
@@ -52,6 +52,22 @@ def support_matrix(registry) -> list[tuple[str, str, str]]:
     return rows
 
 
+def pattern_matrix(registry) -> list[tuple[str, str, str, str]]:
+    """(pattern, plugin, opsets, what it lowers) for each pattern registration an export would use,
+    by name then opset; the last is the first line of the lowering's docstring."""
+    rows = []
+    for name in sorted(registry.patterns):
+        for pattern, first, last in registry.patterns_by_opset(name):
+            rows.append((name, pattern.plugin, opsets_text(first, last), _summary(pattern.function)))
+    return rows
+
+
+def _summary(function) -> str:
+    """The first line of a function's docstring (``functools.partial`` unwrapped)."""
+    function = getattr(function, "func", function)
+    return (inspect.getdoc(function) or "").split("\n")[0]
+
+
 def render_markdown(registry) -> str:
     """The Markdown page docs/supported_ops.md is generated from (``flow2onnx ops --markdown``)."""
     rows = support_matrix(registry)
@@ -72,14 +88,32 @@ def render_markdown(registry) -> str:
         "| --- | --- | --- |",
     ]
     lines += [f"| `{op_type}` | {plugin} | {opsets} |" for op_type, plugin, opsets in rows]
+    patterns = pattern_matrix(registry)
+    if patterns:
+        lines += [
+            "",
+            "## Patterns",
+            "",
+            "A pattern lowers a whole group of ops at once (see docs/plugins.md, `flow2onnx_register_patterns`): the ops "
+            "it claims are not lowered one by one. Where it leaves a group alone, the lowerings above apply.",
+            "",
+            "| pattern | plugin | opsets | what it lowers |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [f"| `{name}` | {plugin} | {opsets} | {summary.replace('``', '`')} |" for name, plugin, opsets, summary in patterns]
     lines += ["", "## Not lowered, with the reason", "", "| OneFlow op type | reason |", "| --- | --- |"]
     lines += [f"| {op_types} | {reason} |" for op_types, reason in NOT_LOWERED.items()]
     return "\n".join(lines) + "\n"
 
 
 def render_text(registry) -> str:
-    """The support matrix as an aligned text table."""
-    rows = [("op type", "plugin", "opsets")] + support_matrix(registry)
+    """The support matrix as an aligned text table, then the patterns in a table of their own."""
+    text = _table([("op type", "plugin", "opsets")] + support_matrix(registry))
+    patterns = pattern_matrix(registry)
+    return text + ("\n" + _table([("pattern", "plugin", "opsets")] + [row[:3] for row in patterns]) if patterns else "")
+
+
+def _table(rows) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows) + "\n"
 
@@ -90,7 +124,7 @@ def describe_lowerings(registry, op_type: str) -> list[str]:
     for lowering, first, last in registry.lowerings_by_opset(op_type):
         function = getattr(lowering.function, "func", lowering.function)  # functools.partial
         name = getattr(function, "__name__", type(function).__name__)
-        summary = (inspect.getdoc(function) or "").split("\n")[0]
+        summary = _summary(function)
         origin = f" ({lowering.origin})" if lowering.origin else ""
         lines.append(f"lowered by {lowering.plugin}{origin} at opsets {opsets_text(first, last)}: {name}" + (f" ({summary})" if summary else ""))
     return lines or ["lowered by no loaded plugin (flow2onnx plugins lists those loaded)"]

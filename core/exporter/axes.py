@@ -100,9 +100,24 @@ def _runs(graph: FlowGraph, axes: Mapping, options: ExportOptions, examples) -> 
     runs = [first]
     order = {key: index for index, key in enumerate((info.name, axis) for info in graph.inputs for axis in sorted(axes.get(info.name, {})) if axis)}
     for k, (batch, factor) in enumerate(sizes):
-        shapes = {info.name: _far_shape(info, axes.get(info.name, {}), batch, factor, order) for info in graph.inputs}
+        shapes = shapes_by_symbol(graph, axes, lambda info, axis: batch if axis == 0 else _far(info, axis, factor, order))
         runs.append(VerificationRun(batch if batched else None, shapes, draws[k % 2]))
     return runs
+
+
+def shapes_by_symbol(graph: FlowGraph, axes: Mapping, size_of) -> dict[str, tuple[int, ...]]:
+    """Input shapes whose dynamic axes take ``size_of(info, axis)``, once per symbol: the first axis
+    that carries a symbol (inputs in order, axes in order) decides its size, and every axis with the
+    same symbol takes it too, as an RNN's sequence and initial state share the batch."""
+    chosen: dict[str, int] = {}
+    for info in graph.inputs:
+        for axis, symbol in sorted(axes.get(info.name, {}).items()):
+            if symbol not in chosen:
+                chosen[symbol] = size_of(info, axis)
+    return {
+        info.name: tuple(chosen[axes[info.name][axis]] if axis in axes.get(info.name, {}) else size for axis, size in enumerate(info.shape))
+        for info in graph.inputs
+    }
 
 
 def _variant_shapes(graph: FlowGraph, axes: Mapping, runs: Sequence[VerificationRun]) -> dict:
@@ -129,12 +144,9 @@ def _variant_shapes(graph: FlowGraph, axes: Mapping, runs: Sequence[Verification
 _SPREAD = (1.0, 0.8, 1.15, 0.9)
 
 
-def _far_shape(info, mapping: Mapping[int, str], batch: int, factor: float, order: Mapping) -> tuple[int, ...]:
-    def far(axis: int, size: int) -> int:
-        spread = _SPREAD[order[(info.name, axis)] % len(_SPREAD)] if factor > 1 else 1.0
-        return far_size(size, factor * spread)
-
-    return tuple((batch if axis == 0 else far(axis, size)) if axis in mapping else size for axis, size in enumerate(info.shape))
+def _far(info, axis: int, factor: float, order: Mapping) -> int:
+    spread = _SPREAD[order[(info.name, axis)] % len(_SPREAD)] if factor > 1 else 1.0
+    return far_size(info.shape[axis], factor * spread)
 
 
 def _draw_text(draw) -> str:
@@ -156,6 +168,7 @@ def _check_dynamic_axes(graph: FlowGraph, dynamic_axes) -> None:
     if not dynamic_axes:
         return
     names = {info.name: info for info in graph.inputs}
+    sizes: dict[str, tuple[int, str]] = {}
     for name, mapping in dynamic_axes.items():
         if name not in names:
             raise InvalidModelError(f"dynamic_axes names input {name!r}, but the model's inputs are {', '.join(names) or 'none'}")
@@ -165,6 +178,12 @@ def _check_dynamic_axes(graph: FlowGraph, dynamic_axes) -> None:
                 raise InvalidModelError(f"dynamic_axes[{name!r}] has axis {axis!r}; input {name!r} has {rank} axes (0 to {rank - 1})")
             if not isinstance(symbol, str) or not symbol:
                 raise InvalidModelError(f"dynamic_axes[{name!r}][{axis}] must be a symbol name like 'height', not {symbol!r}")
+            size, where = sizes.setdefault(symbol, (names[name].shape[axis], f"{name}[{axis}]"))
+            if size != names[name].shape[axis]:
+                raise InvalidModelError(
+                    f"dynamic_axes gives the symbol {symbol!r} to {where}, of size {size}, and to {name}[{axis}], of size "
+                    f"{names[name].shape[axis]}: a symbol is one size at run time; give those axes different symbols"
+                )
         if graph.eager_module is None and any(axis != 0 for axis in mapping):
             raise InvalidModelError(
                 f"dynamic axes other than dim 0 ({name!r}: {sorted(a for a in mapping if a)}) need the eager module, to check "
@@ -187,11 +206,9 @@ def settle_sizes(graph: FlowGraph, plan: AxesPlan) -> AxesPlan:
         return plan
     small = plan.runs[1]
     for factor in (None, 0.75, 1.25):
-        shapes = dict(small.shapes) if factor is None else {
-            info.name: tuple(far_size(size, factor) if axis and axis in plan.axes.get(info.name, {}) else small.shapes[info.name][axis]
-                             for axis, size in enumerate(info.shape))
-            for info in graph.inputs
-        }
+        shapes = dict(small.shapes) if factor is None else shapes_by_symbol(
+            graph, plan.axes, lambda info, axis: far_size(info.shape[axis], factor) if axis else small.shapes[info.name][axis]
+        )
         why = _cannot_run_at(graph, shapes)
         if why is None:
             break

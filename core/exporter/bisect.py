@@ -146,7 +146,7 @@ def find_first_divergence(
     inputs = [flow.tensor(x) if not isinstance(x, flow.Tensor) else x for x in example_inputs]
     graph = read_graph(_debug_graph(module, inputs))
     registry = load_plugins(extra_plugins=plugins, disable=disable_plugins, only=only_plugins).registry
-    model, _, weights = convert(graph, registry, opset, dynamic_batch)
+    model, _, weights, groups = convert(graph, registry, opset, dynamic_batch)
 
     arrays = draw_inputs(graph.inputs, None, seed=seed, bounds=index_bounds(graph))
     with quiet_native_output():
@@ -160,10 +160,11 @@ def find_first_divergence(
             actual = verifier.function(path, {info.name: a for info, a in zip(graph.inputs, arrays)}, libraries)
         except Exception as error:
             raise Flow2OnnxError(f"the first-divergence finder could not run the debug model: {type(error).__name__}: {error}") from error
-    return _first_divergence(graph, registry, opset, expected, actual, rtol, atol)
+    claimed = {op.name: group.pattern for group in groups for op in group.match.ops}
+    return _first_divergence(graph, registry, opset, expected, actual, rtol, atol, claimed)
 
 
-def _first_divergence(graph: FlowGraph, registry: Registry, opset: int, expected, actual, rtol, atol) -> Divergence | None:
+def _first_divergence(graph: FlowGraph, registry: Registry, opset: int, expected, actual, rtol, atol, claimed: dict) -> Divergence | None:
     producer = {}
     for index, op in enumerate(graph.ops):
         for names in op.outputs.values():
@@ -193,7 +194,8 @@ def _first_divergence(graph: FlowGraph, registry: Registry, opset: int, expected
             for name in names:
                 if name in producer and name not in matched:
                     stack.append(producer[name])
-    lowering = registry.lowering_for(op.type, opset)
+    # An op of a group that a pattern lowered as a whole was lowered by that pattern.
+    lowering = claimed.get(op.name) or registry.lowering_for(op.type, opset)
     comparison = points[first]
     return Divergence(
         op_name=op.name,

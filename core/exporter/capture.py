@@ -348,6 +348,7 @@ def read_graph(graph) -> FlowGraph:
         flow_graph=graph,
         eager_module=getattr(graph, "_flow2onnx_module", None),
         input_layouts=_input_layouts(graph, job, ops["input_conf"]),
+        find_module=_module_finder(graph),
     )
 
 
@@ -384,6 +385,30 @@ def flow_inputs(graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list:
     if not graph.input_layouts:
         return [flow.tensor(np.ascontiguousarray(a)) for a in arrays]
     return [flow.tensor(np.ascontiguousarray(a), placement=p, sbp=s) for a, (p, s) in zip(arrays, graph.input_layouts)]
+
+
+
+def _module_finder(graph) -> Callable[[str], Any]:
+    """A function from an op scope (``model.rnn``) to the module behind it, or ``None``.
+
+    A scope's first name is an attribute of the graph (``model`` for a module flow2onnx wrapped),
+    which ``nn.Graph`` keeps as a proxy of the module; the rest follow the modules' own children.
+    """
+    flow = import_oneflow()
+
+    def find(scope: str):
+        head, *path = scope.split(".")
+        block = graph._blocks.get(head)
+        if block is None:
+            return None
+        module = block.to(flow.nn.Module)
+        for name in path:
+            module = module._modules.get(name)
+            if module is None:
+                return None
+        return module
+
+    return find
 
 
 def _ops_by_kind(job) -> dict[str, list]:

@@ -1,25 +1,42 @@
-"""Walking the graph: checking every op against the registry, then lowering each op once, in order."""
+"""Walking the graph: letting patterns claim groups of ops, checking every other op against the
+registry, then lowering each group and each op once, in order."""
 
 from __future__ import annotations
+
+from typing import Collection, Mapping, NamedTuple
 
 import onnx
 from onnx import helper
 
 from ..lowering.context import LoweringContext
-from ..errors import UnsupportedOpsError
+from ..errors import LoweringError, UnsupportedOpsError
 from ..lowering.families import family_note
-from ..lowering.graph import FlowGraph, TensorInfo
-from ..lowering.registry import Registry
+from ..lowering.graph import FlowGraph, TensorInfo, twin_names
+from ..lowering.patterns import ClaimedGroup, claim_groups, output_aliases
+from ..lowering.registry import Lowering, Registry
 
 BATCH_DIM = "batch"
 
 
-def check_supported(graph: FlowGraph, registry: Registry, opset: int) -> None:
-    """Raise one :class:`UnsupportedOpsError` listing every op type of ``graph`` without a lowering at ``opset``."""
+class Conversion(NamedTuple):
+    """What :func:`convert` gives: the model without its weights, and what made it."""
+
+    model: onnx.ModelProto
+    #: OneFlow op type -> the lowering that converted its ops (those that no pattern claimed).
+    used: dict[str, Lowering]
+    #: The weights the model reads, as graph tensors, in the graph's order.
+    weights: list[TensorInfo]
+    #: The groups of ops that patterns claimed and lowered, in the order they were lowered.
+    groups: list[ClaimedGroup]
+
+
+def check_supported(graph: FlowGraph, registry: Registry, opset: int, claimed: Collection[str] = ()) -> None:
+    """Raise one :class:`UnsupportedOpsError` listing every op type of ``graph`` without a lowering at
+    ``opset``; ops named in ``claimed`` (lowered by a pattern) need none."""
     missing: dict[str, tuple[int, str]] = {}
     signatures: dict[str, str] = {}
     for op in graph.ops:
-        if registry.lowering_for(op.type, opset) is None:
+        if op.name not in claimed and registry.lowering_for(op.type, opset) is None:
             count, example = missing.get(op.type, (0, op.name))
             missing[op.type] = (count + 1, example)
             signatures.setdefault(op.type, op.signature())
@@ -53,27 +70,46 @@ def convert(
     producer_version: str = "",
     dynamic_axes: dict[str, dict[int, str]] | None = None,
     variant: FlowGraph | None = None,
-) -> tuple[onnx.ModelProto, dict, list[TensorInfo]]:
+) -> Conversion:
     """Lower every op of ``graph`` and assemble the ONNX model, without its weights.
 
-    ``dynamic_axes`` maps input names to ``{axis: symbol}``; ``dynamic_batch`` adds ``{0: "batch"}``
-    for every input. Outputs get the symbolic dims that ONNX shape inference carries through.
-    ``variant`` is the same model compiled at other sizes of those axes; lowerings compare their
-    op's attributes with it (``ctx.variant_attr``) to tell which sizes follow the dynamic axes.
-    Returns the model, the lowering used for each op type, and the weights the model reads (as
-    graph tensors): they stay in OneFlow's memory until :mod:`flow2onnx.exporter.writer` writes them.
+    Patterns claim their groups first (:func:`~flow2onnx.lowering.patterns.claim_groups`); each
+    group is lowered as a whole where it belongs among the other ops, which are lowered one by one,
+    and its outputs take stable names (``<group>/output_<k>``). ``dynamic_axes`` maps input names
+    to ``{axis: symbol}``; ``dynamic_batch`` adds ``{0: "batch"}`` for every input. Outputs get the
+    symbolic dims that ONNX shape inference carries through. ``variant`` is the same model compiled
+    at other sizes of those axes; lowerings compare their op's attributes with it
+    (``ctx.variant_attr``) to tell which sizes follow the dynamic axes. The weights the model reads
+    (as graph tensors) stay in OneFlow's memory until :mod:`flow2onnx.exporter.writer` writes them.
     """
-    check_supported(graph, registry, opset)
+    groups = claim_groups(graph, registry, opset)
+    claimed = {op.name: group for group in groups for op in group.match.ops}
+    check_supported(graph, registry, opset, claimed)
+    aliases = output_aliases(groups)
     axes = dynamic_axes_of(graph, dynamic_batch, dynamic_axes)
     batch_everywhere = bool(graph.inputs) and all(axes.get(info.name, {}).get(0) for info in graph.inputs)
-    ctx = LoweringContext(graph, opset, dynamic_batch=dynamic_batch or batch_everywhere, dynamic_axes=axes, variant=variant)
-    used: dict[str, object] = {}
-    for op in graph.ops:
+    twins = None
+    if variant is not None:
+        twins = twin_names(graph, variant, aliases, output_aliases(claim_groups(variant, registry, opset)))
+    ctx = LoweringContext(
+        graph, opset, dynamic_batch=dynamic_batch or batch_everywhere, dynamic_axes=axes, variant=variant, variant_names=twins
+    )
+    used: dict[str, Lowering] = {}
+    placed: dict[int, list[ClaimedGroup]] = {}
+    for group in groups:
+        placed.setdefault(group.position, []).append(group)
+    for index, op in enumerate(graph.ops):
+        for group in placed.get(index, ()):
+            ctx.lower_pattern(group.match, group.pattern)
+        if op.name in claimed:
+            continue
         lowering = registry.lowering_for(op.type, opset)
         used[op.type] = lowering
         ctx.lower(op, lowering)
+    for group in placed.get(len(graph.ops), ()):
+        ctx.lower_pattern(group.match, group.pattern)
 
-    nodes = _bind_outputs(graph, ctx)
+    nodes = _bind_outputs(graph, ctx, aliases)
     weights = _weights_read(graph, nodes)
     initializers = ctx.constants
     onnx_graph = helper.make_graph(
@@ -89,7 +125,7 @@ def convert(
     model.ir_version = helper.find_min_ir_version_for(opset_imports, ignore_unknown=True)
     if any(axes.values()):
         _symbolic_outputs(model, weights)
-    return model, used, weights
+    return Conversion(model, used, weights, [group for position in sorted(placed) for group in placed[position]])
 
 
 def dynamic_axes_of(graph: FlowGraph, dynamic_batch: bool, dynamic_axes) -> dict[str, dict[int, str]]:
@@ -132,21 +168,25 @@ def _symbolic_outputs(model: onnx.ModelProto, weights: list[TensorInfo]) -> None
             dim.dim_param = symbol
 
 
-def _bind_outputs(graph: FlowGraph, ctx: LoweringContext) -> list:
-    """Give graph outputs their readable names by renaming the producing tensors (one linear pass).
+def _bind_outputs(graph: FlowGraph, ctx: LoweringContext, aliases: Mapping[str, str]) -> list:
+    """Give graph outputs their readable names, and claimed groups' outputs their stable names
+    (``aliases``), by renaming the producing tensors (one linear pass).
 
-    An Identity is added where renaming is impossible: the output is a graph input or a weight, or
-    one tensor feeds several outputs.
+    An Identity is added where renaming a graph output is impossible: the output is a graph input or
+    a weight, or one tensor feeds several outputs.
     """
-    rename: dict[str, str] = {}
+    rename: dict[str, str] = dict(aliases)
     not_renamable = {info.name for info in graph.inputs} | {info.name for info in graph.variables}
+    bound = set()
     extra = []
     for info, source in zip(graph.outputs, graph.output_sources):
-        if source in not_renamable or source in rename:
+        if source in not_renamable or source in bound:
             extra.append(helper.make_node("Identity", [rename.get(source, source)], [info.name], name=f"{info.name}/Identity"))
         else:
             rename[source] = info.name
+            bound.add(source)
     if rename:
+        taken = set(aliases.values())
         for node in ctx.nodes:
             for i, name in enumerate(node.input):
                 if name in rename:
@@ -154,6 +194,8 @@ def _bind_outputs(graph: FlowGraph, ctx: LoweringContext) -> list:
             for i, name in enumerate(node.output):
                 if name in rename:
                     node.output[i] = rename[name]
+                elif name in taken:
+                    raise LoweringError(f"node {node.name!r} makes a tensor named {name!r}, the name a claimed group's output takes")
     return ctx.nodes + extra
 
 

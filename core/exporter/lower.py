@@ -20,7 +20,7 @@ from onnx import numpy_helper
 
 from .._oneflow import error_text
 from ..errors import InvalidModelError, LoweringError, PluginError
-from ..lowering.graph import FlowGraph, TensorInfo
+from ..lowering.graph import FlowGraph, TensorInfo, stable_tensor_name
 from ..lowering.plugin_manager import load_plugins, own_version
 from ..lowering.registry import Registry
 from . import capture
@@ -42,8 +42,10 @@ class Lowered:
     model: onnx.ModelProto
     #: The weights the model reads, still in OneFlow's memory (``graph.read_weight`` reads each).
     weights: tuple[TensorInfo, ...]
-    #: OneFlow op type -> the registered lowering that converted it.
+    #: OneFlow op type -> the registered lowering that converted it (ops that no pattern claimed).
     used: Mapping[str, Any]
+    #: Claimed group's name -> the registered pattern that lowered it.
+    groups: Mapping[str, Any]
     #: Whether the weights go to ``<path>.data``: as asked, or because the model passes protobuf's limit.
     external_data: bool
     #: Whether the model with its weights fits in one protobuf message (post-passes need that).
@@ -57,12 +59,19 @@ class Lowered:
         return {op_type: lowering.plugin for op_type, lowering in self.used.items()}
 
     @property
+    def patterns(self) -> dict[str, str]:
+        """Pattern name -> the plugin whose pattern claimed and lowered groups of ops."""
+        return {pattern.name: pattern.plugin for pattern in self.groups.values()}
+
+    @property
+    def pattern_groups(self) -> dict[str, str]:
+        """Claimed group's name (``model.rnn``) -> the pattern that lowered it."""
+        return {group: pattern.name for group, pattern in self.groups.items()}
+
+    @property
     def overrides(self) -> dict[str, str]:
-        return {
-            op_type: f"{lowering.plugin} overrides {', '.join(lowering.overrides)}"
-            for op_type, lowering in self.used.items()
-            if lowering.overrides
-        }
+        overriding = list(self.used.items()) + [(f"pattern {p.name}", p) for p in self.groups.values()]
+        return {key: f"{entry.plugin} overrides {', '.join(entry.overrides)}" for key, entry in overriding if entry.overrides}
 
     @property
     def custom_domains(self) -> dict[str, int]:
@@ -92,7 +101,7 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
     variant = _compile_variant(graph, plan) if plan.variant_shapes is not None else None
     if variant is None:
         plan = replace(plan, variant_shapes=None)
-    model, used, weights = convert(
+    model, used, weights, groups = convert(
         graph, registry, options.opset, options.dynamic_batch, producer_version=own_version(),
         dynamic_axes=options.dynamic_axes, variant=variant,
     )
@@ -101,6 +110,8 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
         started = time.perf_counter()
         _check_sizes_follow_axes(graph, variant, plan, model, registry, options)
         timings["dynamic_axes_check"] = time.perf_counter() - started
+    for group in groups:
+        log.info("pattern %r (%s) lowered %d ops of group %r", group.pattern.name, group.pattern.plugin, len(group.match.ops), group.match.name)
     log.info("converted %d ops to %d ONNX nodes at opset %d", len(graph.ops), len(model.graph.node), options.opset)
     size = model.ByteSize() + weights_nbytes(weights)
     fits = size < PROTOBUF_LIMIT
@@ -108,6 +119,7 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
         model=model,
         weights=tuple(weights),
         used=used,
+        groups={group.match.name: group.pattern for group in groups},
         external_data=bool(options.external_data) if options.external_data is not None else not fits,
         fits_protobuf=fits,
         size=size,
@@ -153,12 +165,12 @@ def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Re
     example = {info.name: list(info.shape) for info in graph.inputs}
     other_shapes = {name: list(shape) for name, shape in plan.variant_shapes.items()}
     try:
-        other, _, _ = convert(variant, registry, options.opset, options.dynamic_batch, dynamic_axes=options.dynamic_axes, variant=graph)
+        other = convert(variant, registry, options.opset, options.dynamic_batch, dynamic_axes=options.dynamic_axes, variant=graph).model
     except LoweringError as error:
         raise LoweringError(
             f"the dynamic axes ({described}) cannot stay dynamic: with inputs {other_shapes} instead of {example}, {error}"
         ) from error
-    difference = _first_size_dependent_node(model, other)
+    difference = _first_size_dependent_node(model, other, graph.stable_names(), variant.stable_names())
     if difference is None:
         return
     node_name, what = difference
@@ -190,20 +202,32 @@ def _other_path(graph: FlowGraph, variant: FlowGraph) -> str:
     return f"OneFlow builds {counts}" + (f" (and {len(differ) - 4} more op types differ)" if len(differ) > 4 else "")
 
 
-def _first_size_dependent_node(model, other):
-    """The first node (name, what) whose type, attributes or constant inputs differ between two conversions."""
+def _first_size_dependent_node(model, other, stable: dict[str, str], other_stable: dict[str, str]):
+    """The first node (name, what) whose type, attributes or constant inputs differ between two conversions.
+
+    Nodes and tensors are paired by their stable names (:meth:`FlowGraph.stable_names`): OneFlow's op
+    names count every op before them, so the ops after a group that a pattern lowered as a whole
+    (an RNN unrolled over the sequence) have other names at other sizes.
+    """
+    def same(name: str) -> str:
+        return stable_tensor_name(name, stable)
+
+    def twin(name: str) -> str:
+        return stable_tensor_name(name, other_stable)
+
     constants = {t.name: t for t in model.graph.initializer}
-    other_constants = {t.name: t for t in other.graph.initializer}
-    other_nodes = {node.name: node for node in other.graph.node}
+    other_constants = {twin(t.name): t for t in other.graph.initializer}
+    other_nodes = {twin(node.name): node for node in other.graph.node}
     for node in model.graph.node:
-        twin = other_nodes.get(node.name)
-        if twin is None or twin.op_type != node.op_type or list(twin.input) != list(node.input):
+        other_node = other_nodes.get(same(node.name))
+        if other_node is None or other_node.op_type != node.op_type or [twin(n) for n in other_node.input] != [same(n) for n in node.input]:
             return node.name, "the nodes it emits"
-        if sorted(a.SerializeToString() for a in node.attribute) != sorted(a.SerializeToString() for a in twin.attribute):
+        if sorted(a.SerializeToString() for a in node.attribute) != sorted(a.SerializeToString() for a in other_node.attribute):
             return node.name, f"the attributes of its {node.op_type} node"
         for name in node.input:
             if name in constants:
-                a, b = numpy_helper.to_array(constants[name]), numpy_helper.to_array(other_constants[name]) if name in other_constants else None
+                b = other_constants.get(same(name))
+                a, b = numpy_helper.to_array(constants[name]), None if b is None else numpy_helper.to_array(b)
                 if b is None or a.shape != b.shape or not np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"):
                     return node.name, f"the constant {name!r} of its {node.op_type} node"
     return None

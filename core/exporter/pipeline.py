@@ -35,7 +35,7 @@ class ExportResult:
     output_names: list[str]
     #: OneFlow op type -> number of ops of that type in the graph.
     op_types: dict[str, int]
-    #: OneFlow op type -> the plugin whose lowering converted it.
+    #: OneFlow op type -> the plugin whose lowering converted it (ops that no pattern claimed).
     lowered_by: dict[str, str]
     dynamic_batch: bool
     #: Input name -> {axis: symbol} for the axes that are symbolic in the model.
@@ -58,6 +58,10 @@ class ExportResult:
     divergence: Any = None
     #: Whether the first-divergence finder ran.
     bisected: bool = False
+    #: Pattern name -> the plugin whose pattern lowered groups of ops as a whole (e.g. ``recurrent``).
+    patterns: dict[str, str] = field(default_factory=dict)
+    #: Each group of ops a pattern lowered (named after its module scope, ``model.rnn``) -> the pattern.
+    pattern_groups: dict[str, str] = field(default_factory=dict)
 
     @property
     def data_path(self) -> str | None:
@@ -215,6 +219,8 @@ def _result(options, captured, plan, lowered, passes, staged, verified, publishe
         bundle_dir=verified.bundle_dir,
         divergence=verified.divergence,
         bisected=verified.bisected,
+        patterns=lowered.patterns,
+        pattern_groups=lowered.pattern_groups,
     )
 
 

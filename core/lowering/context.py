@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from onnx import helper, numpy_helper
 
 from ..errors import Flow2OnnxError, LoweringError
-from .graph import FlowGraph, FlowOp, OpArgumentError, TensorInfo
-from .registry import Lowering
+from .graph import FlowGraph, FlowOp, OpArgumentError, TensorInfo, twin_names
+from .registry import Lowering, Pattern
 from .sizes import SizeExpression, explain
+
+if TYPE_CHECKING:
+    from .patterns import PatternMatch
 
 
 class LoweringContext:
     """Collects the nodes and constants of one conversion.
 
-    A lowering receives the context and the op it lowers, reads static facts about tensors through
+    A lowering receives the context and the op it lowers (a pattern's lowering, the context and
+    the group of ops it lowers: :meth:`lower_pattern`), reads static facts about tensors through
     :meth:`shape`, :meth:`dtype` and :meth:`rank`, and adds nodes with :meth:`make_node` and
     constants with :meth:`constant`. Names of new nodes and tensors derive from the op's name, so the
     same graph always gives the same model.
@@ -26,6 +30,10 @@ class LoweringContext:
     :param dynamic_batch: dim 0 of every input and output is symbolic.
     :param dynamic_axes: input name -> ``{axis: symbol}`` for the axes that stay symbolic.
     :param variant: the same model compiled at other sizes of the dynamic axes, when there is one.
+    :param variant_names: tensor and op names of ``graph`` -> the names of the same tensors and ops
+        in ``variant``. By default they are paired by :meth:`FlowGraph.stable_names`, since
+        OneFlow's op names carry a counter of every op before them; the converter also pairs the
+        outputs of groups that patterns claimed.
     """
 
     def __init__(
@@ -36,18 +44,21 @@ class LoweringContext:
         dynamic_batch: bool = False,
         dynamic_axes: dict[str, dict[int, str]] | None = None,
         variant: FlowGraph | None = None,
+        variant_names: Mapping[str, str] | None = None,
     ):
         self._graph = graph
         self._opset = opset
         self._dynamic_batch = dynamic_batch
         self._dynamic_axes = {name: dict(axes) for name, axes in (dynamic_axes or {}).items()}
         self._variant = variant
+        self._variant_names = variant_names
         self._variant_ops: dict[str, FlowOp] | None = None
         self._nodes: list = []
         self._constants: list = []
         self._domains: dict[str, int] = {}
         self._op: FlowOp | None = None
-        self._lowering: Lowering | None = None
+        self._match: PatternMatch | None = None
+        self._lowering: Lowering | Pattern | None = None
         self._names_used: dict[str, int] = {}
         self._tensors_read = set(graph.output_sources)
         for op in graph.ops:
@@ -76,6 +87,11 @@ class LoweringContext:
     def op(self) -> FlowOp | None:
         """The op being lowered (``None`` outside :meth:`lower`)."""
         return self._op
+
+    @property
+    def match(self) -> PatternMatch | None:
+        """The group of ops being lowered by a pattern (``None`` outside :meth:`lower_pattern`)."""
+        return self._match
 
     @property
     def dynamic_batch(self) -> bool:
@@ -157,7 +173,7 @@ class LoweringContext:
             return None
         if self._variant_ops is None:
             self._variant_ops = {other.name: other for other in self._variant.ops}
-        other = self._variant_ops.get(op.name)
+        other = self._variant_ops.get(self._twins().get(op.name, ""))
         return None if other is None or other.type != op.type else other.attrs.get(name)
 
     def follows_sizes(self, op: FlowOp, name: str) -> SizeExpression | list | None:
@@ -204,8 +220,15 @@ class LoweringContext:
 
         Axes whose size differs from :meth:`shape` follow the dynamic axes.
         """
-        info = self._variant.tensors.get(name) if self._variant is not None else None
+        if self._variant is None:
+            return None
+        info = self._variant.tensors.get(self._twins().get(name, ""))
         return None if info is None else info.shape
+
+    def _twins(self) -> Mapping[str, str]:
+        if self._variant_names is None:
+            self._variant_names = twin_names(self._graph, self._variant)
+        return self._variant_names
 
     def is_read(self, name: str) -> bool:
         """Whether some op or a graph output reads tensor ``name`` (an unread output need not be produced)."""
@@ -214,8 +237,9 @@ class LoweringContext:
     # ---- building ----
 
     def unique_name(self, hint: str) -> str:
-        """A name unique in this model, derived from the current op's name and ``hint``."""
-        base = f"{self._op.name}/{hint}" if self._op is not None else hint
+        """A name unique in this model, derived from the current op's name (or group's) and ``hint``."""
+        owner = self._op.name if self._op is not None else self._match.name if self._match is not None else None
+        base = f"{owner}/{hint}" if owner is not None else hint
         count = self._names_used.get(base, 0)
         self._names_used[base] = count + 1
         return base if count == 0 else f"{base}_{count}"
@@ -276,15 +300,21 @@ class LoweringContext:
     def error(self, reason: str) -> LoweringError:
         """An error that refuses the op being lowered: ``raise ctx.error("why, and what to do instead")``.
 
-        The message names the op, its type and the plugin of the lowering, then ``reason``.
+        The message names the op, its type and the plugin of the lowering, then ``reason``; in a
+        pattern's lowering, the pattern, the group and its first op.
         """
-        if self._op is None:
+        if self._op is None and self._match is None:
             return LoweringError(reason)
         plugin = ""
         if self._lowering:
             origin = f" ({self._lowering.origin})" if self._lowering.origin else ""
-            plugin = f" (lowering from plugin {self._lowering.plugin!r}{origin})"
-        return LoweringError(f"cannot lower {self._op.type} op {self._op.name!r}{plugin}: {reason}")
+            kind = "lowering" if isinstance(self._lowering, Lowering) else "pattern"
+            plugin = f" ({kind} from plugin {self._lowering.plugin!r}{origin})"
+        if self._op is not None:
+            return LoweringError(f"cannot lower {self._op.type} op {self._op.name!r}{plugin}: {reason}")
+        ops = self._match.ops
+        what = f"group {self._match.name!r} of pattern {self._lowering.name!r}" if self._lowering else f"group {self._match.name!r}"
+        return LoweringError(f"cannot lower {what} ({len(ops)} ops from {ops[0].name!r}){plugin}: {reason}")
 
     # ---- lowering one op ----
 
@@ -294,8 +324,8 @@ class LoweringContext:
         Any failure of the lowering becomes a :class:`LoweringError` naming the op and the plugin;
         so does a lowering that leaves an output of ``op`` that the graph reads unproduced.
         """
-        outer = self._op, self._lowering
-        self._op, self._lowering = op, lowering
+        outer = self._op, self._match, self._lowering
+        self._op, self._match, self._lowering = op, None, lowering
         try:
             lowering.function(self, op)
             for names in op.outputs.values():
@@ -309,4 +339,27 @@ class LoweringContext:
         except Exception as error:
             raise self.error(f"{type(error).__name__}: {error}") from error
         finally:
-            self._op, self._lowering = outer
+            self._op, self._match, self._lowering = outer
+
+    def lower_pattern(self, match: PatternMatch, pattern: Pattern) -> None:
+        """Run ``pattern``'s lowering on the group ``match`` (the converter calls this).
+
+        Nodes are named after ``match.name``. Any failure becomes a :class:`LoweringError` naming the
+        group, the pattern and its plugin; so does a lowering that leaves a tensor of
+        ``match.outputs`` unproduced.
+        """
+        outer = self._op, self._match, self._lowering
+        self._op, self._match, self._lowering = None, match, pattern
+        try:
+            pattern.function(self, match)
+            missing = [name for name in match.outputs if name not in self._produced]
+            if missing:
+                raise self.error(f"the lowering did not produce {', '.join(map(repr, missing))}, which the graph reads")
+        except OpArgumentError as error:
+            raise self.error(error.reason) from error
+        except Flow2OnnxError:
+            raise
+        except Exception as error:
+            raise self.error(f"{type(error).__name__}: {error}") from error
+        finally:
+            self._op, self._match, self._lowering = outer

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -107,6 +107,30 @@ class FlowOp:
         """The op type's signature with this op's attribute values: ``softshrink(in) -> out; alpha: float = 0.5``."""
         return self.schema.signature(self.attrs)
 
+    @property
+    def scope(self) -> str | None:
+        """The module scope the op was made in: ``model.rnn`` for ``model.rnn-narrow-12``.
+
+        OneFlow names an op ``<scope>-<type>-<counter>``, where the scope is the path of the
+        module whose ``forward`` made it (``""`` for an op of ``nn.Graph.build`` itself, named
+        ``<type>-<counter>``). ``None`` when the name has another form.
+        """
+        head, _, counter = self.name.rpartition("-")
+        if not counter.isdigit():
+            return None
+        if head == self.type:
+            return ""
+        if head.endswith("-" + self.type):
+            return head[: -len(self.type) - 1]
+        return None
+
+    def stable_name(self, occurrence: int) -> str:
+        """The op's name without OneFlow's counter, which counts every op of the graph and so
+        changes when an earlier module makes more ops: ``model.head-matmul#0`` for the first
+        ``matmul`` of scope ``model.head``, given its ``occurrence`` among those."""
+        scope = self.scope
+        return self.name if scope is None else f"{scope}-{self.type}#{occurrence}"
+
     def _bound(self, kind: str, bound: dict[str, list[str]], specs, arg: str) -> list[str]:
         tensors = bound.get(arg)
         if tensors:
@@ -155,6 +179,12 @@ class FlowGraph:
     eager_module: Any = field(repr=False, default=None)
     # For a graph built on global tensors: each input's (placement, sbp), as OneFlow objects.
     input_layouts: Any = field(repr=False, default=None)
+    # Scope -> the OneFlow module behind it (or None); see module().
+    find_module: Callable[[str], Any] | None = field(repr=False, default=None)
+
+    def __post_init__(self):
+        self._index = None  # producers, readers and stable names, built on first use
+        self._claims: dict = {}  # (registry, opset) -> the groups patterns claim, see patterns.claim_groups
 
     def op_types(self) -> dict[str, int]:
         """OneFlow op type -> number of ops of that type in the graph."""
@@ -162,3 +192,107 @@ class FlowGraph:
         for op in self.ops:
             counts[op.type] = counts.get(op.type, 0) + 1
         return counts
+
+    def module(self, scope: str) -> Any:
+        """The OneFlow ``nn.Module`` whose ``forward`` made the ops of ``scope`` (see :attr:`FlowOp.scope`).
+
+        ``graph.module("model.rnn")`` is the ``nn.LSTM`` of an exported module's ``rnn``
+        attribute, for an eager module that flow2onnx wrapped and for a compiled ``nn.Graph``
+        alike (through the graph's own modules). ``None`` when the scope names no module, or the
+        graph was not read from OneFlow.
+        """
+        if self.find_module is None or not scope:
+            return None
+        try:
+            return self.find_module(scope)
+        except Exception:  # a scope OneFlow named otherwise: no module, and no pattern there
+            return None
+
+    def producer(self, name: str) -> FlowOp | None:
+        """The op that produces tensor ``name`` (``None`` for graph inputs, weights and unknown names)."""
+        return self._indexed()[0].get(name)
+
+    def consumers(self, name: str) -> list[FlowOp]:
+        """The ops that read tensor ``name``, in execution order (an op reading it twice appears once)."""
+        return self._indexed()[1].get(name, [])
+
+    def boundary(self, ops: Iterable[FlowOp]) -> tuple[list[str], list[str]]:
+        """The tensors that cross the edge of a group of ops: ``(inputs, outputs)``.
+
+        ``inputs`` are the tensors the group reads that no op of the group produces, weights left
+        out (graph inputs and outputs of other ops); ``outputs`` the tensors of the group that an
+        op outside it or a graph output reads. Both in execution order, each once. The work is
+        linear in the size of the group and its outputs' readers.
+        """
+        ops = list(ops)
+        names = {op.name for op in ops}
+        produced = {name for op in ops for names_ in op.outputs.values() for name in names_}
+        weights = self._indexed()[2]
+        graph_outputs = self._indexed()[3]
+        inputs = []
+        for op in ops:
+            for tensors in op.inputs.values():
+                for name in tensors:
+                    if name not in produced and name not in weights:
+                        inputs.append(name)
+        outputs = []
+        for op in ops:
+            for tensors in op.outputs.values():
+                for name in tensors:
+                    if name in graph_outputs or any(reader.name not in names for reader in self.consumers(name)):
+                        outputs.append(name)
+        return list(dict.fromkeys(inputs)), list(dict.fromkeys(outputs))
+
+    def stable_names(self) -> dict[str, str]:
+        """Op name -> :meth:`FlowOp.stable_name`: the same op of the model compiled at other sizes
+        has the same stable name, unless its own scope makes before it a number of ops of its type
+        that follows those sizes (as an unrolled loop does, which then needs a pattern)."""
+        return self._indexed()[4]
+
+    def _indexed(self):
+        if self._index is None:
+            producers: dict[str, FlowOp] = {}
+            consumers: dict[str, list[FlowOp]] = {}
+            counts: dict[tuple, int] = {}
+            stable: dict[str, str] = {}
+            for op in self.ops:
+                for tensors in op.outputs.values():
+                    for name in tensors:
+                        producers[name] = op
+                for name in dict.fromkeys(name for tensors in op.inputs.values() for name in tensors):
+                    consumers.setdefault(name, []).append(op)
+                key = (op.scope, op.type)
+                stable[op.name] = op.stable_name(counts.get(key, 0))
+                counts[key] = counts.get(key, 0) + 1
+            weights = {info.name for info in self.variables}
+            self._index = (producers, consumers, weights, set(self.output_sources), stable)
+        return self._index
+
+
+def stable_tensor_name(name: str, stable_ops: dict[str, str], aliases: dict[str, str] | None = None) -> str:
+    """``name`` with the op name it starts with replaced by that op's stable name (``model.head-matmul-51/out_0``
+    becomes ``model.head-matmul#0/out_0``); a name in ``aliases`` becomes its alias."""
+    if aliases and name in aliases:
+        return aliases[name]
+    head, slash, tail = name.partition("/")
+    return stable_ops.get(head, head) + slash + tail
+
+
+def twin_names(graph: FlowGraph, variant: FlowGraph | None, aliases=None, variant_aliases=None) -> dict[str, str]:
+    """Tensor and op names of ``graph`` -> the names of the same tensors and ops in ``variant``, the
+    model compiled at other sizes, paired through their stable names (and ``aliases``, the stable
+    names that claimed groups give their outputs). Names without a twin are left out."""
+    if variant is None:
+        return {}
+    stable, other_stable = graph.stable_names(), variant.stable_names()
+    by_stable = {stable_tensor_name(name, other_stable, variant_aliases): name for name in variant.tensors}
+    by_stable.update({key: name for name, key in other_stable.items()})
+    twins = {}
+    for name in graph.tensors:
+        twin = by_stable.get(stable_tensor_name(name, stable, aliases))
+        if twin is not None:
+            twins[name] = twin
+    for name, key in stable.items():
+        if key in by_stable:
+            twins[name] = by_stable[key]
+    return twins

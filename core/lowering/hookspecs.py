@@ -58,6 +58,43 @@ def flow2onnx_register_lowerings(register):
     """
 
 
+@hookspec
+def flow2onnx_register_patterns(register):
+    """Register patterns: lowerings of a whole group of OneFlow ops at once.
+
+    Some modules compile to many ops whose number follows the input's sizes (OneFlow 0.9 unrolls
+    ``nn.LSTM`` into ops for each time step), or to ops that ONNX has as one operator (a
+    decomposed LayerNorm). A pattern finds such groups and lowers each as a whole, so that the
+    model keeps those sizes dynamic, or gets the fused operator.
+
+    :param register: ``register(name, match, lowering, *, since_opset=11, until_opset=None, override=False)``.
+        ``match`` is called as ``match(graph)`` with the :class:`flow2onnx.lowering.graph.FlowGraph`
+        being converted, once per conversion, and returns (or yields) the groups it claims, each a
+        :class:`flow2onnx.lowering.patterns.PatternMatch`: the ops of the group, a stable ``name``
+        for the nodes it becomes (by default the module scope its ops share, e.g. ``model.rnn``),
+        and whatever ``data`` the lowering needs. ``graph.module(scope)`` gives the OneFlow module
+        behind a scope, and ``graph.producer``, ``graph.consumers`` and ``graph.boundary`` walk
+        the graph; a pattern that is unsure of a group leaves it out, and its ops are lowered one
+        by one as usual. For each group the host derives the boundary: ``match.inputs``, the tensors
+        its ops read that are produced outside it (graph inputs and outputs of other ops, not the
+        weights), and ``match.outputs``, the tensors of the group that other ops or the graph's
+        outputs read, both in the graph's order. It then calls ``lowering(ctx, match)`` with a
+        :class:`flow2onnx.LoweringContext` and that match: the lowering adds nodes through
+        ``ctx.make_node`` (named after ``match.name``, so that the model does not change with the
+        number of ops the group has) and must produce every tensor of ``match.outputs``; those
+        then take stable names, ``<match.name>/output_<k>``. The claimed ops are neither lowered
+        one by one nor reported as unsupported. ``name``, ``since_opset``, ``until_opset`` and
+        ``override`` follow the rules of :func:`flow2onnx_register_lowerings`, with the pattern's
+        name in place of the op type: a pattern of the same name from another plugin over an
+        overlapping opset range is an error unless one says ``override=True``. Patterns apply in
+        the order of their names; an op claimed by two groups (of two patterns, or twice by one) is
+        an error that names both patterns, and so is a group that cannot be placed among the
+        other ops (it reads a tensor computed from one of its own outputs).
+
+    Return value is ignored.
+    """
+
+
 # --------------------------------------------------------------------------------------------------
 # After conversion: passes over the ONNX model
 # --------------------------------------------------------------------------------------------------

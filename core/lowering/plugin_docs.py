@@ -14,15 +14,19 @@ import sys
 from . import hookspecs
 from .context import LoweringContext
 from .graph import FlowGraph, FlowOp, TensorInfo
+from .patterns import PatternMatch
 from .schema import ArgSpec, AttrSpec, OpSchema
 
 BEGIN = "<!-- hook reference: generated from core/lowering/hookspecs.py by `python -m flow2onnx.lowering.plugin_docs docs/plugins.md` -->"
 END = "<!-- end of hook reference -->"
-API_BEGIN = "<!-- lowering API reference: generated from core/lowering/{context,graph,schema}.py by `python -m flow2onnx.lowering.plugin_docs docs/plugins.md` -->"
+API_BEGIN = "<!-- lowering API reference: generated from core/lowering/{context,graph,schema,patterns}.py by `python -m flow2onnx.lowering.plugin_docs docs/plugins.md` -->"
 API_END = "<!-- end of lowering API reference -->"
 
 #: The classes of the lowering API, with the name a lowering usually gives an instance.
-API_CLASSES = [(LoweringContext, "ctx"), (FlowOp, "op"), (OpSchema, "op.schema"), (ArgSpec, None), (AttrSpec, None), (TensorInfo, None), (FlowGraph, "ctx.graph")]
+API_CLASSES = [
+    (LoweringContext, "ctx"), (FlowOp, "op"), (OpSchema, "op.schema"), (ArgSpec, None), (AttrSpec, None), (TensorInfo, None),
+    (FlowGraph, "ctx.graph"), (PatternMatch, "match"),
+]
 
 
 def hook_specs() -> list:

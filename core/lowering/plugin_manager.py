@@ -71,6 +71,7 @@ ESSENTIAL_PLUGINS = {
 # Each registration hook, the Registry method its ``register`` adds to, and the PluginInfo tally.
 REGISTRATION_HOOKS = (
     ("flow2onnx_register_lowerings", "add_lowering", "lowerings"),
+    ("flow2onnx_register_patterns", "add_pattern", "patterns"),
     ("flow2onnx_register_post_passes", "add_post_pass", "post_passes"),
     ("flow2onnx_register_verifiers", "add_verifier", "verifiers"),
     ("flow2onnx_register_runtime_libraries", "add_runtime_library", "runtime_libraries"),
@@ -87,10 +88,11 @@ class PluginInfo:
     version: str
     hooks: list[str] = field(default_factory=list)
     lowerings: int = 0
+    patterns: list[str] = field(default_factory=list)
     post_passes: list[str] = field(default_factory=list)
     verifiers: list[str] = field(default_factory=list)
     runtime_libraries: list[str] = field(default_factory=list)
-    #: op type -> plugins whose lowering this plugin overrides
+    #: op type (``pattern NAME`` for a pattern) -> plugins whose lowering this plugin overrides
     overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
@@ -366,5 +368,10 @@ def _stamped(add, info: PluginInfo, tally: str, *args, **kwargs) -> None:
         info.lowerings += 1
         if registered.overrides:
             info.overrides[registered.op_type] = registered.overrides
+    elif tally == "patterns":
+        if registered.name not in info.patterns:
+            info.patterns.append(registered.name)
+        if registered.overrides:
+            info.overrides[f"pattern {registered.name}"] = registered.overrides
     else:
         getattr(info, tally).append(args[0] if args else kwargs.get("name"))

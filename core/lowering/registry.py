@@ -1,4 +1,5 @@
-"""What the plugins registered: lowerings keyed by OneFlow op type and opset, post-passes, verifiers.
+"""What the plugins registered: lowerings keyed by OneFlow op type and opset, patterns keyed by name
+and opset, post-passes, verifiers.
 
 A :class:`Registry` is built for each export from the plugins loaded for it (see
 :func:`flow2onnx.lowering.plugin_manager.load_plugins`); nothing here is global.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import onnx
@@ -23,6 +24,8 @@ MIN_OPSET = 11
 DEFAULT_OPSET = 17
 
 _OP_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Pattern names may read like distribution names ("lstm-gru-rnn", "fused.layer_norm").
+_PATTERN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
 def max_opset() -> int:
@@ -30,8 +33,32 @@ def max_opset() -> int:
     return onnx.defs.onnx_opset_version()
 
 
+class _OpsetRange:
+    """What a lowering and a pattern share: an opset range, and the words that describe them."""
+
+    since_opset: int
+    until_opset: int | None
+    plugin: str
+    origin: str
+
+    def covers(self, opset: int) -> bool:
+        """Whether the registration's opset range includes ``opset``."""
+        return self.since_opset <= opset and (self.until_opset is None or opset <= self.until_opset)
+
+    def overlaps(self, other: "_OpsetRange") -> bool:
+        """Whether the two registrations' opset ranges share an opset."""
+        low = max(self.since_opset, other.since_opset)
+        highs = [h for h in (self.until_opset, other.until_opset) if h is not None]
+        return not highs or low <= min(highs)
+
+    def _describe(self, what: str) -> str:
+        until = "" if self.until_opset is None else str(self.until_opset)
+        origin = f" ({self.origin})" if self.origin else ""
+        return f"{what} [opset {self.since_opset}..{until}] from plugin {self.plugin!r}{origin}"
+
+
 @dataclass(frozen=True)
-class Lowering:
+class Lowering(_OpsetRange):
     """One registered lowering of a OneFlow op type, valid for ``since_opset..until_opset``.
 
     ``origin`` is the plugin's distribution and version; ``overrides`` names the plugins whose
@@ -47,21 +74,33 @@ class Lowering:
     override: bool = False
     overrides: tuple[str, ...] = ()
 
-    def covers(self, opset: int) -> bool:
-        """Whether the registration's opset range includes ``opset``."""
-        return self.since_opset <= opset and (self.until_opset is None or opset <= self.until_opset)
-
-    def overlaps(self, other: "Lowering") -> bool:
-        """Whether the two registrations' opset ranges share an opset."""
-        low = max(self.since_opset, other.since_opset)
-        highs = [h for h in (self.until_opset, other.until_opset) if h is not None]
-        return not highs or low <= min(highs)
-
     def describe(self) -> str:
         """``op_type [opset since..until] from plugin 'name' (dist version)``, for messages."""
-        until = "" if self.until_opset is None else str(self.until_opset)
-        origin = f" ({self.origin})" if self.origin else ""
-        return f"{self.op_type} [opset {self.since_opset}..{until}] from plugin {self.plugin!r}{origin}"
+        return self._describe(self.op_type)
+
+
+@dataclass(frozen=True)
+class Pattern(_OpsetRange):
+    """One registered pattern, valid for ``since_opset..until_opset``: ``match(graph)`` finds groups
+    of ops and ``function(ctx, match)`` lowers each group as a whole (see
+    :func:`flow2onnx.lowering.hookspecs.flow2onnx_register_patterns`).
+
+    ``overrides`` names the plugins whose pattern of the same name this one replaces.
+    """
+
+    name: str
+    match: Callable
+    function: Callable
+    since_opset: int
+    until_opset: int | None
+    plugin: str
+    origin: str = ""
+    override: bool = False
+    overrides: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """``pattern 'name' [opset since..until] from plugin 'name' (dist version)``, for messages."""
+        return self._describe(f"pattern {self.name!r}")
 
 
 @dataclass(frozen=True)
@@ -91,9 +130,10 @@ class RuntimeLibrary:
 
 @dataclass
 class Registry:
-    """Lowerings, post-passes and verifiers registered by the plugins of one export."""
+    """Lowerings, patterns, post-passes and verifiers registered by the plugins of one export."""
 
     lowerings: dict[str, list[Lowering]] = field(default_factory=dict)
+    patterns: dict[str, list[Pattern]] = field(default_factory=dict)
     post_passes: dict[str, NamedFunction] = field(default_factory=dict)
     verifiers: dict[str, NamedFunction] = field(default_factory=dict)
     runtime_libraries: dict[str, "RuntimeLibrary"] = field(default_factory=dict)
@@ -108,25 +148,51 @@ class Registry:
         Two lowerings clash when they are for the same op type and their opset ranges overlap. One
         plugin may stack several lowerings of an op type with different ``since_opset``.
         """
-        who = f"plugin {plugin!r}" + (f" ({origin})" if origin else "")
+        who = _who(plugin, origin)
         if not isinstance(op_type, str) or not _OP_TYPE.match(op_type):
             raise PluginError(f"{who} registered a lowering for {op_type!r}, which is not a OneFlow op type name")
         if not callable(function):
             raise PluginError(f"{who} registered a lowering for {op_type!r} that is not callable: {function!r}")
-        if not isinstance(since_opset, int) or since_opset < 1:
-            raise PluginError(f"{who}: lowering for {op_type!r} has since_opset={since_opset!r}; use an int >= 1")
-        if until_opset is not None and (not isinstance(until_opset, int) or until_opset < since_opset):
-            raise PluginError(f"{who}: lowering for {op_type!r} has until_opset={until_opset!r} below since_opset={since_opset}")
         new = Lowering(op_type, function, since_opset, until_opset, plugin, origin, bool(override))
-        existing = self.lowerings.setdefault(op_type, [])
+        return self._add_ranged(self.lowerings, op_type, new, f"lowering for {op_type!r}", "lowerings for")
+
+    def add_pattern(
+        self, plugin: str, name, match, lowering, since_opset=MIN_OPSET, until_opset=None, override=False, *, origin: str = ""
+    ) -> Pattern:
+        """Register pattern ``name``: ``match(graph)`` finds groups of ops, ``lowering(ctx, match)`` lowers each.
+
+        The rules of :meth:`add_lowering` apply, with the pattern's name in place of the op type:
+        a clash with another plugin's pattern of that name over an overlapping opset range is an
+        error unless ``override``, and one plugin may stack registrations for different opsets.
+        """
+        who = _who(plugin, origin)
+        if not isinstance(name, str) or not _PATTERN_NAME.match(name):
+            raise PluginError(f"{who} registered a pattern named {name!r}; use letters, digits, '_', '.' and '-'")
+        for role, function in (("match", match), ("lowering", lowering)):
+            if not callable(function):
+                raise PluginError(f"{who} registered pattern {name!r} whose {role} is not callable: {function!r}")
+        new = Pattern(name, match, lowering, since_opset, until_opset, plugin, origin, bool(override))
+        return self._add_ranged(self.patterns, name, new, f"pattern {name!r}", "patterns named")
+
+    @staticmethod
+    def _add_ranged(table: dict, key: str, new, what: str, plural: str):
+        """Add ``new`` (a :class:`Lowering` or :class:`Pattern`) under ``key``, by the rules of
+        :meth:`add_lowering`; the stored entry, marked with the plugins it overrides."""
+        who = _who(new.plugin, new.origin)
+        since_opset, until_opset = new.since_opset, new.until_opset
+        if not isinstance(since_opset, int) or since_opset < 1:
+            raise PluginError(f"{who}: {what} has since_opset={since_opset!r}; use an int >= 1")
+        if until_opset is not None and (not isinstance(until_opset, int) or until_opset < since_opset):
+            raise PluginError(f"{who}: {what} has until_opset={until_opset!r} below since_opset={since_opset}")
+        existing = table.setdefault(key, [])
         replaced = []
         for old in existing:
-            if old.plugin == plugin:
+            if old.plugin == new.plugin:
                 if old.since_opset == since_opset:
-                    raise PluginError(f"{who} registered two lowerings for {op_type!r} from opset {since_opset}")
-                if old.function is function:
+                    raise PluginError(f"{who} registered two {plural} {key!r} from opset {since_opset}")
+                if old.function is new.function:
                     raise PluginError(
-                        f"{who} registered the same lowering for {op_type!r} from opset {old.since_opset} and from opset "
+                        f"{who} registered the same {what} from opset {old.since_opset} and from opset "
                         f"{since_opset}; register it once: a lowering that only emits an ONNX operator in the form of "
                         "the target opset uses flow2onnx.lowering.helpers (or ctx.opset), and separate registrations "
                         "are for lowerings that differ"
@@ -134,16 +200,16 @@ class Registry:
                 continue
             if not new.overlaps(old):
                 continue
-            if not override:
+            if not new.override:
                 raise PluginError(
-                    f"two lowerings for {op_type!r}: {old.describe()} and {new.describe()}. If the second is meant to "
+                    f"two {plural} {key!r}: {old.describe()} and {new.describe()}. If the second is meant to "
                     f"replace the first, register it with override=True; otherwise disable one of the plugins"
                 )
             replaced.append(old.plugin)
         if replaced:
-            new = Lowering(op_type, function, since_opset, until_opset, plugin, origin, True, tuple(dict.fromkeys(replaced)))
+            new = replace(new, override=True, overrides=tuple(dict.fromkeys(replaced)))
         existing.append(new)
-        existing.sort(key=lambda lowering: lowering.since_opset)
+        existing.sort(key=lambda entry: entry.since_opset)
         return new
 
     def add_post_pass(self, plugin: str, name, function, *, origin: str = "") -> None:
@@ -156,7 +222,7 @@ class Registry:
 
     def add_runtime_library(self, plugin: str, domain, library_path, *, origin: str = "") -> None:
         """Register the ONNX Runtime custom-op library of ``domain``; one library per domain."""
-        who = f"plugin {plugin!r}" + (f" ({origin})" if origin else "")
+        who = _who(plugin, origin)
         if not isinstance(domain, str) or not domain or domain in ("ai.onnx",):
             raise PluginError(f"{who} registered a runtime library for domain {domain!r}; name a custom ONNX domain")
         if not isinstance(library_path, (str, os.PathLike)) or not os.path.isfile(library_path):
@@ -168,7 +234,7 @@ class Registry:
 
     @staticmethod
     def _add_named(table: dict, what: str, plugin: str, origin: str, name, function) -> None:
-        who = f"plugin {plugin!r}" + (f" ({origin})" if origin else "")
+        who = _who(plugin, origin)
         if not isinstance(name, str) or not name:
             raise PluginError(f"{who} registered a {what} with an invalid name {name!r}")
         if not callable(function):
@@ -186,10 +252,16 @@ class Registry:
         Among the registrations that cover ``opset``, overriding ones come first; then the one with
         the highest ``since_opset`` wins.
         """
-        candidates = [lowering for lowering in self.lowerings.get(op_type, ()) if lowering.covers(opset)]
-        if not candidates:
-            return None
-        return max(candidates, key=lambda lowering: (lowering.override, lowering.since_opset))
+        return _chosen(self.lowerings.get(op_type, ()), opset)
+
+    def pattern_for(self, name: str, opset: int) -> Pattern | None:
+        """The registration of pattern ``name`` used at ``opset``, chosen as :meth:`lowering_for` chooses."""
+        return _chosen(self.patterns.get(name, ()), opset)
+
+    def patterns_at(self, opset: int) -> list[Pattern]:
+        """Every pattern that applies at ``opset``, one registration per name, by name."""
+        chosen = (self.pattern_for(name, opset) for name in sorted(self.patterns))
+        return [pattern for pattern in chosen if pattern is not None]
 
     def opset_range(self, op_type: str) -> tuple[int, int | None] | None:
         """Lowest and highest opset any registration of ``op_type`` covers (``None`` high: unbounded)."""
@@ -207,15 +279,33 @@ class Registry:
         onnx knows, and on). ``flow2onnx ops`` and docs/supported_ops.md show exactly this, so a
         listing can never claim a lowering that an export would not use.
         """
-        newest = max_opset()
-        ranges: list[list] = []
-        for opset in range(MIN_OPSET, newest + 1):
-            lowering = self.lowering_for(op_type, opset)
-            if ranges and ranges[-1][0] is lowering and ranges[-1][2] == opset - 1:
-                ranges[-1][2] = opset
-            elif lowering is not None:
-                ranges.append([lowering, opset, opset])
-        return [
-            (lowering, first, None if last == newest and lowering.until_opset is None else last)
-            for lowering, first, last in ranges
-        ]
+        return _by_opset(lambda opset: self.lowering_for(op_type, opset))
+
+    def patterns_by_opset(self, name: str) -> list[tuple[Pattern, int, int | None]]:
+        """Which registration of pattern ``name`` applies at each opset, as :meth:`lowerings_by_opset` gives them."""
+        return _by_opset(lambda opset: self.pattern_for(name, opset))
+
+
+def _who(plugin: str, origin: str) -> str:
+    return f"plugin {plugin!r}" + (f" ({origin})" if origin else "")
+
+
+def _chosen(entries, opset: int):
+    """Among ``entries`` that cover ``opset``, an overriding one first, then the highest ``since_opset``."""
+    candidates = [entry for entry in entries if entry.covers(opset)]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda entry: (entry.override, entry.since_opset))
+
+
+def _by_opset(chosen_at) -> list[tuple]:
+    """``(entry, first, last)`` ranges of the opsets at which ``chosen_at(opset)`` gives the same entry."""
+    newest = max_opset()
+    ranges: list[list] = []
+    for opset in range(MIN_OPSET, newest + 1):
+        entry = chosen_at(opset)
+        if ranges and ranges[-1][0] is entry and ranges[-1][2] == opset - 1:
+            ranges[-1][2] = opset
+        elif entry is not None:
+            ranges.append([entry, opset, opset])
+    return [(entry, first, None if last == newest and entry.until_opset is None else last) for entry, first, last in ranges]
