@@ -1,7 +1,5 @@
 """``python -m flow2onnx``: the same command as ``flow2onnx``."""
 
-import sys
+from .cli.main import console
 
-from .cli import main
-
-sys.exit(main())
+console()

@@ -346,5 +346,25 @@ def main(argv=None) -> int:
         return 0
 
 
+def console() -> None:
+    """The ``flow2onnx`` command: :func:`main`, then an exit that skips OneFlow's native teardown.
+
+    OneFlow 0.9's native destructors can abort a process at exit (``free(): invalid pointer``) after
+    all its work is done, turning a successful export into exit status 134. Once :func:`main` has
+    returned, every file is in place and every message is printed, so the command flushes its output
+    and leaves without running them, with its own exit status.
+    """
+    code = main()
+    if "oneflow" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
