@@ -22,12 +22,13 @@ from .exporter.verification import VerificationReport
 from .lowering.context import LoweringContext
 from .lowering.graph import FlowOp
 from .lowering.hookspecs import hookimpl
-from .lowering.registry import DEFAULT_OPSET, MIN_OPSET, max_opset
+from .lowering.registry import DEFAULT_OPSET, DEFAULT_SINCE_OPSET, MIN_OPSET, max_opset
 from .lowering.schema import OpSchema
 
 __all__ = [
     "DEFAULT_OPSET",
     "MIN_OPSET",
+    "DEFAULT_SINCE_OPSET",
     "ExportResult",
     "Flow2OnnxError",
     "FlowOp",

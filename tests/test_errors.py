@@ -45,7 +45,7 @@ def test_unsupported_op_names_the_opset_that_has_a_lowering(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("opset", [10, flow2onnx.max_opset() + 1, "17"])
+@pytest.mark.parametrize("opset", [8, flow2onnx.max_opset() + 1, "17"])
 def test_opset_out_of_range(opset, tmp_path):
     with pytest.raises(flow2onnx.OpsetError, match=rf"opsets {flow2onnx.MIN_OPSET} to {flow2onnx.max_opset()}"):
         export_module(flow.nn.ReLU(), [(2, 3)], tmp_path / "model.onnx", opset=opset)
@@ -188,3 +188,16 @@ def test_dynamic_batch_needs_a_common_batch_dimension(tmp_path):
     model = Lambda(lambda self, x, y: x + y)
     with pytest.raises(flow2onnx.InvalidModelError, match="dynamic_batch needs every input to carry the batch on dim 0"):
         export_module(model, [(2, 3), (3,)], tmp_path / "m.onnx", dynamic_batch=True)
+
+
+def test_an_op_that_cannot_reach_an_old_opset_is_listed_with_the_lowest_that_works(tmp_path):
+    # Convolutions and ReLU reach opset 9; ONNX's Resize only came at 10, in a form without the
+    # coordinate modes OneFlow's upsampling needs, so the upsample lowering starts at 11.
+    model = flow.nn.Sequential(flow.nn.Conv2d(3, 4, 3), flow.nn.ReLU(), flow.nn.Upsample(scale_factor=2.0, mode="bilinear")).eval()
+    with pytest.raises(flow2onnx.UnsupportedOpsError) as caught:
+        export_module(model, [(1, 3, 8, 8)], tmp_path / "model.onnx", opset=9)
+    message = str(caught.value)
+    assert "lowers to ONNX at opset 9" in message and "upsample_bilinear_2d: 1 op" in message
+    assert "a lowering exists for opset 11..; export with opset 11" in message
+    assert "conv2d" not in message and "relu" not in message
+    assert leftovers(tmp_path) == []

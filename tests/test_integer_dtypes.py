@@ -128,7 +128,7 @@ def _slice_assign(a, b):
     return a
 
 
-OPSETS = [flow2onnx.MIN_OPSET, flow2onnx.DEFAULT_OPSET]
+OPSETS = [flow2onnx.DEFAULT_SINCE_OPSET, flow2onnx.DEFAULT_OPSET]
 PARAMS = [
     (case, dtype, opset)
     for case in sorted(CASES)

@@ -220,7 +220,9 @@ MORE_CASES = {
     "slice_update": (lambda: Lambda(lambda self, x, y: slice_assign(x, y)), [(2, 4, 3), (2, 2, 2)], {"slice_update"}),
     "expand": (lambda: Lambda(lambda self, x: (x.expand(3, 2, 3, 4), x[:, :1].expand(2, 5, 4))), [(2, 3, 4)], {"expand"}),
     "repeat": (lambda: Lambda(lambda self, x: x.repeat(1, 2, 3)), [(2, 3, 4)], {"expand", "reshape"}),
-    "expand_dims-squeeze": (lambda: Lambda(lambda self, x: (x.unsqueeze(1), x.unsqueeze(-1), x[:, :1].squeeze(1))), [(2, 3, 4)], {"expand_dims", "squeeze"}),
+    # Negative axes: before opset 11 they are rewritten as counted from the front.
+    "expand_dims-squeeze-negative": (lambda: Lambda(lambda self, x: (x.unsqueeze(-1), x.unsqueeze(-3).squeeze(-3), x.unsqueeze(1).softmax(-1))), [(2, 3, 4)], {"expand_dims", "squeeze"}),
+    "expand_dims-squeeze": (lambda: Lambda(lambda self, x: (x.unsqueeze(1), x.unsqueeze(-1), x[:, :1].squeeze(1))), [(2, 3, 4)], {"expand_dims", "squeeze", "slice"}),
     "flip": (lambda: Lambda(lambda self, x: flow.flip(x, [0, -1])), [(2, 3, 4)], {"flip"}),
     "roll": (lambda: Lambda(lambda self, x: (flow.roll(x, 1, 1), flow.roll(x, (-1, 2), (0, 2)))), [(2, 3, 4)], {"roll"}),
     "pad-constant": (lambda: Lambda(lambda self, x: (F.pad(x, (1, 2)), F.pad(x, (1, 1, 2, 0), value=2.5))), [(2, 3, 4)], {"pad"}),
@@ -300,7 +302,7 @@ def slice_assign(x, y):
 
 CASES.update(MORE_CASES)
 
-OPSETS = [flow2onnx.MIN_OPSET, flow2onnx.DEFAULT_OPSET]
+OPSETS = [flow2onnx.DEFAULT_SINCE_OPSET, flow2onnx.DEFAULT_OPSET]
 REGISTRY = load_plugins(only=family_names()).registry
 
 
@@ -312,7 +314,7 @@ def case_opsets(op_types) -> list[int]:
     :func:`form_opsets`.
     """
     ranges = [REGISTRY.opset_range(op_type) for op_type in op_types]
-    lowest = max([low for low, _ in filter(None, ranges)] or [flow2onnx.MIN_OPSET])
+    lowest = max([low for low, _ in filter(None, ranges)] or [flow2onnx.DEFAULT_SINCE_OPSET])
     newer = {
         lowering.since_opset
         for op_type in op_types
@@ -409,7 +411,7 @@ def test_comparison_reports_a_real_difference():
 CHECKED_AGAINST_NUMPY = {"layer_norm"}
 
 
-@pytest.mark.parametrize("opset", [flow2onnx.MIN_OPSET, flow2onnx.DEFAULT_OPSET])
+@pytest.mark.parametrize("opset", [flow2onnx.DEFAULT_SINCE_OPSET, flow2onnx.DEFAULT_OPSET])
 @pytest.mark.parametrize("affine", [True, False])
 def test_layer_norm_matches_numpy(opset, affine, onnx_path):
     import onnxruntime
@@ -449,7 +451,7 @@ class _TinyAttention(nn.Module):
         return out[:, 0], out[:, 1:].var(1), out.mean([1, 2])
 
 
-@pytest.mark.parametrize("opset", [flow2onnx.MIN_OPSET, flow2onnx.DEFAULT_OPSET])
+@pytest.mark.parametrize("opset", [10, flow2onnx.DEFAULT_SINCE_OPSET, flow2onnx.DEFAULT_OPSET])
 def test_transformer_ops_follow_dynamic_batch(opset, onnx_path):
     """expand, concat, batched matmul, softmax, var and slicing keep the batch symbolic."""
     result = export_module(_TinyAttention(), [(2, 5, 8)], onnx_path, opset=opset, dynamic_batch=True)
@@ -458,7 +460,7 @@ def test_transformer_ops_follow_dynamic_batch(opset, onnx_path):
     assert result.report.passed
 
 
-@pytest.mark.parametrize("opset", [flow2onnx.MIN_OPSET, flow2onnx.DEFAULT_OPSET])
+@pytest.mark.parametrize("opset", [flow2onnx.DEFAULT_SINCE_OPSET, flow2onnx.DEFAULT_OPSET])
 def test_resize_and_pad_follow_dynamic_batch(opset, onnx_path):
     model = Lambda(
         lambda self, x: (

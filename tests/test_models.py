@@ -59,12 +59,13 @@ def test_tutorial_resnet34_dynamic_batch(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(
     "name, opset",
     [
-        ("resnet18", flow2onnx.MIN_OPSET),
+        ("resnet18", flow2onnx.DEFAULT_SINCE_OPSET),
         ("resnet50", flow2onnx.DEFAULT_OPSET),
+        ("resnet50", 10),  # the tutorial's default opset
         ("resnext50_32x4d", flow2onnx.DEFAULT_OPSET),
-        ("wide_resnet50_2", flow2onnx.MIN_OPSET),
+        ("wide_resnet50_2", flow2onnx.DEFAULT_SINCE_OPSET),
         ("vgg11", flow2onnx.DEFAULT_OPSET),
-        ("vgg11_bn", flow2onnx.MIN_OPSET),
+        ("vgg11_bn", flow2onnx.DEFAULT_SINCE_OPSET),
         ("alexnet", flow2onnx.DEFAULT_OPSET),
     ],
 )

@@ -123,6 +123,8 @@ def convert(
     model = helper.make_model(onnx_graph, opset_imports=opset_imports, producer_name="flow2onnx", producer_version=producer_version)
     # The lowest IR version that carries these opsets, so older runtimes (TensorRT 8.x) accept the file.
     model.ir_version = helper.find_min_ir_version_for(opset_imports, ignore_unknown=True)
+    if opset < NEGATIVE_AXES_OPSET:
+        _non_negative_axes(model, weights)
     if any(axes.values()):
         _symbolic_outputs(model, weights)
     return Conversion(model, used, weights, [group for position in sorted(placed) for group in placed[position]])
@@ -135,6 +137,56 @@ def dynamic_axes_of(graph: FlowGraph, dynamic_batch: bool, dynamic_axes) -> dict
         for info in graph.inputs:
             axes.setdefault(info.name, {}).setdefault(0, BATCH_DIM)
     return axes
+
+
+#: Before this opset, these operators' axis attributes must not be negative.
+NEGATIVE_AXES_OPSET = 11
+_AXIS_ATTRIBUTES = {
+    op_type: "axes" for op_type in ("Squeeze", "Unsqueeze", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+} | {op_type: "axis" for op_type in ("Concat", "Flatten", "Softmax", "LogSoftmax", "Hardmax", "Split", "ArgMax", "ArgMin", "TopK", "Compress", "OneHot", "Scatter")}
+
+
+def _non_negative_axes(model: onnx.ModelProto, weights: list[TensorInfo]) -> None:
+    """Rewrite negative ``axis``/``axes`` attributes, which operators accept only from opset 11, as
+    counted from the front. Ranks come from ONNX shape inference run as at opset 11, where the
+    attribute forms of these operators are the same."""
+    from .writer import skeleton
+
+    nodes = [node for node in model.graph.node if any(a.name == _AXIS_ATTRIBUTES.get(node.op_type) for a in node.attribute)]
+    if not any(v < 0 for node in nodes for a in node.attribute if a.name == _AXIS_ATTRIBUTES[node.op_type] for v in (list(a.ints) or [a.i])):
+        return
+    probe = skeleton(model, weights)
+    probe.opset_import[0].version = NEGATIVE_AXES_OPSET
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe)
+    except Exception:  # ranks stay unknown: the nodes that need one are named below
+        inferred = probe
+    ranks = {
+        info.name: len(info.type.tensor_type.shape.dim)
+        for info in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+        if info.type.tensor_type.HasField("shape")
+    }
+    ranks.update({tensor.name: len(tensor.dims) for tensor in inferred.graph.initializer})
+    for node in nodes:
+        attribute = next(a for a in node.attribute if a.name == _AXIS_ATTRIBUTES[node.op_type])
+        values = list(attribute.ints) if attribute.name == "axes" else [attribute.i]
+        if all(v >= 0 for v in values):
+            continue
+        rank = ranks.get(node.input[0])
+        if rank is None:
+            raise LoweringError(
+                f"ONNX node {node.name!r} ({node.op_type}) has the negative {attribute.name} {values}, which opset "
+                f"{model.opset_import[0].version} does not allow, and the rank of its input is unknown; export at opset "
+                f"{NEGATIVE_AXES_OPSET} or newer"
+            )
+        if node.op_type == "Unsqueeze":
+            rank += len(values)  # axes of Unsqueeze count in the output
+        fixed = [v + rank if v < 0 else v for v in values]
+        if attribute.name == "axes":
+            del attribute.ints[:]
+            attribute.ints.extend(fixed)
+        else:
+            attribute.i = fixed[0]
 
 
 def _symbolic_outputs(model: onnx.ModelProto, weights: list[TensorInfo]) -> None:

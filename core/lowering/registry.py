@@ -16,9 +16,13 @@ import onnx
 
 from ..errors import PluginError
 
-# The oldest opset flow2onnx lowers to: ONNX 1.6's opset 11 is where Resize, Pad and Clip took their
-# modern input-based forms, and every runtime still in use accepts it.
-MIN_OPSET = 11
+# The oldest opset an export may ask for. Each lowering says from which opset it is valid
+# (since_opset): most from 11, ONNX 1.6's opset, where Resize, Pad and Clip took their input-based
+# forms and axes may be negative; those that can be expressed in opset 9 or 10 (the convolutions,
+# pooling, normalisation, activations and arithmetic of CNNs and transformer blocks) say so.
+MIN_OPSET = 9
+#: The ``since_opset`` of a lowering or pattern registered without one.
+DEFAULT_SINCE_OPSET = 11
 # The default: opset 17 brings LayerNormalization and is accepted by TensorRT 8.6+ and ONNX Runtime
 # 1.12+, so it covers today's deployment targets without needing the newest runtime.
 DEFAULT_OPSET = 17
@@ -141,7 +145,7 @@ class Registry:
     # ---- registration (validated when made, so a plugin's mistake names the plugin) ----
 
     def add_lowering(
-        self, plugin: str, op_type, function, since_opset=MIN_OPSET, until_opset=None, override=False, *, origin: str = ""
+        self, plugin: str, op_type, function, since_opset=DEFAULT_SINCE_OPSET, until_opset=None, override=False, *, origin: str = ""
     ) -> Lowering:
         """Register a lowering; a clash with another plugin's lowering is an error unless ``override``.
 
@@ -157,7 +161,7 @@ class Registry:
         return self._add_ranged(self.lowerings, op_type, new, f"lowering for {op_type!r}", "lowerings for")
 
     def add_pattern(
-        self, plugin: str, name, match, lowering, since_opset=MIN_OPSET, until_opset=None, override=False, *, origin: str = ""
+        self, plugin: str, name, match, lowering, since_opset=DEFAULT_SINCE_OPSET, until_opset=None, override=False, *, origin: str = ""
     ) -> Pattern:
         """Register pattern ``name``: ``match(graph)`` finds groups of ops, ``lowering(ctx, match)`` lowers each.
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from flow2onnx import hookimpl
+from flow2onnx.lowering.helpers import oldest_opsets
 
 # OneFlow op type -> (ONNX op type, OneFlow input argument, OneFlow output argument)
 _UNARY = {
@@ -150,9 +151,36 @@ def lower_softmax(ctx, op, onnx_type: str, output_arg: str):
     # flattening is exactly a last-axis softmax, so one form serves every opset.
     ctx.make_node(onnx_type, [op.input("in")], [op.output(output_arg)], axis=-1)
 
+# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
+# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
+OLDEST_OPSETS = {
+    "celu": 9,
+    "elu": 9,
+    "fast_gelu": 9,
+    "gelu": 9,
+    "hardshrink": 9,
+    "hardsigmoid": 9,
+    "hardswish": 9,
+    "leaky_relu": 9,
+    "log_sigmoid": 9,
+    "log_softmax": 9,
+    "mish": 9,
+    "prelu": 9,
+    "quick_gelu": 9,
+    "relu": 9,
+    "selu": 9,
+    "sigmoid": 9,
+    "silu": 9,
+    "softmax": 9,
+    "softplus": 9,
+    "softsign": 9,
+    "tanh": 9,
+}
+
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
+    register = oldest_opsets(register, OLDEST_OPSETS)
     for op_type, (onnx_type, input_arg, output_arg) in _UNARY.items():
         register(op_type, functools.partial(lower_unary, onnx_type=onnx_type, input_arg=input_arg, output_arg=output_arg))
     register("gelu", lower_gelu)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from flow2onnx import hookimpl
+from flow2onnx.lowering.helpers import oldest_opsets
 
 
 def _convolution(ctx, op, onnx_type: str, **extra):
@@ -100,9 +101,23 @@ def lower_fold(ctx, op):
         **attributes,
     )
 
+# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
+# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
+OLDEST_OPSETS = {
+    "conv1d": 9,
+    "conv2d": 9,
+    "conv3d": 9,
+    "deconv1d": 9,
+    "deconv2d": 9,
+    "deconv3d": 9,
+    "fold": 9,
+    "unfold": 9,
+}
+
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
+    register = oldest_opsets(register, OLDEST_OPSETS)
     register("unfold", lower_unfold)
     register("fold", lower_fold)
     for op_type in ("conv1d", "conv2d", "conv3d"):

@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import accepted_dtype, cast, cast_if_needed, clip, dims, extremum, normalize_axes, size_value, typed_node
+from flow2onnx.lowering.helpers import accepted_dtype, cast, cast_if_needed, clip, dims, extremum, normalize_axes, oldest_opsets, size_value, typed_node
 
 _BINARY = {
     "broadcast_add": "Add",
@@ -335,7 +335,9 @@ def lower_matmul(ctx, op):
     transpose_a, transpose_b = bool(op.attr("transpose_a")), bool(op.attr("transpose_b"))
     out = op.output("out")
     if ctx.rank(a) == 2 and ctx.rank(b) == 2 and np.issubdtype(ctx.dtype(a), np.floating):
-        ctx.make_node("Gemm", [a, b], [out], alpha=alpha, transA=int(transpose_a), transB=int(transpose_b))
+        # Gemm's C became optional at opset 11; before, a zero that broadcasts to any output.
+        c = [] if ctx.opset >= 11 else [ctx.constant(np.zeros((1,), dtype=ctx.dtype(a)), "zero")]
+        ctx.make_node("Gemm", [a, b, *c], [out], alpha=alpha, transA=int(transpose_a), transB=int(transpose_b))
         return
     if min(ctx.rank(a), ctx.rank(b)) < 2:
         raise ctx.error(f"matmul of ranks {ctx.rank(a)} and {ctx.rank(b)}: OneFlow's matmul ops take operands of rank 2 or more")
@@ -518,9 +520,70 @@ def lower_cumprod(ctx, op):
     if products != out:
         cast(ctx, products, ctx.dtype(out), [out])
 
+# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
+# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
+OLDEST_OPSETS = {
+    "abs": 9,
+    "acos": 9,
+    "acosh": 9,
+    "add_n": 9,
+    "asin": 9,
+    "asinh": 9,
+    "atan": 9,
+    "atanh": 9,
+    "batch_matmul": 9,
+    "bias_add": 9,
+    "broadcast_add": 9,
+    "broadcast_div": 9,
+    "broadcast_fmod": 10,
+    "broadcast_greater": 9,
+    "broadcast_less": 9,
+    "broadcast_logical_and": 9,
+    "broadcast_logical_or": 9,
+    "broadcast_logical_xor": 9,
+    "broadcast_matmul": 9,
+    "broadcast_maximum": 9,
+    "broadcast_minimum": 9,
+    "broadcast_mul": 9,
+    "broadcast_sub": 9,
+    "ceil": 9,
+    "cos": 9,
+    "cosh": 9,
+    "cumprod": 10,
+    "elementwise_maximum": 9,
+    "elementwise_minimum": 9,
+    "erf": 9,
+    "exp": 9,
+    "expm1": 9,
+    "floor": 9,
+    "log": 9,
+    "log1p": 9,
+    "logical_not": 9,
+    "matmul": 9,
+    "negative": 9,
+    "pow": 9,
+    "reciprocal": 9,
+    "rsqrt": 9,
+    "scalar_add": 9,
+    "scalar_div": 9,
+    "scalar_floordiv": 9,
+    "scalar_logical_greater": 9,
+    "scalar_logical_less": 9,
+    "scalar_mul": 9,
+    "scalar_pow": 9,
+    "scalar_reverse_pow": 9,
+    "sign": 9,
+    "sin": 9,
+    "sinh": 9,
+    "sqrt": 9,
+    "square": 9,
+    "tan": 9,
+}
+
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
+    register = oldest_opsets(register, OLDEST_OPSETS)
     for op_type, onnx_type in _UNARY.items():
         register(op_type, functools.partial(lower_unary, onnx_type=onnx_type))
     register("logical_not", lower_logical_not)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import dims, int64s, reduce
+from flow2onnx.lowering.helpers import dims, int64s, oldest_opsets, reduce
 
 
 def _check_layout(ctx, op):
@@ -158,9 +158,27 @@ def lower_adaptive_max_pool(ctx, op):
         raise ctx.error("the pooling indices are used: ONNX MaxPool numbers them differently, so they cannot be exported")
     _adaptive_pool(ctx, op, "GlobalMaxPool", "MaxPool", "ReduceMax")
 
+# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
+# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
+OLDEST_OPSETS = {
+    "adaptive_avg_pool1d": 9,
+    "adaptive_avg_pool2d": 10,
+    "adaptive_avg_pool3d": 10,
+    "adaptive_max_pool1d": 9,
+    "adaptive_max_pool2d": 10,
+    "adaptive_max_pool3d": 9,
+    "avg_pool_1d": 10,
+    "avg_pool_2d": 10,
+    "avg_pool_3d": 10,
+    "max_pool_1d": 10,
+    "max_pool_2d": 10,
+    "max_pool_3d": 10,
+}
+
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
+    register = oldest_opsets(register, OLDEST_OPSETS)
     for op_type in ("adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d"):
         register(op_type, lower_adaptive_max_pool)
     for op_type in ("max_pool_1d", "max_pool_2d", "max_pool_3d"):

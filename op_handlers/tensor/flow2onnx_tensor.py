@@ -11,7 +11,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, select, size_value, squeeze, typed_node, unsqueeze
+from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, oldest_opsets, select, size_value, squeeze, typed_node, unsqueeze
 
 
 def lower_identity(ctx, op):
@@ -204,9 +204,27 @@ def lower_pad_mode(ctx, op, mode: str):
         before[axis], after[axis] = padding[2 * pair], padding[2 * pair + 1]
     typed_node(ctx, "Pad", [x, int64s(ctx, before + after, "pads")], ctx.dtype(x), [op.output("y")], operands=1, mode=mode)
 
+# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
+# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
+OLDEST_OPSETS = {
+    "cast": 9,
+    "concat": 9,
+    "expand": 10,
+    "expand_dims": 9,
+    "flip": 10,
+    "identity": 9,
+    "narrow": 10,
+    "roll": 10,
+    "slice": 10,
+    "squeeze": 9,
+    "stack": 9,
+    "transpose": 9,
+}
+
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
+    register = oldest_opsets(register, OLDEST_OPSETS)
     register("identity", lower_identity)
     register("cast", lower_cast)
     register("transpose", lower_transpose)
