@@ -161,6 +161,8 @@ MORE_CASES = {
     "softmax-axis1": (unary(lambda x: flow.softmax(x, 1)), [(2, 3, 4)], {"softmax", "transpose"}),
     "log_softmax": (unary(lambda x: flow.log_softmax(x, -1)), [(2, 3, 4)], {"log_softmax"}),
     "quick_gelu": (unary(F.quick_gelu, 8, -4), [(2, 8)], {"quick_gelu"}),
+    "softshrink": (unary(lambda x: F.softshrink(x, alpha=0.5)), [(2, 8)], {"softshrink"}),
+    "threshold": (with_module(lambda self, x: self.m(x * 4 - 2), m=nn.Threshold(0.1, 20.0)), [(2, 8)], {"threshold"}),
     # element-wise math
     "unary-rounding": (unary(lambda x: flow.ceil(x) + flow.floor(x) + flow.sign(x) + flow.abs(x) - flow.neg(x)), [(2, 8)], {"ceil", "floor", "sign", "abs", "negative"}),
     "round-halves": (lambda: Lambda(lambda self, x: flow.round(flow.arange(-6, 7).float() * 0.5) + x * 0.1), [(13,)], {"round", "arange", "cast"}),
@@ -196,6 +198,21 @@ MORE_CASES = {
     "atan2": (lambda: Lambda(lambda self, x, y: (flow.atan2(x, y), flow.atan2(x * 0, y), flow.atan2(x, y * 0), flow.atan2(x * 0, y * 0), flow.atan2(x / (x * 0), y / (y * 0)), flow.atan2(x, y / (y * 0)), flow.atan2(x, x))), [(3, 6), (3, 6)], {"atan2"}),
     # inputs as drawn: (0, 1), (-1, 1) and beyond 1 (NaN); x * 1.5 clamped reaches +-1 (+-inf)
     "erfinv": (lambda: Lambda(lambda self, x: (flow.erfinv(x), flow.erfinv(flow.clamp(x * 1.5, -1, 1)))), [(4, 8)], {"erfinv"}),
+    "log2-log10": (unary(lambda x: (flow.log2(x), flow.log10(x)), 8, 0.01), [(2, 8)], {"log2", "log10"}),
+    # NaN from log of negative numbers, +-inf from x / 0, finite numbers of every magnitude
+    "isnan-isinf-isfinite": (lambda: Lambda(lambda self, x: nan_inf_tests(flow.cat([x, flow.log(x - 0.5), x / (x * 0)]))), [(2, 8)], {"isnan", "isinf", "isfinite"}),
+    "trunc": (unary(flow.trunc, 8, -4), [(2, 8)], {"trunc"}),
+    "floordiv": (lambda: Lambda(lambda self, x, y: (flow.floor_divide(x * 8 - 4, y * 2 + 0.5), (x * 8 - 4) // -(y * 2 + 0.5))), [(3, 5), (3, 5)], {"floordiv"}),
+    "floordiv-int": (lambda: Lambda(lambda self, x, y: (x * 7 - 5) // (y + 2)), [(3, 5), (3, 5)], {"floordiv"}, [I64, I64]),
+    "scalar_fmod": (unary(lambda x: (x % 1.5, flow.fmod(x, -1.5)), 8, -4), [(3, 5)], {"scalar_fmod"}),
+    "scalar_fmod-int": (lambda: Lambda(lambda self, x: ((x * 7 - 5) % 3, flow.fmod(x * 7 - 5, -2))), [(3, 5)], {"scalar_fmod"}, [I64]),
+    "scalar_logical": (lambda: Lambda(lambda self, x: (flow.logical_and(x, True), flow.logical_or(x, False), flow.logical_xor(x, True))), [(3, 4)], {"scalar_logical_and", "scalar_logical_or", "scalar_logical_xor"}, [BOOL]),
+    "reciprocal_no_nan": (unary(lambda x: flow._C.reciprocal_no_nan(flow.where(x.abs() < 0.5, x * 0, x))), [(3, 5)], {"reciprocal_no_nan"}),
+    "broadcast_pow": (lambda: Lambda(lambda self, x, y: flow.pow(x + 0.1, y * 3 - 1)), [(2, 4), (4,)], {"broadcast_pow"}),
+    # equal numbers, numbers within and beyond the tolerances, infinities and NaN (x / (x * 0))
+    "isclose": (lambda: Lambda(lambda self, x, y: (flow.isclose(x, y), flow.isclose(x, x + 1e-6), flow.isclose(x, y, rtol=0.5, atol=0.3), flow.isclose(x / (x * 0), y / (y * 0)), flow.isclose(x / (x * 0), y / (y * 0), equal_nan=True))), [(3, 5), (3, 5)], {"broadcast_isclose_neq_nan", "broadcast_isclose_eq_nan"}),
+    "vector-products": (lambda: Lambda(lambda self, v, m, w, u: (flow.dot(v, w), flow.mv(m, v), flow.matmul(u, m))), [(4,), (3, 4), (4,), (3,)], {"dot", "matrix_vector_product", "vector_matrix_product"}),
+    "linalg_cross": (lambda: Lambda(lambda self, x, y: (flow.cross(x, y, dim=1), flow.cross(x.permute(0, 2, 1), y.permute(0, 2, 1), dim=-1))), [(2, 3, 4), (2, 3, 4)], {"linalg_cross"}),
     # reductions
     "reduce_sum-keepdims-negative": (lambda: Lambda(lambda self, x: (x.sum(-1, keepdim=True), x.sum(), x.sum([0, 2]))), [(2, 3, 4)], {"reduce_sum"}),
     "reduce_sum-mean-spatial": (lambda: Lambda(lambda self, x: x.mean([2, 3])), [(2, 3, 4, 5)], {"reduce_sum"}),
@@ -268,6 +285,10 @@ MORE_CASES = {
     "adaptive_max_pool": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool2d(x, 1), F.adaptive_max_pool2d(x, (2, 3)))), [(1, 2, 6, 6)], {"adaptive_max_pool2d"}),
     "adaptive_max_pool-1d-3d": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool1d(x[0], 2), F.adaptive_max_pool3d(x.unsqueeze(2), 1))), [(1, 2, 6, 6)], {"adaptive_max_pool1d", "adaptive_max_pool3d"}),
 }
+
+
+def nan_inf_tests(x):
+    return flow.isnan(x), flow.isinf(x), flow.isfinite(x)
 
 
 def searchsorted_all(sequence, values):
