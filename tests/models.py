@@ -84,5 +84,5 @@ def slow_linear():
 
 
 def uses_softshrink():
-    """A model with an op (softshrink) that no built-in plugin lowers."""
+    """A model with one op, softshrink, which has an attribute."""
     return flow.nn.Softshrink(0.5)

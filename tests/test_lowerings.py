@@ -161,6 +161,8 @@ MORE_CASES = {
     "softmax-axis1": (unary(lambda x: flow.softmax(x, 1)), [(2, 3, 4)], {"softmax", "transpose"}),
     "log_softmax": (unary(lambda x: flow.log_softmax(x, -1)), [(2, 3, 4)], {"log_softmax"}),
     "quick_gelu": (unary(F.quick_gelu, 8, -4), [(2, 8)], {"quick_gelu"}),
+    "softshrink": (unary(lambda x: F.softshrink(x, alpha=0.5)), [(2, 8)], {"softshrink"}),
+    "threshold": (with_module(lambda self, x: self.m(x * 4 - 2), m=nn.Threshold(0.1, 20.0)), [(2, 8)], {"threshold"}),
     # element-wise math
     "unary-rounding": (unary(lambda x: flow.ceil(x) + flow.floor(x) + flow.sign(x) + flow.abs(x) - flow.neg(x)), [(2, 8)], {"ceil", "floor", "sign", "abs", "negative"}),
     "round-halves": (lambda: Lambda(lambda self, x: flow.round(flow.arange(-6, 7).float() * 0.5) + x * 0.1), [(13,)], {"round", "arange", "cast"}),
@@ -196,6 +198,21 @@ MORE_CASES = {
     "atan2": (lambda: Lambda(lambda self, x, y: (flow.atan2(x, y), flow.atan2(x * 0, y), flow.atan2(x, y * 0), flow.atan2(x * 0, y * 0), flow.atan2(x / (x * 0), y / (y * 0)), flow.atan2(x, y / (y * 0)), flow.atan2(x, x))), [(3, 6), (3, 6)], {"atan2"}),
     # inputs as drawn: (0, 1), (-1, 1) and beyond 1 (NaN); x * 1.5 clamped reaches +-1 (+-inf)
     "erfinv": (lambda: Lambda(lambda self, x: (flow.erfinv(x), flow.erfinv(flow.clamp(x * 1.5, -1, 1)))), [(4, 8)], {"erfinv"}),
+    "log2-log10": (unary(lambda x: (flow.log2(x), flow.log10(x)), 8, 0.01), [(2, 8)], {"log2", "log10"}),
+    # NaN from log of negative numbers, +-inf from x / 0, finite numbers of every magnitude
+    "isnan-isinf-isfinite": (lambda: Lambda(lambda self, x: nan_inf_tests(flow.cat([x, flow.log(x - 0.5), x / (x * 0)]))), [(2, 8)], {"isnan", "isinf", "isfinite"}),
+    "trunc": (unary(flow.trunc, 8, -4), [(2, 8)], {"trunc"}),
+    "floordiv": (lambda: Lambda(lambda self, x, y: (flow.floor_divide(x * 8 - 4, y * 2 + 0.5), (x * 8 - 4) // -(y * 2 + 0.5))), [(3, 5), (3, 5)], {"floordiv"}),
+    "floordiv-int": (lambda: Lambda(lambda self, x, y: (x * 7 - 5) // (y + 2)), [(3, 5), (3, 5)], {"floordiv"}, [I64, I64]),
+    "scalar_fmod": (unary(lambda x: (x % 1.5, flow.fmod(x, -1.5)), 8, -4), [(3, 5)], {"scalar_fmod"}),
+    "scalar_fmod-int": (lambda: Lambda(lambda self, x: ((x * 7 - 5) % 3, flow.fmod(x * 7 - 5, -2))), [(3, 5)], {"scalar_fmod"}, [I64]),
+    "scalar_logical": (lambda: Lambda(lambda self, x: (flow.logical_and(x, True), flow.logical_or(x, False), flow.logical_xor(x, True))), [(3, 4)], {"scalar_logical_and", "scalar_logical_or", "scalar_logical_xor"}, [BOOL]),
+    "reciprocal_no_nan": (unary(lambda x: flow._C.reciprocal_no_nan(flow.where(x.abs() < 0.5, x * 0, x))), [(3, 5)], {"reciprocal_no_nan"}),
+    "broadcast_pow": (lambda: Lambda(lambda self, x, y: flow.pow(x + 0.1, y * 3 - 1)), [(2, 4), (4,)], {"broadcast_pow"}),
+    # equal numbers, numbers within and beyond the tolerances, infinities and NaN (x / (x * 0))
+    "isclose": (lambda: Lambda(lambda self, x, y: (flow.isclose(x, y), flow.isclose(x, x + 1e-6), flow.isclose(x, y, rtol=0.5, atol=0.3), flow.isclose(x / (x * 0), y / (y * 0)), flow.isclose(x / (x * 0), y / (y * 0), equal_nan=True))), [(3, 5), (3, 5)], {"broadcast_isclose_neq_nan", "broadcast_isclose_eq_nan"}),
+    "vector-products": (lambda: Lambda(lambda self, v, m, w, u: (flow.dot(v, w), flow.mv(m, v), flow.matmul(u, m))), [(4,), (3, 4), (4,), (3,)], {"dot", "matrix_vector_product", "vector_matrix_product"}),
+    "linalg_cross": (lambda: Lambda(lambda self, x, y: (flow.cross(x, y, dim=1), flow.cross(x.permute(0, 2, 1), y.permute(0, 2, 1), dim=-1))), [(2, 3, 4), (2, 3, 4)], {"linalg_cross"}),
     # reductions
     "reduce_sum-keepdims-negative": (lambda: Lambda(lambda self, x: (x.sum(-1, keepdim=True), x.sum(), x.sum([0, 2]))), [(2, 3, 4)], {"reduce_sum"}),
     "reduce_sum-mean-spatial": (lambda: Lambda(lambda self, x: x.mean([2, 3])), [(2, 3, 4, 5)], {"reduce_sum"}),
@@ -211,6 +228,10 @@ MORE_CASES = {
     "top_k": (lambda: Lambda(lambda self, x: x.topk(2, dim=-1)), [(2, 3, 5)], {"top_k", "dim_gather"}),
     "top_k-axis1": (lambda: Lambda(lambda self, x: x.topk(2, dim=1)[0]), [(2, 5, 3)], {"top_k", "dim_gather"}),
     "arg_sort": (lambda: Lambda(lambda self, x: (x.sort(-1), x.argsort(1, descending=True))), [(2, 3, 5)], {"arg_sort", "dim_gather"}),
+    # NaN from the log of negative numbers, skipped
+    "reduce_nansum": (unary(lambda x: (flow.nansum(flow.log(x), 1), flow.nansum(flow.log(x), -1, keepdim=True))), [(3, 5)], {"reduce_nansum"}),
+    # odd and even counts (the lower of the two middle elements), over every element and along axes
+    "median": (lambda: Lambda(lambda self, x: (flow.median(x), flow.median(x, 1), flow.median(x, 0), flow.median(x, -1, keepdim=True))), [(4, 5)], {"median", "median_with_indices"}),
     # layout
     "transpose-permute": (lambda: Lambda(lambda self, x: x.permute(2, 0, 1) * 2), [(2, 3, 4)], {"transpose"}),
     "concat-negative-axis": (lambda: Lambda(lambda self, x, y: flow.cat([x, y, x], -1)), [(2, 3, 4), (2, 3, 2)], {"concat"}),
@@ -225,6 +246,13 @@ MORE_CASES = {
     "expand_dims-squeeze": (lambda: Lambda(lambda self, x: (x.unsqueeze(1), x.unsqueeze(-1), x[:, :1].squeeze(1))), [(2, 3, 4)], {"expand_dims", "squeeze", "slice"}),
     "flip": (lambda: Lambda(lambda self, x: flow.flip(x, [0, -1])), [(2, 3, 4)], {"flip"}),
     "roll": (lambda: Lambda(lambda self, x: (flow.roll(x, 1, 1), flow.roll(x, (-1, 2), (0, 2)))), [(2, 3, 4)], {"roll"}),
+    "as_strided": (lambda: Lambda(lambda self, x: (flow.as_strided(x, (2, 2), (1, 2)), flow.as_strided(x, (3, 2), (2, 1), 1))), [(2, 4)], {"as_strided"}),
+    "broadcast_like": (lambda: Lambda(lambda self, x, y: (flow.broadcast_like(x, y), flow.broadcast_like(x[0], y, broadcast_axes=[0]))), [(1, 3), (2, 3)], {"broadcast_like"}),
+    "unfold_tensor": (lambda: Lambda(lambda self, x: (x.unfold(1, 2, 1), x.unfold(2, 3, 2), x[0].unfold(0, 2, 3))), [(2, 5, 7)], {"unfold_tensor"}),
+    "repeat_interleave": (lambda: Lambda(lambda self, x: (flow.repeat_interleave(x, 2, dim=1), flow.repeat_interleave(x, 3))), [(2, 3)], {"repeat_interleave"}),
+    "eye": (lambda: Lambda(lambda self, x: (x + flow.eye(3, 4), x[:, :3] * flow.eye(3))), [(3, 4)], {"eye"}),
+    # zero vectors meet epsilon
+    "l2_normalize": (unary(lambda x: (F.normalize(x, dim=1), F.normalize(x, dim=-1), F.normalize(x * (x.abs() > 1), dim=0))), [(2, 3, 4)], {"l2_normalize"}),
     "pad-constant": (lambda: Lambda(lambda self, x: (F.pad(x, (1, 2)), F.pad(x, (1, 1, 2, 0), value=2.5))), [(2, 3, 4)], {"pad"}),
     "pad-negative": (lambda: Lambda(lambda self, x: F.pad(x, (-1, 2))), [(2, 3, 4)], {"pad"}),
     "reflection_pad": (lambda: Lambda(lambda self, x: (F.pad(x, (1, 2, 2, 1), mode="reflect"), F.pad(x[0], (2, 1), mode="reflect"))), [(1, 2, 4, 4)], {"reflection_pad2d", "reflection_pad1d"}),
@@ -249,6 +277,15 @@ MORE_CASES = {
     "diag": (lambda: Lambda(lambda self, v, m: (flow.diag(v), flow.diag(v, 2), flow.diag(v, -1), flow.diag(m), flow.diag(m, 1), flow.diag(m, -2))), [(5,), (3, 4)], {"diag"}),
     # values between the sequence's elements and equal to them (every other element), left and right
     "searchsorted": (lambda: Lambda(lambda self, s, v: searchsorted_all(s.sort(-1)[0], v)), [(3, 6), (3, 4)], {"searchsorted", "searchsorted_scalar"}),
+    "embedding": (with_module(lambda self, i: F.embedding(i, self.w.weight, padding_idx=0), w=nn.Linear(3, 5)), [(2, 3)], {"embedding"}, [I64]),
+    "one_hot": (lambda: Lambda(lambda self, i: (F.one_hot(i.abs() % 5, 5), F.one_hot(i.abs() % 2 + 3, 5))), [(2, 3)], {"one_hot"}, [I64]),
+    "batch_gather": (lambda: Lambda(lambda self, x, y: (flow.batch_gather(x, x.argsort(1)[:, :2]), flow.batch_gather(y, y[..., 0].argsort(1)[:, 1:]))), [(2, 3), (2, 4, 3)], {"batch_gather"}),
+    "diagonal": (lambda: Lambda(lambda self, x: (flow.diagonal(x), flow.diagonal(x, 1, 0, 1), flow.diagonal(x, -1, 1, 2), flow.diagonal(x[0], 2))), [(3, 4, 5)], {"diagonal"}),
+    # indices from argsort: distinct within each row, so that no two updates meet
+    "dim_scatter_update": (lambda: Lambda(lambda self, x: (flow.scatter(x, 1, x.argsort(1)[:, :2], 3.0), flow.scatter(x, 1, x.argsort(1)[:, :2], x * 2), flow.scatter(x, 0, x.argsort(0)[:1], -x))), [(3, 4)], {"dim_scatter_update", "dim_scatter_update_scalar"}),
+    "dim_scatter_add-mul": (lambda: Lambda(lambda self, x: (flow.scatter_add(x, 1, x.argsort(1)[:, :2], x * 2), flow.scatter(x, 1, x.argsort(1)[:, 1:], x - 1, reduce="multiply"))), [(3, 4)], {"dim_scatter_add", "dim_scatter_mul"}),
+    "scatter_nd": (lambda: Lambda(lambda self, u: flow.scatter_nd(u[:, 0].argsort().unsqueeze(1) * 2 + 1, u, [4, 3])), [(2, 3)], {"scatter_nd"}),
+    "tensor_scatter_nd_update": (lambda: Lambda(lambda self, x, u: flow.tensor_scatter_nd_update(x, u[:, 0].argsort().unsqueeze(1) + 1, u)), [(4, 3), (2, 3)], {"tensor_scatter_nd_update"}),
     # resizing
     "upsample_nearest_2d-scale": (lambda: Lambda(lambda self, x: F.interpolate(x, scale_factor=2, mode="nearest")), [(1, 2, 3, 4)], {"upsample_nearest_2d"}),
     "upsample_nearest_2d-size": (lambda: Lambda(lambda self, x: F.interpolate(x, size=(5, 7), mode="nearest")), [(2, 2, 3, 4)], {"upsample_nearest_2d"}),
@@ -269,7 +306,12 @@ MORE_CASES = {
     "deconv3d": (lambda: nn.ConvTranspose3d(2, 2, 2, stride=2), [(1, 2, 2, 3, 3)], {"deconv3d"}),
     "adaptive_max_pool": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool2d(x, 1), F.adaptive_max_pool2d(x, (2, 3)))), [(1, 2, 6, 6)], {"adaptive_max_pool2d"}),
     "adaptive_max_pool-1d-3d": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool1d(x[0], 2), F.adaptive_max_pool3d(x.unsqueeze(2), 1))), [(1, 2, 6, 6)], {"adaptive_max_pool1d", "adaptive_max_pool3d"}),
+    "max_unpool": (lambda: Lambda(lambda self, x, y: (F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2), F.max_unpool1d(*F.max_pool1d(x[0], 2, return_indices=True), 2), F.max_unpool3d(*F.max_pool3d(y, 2, return_indices=True), 2))), [(2, 2, 6, 6), (1, 2, 4, 4, 4)], {"max_unpool_1d", "max_unpool_2d", "max_unpool_3d"}),
 }
+
+
+def nan_inf_tests(x):
+    return flow.isnan(x), flow.isinf(x), flow.isfinite(x)
 
 
 def searchsorted_all(sequence, values):

@@ -1,4 +1,4 @@
-"""Element-wise activations and softmax: relu, sigmoid, tanh, GELU variants (quick GELU too), SiLU, Mish, hard-*, ELU family."""
+"""Element-wise activations and softmax: relu, sigmoid, tanh, GELU variants (quick GELU too), SiLU, Mish, hard-*, ELU family, shrinks and threshold."""
 
 from __future__ import annotations
 
@@ -135,6 +135,19 @@ def lower_hardshrink(ctx, op):
     ctx.make_node("Where", [keep, x, _scalar(ctx, x, 0, "zero")], [op.output("out")])
 
 
+def lower_softshrink(ctx, op):
+    """x - alpha above alpha, x + alpha below -alpha, 0 between: ONNX Shrink with bias alpha."""
+    alpha = float(op.attr("alpha"))
+    ctx.make_node("Shrink", [op.input("in")], [op.output("out")], lambd=alpha, bias=alpha)
+
+
+def lower_threshold(ctx, op):
+    """x above the threshold, ``value`` elsewhere."""
+    x = op.input("in")
+    (keep,) = ctx.make_node("Greater", [x, _scalar(ctx, x, op.attr("threshold_val"), "threshold")])
+    ctx.make_node("Where", [keep, x, _scalar(ctx, x, op.attr("value"), "value")], [op.output("out")])
+
+
 def lower_prelu(ctx, op):
     x, alpha = op.input("x"), op.input("alpha")
     rank = ctx.rank(x)
@@ -197,6 +210,8 @@ def flow2onnx_register_lowerings(register):
     register("softplus", lower_softplus)
     register("log_sigmoid", lower_log_sigmoid)
     register("hardshrink", lower_hardshrink)
+    register("softshrink", lower_softshrink)
+    register("threshold", lower_threshold)
     register("prelu", lower_prelu)
     register("softmax", functools.partial(lower_softmax, onnx_type="Softmax", output_arg="out"))
     register("log_softmax", functools.partial(lower_softmax, onnx_type="LogSoftmax", output_arg="prob"))

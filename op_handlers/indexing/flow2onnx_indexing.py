@@ -1,12 +1,16 @@
-"""Indexing and selection: gather (index_select, embedding), dim_gather, gather_nd, where, masked_fill, tril/triu, diag."""
+"""Indexing and selection: gather (index_select, embedding), batch_gather, dim_gather, gather_nd, one_hot,
+where, masked_fill, tril/triu, diag, diagonal, and the scatters (dim_scatter_*, scatter_nd, tensor_scatter_nd_update)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+from onnx import numpy_helper
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast_if_needed, is_dynamic, normalize_axes, oldest_opsets, select, unsqueeze
+from flow2onnx.lowering.helpers import cast_if_needed, int64s, is_dynamic, normalize_axes, oldest_opsets, select, unsqueeze
 
 
 def lower_gather(ctx, op):
@@ -129,6 +133,73 @@ OLDEST_OPSETS = {
 }
 
 
+def lower_embedding(ctx, op):
+    """Rows of the weight (padding_idx matters only to gradients)."""
+    ctx.make_node("Gather", [op.input("weight"), op.input("indices")], [op.output("out")], axis=0)
+
+
+def lower_one_hot(ctx, op):
+    dtype = np.dtype(op.attr("dtype"))
+    prefix = "floating" if np.issubdtype(dtype, np.floating) else "integer"
+    values = ctx.constant(np.array([op.attr(f"{prefix}_off_value"), op.attr(f"{prefix}_on_value")], dtype=dtype), "off_on")
+    depth = ctx.constant(np.array(op.attr("depth"), dtype=np.int64), "depth")
+    ctx.make_node("OneHot", [cast_if_needed(ctx, op.input("indices"), np.int64), depth, values], [op.output("out")], axis=-1)
+
+
+def lower_batch_gather(ctx, op):
+    """Gather along the first axis after the indices' batch axes: GatherND with batch_dims (opset 12)."""
+    indices = cast_if_needed(ctx, op.input("indices"), np.int64)
+    batch_dims = ctx.rank(op.input("indices")) - 1
+    ctx.make_node("GatherND", [op.input("in"), unsqueeze(ctx, indices, [-1])], [op.output("out")], batch_dims=batch_dims)
+
+
+def lower_diagonal(ctx, op):
+    """The diagonal of axes 0 and 1 at ``offset``, as the last axis (OneFlow moves the two axes first)."""
+    x, offset = op.input("in"), int(op.attr("offset"))
+    rows, cols, *rest = ctx.shape(x)
+    length = max(0, min(rows, cols - offset) if offset >= 0 else min(rows + offset, cols))
+    row = np.arange(length) + max(-offset, 0)
+    flat = row * cols + row + offset
+    (x,) = ctx.make_node("Reshape", [x, ctx.constant(np.array([rows * cols] + list(rest), dtype=np.int64), "shape")])
+    (picked,) = ctx.make_node("Gather", [x, ctx.constant(flat.astype(np.int64), "indices")], axis=0)
+    ctx.make_node("Transpose", [picked], [op.output("out")], perm=list(range(1, len(rest) + 1)) + [0])
+
+
+def _scatter_updates(ctx, op, index):
+    """The updates of a dim_scatter op, the shape of its index (OneFlow reads src only there)."""
+    src = op.input("src")
+    if ctx.shape(src) == ctx.shape(index):
+        return src
+    zeros = int64s(ctx, [0] * ctx.rank(index), "starts")
+    (size,) = ctx.make_node("Shape", [index])
+    return ctx.make_node("Slice", [src, zeros, size])[0]
+
+
+def lower_dim_scatter(ctx, op, reduction: str | None = None):
+    """scatter, scatter_add and scatter(reduce="multiply") along ``dim``: ScatterElements (the
+    reductions from opset 16)."""
+    x, index = op.input("input"), cast_if_needed(ctx, op.input("index"), np.int64)
+    axis = normalize_axes([op.attr("dim")], ctx.rank(x))[0]
+    if op.has_input("src"):
+        updates = _scatter_updates(ctx, op, op.input("index"))
+    else:
+        (size,) = ctx.make_node("Shape", [index])
+        (updates,) = ctx.make_node("Expand", [ctx.constant(np.array(op.attr("src_scalar"), ctx.dtype(x)), "src"), size])
+    attributes = {"reduction": reduction} if reduction else {}
+    ctx.make_node("ScatterElements", [x, index, updates], [op.output("output")], axis=axis, **attributes)
+
+
+def lower_scatter_nd(ctx, op):
+    """Updates written into zeros of ``shape``."""
+    updates = op.input("updates")
+    zeros = ctx.make_node("ConstantOfShape", [int64s(ctx, op.attr("shape"), "shape")], value=numpy_helper.from_array(np.zeros(1, ctx.dtype(updates))))[0]
+    ctx.make_node("ScatterND", [zeros, cast_if_needed(ctx, op.input("indices"), np.int64), updates], [op.output("out")])
+
+
+def lower_tensor_scatter_nd_update(ctx, op):
+    ctx.make_node("ScatterND", [op.input("params"), cast_if_needed(ctx, op.input("indices"), np.int64), op.input("updates")], [op.output("out")])
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     register = oldest_opsets(register, OLDEST_OPSETS)
@@ -143,3 +214,13 @@ def flow2onnx_register_lowerings(register):
     register("tril", lambda ctx, op: lower_triangle(ctx, op, lower=True))
     register("triu", lambda ctx, op: lower_triangle(ctx, op, lower=False))
     register("diag", lower_diag)
+    register("embedding", lower_embedding)
+    register("one_hot", lower_one_hot)
+    register("batch_gather", lower_batch_gather, since_opset=12)
+    register("diagonal", lower_diagonal)
+    register("dim_scatter_update", lower_dim_scatter)
+    register("dim_scatter_update_scalar", lower_dim_scatter)
+    register("dim_scatter_add", functools.partial(lower_dim_scatter, reduction="add"), since_opset=16)
+    register("dim_scatter_mul", functools.partial(lower_dim_scatter, reduction="mul"), since_opset=16)
+    register("scatter_nd", lower_scatter_nd)
+    register("tensor_scatter_nd_update", lower_tensor_scatter_nd_update)

@@ -1,5 +1,5 @@
-"""Arithmetic: element-wise unary and binary ops, scalar ops, comparisons, logic, clipping, matmul,
-cumulative sums and products, atan2 and erfinv."""
+"""Arithmetic: element-wise unary and binary ops, scalar ops, comparisons, isclose, logic, clipping,
+matmul and vector products, the cross product, cumulative sums and products, atan2 and erfinv."""
 
 from __future__ import annotations
 
@@ -581,6 +581,125 @@ OLDEST_OPSETS = {
 }
 
 
+def lower_log_base(ctx, op, base: float):
+    """log2 and log10: Log divided by the base's natural log."""
+    x = op.input("x")
+    (log,) = ctx.make_node("Log", [x])
+    ctx.make_node("Div", [log, _constant(ctx, math.log(base), ctx.dtype(x), "log_base")], [op.output("y")])
+
+
+def _nan_or_inf(ctx, x, test: str) -> str:
+    """IsNaN or IsInf of ``x`` (float), or false everywhere for integers and booleans, which are neither."""
+    if np.issubdtype(ctx.dtype(x), np.floating):
+        return typed_node(ctx, test, [x], ctx.dtype(x), result_dtype=False)
+    (shape,) = ctx.make_node("Shape", [x])
+    return ctx.make_node("ConstantOfShape", [shape], value=numpy_helper.from_array(np.array([False])))[0]
+
+
+def lower_isnan(ctx, op):
+    ctx.make_node("Identity", [_nan_or_inf(ctx, op.input("in"), "IsNaN")], [op.output("out")])
+
+
+def lower_isinf(ctx, op):
+    ctx.make_node("Identity", [_nan_or_inf(ctx, op.input("in"), "IsInf")], [op.output("out")])
+
+
+def lower_isfinite(ctx, op):
+    x = op.input("in")
+    (either,) = ctx.make_node("Or", [_nan_or_inf(ctx, x, "IsNaN"), _nan_or_inf(ctx, x, "IsInf")])
+    ctx.make_node("Not", [either], [op.output("out")])
+
+
+def lower_trunc(ctx, op):
+    """Rounding toward zero (ONNX has no Trunc): Ceil below zero, Floor elsewhere."""
+    x = op.input("in")
+    (negative,) = ctx.make_node("Less", [x, _constant(ctx, 0, ctx.dtype(x), "zero")])
+    (up,) = ctx.make_node("Ceil", [x])
+    (down,) = ctx.make_node("Floor", [x])
+    ctx.make_node("Where", [negative, up, down], [op.output("out")])
+
+
+def lower_floordiv(ctx, op):
+    """x // y of two tensors: floor(x / y) for floats; integers divide as OneFlow's scalar_floordiv
+    does, truncating toward zero (C division), which is ONNX Div on integers."""
+    x, y = _operands(ctx, op)
+    out = op.output("z")
+    dtype = ctx.dtype(out)
+    if np.issubdtype(dtype, np.integer):
+        typed_node(ctx, "Div", [cast_if_needed(ctx, x, dtype), cast_if_needed(ctx, y, dtype)], dtype, [out])
+        return
+    (quotient,) = ctx.make_node("Div", [x, y])
+    ctx.make_node("Floor", [quotient], [out])
+
+
+def lower_scalar_fmod(ctx, op):
+    """C's fmod by a scalar (the result takes the dividend's sign)."""
+    x, operand, dtype = _scalar_input(ctx, op)
+    typed_node(ctx, "Mod", [x, operand], dtype, [op.output("out")], result_dtype=ctx.dtype(op.output("out")), fmod=1)
+
+
+def lower_scalar_logical(ctx, op, onnx_type: str):
+    """And, Or, Xor of a tensor's truth and a scalar's."""
+    x = cast_if_needed(ctx, op.input("in"), np.bool_)
+    operand = ctx.constant(np.array(bool(_scalar_operand(op)), dtype=np.bool_), "operand")
+    ctx.make_node(onnx_type, [x, operand], [op.output("out")])
+
+
+def lower_reciprocal_no_nan(ctx, op):
+    """1 / x, and 0 where x is 0."""
+    x = op.input("x")
+    zero = _constant(ctx, 0, ctx.dtype(x), "zero")
+    (is_zero,) = ctx.make_node("Equal", [x, zero])
+    (reciprocal,) = ctx.make_node("Reciprocal", [x])
+    ctx.make_node("Where", [is_zero, zero, reciprocal], [op.output("y")])
+
+
+def lower_isclose(ctx, op):
+    """|x - y| <= atol + rtol * |y| (false at NaN), or x == y (infinities); with ``equal_nan``, NaN
+    meets NaN."""
+    x, y = _operands(ctx, op)
+    dtype = ctx.dtype(op.input("x"))
+    if not np.issubdtype(dtype, np.floating):
+        x, y, dtype = cast(ctx, x, np.float64), cast(ctx, y, np.float64), np.dtype(np.float64)
+    (difference,) = ctx.make_node("Sub", [x, y])
+    (difference,) = ctx.make_node("Abs", [difference])
+    (scale,) = ctx.make_node("Abs", [y])
+    (tolerance,) = ctx.make_node("Mul", [scale, _constant(ctx, op.attr("rtol"), dtype, "rtol")])
+    (tolerance,) = ctx.make_node("Add", [tolerance, _constant(ctx, op.attr("atol"), dtype, "atol")])
+    (beyond,) = ctx.make_node("Greater", [difference, tolerance])
+    (close,) = ctx.make_node("Not", [beyond])
+    (nan,) = ctx.make_node("IsNaN", [difference])
+    (close,) = ctx.make_node("And", [close, ctx.make_node("Not", [nan])[0]])
+    (equal,) = ctx.make_node("Equal", [x, y])
+    outputs = [op.output("z")]
+    (close,) = ctx.make_node("Or", [close, equal], None if op.attr("equal_nan") else outputs)
+    if op.attr("equal_nan"):
+        (both,) = ctx.make_node("And", [ctx.make_node("IsNaN", [x])[0], ctx.make_node("IsNaN", [y])[0]])
+        ctx.make_node("Or", [close, both], outputs)
+
+
+def lower_vector_product(ctx, op, a: str, b: str):
+    """dot (vector . vector), matrix_vector_product and vector_matrix_product: one MatMul."""
+    out = op.output("out")
+    typed_node(ctx, "MatMul", [op.input(a), op.input(b)], ctx.dtype(out), [out])
+
+
+def lower_linalg_cross(ctx, op):
+    """The cross product along ``dim`` (of size 3): a[1, 2, 0] * b[2, 0, 1] - a[2, 0, 1] * b[1, 2, 0]."""
+    a, b, out = op.input("input"), op.input("other"), op.output("out")
+    b = cast_if_needed(ctx, b, ctx.dtype(a))
+    axis = normalize_axes([op.attr("dim")], ctx.rank(a))[0]
+    if ctx.shape(a)[axis] != 3:
+        raise ctx.error(f"cross product along an axis of size {ctx.shape(a)[axis]}; it takes 3")
+
+    def rotated(x, order):
+        return ctx.make_node("Gather", [x, ctx.constant(np.array(order, dtype=np.int64), "order")], axis=axis)[0]
+
+    (first,) = ctx.make_node("Mul", [rotated(a, [1, 2, 0]), rotated(b, [2, 0, 1])])
+    (second,) = ctx.make_node("Mul", [rotated(a, [2, 0, 1]), rotated(b, [1, 2, 0])])
+    typed_node(ctx, "Sub", [first, second], ctx.dtype(out), [out])
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     register = oldest_opsets(register, OLDEST_OPSETS)
@@ -625,3 +744,21 @@ def flow2onnx_register_lowerings(register):
     register("cumprod", lower_cumprod)
     register("atan2", lower_atan2)
     register("erfinv", lower_erfinv)
+    register("log2", functools.partial(lower_log_base, base=2.0))
+    register("log10", functools.partial(lower_log_base, base=10.0))
+    register("isnan", lower_isnan)
+    register("isinf", lower_isinf)
+    register("isfinite", lower_isfinite)
+    register("trunc", lower_trunc)
+    register("floordiv", lower_floordiv)
+    register("scalar_fmod", lower_scalar_fmod)
+    for op_type, onnx_type in (("scalar_logical_and", "And"), ("scalar_logical_or", "Or"), ("scalar_logical_xor", "Xor")):
+        register(op_type, functools.partial(lower_scalar_logical, onnx_type=onnx_type))
+    register("reciprocal_no_nan", lower_reciprocal_no_nan)
+    register("broadcast_pow", functools.partial(lower_binary, onnx_type="Pow"))
+    register("broadcast_isclose_eq_nan", lower_isclose)
+    register("broadcast_isclose_neq_nan", lower_isclose)
+    register("dot", functools.partial(lower_vector_product, a="x", b="y"))
+    register("matrix_vector_product", functools.partial(lower_vector_product, a="a", b="b"))
+    register("vector_matrix_product", functools.partial(lower_vector_product, a="a", b="b"))
+    register("linalg_cross", lower_linalg_cross)

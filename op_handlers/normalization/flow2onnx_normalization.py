@@ -1,4 +1,4 @@
-"""Normalization: BatchNorm in inference mode (``normalization``) and ``layer_norm``.
+"""Normalization: BatchNorm in inference mode (``normalization``), ``layer_norm`` and ``l2_normalize``.
 
 OneFlow 0.9 builds nn.LayerNorm, GroupNorm and InstanceNorm on the CPU from reductions and ``var``
 (lowered in ``reduce``); a graph built for the GPU, or ``flow._C.layer_norm``, has one ``layer_norm``
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import oldest_opsets
+from flow2onnx.lowering.helpers import normalize_axes, oldest_opsets, reduce
 
 
 def lower_normalization(ctx, op):
@@ -55,8 +55,6 @@ def _layer_norm_parts(ctx, op):
 
 def lower_layer_norm(ctx, op):
     """(x - mean) / sqrt(var + eps) * gamma + beta over the axes from begin_norm_axis on."""
-    from flow2onnx.lowering.helpers import reduce
-
     x, axis, gamma, beta, epsilon = _layer_norm_parts(ctx, op)
     axes = list(range(axis, ctx.rank(x)))
     dtype = ctx.dtype(x)
@@ -90,9 +88,24 @@ OLDEST_OPSETS = {
 }
 
 
+def lower_l2_normalize(ctx, op):
+    """x / sqrt(max(sum(x^2), epsilon)) along ``axis`` (F.normalize), and the sum of squares."""
+    x = op.input("x")
+    axis = normalize_axes([op.attr("axis")], ctx.rank(x))[0]
+    (square,) = ctx.make_node("Mul", [x, x])
+    total = reduce(ctx, "ReduceSum", square, [axis], True)
+    (bounded,) = ctx.make_node("Max", [total, ctx.constant(np.array(op.attr("epsilon"), ctx.dtype(x)), "epsilon")])
+    (norm,) = ctx.make_node("Sqrt", [bounded])
+    ctx.make_node("Div", [x, norm], [op.output("y")])
+    if op.has_output("square_x_sum"):
+        shape = ctx.constant(np.array(ctx.shape(op.output("square_x_sum")), dtype=np.int64), "shape")
+        ctx.make_node("Reshape", [total, shape], [op.output("square_x_sum")])
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     register = oldest_opsets(register, OLDEST_OPSETS)
     register("normalization", lower_normalization)
     register("layer_norm", lower_layer_norm)
     register("layer_norm", lower_layer_norm_17, since_opset=17)
+    register("l2_normalize", lower_l2_normalize)

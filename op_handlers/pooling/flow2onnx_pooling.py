@@ -1,9 +1,12 @@
-"""Pooling: max and average pooling, adaptive average and max pooling (channels-first)."""
+"""Pooling: max and average pooling, adaptive average and max pooling, max unpooling (channels-first)."""
 
 from __future__ import annotations
 
+import numpy as np
+from onnx import numpy_helper
+
 from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import dims, int64s, oldest_opsets, reduce
+from flow2onnx.lowering.helpers import cast, cast_if_needed, dims, int64s, oldest_opsets, reduce
 
 
 def _check_layout(ctx, op):
@@ -37,24 +40,21 @@ def _ceil_pads(ctx, op, kernel, stride, dilation, padding):
 
 def lower_max_pool(ctx, op):
     _check_layout(ctx, op)
-    if op.attr("return_indices") and ctx.is_read(op.output("indice")):
-        raise ctx.error(
-            "the pooling indices are used: OneFlow numbers them within each (N, C) plane, ONNX MaxPool over the whole "
-            "tensor, so they cannot be exported as they are"
-        )
     kernel, stride, dilation = list(op.attr("kernel_size")), list(op.attr("stride")), list(op.attr("dilation"))
     # Padding with -inf (MaxPool's) never wins a max, so extra end padding is exact.
     pads, ceil_mode = _ceil_pads(ctx, op, kernel, stride, dilation, list(op.attr("padding")))
-    ctx.make_node(
-        "MaxPool",
-        [op.input("x")],
-        [op.output("y")],
-        kernel_shape=kernel,
-        strides=stride,
-        pads=pads,
-        dilations=dilation,
-        ceil_mode=ceil_mode,
-    )
+    with_indices = bool(op.attr("return_indices")) and ctx.is_read(op.output("indice"))
+    outputs = [op.output("y"), ctx.unique_name("indices")] if with_indices else [op.output("y")]
+    ctx.make_node("MaxPool", [op.input("x")], outputs, kernel_shape=kernel, strides=stride, pads=pads, dilations=dilation, ceil_mode=ceil_mode)
+    if with_indices:
+        # ONNX numbers the maxima over the whole tensor, OneFlow within each (N, C) plane: the
+        # remainder by the plane's size is OneFlow's index.
+        plane = ctx.constant(np.array(int(np.prod(ctx.shape(op.input("x"))[2:])), dtype=np.int64), "plane")
+        indices = op.output("indice")
+        if ctx.dtype(indices) == np.int64:
+            ctx.make_node("Mod", [outputs[1], plane], [indices])
+        else:
+            cast(ctx, ctx.make_node("Mod", [outputs[1], plane])[0], ctx.dtype(indices), [indices])
 
 
 def lower_avg_pool(ctx, op):
@@ -176,6 +176,23 @@ OLDEST_OPSETS = {
 }
 
 
+def lower_max_unpool(ctx, op):
+    """Each value written at its index within its channel's plane, zeros elsewhere: ScatterElements
+    over the flattened spatial axes (OneFlow's indices count within one plane; ONNX MaxUnpool's
+    would count within the whole tensor)."""
+    x, out = op.input("x"), op.output("y")
+    plane = int(np.prod(ctx.shape(out)[2:]))
+    keep = int64s(ctx, [0, 0, -1], "shape")
+    (values,) = ctx.make_node("Reshape", [x, keep])
+    (indices,) = ctx.make_node("Reshape", [cast_if_needed(ctx, op.input("indices"), np.int64), keep])
+    (batch_channels,) = ctx.make_node("Slice", [ctx.make_node("Shape", [x])[0], int64s(ctx, [0], "start"), int64s(ctx, [2], "end")])
+    (zeros_shape,) = ctx.make_node("Concat", [batch_channels, int64s(ctx, [plane], "plane")], axis=0)
+    (zeros,) = ctx.make_node("ConstantOfShape", [zeros_shape], value=numpy_helper.from_array(np.zeros(1, ctx.dtype(x))))
+    (scattered,) = ctx.make_node("ScatterElements", [zeros, indices, values], axis=2)
+    (out_shape,) = ctx.make_node("Concat", [batch_channels, int64s(ctx, ctx.shape(out)[2:], "spatial")], axis=0)
+    ctx.make_node("Reshape", [scattered, out_shape], [out])
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     register = oldest_opsets(register, OLDEST_OPSETS)
@@ -187,3 +204,5 @@ def flow2onnx_register_lowerings(register):
         register(op_type, lower_avg_pool)
     for op_type in ("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d"):
         register(op_type, lower_adaptive_avg_pool)
+    for op_type in ("max_unpool_1d", "max_unpool_2d", "max_unpool_3d"):
+        register(op_type, lower_max_unpool)

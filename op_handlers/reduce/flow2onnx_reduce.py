@@ -1,4 +1,4 @@
-"""Reductions: sum, max, min, prod, any, all, variance, argmax, top-k, argsort and searchsorted.
+"""Reductions: sum, NaN-skipping sum, max, min, prod, any, all, variance, median, argmax, top-k, argsort and searchsorted.
 
 ONNX moved ReduceSum's axes from an attribute to an input at opset 13 and the other reductions'
 at opset 18; the ``reduce`` helper emits the form of the target opset, so each lowering is
@@ -178,6 +178,41 @@ OLDEST_OPSETS = {
 }
 
 
+def lower_reduce_nansum(ctx, op):
+    """A sum that counts NaN as 0."""
+    x, out = op.input("input_tensor"), op.output("output_tensor")
+    (nan,) = ctx.make_node("IsNaN", [x])
+    (cleaned,) = ctx.make_node("Where", [nan, ctx.constant(np.array(0, ctx.dtype(x)), "zero"), x])
+    reduce(ctx, "ReduceSum", cleaned, _axes(ctx, x, op.attr("axis")), bool(op.attr("keepdims")), [out])
+
+
+def _lower_median(ctx, x, values_out, indices_out=None):
+    """The lower median along the last axis of ``x`` (element (n - 1) // 2 in ascending order): the
+    smallest (n - 1) // 2 + 1 elements by TopK, then the last of them. n is read from ``Shape``, so a
+    dynamic axis is followed."""
+    (size,) = ctx.make_node("Shape", [x])
+    (size,) = ctx.make_node("Gather", [size, ctx.constant(np.array(-1, dtype=np.int64), "last")], axis=0)
+    one = ctx.constant(np.array(1, dtype=np.int64), "one")
+    (kth,) = ctx.make_node("Sub", [size, one])
+    (kth,) = ctx.make_node("Div", [kth, ctx.constant(np.array(2, dtype=np.int64), "two")])
+    (count,) = ctx.make_node("Add", [kth, one])
+    values, indices = ctx.make_node("TopK", [x, unsqueeze(ctx, count, [0])], outputs=2, axis=-1, largest=0, sorted=1)
+    ctx.make_node("Gather", [values, kth], [values_out], axis=-1)
+    if indices_out:
+        ctx.make_node("Gather", [indices, kth], [indices_out], axis=-1)
+
+
+def lower_median(ctx, op):
+    """The median of every element."""
+    (flat,) = ctx.make_node("Reshape", [op.input("input"), int64s(ctx, [-1], "flat")])
+    _lower_median(ctx, flat, op.output("output"))
+
+
+def lower_median_with_indices(ctx, op):
+    """The median along the last axis and its index (OneFlow moves the reduced axis last first)."""
+    _lower_median(ctx, op.input("input"), op.output("values"), op.output("indices"))
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     register = oldest_opsets(register, OLDEST_OPSETS)
@@ -192,3 +227,6 @@ def flow2onnx_register_lowerings(register):
     register("arg_sort", lower_arg_sort)
     register("searchsorted", lower_searchsorted)
     register("searchsorted_scalar", lower_searchsorted_scalar)
+    register("reduce_nansum", lower_reduce_nansum)
+    register("median", lower_median)
+    register("median_with_indices", lower_median_with_indices)

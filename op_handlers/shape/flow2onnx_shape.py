@@ -1,4 +1,4 @@
-"""Shape and creation ops: reshape (OneFlow 0.9 also compiles ``flatten`` to it), constant, arange, fill_."""
+"""Shape and creation ops: reshape (OneFlow 0.9 also compiles ``flatten`` to it), constant, eye, arange, fill_."""
 
 from __future__ import annotations
 
@@ -105,6 +105,11 @@ OLDEST_OPSETS = {
 }
 
 
+def lower_eye(ctx, op):
+    eye = np.eye(int(op.attr("rows")), int(op.attr("cols")), dtype=np.dtype(op.attr("dtype")))
+    ctx.make_node("Identity", [ctx.constant(eye, "eye")], [op.output("out")])
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     register = oldest_opsets(register, OLDEST_OPSETS)
@@ -113,3 +118,4 @@ def flow2onnx_register_lowerings(register):
     register("constant", lower_constant)
     register("fill_", lower_fill)
     register("fill_tensor_", lower_fill_tensor)
+    register("eye", lower_eye)

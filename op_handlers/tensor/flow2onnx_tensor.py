@@ -1,4 +1,5 @@
-"""Layout ops: transpose, concat/stack, slicing, narrow and slice assignment, (un)squeeze, expand, flip, roll, pad, cast, identity.
+"""Layout ops: transpose, concat/stack, slicing, narrow and slice assignment, (un)squeeze, expand and
+broadcast_like, flip, roll, pad, cast, identity, as_strided, Tensor.unfold, repeat_interleave's indices.
 
 Shapes stay symbolic where a dynamic batch can flow through: slices that run to the end of an axis
 end at "infinity" rather than at the example's size, expand keeps the input's own sizes by
@@ -11,7 +12,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, oldest_opsets, select, size_value, squeeze, typed_node, unsqueeze
+from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, oldest_opsets, reduce, select, size_value, squeeze, typed_node, unsqueeze
 
 
 def lower_identity(ctx, op):
@@ -222,6 +223,55 @@ OLDEST_OPSETS = {
 }
 
 
+def lower_as_strided(ctx, op):
+    """A view of the input's elements at ``storage_offset + sum(i_k * stride_k)``: a Gather of the
+    flattened input at those positions, computed here from the static sizes and strides."""
+    sizes, strides = [int(v) for v in op.attr("size")], [int(v) for v in op.attr("stride")]
+    positions = np.full(sizes, int(op.attr("storage_offset")), dtype=np.int64)
+    for axis, (size, stride) in enumerate(zip(sizes, strides)):
+        shape = [1] * len(sizes)
+        shape[axis] = size
+        positions = positions + (np.arange(size, dtype=np.int64) * stride).reshape(shape)
+    (flat,) = ctx.make_node("Reshape", [op.input("input"), int64s(ctx, [-1], "flat")])
+    ctx.make_node("Gather", [flat, ctx.constant(positions, "positions")], [op.output("output")], axis=0)
+
+
+def lower_broadcast_like(ctx, op):
+    """x expanded to the shape of ``like``; where x lacks the broadcast axes, they are inserted first."""
+    x, like = op.input("x"), op.input("like")
+    if ctx.rank(x) < ctx.rank(like):
+        x = unsqueeze(ctx, x, normalize_axes(op.attr("broadcast_axes"), ctx.rank(like)))
+    (shape,) = ctx.make_node("Shape", [like])
+    ctx.make_node("Expand", [x, shape], [op.output("y")])
+
+
+def lower_unfold_tensor(ctx, op):
+    """Tensor.unfold: windows of ``size`` every ``step`` along ``dimension``, the window last."""
+    x = op.input("x")
+    rank = ctx.rank(x)
+    axis = normalize_axes([op.attr("dimension")], rank)[0] if rank else 0
+    size, step = int(op.attr("size")), int(op.attr("step"))
+    windows = (ctx.shape(x)[axis] - size) // step + 1
+    positions = np.arange(windows, dtype=np.int64)[:, None] * step + np.arange(size, dtype=np.int64)[None, :]
+    (picked,) = ctx.make_node("Gather", [x, ctx.constant(positions, "windows")], axis=axis)
+    perm = [a for a in range(rank + 1) if a != axis + 1] + [axis + 1]
+    ctx.make_node("Transpose", [picked], [op.output("y")], perm=perm)
+
+
+def lower_repeat_interleave(ctx, op):
+    """The index of each of ``repeat_num`` outputs: for output j, how many cumulative repeat counts
+    are at most j (which element of the input it repeats)."""
+    cumsum, out = cast_if_needed(ctx, op.input("cumsum"), np.int64), op.output("out")
+    positions = ctx.constant(np.arange(int(op.attr("repeat_num")), dtype=np.int64)[:, None], "positions")
+    (before,) = ctx.make_node("Less", [positions, unsqueeze(ctx, cumsum, [0])])
+    (passed,) = ctx.make_node("Not", [before])
+    counts = reduce(ctx, "ReduceSum", cast(ctx, passed, np.int64), [1], False)
+    if ctx.dtype(out) == np.int64:
+        ctx.make_node("Identity", [counts], [out])
+    else:
+        cast(ctx, counts, ctx.dtype(out), [out])
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     register = oldest_opsets(register, OLDEST_OPSETS)
@@ -243,3 +293,7 @@ def flow2onnx_register_lowerings(register):
     register("stack", lower_stack)
     register("expand_dims", lower_expand_dims)
     register("squeeze", lower_squeeze)
+    register("as_strided", lower_as_strided)
+    register("broadcast_like", lower_broadcast_like)
+    register("unfold_tensor", lower_unfold_tensor)
+    register("repeat_interleave", lower_repeat_interleave)
