@@ -25,6 +25,8 @@ import functools
 import json
 import pathlib
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 
 CENSUS = pathlib.Path(__file__).with_name("op_census.json")
@@ -88,7 +90,17 @@ def _liboneflow() -> ctypes.CDLL:
 
 @functools.lru_cache(maxsize=None)
 def registered_op_types() -> frozenset[str]:
-    """Every user op type the installed OneFlow registers, read from its op registry at run time.
+    """Every user op type the installed OneFlow registers, read from its op registry at run time by
+    a child process (:func:`read_registry`), so that a misread, which could crash, ends there."""
+    child = subprocess.run([sys.executable, "-m", __name__], capture_output=True, text=True)
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+        raise CensusError(f"reading OneFlow's op registry failed in a child process: {last}")
+    return frozenset(json.loads(child.stdout.strip().splitlines()[-1]))
+
+
+def read_registry() -> list[str]:
+    """Every user op type the installed OneFlow registers, read from its op registry in this process.
 
     OneFlow 0.9 has no Python binding that lists its registry: ``UserOpRegistryMgr`` keeps the
     registrations in a hash map (op type -> registration) that only its C++ reads. Its ``Get()`` is
@@ -136,7 +148,7 @@ def registered_op_types() -> frozenset[str]:
             internal.one.OpBuilder(name, "flow2onnx_census").build()
         except Exception as error:  # noqa: BLE001 (any failure means the walk read something else)
             raise CensusError(f"OneFlow's OpBuilder refuses {name!r}, read from its op registry: {error}") from error
-    return frozenset(names)
+    return sorted(names)
 
 
 def classify(op_types, catalogue) -> dict[str, Entry]:
@@ -181,3 +193,7 @@ def census_problems(registered, catalogue) -> list[str]:
             if not any(entry.group is group and fnmatch.fnmatchcase(op_type, pattern) for op_type, entry in entries.items()):
                 problems.append(f"pattern {pattern} (group {group.reason!r}) covers no op type")
     return problems
+
+
+if __name__ == "__main__":
+    print(json.dumps(read_registry()))
