@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -324,22 +326,12 @@ class LoweringContext:
         Any failure of the lowering becomes a :class:`LoweringError` naming the op and the plugin;
         so does a lowering that leaves an output of ``op`` that the graph reads unproduced.
         """
-        outer = self._op, self._match, self._lowering
-        self._op, self._match, self._lowering = op, None, lowering
-        try:
+        with self._lowering_of(op, None, lowering):
             lowering.function(self, op)
             for names in op.outputs.values():
                 for name in names:
                     if name in self._tensors_read and name not in self._produced:
                         raise self.error(f"the lowering did not produce output {name!r}, which the graph reads")
-        except OpArgumentError as error:
-            raise self.error(error.reason) from error
-        except Flow2OnnxError:
-            raise
-        except Exception as error:
-            raise self.error(f"{type(error).__name__}: {error}") from error
-        finally:
-            self._op, self._match, self._lowering = outer
 
     def lower_pattern(self, match: PatternMatch, pattern: Pattern) -> None:
         """Run ``pattern``'s lowering on the group ``match`` (the converter calls this).
@@ -348,13 +340,20 @@ class LoweringContext:
         group, the pattern and its plugin; so does a lowering that leaves a tensor of
         ``match.outputs`` unproduced.
         """
-        outer = self._op, self._match, self._lowering
-        self._op, self._match, self._lowering = None, match, pattern
-        try:
+        with self._lowering_of(None, match, pattern):
             pattern.function(self, match)
             missing = [name for name in match.outputs if name not in self._produced]
             if missing:
                 raise self.error(f"the lowering did not produce {', '.join(map(repr, missing))}, which the graph reads")
+
+    @contextlib.contextmanager
+    def _lowering_of(self, op, match, lowering):
+        """While ``lowering`` runs on ``op`` (or on the group ``match``): errors name them, and any
+        failure but flow2onnx's own becomes a :class:`LoweringError`."""
+        outer = self._op, self._match, self._lowering
+        self._op, self._match, self._lowering = op, match, lowering
+        try:
+            yield
         except OpArgumentError as error:
             raise self.error(error.reason) from error
         except Flow2OnnxError:
