@@ -22,6 +22,7 @@ from .._oneflow import error_text
 from ..errors import InvalidModelError, LoweringError, PluginError
 from ..lowering.graph import FlowGraph, TensorInfo, stable_tensor_name
 from ..lowering.plugin_manager import load_plugins, own_version
+from ..lowering.patterns import claim_groups
 from ..lowering.registry import Registry
 from . import capture
 from .axes import AxesPlan, inputs_at
@@ -101,10 +102,16 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
     variant = _compile_variant(graph, plan) if plan.variant_shapes is not None else None
     if variant is None:
         plan = replace(plan, variant_shapes=None)
-    model, used, weights, groups = convert(
-        graph, registry, options.opset, options.dynamic_batch, producer_version=own_version(),
-        dynamic_axes=options.dynamic_axes, variant=variant,
-    )
+    try:
+        model, used, weights, groups = convert(
+            graph, registry, options.opset, options.dynamic_batch, producer_version=own_version(),
+            dynamic_axes=options.dynamic_axes, variant=variant,
+        )
+    except LoweringError as error:
+        other_path = _other_path(graph, variant, registry, options.opset) if variant is not None else ""
+        if not other_path:
+            raise
+        raise LoweringError(_branching_message(plan, graph, other_path, str(error))) from error
     timings = {"convert": time.perf_counter() - started}
     if variant is not None:
         started = time.perf_counter()
@@ -176,14 +183,9 @@ def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Re
     node_name, what = difference
     op = next((op for op in graph.ops if node_name == op.name or node_name.startswith(op.name + "/")), None)
     where = f"{op.type} op {op.name!r}" if op is not None else f"ONNX node {node_name!r}"
-    other_path = _other_path(graph, variant)
+    other_path = _other_path(graph, variant, registry, options.opset)
     if other_path:
-        raise LoweringError(
-            f"the dynamic axes ({described}) cannot stay dynamic: {other_path} between inputs {example} and "
-            f"{other_shapes}, so the model's Python takes another path at other sizes (e.g. it resizes a position "
-            f"embedding only when the size differs from the one it was built for), and the first difference is at "
-            f"{where}. One ONNX graph cannot hold both paths: export with those axes static."
-        )
+        raise LoweringError(_branching_message(plan, graph, other_path, f"the first difference is at {where}"))
     raise LoweringError(
         f"{where} cannot keep the dynamic axes ({described}) dynamic: its lowering depends on the example's sizes "
         f"({what} differ between inputs {example} and {other_shapes}), so the model "
@@ -192,14 +194,32 @@ def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Re
     )
 
 
-def _other_path(graph: FlowGraph, variant: FlowGraph) -> str:
-    """How many ops of each type the two compilations build where the counts differ, or ``""``."""
-    ours, theirs = Counter(op.type for op in graph.ops), Counter(op.type for op in variant.ops)
+def _other_path(graph: FlowGraph, variant: FlowGraph, registry: Registry, opset: int) -> str:
+    """How many ops of each type the two compilations build where the counts differ, leaving out the
+    ops that patterns lower as a whole (an RNN unrolled over the sequence has as many ops as steps),
+    or ``""``."""
+    def counts(flow_graph):
+        claimed = {op.name for group in claim_groups(flow_graph, registry, opset) for op in group.match.ops}
+        return Counter(op.type for op in flow_graph.ops if op.name not in claimed)
+
+    ours, theirs = counts(graph), counts(variant)
     differ = sorted(t for t in ours.keys() | theirs.keys() if ours[t] != theirs[t])
     if not differ:
         return ""
-    counts = ", ".join(f"{ours[t]} {t} at the example's sizes and {theirs[t]} at the others" for t in differ[:4])
-    return f"OneFlow builds {counts}" + (f" (and {len(differ) - 4} more op types differ)" if len(differ) > 4 else "")
+    described = ", ".join(f"{ours[t]} {t} at the example's sizes and {theirs[t]} at the others" for t in differ[:4])
+    return f"OneFlow builds {described}" + (f" (and {len(differ) - 4} more op types differ)" if len(differ) > 4 else "")
+
+
+def _branching_message(plan: AxesPlan, graph: FlowGraph, other_path: str, detail: str) -> str:
+    described = ", ".join(f"{name}: {{{', '.join(f'{a}: {s!r}' for a, s in sorted(m.items()))}}}" for name, m in plan.symbolic_axes.items())
+    example = {info.name: list(info.shape) for info in graph.inputs}
+    other_shapes = {name: list(shape) for name, shape in plan.variant_shapes.items()}
+    return (
+        f"the dynamic axes ({described}) cannot stay dynamic: {other_path} between inputs {example} and "
+        f"{other_shapes}, so the model's Python takes another path at other sizes (e.g. it resizes a position "
+        f"embedding only when the size differs from the one it was built for); {detail}. One ONNX graph cannot "
+        "hold both paths: export with those axes static."
+    )
 
 
 def _first_size_dependent_node(model, other, stable: dict[str, str], other_stable: dict[str, str]):
