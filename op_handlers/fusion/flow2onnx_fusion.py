@@ -244,7 +244,7 @@ def match_layer_norm(graph):
 
 
 def lower_layer_norm(ctx, match):
-    """ONNX LayerNormalization over the trailing axes, with the graph's epsilon, scale and bias."""
+    """LayerNorm over trailing axes (OneFlow's mean/var/rsqrt ops, or written out with sqrt), with its scale and bias, as one LayerNormalization."""
     found = match.data
     scale = found["scale"] or ones_like_normalized(ctx, found["x"], found["axis"])
     inputs = [found["x"], scale] + ([found["bias"]] if found["bias"] else [])
@@ -389,7 +389,7 @@ def match_gelu(graph):
 
 
 def lower_gelu(ctx, match):
-    """ONNX Gelu (opset 20), exact or with its tanh approximation."""
+    """GELU written out with erf or tanh (any order of products and sums) as one Gelu."""
     found = match.data
     ctx.make_node("Gelu", [found["x"]], list(match.outputs[:1]) or None, approximate=found["approximate"])
 
