@@ -27,7 +27,7 @@ VERSION = importlib.metadata.version("flow2onnx-core")
 
 def test_each_family_folder_is_an_installed_distribution_found_through_its_entry_point():
     folders = sorted(path.parent.name for path in OP_HANDLERS.glob("*/pyproject.toml") if path.parent.name != "all")
-    assert len(folders) == 12
+    assert len(folders) == 13
     assert [f"flow2onnx-{folder}" for folder in folders] == checkout_families() == family_names()
     for folder in folders:
         dist = importlib.metadata.distribution(f"flow2onnx-{folder}")

@@ -146,7 +146,7 @@ def find_first_divergence(
     inputs = [flow.tensor(x) if not isinstance(x, flow.Tensor) else x for x in example_inputs]
     graph = read_graph(_debug_graph(module, inputs))
     registry = load_plugins(extra_plugins=plugins, disable=disable_plugins, only=only_plugins).registry
-    model, _, weights, groups = convert(graph, registry, opset, dynamic_batch)
+    model, _, weights, groups, read_weight = convert(graph, registry, opset, dynamic_batch)
 
     arrays = draw_inputs(graph.inputs, None, seed=seed, bounds=index_bounds(graph))
     with quiet_native_output():
@@ -154,7 +154,7 @@ def find_first_divergence(
     verifier = registry.verifiers["onnxruntime"]
     with tempfile.TemporaryDirectory(prefix="flow2onnx-bisect-") as directory:
         path = os.path.join(directory, "debug.onnx")
-        write_streamed(model, weights, graph.read_weight, path)
+        write_streamed(model, weights, read_weight, path)
         libraries = [entry.path for entry in registry.runtime_libraries.values()]
         try:
             actual = verifier.function(path, {info.name: a for info, a in zip(graph.inputs, arrays)}, libraries)

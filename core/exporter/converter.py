@@ -3,8 +3,9 @@ registry, then lowering each group and each op once, in order."""
 
 from __future__ import annotations
 
-from typing import Collection, Mapping, NamedTuple
+from typing import Callable, Collection, Mapping, NamedTuple
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -14,6 +15,7 @@ from ..lowering.families import family_note
 from ..lowering.graph import FlowGraph, TensorInfo, twin_names
 from ..lowering.patterns import ClaimedGroup, claim_groups, output_aliases
 from ..lowering.registry import Lowering, Registry
+from .writer import weight_reader
 
 BATCH_DIM = "batch"
 
@@ -28,6 +30,9 @@ class Conversion(NamedTuple):
     weights: list[TensorInfo]
     #: The groups of ops that patterns claimed and lowered, in the order they were lowered.
     groups: list[ClaimedGroup]
+    #: Reads each of ``weights`` (as an array, from OneFlow's memory) when the model is written,
+    #: those that lowerings derived from others included (``ctx.derived_weight``).
+    read_weight: Callable[[str], np.ndarray]
 
 
 def check_supported(graph: FlowGraph, registry: Registry, opset: int, claimed: Collection[str] = ()) -> None:
@@ -110,7 +115,7 @@ def convert(
         ctx.lower_pattern(group.match, group.pattern)
 
     nodes = _bind_outputs(graph, ctx, aliases)
-    weights = _weights_read(graph, nodes)
+    weights = _weights_read(graph, nodes, ctx.derived_weights)
     initializers = ctx.constants
     onnx_graph = helper.make_graph(
         nodes,
@@ -127,7 +132,8 @@ def convert(
         _non_negative_axes(model, weights)
     if any(axes.values()):
         _symbolic_outputs(model, weights)
-    return Conversion(model, used, weights, [group for position in sorted(placed) for group in placed[position]])
+    groups = [group for position in sorted(placed) for group in placed[position]]
+    return Conversion(model, used, weights, groups, weight_reader(graph.read_weight, ctx.derived_weights))
 
 
 def dynamic_axes_of(graph: FlowGraph, dynamic_batch: bool, dynamic_axes) -> dict[str, dict[int, str]]:
@@ -228,7 +234,7 @@ def _bind_outputs(graph: FlowGraph, ctx: LoweringContext, aliases: Mapping[str, 
     a weight, or one tensor feeds several outputs.
     """
     rename: dict[str, str] = dict(aliases)
-    not_renamable = {info.name for info in graph.inputs} | {info.name for info in graph.variables}
+    not_renamable = {info.name for info in graph.inputs} | {info.name for info in graph.variables} | set(ctx.derived_weights)
     bound = set()
     extra = []
     for info, source in zip(graph.outputs, graph.output_sources):
@@ -251,12 +257,12 @@ def _bind_outputs(graph: FlowGraph, ctx: LoweringContext, aliases: Mapping[str, 
     return ctx.nodes + extra
 
 
-def _weights_read(graph: FlowGraph, nodes) -> list[TensorInfo]:
-    """The variables that some node reads, in the graph's order."""
+def _weights_read(graph: FlowGraph, nodes, derived: Mapping) -> list[TensorInfo]:
+    """The variables that some node reads, in the graph's order, then the derived weights that some node reads."""
     read = set()
     for node in nodes:
         read.update(node.input)
-    return [info for info in graph.variables if info.name in read]
+    return [info for info in graph.variables if info.name in read] + [entry.info for name, entry in derived.items() if name in read]
 
 
 def _value_info(info: TensorInfo, symbols: dict[int, str]):

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
@@ -41,8 +41,11 @@ class Lowered:
     """The lower step's value: the model without its weights, and what its lowering used."""
 
     model: onnx.ModelProto
-    #: The weights the model reads, still in OneFlow's memory (``graph.read_weight`` reads each).
+    #: The weights the model reads, still in OneFlow's memory (``read_weight`` reads each).
     weights: tuple[TensorInfo, ...]
+    #: Reads one of ``weights`` as an array when it is written: the graph's own, or one a lowering
+    #: derived from them (a reshaped parameter, computed as a view of OneFlow's memory).
+    read_weight: Callable[[str], np.ndarray]
     #: OneFlow op type -> the registered lowering that converted it (ops that no pattern claimed).
     used: Mapping[str, Any]
     #: Claimed group's name -> the registered pattern that lowered it.
@@ -103,7 +106,7 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
     if variant is None:
         plan = replace(plan, variant_shapes=None)
     try:
-        model, used, weights, groups = convert(
+        model, used, weights, groups, read_weight = convert(
             graph, registry, options.opset, options.dynamic_batch, producer_version=own_version(),
             dynamic_axes=options.dynamic_axes, variant=variant,
         )
@@ -125,6 +128,7 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
     return Lowered(
         model=model,
         weights=tuple(weights),
+        read_weight=read_weight,
         used=used,
         groups={group.match.name: group.pattern for group in groups},
         external_data=bool(options.external_data) if options.external_data is not None else not fits,

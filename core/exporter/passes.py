@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import onnx
 
 from ..errors import Flow2OnnxError, VerificationError
@@ -61,7 +60,7 @@ class Settled:
     timings: Mapping[str, float]
 
 
-def apply_post_passes(lowered: Lowered, read_weight: Callable[[str], np.ndarray], registry: Registry, options: ExportOptions) -> PostPassed:
+def apply_post_passes(lowered: Lowered, registry: Registry, options: ExportOptions) -> PostPassed:
     """Run the post-passes of ``options`` on the lowered model, each on the output of the one before."""
     passes = [registry.post_passes[name] for name in options.post_passes]
     warnings = []
@@ -75,7 +74,7 @@ def apply_post_passes(lowered: Lowered, read_weight: Callable[[str], np.ndarray]
         return PostPassed(lowered.model, lowered.weights, PassesRun((), tuple(warnings), {"post_passes": 0.0}))
     # Post-passes need the weights inside the model; without them, the writer streams the weights
     # from OneFlow's memory to the file.
-    model = _with_weights(lowered, read_weight)
+    model = _with_weights(lowered)
     started = time.perf_counter()
     applied = []
     for post_pass in passes:
@@ -122,14 +121,14 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def settle_post_passes(lowered: Lowered, read_weight, applied, staging: Staging, verifier: Callable[[str], Any], strict: bool) -> Settled:
+def settle_post_passes(lowered: Lowered, applied, staging: Staging, verifier: Callable[[str], Any], strict: bool) -> Settled:
     """Re-run the applied passes one at a time, verifying after each, and keep the model from before
     the first one whose output no longer matches OneFlow.
 
     The model from before the passes is rebuilt from the lowered model and OneFlow's weights, which
     the export holds anyway, rather than kept as a copy through every export.
     """
-    model = _with_weights(lowered, read_weight)
+    model = _with_weights(lowered)
     staged = staging.write(model)
     check = verifier(staged.path)
     writes = [staged]
@@ -156,11 +155,11 @@ def settle_post_passes(lowered: Lowered, read_weight, applied, staging: Staging,
     return Settled(staged, check, tuple(kept), tuple(warnings), _summed(writes))
 
 
-def _with_weights(lowered: Lowered, read_weight) -> onnx.ModelProto:
+def _with_weights(lowered: Lowered) -> onnx.ModelProto:
     """A copy of the lowered model with its weights inside; the lowered model itself stays without them."""
     model = onnx.ModelProto()
     model.CopyFrom(lowered.model)
-    return materialize(model, list(lowered.weights), read_weight)
+    return materialize(model, list(lowered.weights), lowered.read_weight)
 
 
 def _summed(writes) -> dict[str, float]:

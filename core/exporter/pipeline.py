@@ -185,8 +185,8 @@ def run_export(model, example_inputs: Sequence | None, options: ExportOptions) -
     registry = select_plugins(options)
     lowered = lower(graph, plan, registry, options)
     with staging_folder(target, lowered.external_data) as stage:
-        passed = apply_post_passes(lowered, graph.read_weight, registry, options)
-        staged, passes = stage.write(passed.model, passed.weights, graph.read_weight), passed.run
+        passed = apply_post_passes(lowered, registry, options)
+        staged, passes = stage.write(passed.model, passed.weights, lowered.read_weight), passed.run
         # After post-passes the model holds every weight; the file has it now, so let it go before verifying.
         del passed
         if options.verify:

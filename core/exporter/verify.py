@@ -139,7 +139,7 @@ def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Stagi
     check = verifier(staged.path)
     kept, warnings, rewrites = passes.names, [], {}
     if check.failed and passes.applied:
-        settled = settle_post_passes(verifier.lowered, graph.read_weight, passes.applied, staging, verifier, options.strict_post_passes)
+        settled = settle_post_passes(verifier.lowered, passes.applied, staging, verifier, options.strict_post_passes)
         staged, check, kept, warnings, rewrites = settled.staged, settled.check, settled.kept, list(settled.warnings), settled.timings
     if check.skipped:
         log.warning(check.skipped)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -64,6 +64,20 @@ def _header(info: TensorInfo) -> TensorProto:
     tensor.dims.extend(info.shape)
     tensor.data_type = helper.np_dtype_to_tensor_dtype(info.dtype)
     return tensor
+
+
+def weight_reader(read: Callable[[str], np.ndarray], derived: Mapping) -> Callable[[str], np.ndarray]:
+    """``read`` (a graph's ``read_weight``), extended to the weights that lowerings derived from others
+    (name -> :class:`~flow2onnx.lowering.context.DerivedWeight`): each is computed from its source's
+    array when it is read, so a reshaped weight is a view of OneFlow's memory, not a copy."""
+    if not derived:
+        return read
+
+    def read_weight(name: str) -> np.ndarray:
+        entry = derived.get(name)
+        return read(name) if entry is None else entry.compute(read_weight(entry.source))
+
+    return read_weight
 
 
 def weights_nbytes(weights: Iterable[TensorInfo]) -> int:

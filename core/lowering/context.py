@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 from onnx import helper, numpy_helper
@@ -16,6 +16,18 @@ from .sizes import SizeExpression, explain
 
 if TYPE_CHECKING:
     from .patterns import PatternMatch
+
+
+@dataclass(frozen=True)
+class DerivedWeight:
+    """A weight of the model computed from another weight when the model is written (see
+    :meth:`LoweringContext.derived_weight`): ``info`` is its name, shape and dtype, ``source`` the
+    weight it is computed from (a variable of the graph, or another derived weight), and ``compute``
+    the function that turns the source's array into its own."""
+
+    info: TensorInfo
+    source: str
+    compute: Callable[[np.ndarray], np.ndarray]
 
 
 class LoweringContext:
@@ -66,7 +78,9 @@ class LoweringContext:
         for op in graph.ops:
             for names in op.inputs.values():
                 self._tensors_read.update(names)
-        self._produced = {info.name for info in graph.inputs} | {info.name for info in graph.variables}
+        self._weights = {info.name: info for info in graph.variables}
+        self._derived: dict[str, DerivedWeight] = {}
+        self._produced = {info.name for info in graph.inputs} | set(self._weights)
 
     # ---- what is being converted ----
 
@@ -133,6 +147,11 @@ class LoweringContext:
     def constants(self) -> list:
         """The constants (``onnx.TensorProto``) added so far by :meth:`constant`: the model's initializers."""
         return self._constants
+
+    @property
+    def derived_weights(self) -> dict[str, DerivedWeight]:
+        """The weights added so far by :meth:`derived_weight`, by name."""
+        return self._derived
 
     @property
     def domains(self) -> dict[str, int]:
@@ -232,6 +251,11 @@ class LoweringContext:
             self._variant_names = twin_names(self._graph, self._variant)
         return self._variant_names
 
+    def is_weight(self, name: str) -> bool:
+        """Whether tensor ``name`` is a weight: a variable of the graph (a parameter or buffer) or a
+        weight derived from one by :meth:`derived_weight`."""
+        return name in self._weights or name in self._derived
+
     def is_read(self, name: str) -> bool:
         """Whether some op or a graph output reads tensor ``name`` (an unread output need not be produced)."""
         return name in self._tensors_read
@@ -297,6 +321,32 @@ class LoweringContext:
         array = np.asarray(value, dtype=dtype)
         name = self.unique_name(hint)
         self._constants.append(numpy_helper.from_array(array, name))
+        return name
+
+    def derived_weight(self, source: str, compute: Callable[[np.ndarray], np.ndarray], shape, name: str | None = None, hint: str = "weight") -> str:
+        """Add a weight computed from weight ``source`` when the model is written, and return its name.
+
+        For an op that only rearranges a weight (reshape, unsqueeze, squeeze): the result becomes a
+        weight of the file instead of a node that a runtime would compute again at every load. The
+        writer streams weights from OneFlow's memory one at a time; it calls ``compute`` on the
+        source's array each time it writes this weight, so ``compute`` should return a view of it
+        (``lambda a: a.reshape(shape)``), which costs no memory. ``source`` itself is written only
+        if some node still reads it.
+
+        :param source: a variable of the graph or another derived weight (:meth:`is_weight`).
+        :param compute: the source's array -> this weight's array, of ``shape`` and the source's dtype.
+        :param shape: the derived weight's shape.
+        :param name: its name, usually the op's output (``op.output("out")``); by default a new
+            name ending in ``hint``.
+        """
+        base = self._weights.get(source) or getattr(self._derived.get(source), "info", None)
+        if base is None:
+            raise self.error(f"derived_weight: {source!r} is not a weight; check ctx.is_weight() first")
+        name = name or self.unique_name(hint)
+        if name in self._produced:
+            raise self.error(f"derived_weight: tensor {name!r} is already produced")
+        self._derived[name] = DerivedWeight(TensorInfo(name, tuple(int(d) for d in shape), base.dtype), source, compute)
+        self._produced.add(name)
         return name
 
     def error(self, reason: str) -> LoweringError:

@@ -256,6 +256,25 @@ def sizes_attr(ctx, op, name: str) -> str:
     return ctx.make_node("Concat", parts, axis=0)[0]
 
 
+def reshaped_weight(ctx, x: str, output: str) -> bool:
+    """When ``x`` is a weight, make ``output``, a reshape of it to ``output``'s static shape, a weight
+    too (computed as a view when the model is written: :meth:`LoweringContext.derived_weight`) and
+    return True; otherwise add nothing and return False.
+
+    For lowerings of ops that only reshape (reshape, unsqueeze, squeeze): a parameter reshaped in
+    ``forward`` (ConvNeXt's ``weight[:, None, None]``, a layer scale's ``gamma.unsqueeze(-1)``) then
+    reaches the file in the shape it is used in, rather than as a node that every runtime computes
+    again at load time. A shape that follows the dynamic axes is left to the nodes.
+    """
+    if not ctx.is_weight(x):
+        return False
+    shape = ctx.shape(output)
+    if ctx.variant_shape(output) not in (None, shape):
+        return False
+    ctx.derived_weight(x, lambda array: array.reshape(shape), shape, output)
+    return True
+
+
 def oldest_opsets(register, oldest):
     """``register`` (a ``flow2onnx_register_lowerings`` callback) that takes ``since_opset`` from
     ``oldest`` (op type -> the oldest opset the lowering's nodes can be expressed in, 9 or 10) for

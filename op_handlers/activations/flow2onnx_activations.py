@@ -53,6 +53,24 @@ def lower_fast_gelu(ctx, op):
     ctx.make_node("Mul", [half, shifted], [op.output("out")])
 
 
+#: The dtypes ONNX Runtime runs Gelu in (for float64 it expands Gelu into an Erf it has no kernel for).
+GELU_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+
+
+def lower_gelu_20(ctx, op):
+    """ONNX Gelu, from opset 20: one node, which runtimes have a kernel for."""
+    if ctx.dtype(op.input("in")) not in GELU_DTYPES:
+        return lower_gelu(ctx, op)
+    ctx.make_node("Gelu", [op.input("in")], [op.output("out")], approximate="none")
+
+
+def lower_fast_gelu_20(ctx, op):
+    """ONNX Gelu with its tanh approximation, from opset 20."""
+    if ctx.dtype(op.input("in")) not in GELU_DTYPES:
+        return lower_fast_gelu(ctx, op)
+    ctx.make_node("Gelu", [op.input("in")], [op.output("out")], approximate="tanh")
+
+
 def lower_quick_gelu(ctx, op):
     """GELU's sigmoid form, as CLIP uses it: x * sigmoid(1.702 x)."""
     x = op.input("x")
@@ -197,7 +215,9 @@ def flow2onnx_register_lowerings(register):
     for op_type, (onnx_type, input_arg, output_arg) in _UNARY.items():
         register(op_type, functools.partial(lower_unary, onnx_type=onnx_type, input_arg=input_arg, output_arg=output_arg))
     register("gelu", lower_gelu)
+    register("gelu", lower_gelu_20, since_opset=20)
     register("fast_gelu", lower_fast_gelu)
+    register("fast_gelu", lower_fast_gelu_20, since_opset=20)
     register("quick_gelu", lower_quick_gelu)
     register("silu", lower_silu)
     register("mish", lower_mish)

@@ -283,7 +283,9 @@ def lower_add_n(ctx, op):
     inputs, out = op.input_list("in"), op.output("out")
     dtype = ctx.dtype(out)
     if np.issubdtype(dtype, np.floating):
-        ctx.make_node("Sum", inputs, [out])
+        # Two tensors (a residual connection) as Add, which runtimes' fusions look for
+        # (ONNX Runtime's SkipLayerNormalization is an Add followed by a LayerNormalization).
+        ctx.make_node("Add" if len(inputs) == 2 else "Sum", inputs, [out])
         return
     if len(inputs) == 1:
         ctx.make_node("Identity", inputs, [out])

@@ -6,11 +6,13 @@ import numpy as np
 from onnx import numpy_helper
 
 from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import cast_if_needed, int64s, oldest_opsets, size_value, sizes_attr, unsqueeze
+from flow2onnx.lowering.helpers import cast_if_needed, int64s, oldest_opsets, reshaped_weight, size_value, sizes_attr, unsqueeze
 
 
 def lower_reshape(ctx, op):
     x = op.input("in")
+    if reshaped_weight(ctx, x, op.output("out")):
+        return
     target = list(op.attr("shape"))
     source = ctx.shape(x)
     other = ctx.variant_attr(op, "shape")

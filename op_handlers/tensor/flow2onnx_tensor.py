@@ -12,7 +12,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, oldest_opsets, reduce, select, size_value, squeeze, typed_node, unsqueeze
+from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, oldest_opsets, reduce, reshaped_weight, select, size_value, squeeze, typed_node, unsqueeze
 
 
 def lower_identity(ctx, op):
@@ -85,12 +85,16 @@ def lower_narrow(ctx, op):
 
 def lower_expand_dims(ctx, op):
     out = op.output("out")
+    if reshaped_weight(ctx, op.input("in"), out):
+        return
     axis = normalize_axes([op.attr("axis")], ctx.rank(out))[0]
     unsqueeze(ctx, op.input("in"), [axis], [out])
 
 
 def lower_squeeze(ctx, op):
     x = op.input("in")
+    if reshaped_weight(ctx, x, op.output("out")):
+        return
     axes = normalize_axes(list(op.attr("axes")), ctx.rank(x))
     if not axes:
         ctx.make_node("Identity", [x], [op.output("out")])

@@ -1,0 +1,201 @@
+"""The fusion family: LayerNorm and GELU as ONNX LayerNormalization and Gelu, and nothing else.
+
+Each pattern must fire on the forms OneFlow builds and models write, and leave every near miss to
+the op-by-op lowerings. Every export is verified against OneFlow on ONNX Runtime by the export
+itself (the example, then random inputs of both signs at batch 2 and 5; rtol 1e-3, atol 1e-4 for
+float32).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from .helpers import Lambda, export_module, flow
+
+F = flow.nn.functional
+FUSION = "flow2onnx-fusion"
+
+
+def exported(module, shape, path, **options):
+    """The export's result and model, after checking that it verified."""
+    result = export_module(module, [shape], path, **options)
+    assert result.report.passed
+    return result, onnx.load(str(path))
+
+
+def node_types(model) -> list[str]:
+    return [node.op_type for node in model.graph.node]
+
+
+def the_node(model, op_type: str):
+    (node,) = [node for node in model.graph.node if node.op_type == op_type]
+    values = {attribute.name: onnx.helper.get_attribute_value(attribute) for attribute in node.attribute}
+    return node, {name: value.decode() if isinstance(value, bytes) else value for name, value in values.items()}
+
+
+def initializers(model) -> dict:
+    return {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+
+
+class WrittenLayerNorm(flow.nn.Module):
+    """LayerNorm over the last axis written out, as flowvision's ConvNeXt writes it (channels last),
+    with the parameters reshaped to broadcast; ``eps_outside`` adds eps after the square root."""
+
+    def __init__(self, channels, eps=1e-6, eps_outside=False, leak_mean=False):
+        super().__init__()
+        self.weight = flow.nn.Parameter(flow.randn(channels))
+        self.bias = flow.nn.Parameter(flow.randn(channels))
+        self.eps, self.eps_outside, self.leak_mean = eps, eps_outside, leak_mean
+
+    def forward(self, x):
+        u = x.mean(-1, keepdim=True)
+        s = (x - u).pow(2).mean(-1, keepdim=True)
+        std = flow.sqrt(s) + self.eps if self.eps_outside else flow.sqrt(s + self.eps)
+        y = self.weight[None, None, :] * ((x - u) / std) + self.bias[None, None, :]
+        return y + u if self.leak_mean else y
+
+
+def var_layer_norm(eps=1e-5, unbiased=False, leak=None):
+    """OneFlow's own form, written with x.var: (x - u) * rsqrt(var + eps); ``leak`` also returns an intermediate."""
+
+    def forward(self, x):
+        u = x.mean(-1, keepdim=True)
+        v = x.var(-1, unbiased=unbiased, keepdim=True)
+        y = (x - u) * flow.rsqrt(v + eps)
+        if leak == "mean":
+            return y + u
+        return y * v if leak == "variance" else y
+
+    return Lambda(forward)
+
+
+# ---- layer-norm ----
+
+
+@pytest.mark.parametrize(
+    "module, shape, axis, epsilon, affine",
+    [
+        (flow.nn.LayerNorm(8), (2, 3, 8), 2, 1e-5, True),
+        (flow.nn.LayerNorm((3, 8), eps=1e-3), (2, 3, 8), 1, 1e-3, True),
+        (flow.nn.LayerNorm(8, elementwise_affine=False, eps=1e-6), (2, 3, 8), 2, 1e-6, False),
+        (flow.nn.LayerNorm((4, 3, 8), elementwise_affine=False), (2, 4, 3, 8), 1, 1e-5, False),
+    ],
+    ids=["affine-one-axis", "affine-two-axes", "plain-one-axis", "plain-three-axes"],
+)
+def test_layer_norm_modules_become_one_layer_normalization(tmp_path, module, shape, axis, epsilon, affine):
+    result, model = exported(Lambda(lambda self, x: self.ln(x), ln=module), shape, tmp_path / "m.onnx", opset=17)
+    assert result.pattern_groups == {"model.ln": "layer-norm"} and result.patterns == {"layer-norm": FUSION}
+    assert node_types(model) == ["LayerNormalization"]
+    node, attributes = the_node(model, "LayerNormalization")
+    assert attributes["axis"] == axis and math.isclose(attributes["epsilon"], epsilon, rel_tol=1e-6)
+    if affine:  # the module's own parameters, as they are
+        assert list(node.input[1:]) == ["model.ln.weight", "model.ln.bias"]
+    else:
+        assert len(node.input) == 2 and np.array_equal(initializers(model)[node.input[1]], np.ones(shape[axis:], np.float32))
+
+
+def test_functional_layer_norm_and_the_var_form_written_by_hand_are_fused(tmp_path):
+    result, model = exported(Lambda(lambda self, x: F.layer_norm(x, (8,), eps=1e-3)), (2, 3, 8), tmp_path / "f.onnx", opset=17)
+    assert node_types(model) == ["LayerNormalization"] and the_node(model, "LayerNormalization")[1]["epsilon"] == pytest.approx(1e-3)
+    result, model = exported(var_layer_norm(eps=1e-4), (2, 3, 8), tmp_path / "v.onnx", opset=18)
+    assert node_types(model) == ["LayerNormalization"] and the_node(model, "LayerNormalization")[1]["epsilon"] == pytest.approx(1e-4)
+
+
+def test_the_written_out_form_is_fused_with_its_reshaped_parameters(tmp_path):
+    result, model = exported(Lambda(lambda self, x: self.norm(x), norm=WrittenLayerNorm(8)), (2, 5, 8), tmp_path / "m.onnx", opset=17)
+    assert result.pattern_groups == {"model.norm": "layer-norm"}
+    assert node_types(model) == ["LayerNormalization"]
+    node, attributes = the_node(model, "LayerNormalization")
+    assert list(node.input) == ["input", "model.norm.weight", "model.norm.bias"] and attributes["epsilon"] == pytest.approx(1e-6)
+
+
+def test_layer_norm_keeps_dynamic_axes_dynamic(tmp_path):
+    axes = {"input": {0: "batch", 1: "tokens"}}
+    result, model = exported(Lambda(lambda self, x: self.ln(x), ln=flow.nn.LayerNorm(8)), (2, 3, 8), tmp_path / "a.onnx", dynamic_axes=axes)
+    assert node_types(model) == ["LayerNormalization"]
+    # Normalized over a dynamic axis, without parameters: the scale of ones follows the input's shape.
+    plain = Lambda(lambda self, x: F.layer_norm(x, (x.shape[-1],)))
+    result, model = exported(plain, (2, 6), tmp_path / "b.onnx", dynamic_axes={"input": {0: "batch", 1: "features"}})
+    assert "LayerNormalization" in node_types(model) and "ConstantOfShape" in node_types(model)
+
+
+@pytest.mark.parametrize(
+    "module, shape",
+    [
+        (Lambda(lambda self, x: self.norm(x), norm=WrittenLayerNorm(8, leak_mean=True)), (2, 5, 8)),
+        (Lambda(lambda self, x: self.norm(x), norm=WrittenLayerNorm(8, eps_outside=True)), (2, 5, 8)),
+        (var_layer_norm(leak="mean"), (2, 3, 8)),
+        (var_layer_norm(leak="variance"), (2, 3, 8)),
+        (var_layer_norm(unbiased=True), (2, 3, 8)),
+        # Over the channels of (N, C, H, W), as ConvNeXt's channels-first LayerNorm: not the trailing axes.
+        (Lambda(lambda self, x: (x - x.mean(1, keepdim=True)) / flow.sqrt((x - x.mean(1, keepdim=True)).pow(2).mean(1, keepdim=True) + 1e-6)), (2, 4, 3, 3)),
+    ],
+    ids=["mean-read-outside", "eps-after-sqrt", "var-form-mean-read-outside", "variance-read-outside", "unbiased-variance", "not-trailing-axes"],
+)
+def test_near_misses_are_left_to_the_op_by_op_lowerings(tmp_path, module, shape):
+    result, model = exported(module, shape, tmp_path / "m.onnx", opset=17)
+    assert result.pattern_groups == {} and "LayerNormalization" not in node_types(model)
+
+
+def test_a_scale_that_is_not_of_the_normalized_shape_stays_a_multiplication(tmp_path):
+    scaled = Lambda(lambda self, x: F.layer_norm(x, (8,)) * self.scale, scale=flow.nn.Parameter(flow.randn(3, 1)))
+    result, model = exported(scaled, (2, 3, 8), tmp_path / "m.onnx", opset=17)
+    assert node_types(model) == ["LayerNormalization", "Mul"]
+    assert len(the_node(model, "LayerNormalization")[0].input) == 2
+
+
+def test_before_opset_17_and_with_the_family_disabled_layer_norm_is_lowered_op_by_op(tmp_path):
+    module = Lambda(lambda self, x: self.ln(x), ln=flow.nn.LayerNorm(8))
+    for options in ({"opset": 16}, {"opset": 17, "disable_plugins": [FUSION]}):
+        result, model = exported(module, (2, 3, 8), tmp_path / "m.onnx", **options)
+        assert result.pattern_groups == {} and "LayerNormalization" not in node_types(model) and len(model.graph.node) > 5
+
+
+# ---- gelu ----
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+@pytest.mark.parametrize(
+    "formula, approximate",
+    [
+        (lambda x: x * 0.5 * (1.0 + flow.erf(x / math.sqrt(2.0))), "none"),
+        (lambda x: 0.5 * x * (1 + flow.erf(x * 0.7071067811865476)), "none"),
+        (lambda x: 0.5 * x * (1.0 + flow.tanh(SQRT_2_OVER_PI * (x + 0.044715 * flow.pow(x, 3.0)))), "tanh"),
+        (lambda x: x * 0.5 * (1.0 + flow.tanh(0.7978845608 * (x + 0.044715 * x * x * x))), "tanh"),
+    ],
+    ids=["erf-divided", "erf-multiplied", "tanh-pow", "tanh-cubed-by-hand"],
+)
+def test_written_out_gelu_becomes_one_gelu_at_opset_20(tmp_path, formula, approximate):
+    module = Lambda(lambda self, x: formula(x))
+    result, model = exported(module, (2, 8), tmp_path / "m.onnx", opset=20)
+    assert result.pattern_groups == {"model": "gelu"}
+    assert node_types(model) == ["Gelu"] and the_node(model, "Gelu")[1]["approximate"] == approximate
+    result, model = exported(module, (2, 8), tmp_path / "m.onnx", opset=19)
+    assert result.pattern_groups == {} and "Gelu" not in node_types(model)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        lambda x: 0.5 * x * (1.0 + flow.tanh(SQRT_2_OVER_PI * (x + 0.04 * flow.pow(x, 3.0)))),  # another constant
+        lambda x: x * 0.5 * (2.0 + flow.erf(x / math.sqrt(2.0))),  # another constant
+        lambda x: x * 0.5 * (1.0 + flow.erf(x.relu() / math.sqrt(2.0))),  # another input inside
+        lambda x: (lambda e: x * 0.5 * (1.0 + e) + e)(flow.erf(x / math.sqrt(2.0))),  # an intermediate read outside
+    ],
+    ids=["tanh-coefficient", "erf-offset", "two-inputs", "intermediate-read-outside"],
+)
+def test_near_miss_gelus_are_left_alone(tmp_path, formula):
+    result, model = exported(Lambda(lambda self, x: formula(x)), (2, 8), tmp_path / "m.onnx", opset=20)
+    assert result.pattern_groups == {} and "Gelu" not in node_types(model)
+
+
+@pytest.mark.parametrize("module, approximate", [(flow.nn.GELU(), "none"), (flow.nn.GELU(approximate="tanh"), "tanh")])
+def test_oneflow_gelu_ops_are_one_gelu_at_opset_20(tmp_path, module, approximate):
+    result, model = exported(Lambda(lambda self, x: self.act(x), act=module), (2, 8), tmp_path / "m.onnx", opset=20)
+    assert node_types(model) == ["Gelu"] and the_node(model, "Gelu")[1]["approximate"] == approximate
