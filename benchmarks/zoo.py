@@ -20,7 +20,8 @@ and a summary per family.
 With ``--dynamic-sizes`` every model is exported with batch, height and width dynamic, verified at
 sizes far from the example, and the results go to ``zoo_dynamic.json``/``zoo_dynamic.md``: per
 model, verified at far sizes, refused with the op that bakes a size named, or static by nature (the
-module itself only builds at its example's size, e.g. a ViT whose position embeddings fix it).
+module itself only builds at its example's size, e.g. a ViT whose position embeddings fix it, or
+its Python takes another path at other sizes, e.g. PVT resizing its position embeddings).
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def _dynamic_refusal(error: Exception) -> tuple[str, str] | None:
     text = str(error)
     if "cannot stay dynamic: OneFlow cannot build" in text or "model runs at none of the sizes" in text:
         return "static by nature", "the module builds only at its example's size: " + _error_text(error)
+    if "takes another path at other sizes" in text:
+        return "static by nature", "the model's Python branches on its size: " + _error_text(error)
     if "cannot keep the dynamic axes" in text or "no product of the dynamic sizes explains" in text:
         return "refused", "an op bakes a size: " + _error_text(error)
     return None
