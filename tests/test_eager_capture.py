@@ -183,3 +183,69 @@ def test_resnet18_eager_capture_matches_graph_capture(tmp_path):
         want = model(flow.tensor(batch)).numpy()
     np.testing.assert_allclose(runs[1], want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
 
+
+class _Anchors(flow.nn.Module):
+    """YOLOv5's Detect in small: anchor grids held as plain tensors that are expand() views (stride 0)."""
+
+    def __init__(self):
+        super().__init__()
+        anchors = flow.tensor([[10.0, 13.0], [16.0, 30.0], [33.0, 23.0]])
+        self.sizes = [(8, 80), (16, 40), (32, 20)]
+        self.grids = [(anchors * s).view(1, 3, 1, 1, 2).expand(1, 3, n, n, 2) for s, n in self.sizes]
+
+    def forward(self, *xs):
+        return [x * grid for x, grid in zip(xs, self.grids)]
+
+
+def _anchor_inputs():
+    return [flow.rand(1, 3, n, n, 2) for _, n in _Anchors().sizes]
+
+
+def test_stride0_views_survive_graph_capture_of_a_module(onnx_path):
+    module = _Anchors().eval()
+    before = [grid.numpy().copy() for grid in module.grids]
+    result = flow2onnx.export(module, _anchor_inputs(), onnx_path)
+    assert result.report.passed and result.warnings == []
+    for grid, values in zip(module.grids, before):
+        assert 0 in grid.stride()  # the module keeps its own views, with their values
+        np.testing.assert_array_equal(grid.numpy(), values)
+    onnx_matches_oneflow(module, onnx_path, *[x.numpy() for x in _anchor_inputs()])
+
+
+def test_a_compiled_graph_holding_stride0_views_is_warned_about(onnx_path):
+    module = _Anchors().eval()
+    before = [grid.numpy().copy() for grid in module.grids]
+
+    class Compiled(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.model = module
+
+        def build(self, *xs):
+            return self.model(*xs)
+
+    graph = Compiled()
+    graph._compile(*_anchor_inputs())
+    # The bug this guards against: OneFlow's compile wrote over the views' memory.
+    assert not all(np.array_equal(grid.numpy(), values) for grid, values in zip(module.grids, before))
+    result = flow2onnx.export(graph, None, onnx_path, verify=False)
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith("the compiled graph's modules hold plain tensors (_Anchors.grids); if one was a stride-0 view")
+
+
+def test_an_uncompiled_graph_is_compiled_with_its_stride0_views_protected(onnx_path):
+    module = _Anchors().eval()
+    before = [grid.numpy().copy() for grid in module.grids]
+
+    class Uncompiled(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.model = module
+
+        def build(self, *xs):
+            return self.model(*xs)
+
+    result = flow2onnx.export(Uncompiled(), _anchor_inputs(), onnx_path)
+    assert result.report.passed and result.warnings == []
+    for grid, values in zip(module.grids, before):
+        np.testing.assert_array_equal(grid.numpy(), values)

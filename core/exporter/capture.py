@@ -82,6 +82,8 @@ def wrap_module(module, example_inputs: Sequence):
     """Wrap an eager ``nn.Module`` in an ``nn.Graph`` and compile it on ``example_inputs``.
 
     A module in training mode is switched to eval mode with a warning: an export describes inference.
+    Stride-0 views the modules hold as plain tensors are compiled as contiguous copies (see
+    :func:`stride0_views_protected`).
     """
     flow = import_oneflow()
     for_inference(module)
@@ -98,7 +100,8 @@ def wrap_module(module, example_inputs: Sequence):
     # Plain attributes: nn.Graph.__setattr__ would wrap a module in a proxy bound to this graph.
     object.__setattr__(graph, "_flow2onnx_name", type(module).__name__)
     object.__setattr__(graph, "_flow2onnx_module", module)
-    compile_graph(graph, example_inputs)
+    with stride0_views_protected(module):
+        compile_graph(graph, example_inputs)
     return graph
 
 
@@ -111,6 +114,43 @@ def for_inference(module) -> None:
             stacklevel=4,
         )
         module.eval()
+
+
+def plain_tensors(module, stride0_only: bool = True) -> list[tuple[Any, str, Any]]:
+    """The plain tensor attributes of ``module`` and its submodules (not parameters or buffers, alone or
+    in a list or tuple): ``(owner, attribute, value)``; with ``stride0_only``, those holding a view with
+    a stride of 0 (``expand()``)."""
+    flow = import_oneflow()
+
+    def chosen(value) -> bool:
+        return isinstance(value, flow.Tensor) and (not stride0_only or (value.numel() > 1 and 0 in value.stride()))
+
+    found = []
+    for owner in module.modules():
+        for name, value in vars(owner).items():
+            items = value if type(value) in (list, tuple) else [value]
+            if any(chosen(item) for item in items):
+                found.append((owner, name, value))
+    return found
+
+
+@contextlib.contextmanager
+def stride0_views_protected(module):
+    """Within the block, the stride-0 views of :func:`plain_tensors` are contiguous copies.
+
+    Compiling an ``nn.Graph`` on the CPU writes over the memory of such views (OneFlow 0.9 loads
+    tensors the graph captured as if they owned ``numel`` elements), so the module would compute with
+    garbage afterwards, eagerly and in the graph. The originals are put back after the block.
+    """
+    found = plain_tensors(module)
+    for owner, name, value in found:
+        copy = value.contiguous() if not isinstance(value, (list, tuple)) else type(value)(v.contiguous() for v in value)
+        object.__setattr__(owner, name, copy)
+    try:
+        yield
+    finally:
+        for owner, name, value in found:
+            object.__setattr__(owner, name, value)
 
 
 def capture_again(graph: FlowGraph, tensors: Sequence) -> FlowGraph:
@@ -206,7 +246,7 @@ def capture(model, example_inputs: Sequence | None, how: str = "graph") -> Captu
     inputs = example_tensors(example_inputs)
     examples = None if inputs is None else tuple(_as_array(tensor) for tensor in inputs)
     if how == "graph":
-        told = []
+        told = _stride0_warnings(model)
         graph = read_graph(as_compiled_graph(model, inputs))
     else:
         graph, told = _captured_eagerly(model, inputs, fallback=how == "auto")
@@ -264,6 +304,29 @@ def _eager_module(model, inputs, how: str):
         )
     for_inference(model)
     return model
+
+
+def _stride0_warnings(model) -> list[str]:
+    """A warning for a compiled graph, handed over, whose modules hold plain tensors: if one was a stride-0
+    view when it was compiled, OneFlow overwrote its memory. Compiling changes the strides of such tensors
+    in place, so they cannot be told apart afterwards; the graphs flow2onnx compiles are protected."""
+    flow = import_oneflow()
+    if not isinstance(model, flow.nn.Graph) or not getattr(model, "_is_compiled", False):
+        return []
+    held = [
+        f"{type(owner).__name__}.{name}" for block in model._blocks.values()
+        for owner, name, _ in plain_tensors(block.to(flow.nn.Module), stride0_only=False)
+    ]
+    if not held:
+        return []
+    message = (
+        f"the compiled graph's modules hold plain tensors ({', '.join(held[:4])}{', …' if len(held) > 4 else ''}); if one "
+        "was a stride-0 view (expand()) when the graph was compiled, OneFlow 0.9 overwrote its memory on the CPU, and the "
+        "graph and the module compute with garbage: export the eager module or the uncompiled graph with example_inputs "
+        "instead (flow2onnx compiles them with such views made contiguous), or make them contiguous before compiling"
+    )
+    log.warning(message)
+    return [message]
 
 
 def _as_array(tensor):
@@ -333,7 +396,9 @@ def as_compiled_graph(model, inputs: Sequence | None):
                 f"the nn.Graph {type(model).__name__} is not compiled: pass example_inputs, or call "
                 "graph._compile(*example_inputs) before exporting"
             )
-        with _rejected_inputs(model, model.build, inputs):
+        with _rejected_inputs(model, model.build, inputs), contextlib.ExitStack() as protected:
+            for block in model._blocks.values():
+                protected.enter_context(stride0_views_protected(block.to(flow.nn.Module)))
             compile_graph(model, inputs)
         return model
     if isinstance(model, flow.nn.Module):
