@@ -4,7 +4,9 @@ Each model runs in its own process, with a timeout: OneFlow 0.9 crashes now and 
 model's crash or hang must not take the others with it. A worker creates the model with random
 weights, compiles it as an ``nn.Graph`` on one example input, runs that graph once (so that models
 OneFlow itself cannot run are told apart, with OneFlow's own error), then exports it with
-``flow2onnx.export`` and verifies every output against the eager module.
+``flow2onnx.export`` and verifies every output against the eager module. A model whose graph OneFlow
+cannot build is run eagerly instead; when that works it is exported by eager capture
+(``capture="eager"``), and the table says which capture each model took.
 
 Results accumulate in ``benchmarks/results/zoo.json`` (one entry per model, so subsets can be run
 in several sittings) and are rendered to ``benchmarks/results/zoo.md``: a table of every model run
@@ -171,30 +173,44 @@ def run_worker(name: str, family: str, out_path: str, opset: int, dynamic_batch:
         record["stage"] = label
         save()
 
+    graph = None
     try:
         stage("create")
         with quiet_native_output():
             model = _create_model(flow, name, family)
         stage("compile")
-        graph = wrap_module(model, [example])
+        try:
+            graph = wrap_module(model, [example])
+        except Exception as error:  # OneFlow's graph compiler refuses it: does it run eagerly?
+            record["graph_error"] = f"OneFlow cannot build the nn.Graph: {_error_text(error)}"
         stage("run")
         with quiet_native_output(), flow.no_grad():
-            graph(example)
+            (graph or model)(example)
     except Exception as error:
         record["category"] = "oneflow" if record["stage"] in ("compile", "run") else "setup"
         what = {"create": "creating the model failed", "compile": "OneFlow cannot build the nn.Graph", "run": "OneFlow cannot run the nn.Graph"}
-        record["reason"] = f"{what.get(record['stage'], record['stage'])}: {_error_text(error)}"
+        if "graph_error" in record and record["stage"] == "run":
+            record["reason"] = f"OneFlow cannot run it even eagerly: {_error_text(error)} ({record['graph_error']})"
+        else:
+            record["reason"] = f"{what.get(record['stage'], record['stage'])}: {_error_text(error)}"
         save()
         return
 
+    # A model OneFlow cannot build as a graph but runs eagerly is exported by eager capture.
+    record["capture"] = "graph" if graph is not None else "eager"
     record["oneflow_runs"] = True
     stage("export")
     path = os.path.join(tempfile.mkdtemp(prefix="zoo-"), f"{name}.onnx")
     started = time.perf_counter()
     try:
         axes = DYNAMIC_SIZES if dynamic_sizes else None
-        result = flow2onnx.export(graph, path=path, opset=opset, dynamic_batch=dynamic_batch and not dynamic_sizes, dynamic_axes=axes)
+        target, inputs = (graph, None) if graph is not None else (model, [example])
+        result = flow2onnx.export(
+            target, inputs, path=path, opset=opset, dynamic_batch=dynamic_batch and not dynamic_sizes, dynamic_axes=axes,
+            capture=record["capture"],
+        )
         record.update(exported=True, verified=result.report.passed, category="ok")
+        record["frozen"] = [w for w in result.warnings if "frozen to the example" in w]
         report = result.report
         if dynamic_sizes:
             record["sizes"] = sorted({tuple(c.shape) for c in report.comparisons})
@@ -204,7 +220,8 @@ def run_worker(name: str, family: str, out_path: str, opset: int, dynamic_batch:
         report = None
     except flow2onnx.VerificationError as error:
         record.update(exported=True, verified=False, category="flow2onnx")
-        record["reason"] = "verification failed: outputs differ beyond tolerance"
+        frozen = "froze them to the example's" in str(error)
+        record["reason"] = "verification failed: outputs differ beyond tolerance" + (" where values read back to Python were frozen" if frozen else "")
         report = error.report
     except Exception as error:
         refusal = _dynamic_refusal(error) if dynamic_sizes else None
@@ -334,6 +351,7 @@ def render(results: dict[str, dict], meta: dict, total_models: int | None) -> st
     records = sorted(results.values(), key=lambda r: (r["family"], r["model"]))
     runnable = [r for r in records if r.get("oneflow_runs")]
     verified = [r for r in records if r.get("verified")]
+    eager = [r for r in runnable if r.get("capture") == "eager"]
     share = f"{100 * len(verified) / len(runnable):.1f}%" if runnable else "-"
     dynamic = meta.get("mode") == "dynamic sizes"
     lines = [
@@ -345,8 +363,9 @@ def render(results: dict[str, dict], meta: dict, total_models: int | None) -> st
         f"(timeout {meta.get('timeout', '?')} s). Verification: every output within rtol 1e-3, atol 1e-4 x max(1, max|output|).",
         "",
         f"Models run: {len(records)}" + (f" of {total_models} registered" if total_models else "") + ". "
-        f"OneFlow runs {len(runnable)} of them as an nn.Graph on the CPU; flow2onnx exports and verifies "
-        f"{len(verified)} of those ({share}).",
+        f"OneFlow runs {len(runnable)} of them on the CPU ({len(runnable) - len(eager)} as an nn.Graph, {len(eager)} only "
+        f"eagerly, exported by eager capture); flow2onnx exports and verifies {len(verified)} of those ({share}), "
+        f"{sum(1 for r in eager if r.get('verified'))} of them by eager capture.",
         "",
     ]
     if dynamic:
@@ -393,13 +412,13 @@ def render(results: dict[str, dict], meta: dict, total_models: int | None) -> st
         "",
         "## Every model",
         "",
-        "| model | family | input | exported | verified | max abs diff | relative error (diff / max(1, max abs output)) | export s | reason for failure |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | family | input | capture | exported | verified | max abs diff | relative error (diff / max(1, max abs output)) | export s | reason for failure, or what eager capture froze |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
-        reason = (r.get("reason") or "").replace("|", "/")
+        reason = (r.get("reason") or "; ".join(r.get("frozen", []))[:300]).replace("|", "/")
         lines.append(
-            f"| {r['model']} | {r['family']} | {r.get('size', '')} | {'yes' if r.get('exported') else 'no'} | "
+            f"| {r['model']} | {r['family']} | {r.get('size', '')} | {r.get('capture') or ('graph' if r.get('oneflow_runs') else '')} | {'yes' if r.get('exported') else 'no'} | "
             f"{'yes' if r.get('verified') else 'no'} | {_fmt(r.get('max_abs_diff'), '.2e')} | {_fmt(r.get('rel_err'), '.2e')} | "
             f"{_fmt(r.get('export_s'), '.2f')} | {reason} |"
         )

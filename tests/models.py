@@ -86,3 +86,26 @@ def slow_linear():
 def uses_softshrink():
     """A model with one op, softshrink, which has an attribute."""
     return flow.nn.Softshrink(0.5)
+
+
+class _ReluLinear(flow.nn.Linear):
+    """A Linear whose forward calls its parent's through ``super(type, obj)``, as flowvision's FAN does:
+    inside an nn.Graph, ``self`` is the graph's proxy of the module, and Python refuses the call."""
+
+    def forward(self, x):
+        return super(_ReluLinear, self).forward(x).relu()
+
+
+class GraphRefuses(flow.nn.Module):
+    """Runs eagerly; OneFlow cannot build it as an nn.Graph (``super(type, obj)`` fails there)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = _ReluLinear(4, 3)
+
+    def forward(self, x):
+        return self.head(x)
+
+
+def graph_refuses():
+    return GraphRefuses()

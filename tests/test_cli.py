@@ -118,3 +118,13 @@ def test_importing_flow2onnx_and_oneflow_is_quiet():
 def test_output_piped_into_a_closed_reader_ends_quietly():
     done = subprocess.run(f"'{CLI}' ops | head -1", shell=True, capture_output=True, text=True, timeout=300)
     assert done.stdout.startswith("op type") and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_capture_auto_falls_back_and_says_why(tmp_path):
+    output = tmp_path / "refused.onnx"
+    done = run("export", "tests.models:graph_refuses", "--input-shape", "2,4", "-o", str(output), "--capture", "auto")
+    assert done.returncode == 0, done.stderr
+    assert "all outputs match" in done.stdout
+    assert "warning: OneFlow could not build GraphRefuses as an nn.Graph (TypeError: super(type, obj)" in done.stderr
+    refused = run("export", "tests.models:graph_refuses", "--input-shape", "2,4", "-o", str(output), "--capture", "lazy")
+    assert refused.returncode == 2 and "invalid choice: 'lazy'" in refused.stderr

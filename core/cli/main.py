@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from ..errors import Flow2OnnxError, VerificationError
+from ..exporter.options import CAPTURES
 from .common import last_line, load_callable, parse_shape
 from ..signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, signals_raise
 
@@ -145,6 +146,7 @@ def _export_options(args) -> dict:
         atol=args.atol,
         input_range=args.input_range,
         strict=args.strict,
+        capture=args.capture,
     )
 
 
@@ -210,6 +212,11 @@ def _add_model_arguments(parser) -> None:
         "LOW is negative); default: one run in [-1, 1), one across 1e-3..1e2 of both signs",
     )
     parser.add_argument("--strict", action="store_true", help="fail when an output is constant or not finite in a verification run")
+    parser.add_argument(
+        "--capture", choices=CAPTURES, default="graph",
+        help="how the model's ops are recorded: compile an nn.Graph (graph, the default), record an eager run (eager, for "
+        "models OneFlow cannot build as a graph; values read back to Python are frozen and named), or graph falling back to eager (auto)",
+    )
     parser.add_argument("--report", metavar="FILE", help="also write the verification report: .json, .md (Markdown) or text")
     parser.add_argument("--bisect", action="store_true", help="run the first-divergence finder even if verification passes (it runs on a mismatch anyway)")
     _add_plugin_selection(parser)

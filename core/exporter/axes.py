@@ -231,7 +231,7 @@ def _cannot_run_at(graph: FlowGraph, shapes: Mapping) -> str | None:
     from . import capture
 
     try:
-        probe = capture.read_graph(capture.wrap_module(graph.eager_module, inputs_at(graph, shapes)))
+        probe = capture.capture_again(graph, inputs_at(graph, shapes))
     except Exception as error:
         return f"OneFlow cannot build it there: {error_text(error)}"
     for info, example in zip(probe.outputs, graph.outputs):

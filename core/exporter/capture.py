@@ -82,15 +82,11 @@ def wrap_module(module, example_inputs: Sequence):
     """Wrap an eager ``nn.Module`` in an ``nn.Graph`` and compile it on ``example_inputs``.
 
     A module in training mode is switched to eval mode with a warning: an export describes inference.
+    Stride-0 views the modules hold as plain tensors are compiled as contiguous copies (see
+    :func:`stride0_views_protected`).
     """
     flow = import_oneflow()
-    if module.training:
-        warnings.warn(
-            f"{type(module).__name__} was in training mode; flow2onnx switched it to eval mode for export "
-            "(call module.eval() first to silence this warning)",
-            stacklevel=3,
-        )
-        module.eval()
+    for_inference(module)
 
     class ExportGraph(flow.nn.Graph):
         def __init__(self):
@@ -104,8 +100,66 @@ def wrap_module(module, example_inputs: Sequence):
     # Plain attributes: nn.Graph.__setattr__ would wrap a module in a proxy bound to this graph.
     object.__setattr__(graph, "_flow2onnx_name", type(module).__name__)
     object.__setattr__(graph, "_flow2onnx_module", module)
-    compile_graph(graph, example_inputs)
+    with stride0_views_protected(module):
+        compile_graph(graph, example_inputs)
     return graph
+
+
+def for_inference(module) -> None:
+    """Put ``module`` in eval mode, with a warning when it was training: an export describes inference."""
+    if module.training:
+        warnings.warn(
+            f"{type(module).__name__} was in training mode; flow2onnx switched it to eval mode for export "
+            "(call module.eval() first to silence this warning)",
+            stacklevel=4,
+        )
+        module.eval()
+
+
+def plain_tensors(module, stride0_only: bool = True) -> list[tuple[Any, str, Any]]:
+    """The plain tensor attributes of ``module`` and its submodules (not parameters or buffers, alone or
+    in a list or tuple): ``(owner, attribute, value)``; with ``stride0_only``, those holding a view with
+    a stride of 0 (``expand()``)."""
+    flow = import_oneflow()
+
+    def chosen(value) -> bool:
+        return isinstance(value, flow.Tensor) and (not stride0_only or (value.numel() > 1 and 0 in value.stride()))
+
+    found = []
+    for owner in module.modules():
+        for name, value in vars(owner).items():
+            items = value if type(value) in (list, tuple) else [value]
+            if any(chosen(item) for item in items):
+                found.append((owner, name, value))
+    return found
+
+
+@contextlib.contextmanager
+def stride0_views_protected(module):
+    """Within the block, the stride-0 views of :func:`plain_tensors` are contiguous copies.
+
+    Compiling an ``nn.Graph`` on the CPU writes over the memory of such views (OneFlow 0.9 loads
+    tensors the graph captured as if they owned ``numel`` elements), so the module would compute with
+    garbage afterwards, eagerly and in the graph. The originals are put back after the block.
+    """
+    found = plain_tensors(module)
+    for owner, name, value in found:
+        copy = value.contiguous() if not isinstance(value, (list, tuple)) else type(value)(v.contiguous() for v in value)
+        object.__setattr__(owner, name, copy)
+    try:
+        yield
+    finally:
+        for owner, name, value in found:
+            object.__setattr__(owner, name, value)
+
+
+def capture_again(graph: FlowGraph, tensors: Sequence) -> FlowGraph:
+    """The eager module of ``graph`` captured again, the way ``graph`` was, on ``tensors`` of other sizes."""
+    if graph.capture == "eager":
+        from .eager import capture_eagerly
+
+        return capture_eagerly(graph.eager_module, tensors, name=graph.name).graph
+    return read_graph(wrap_module(graph.eager_module, tensors))
 
 
 def recompile_graph(graph, example_inputs: Sequence):
@@ -178,23 +232,101 @@ class Captured:
     #: The user's example inputs as arrays (copied before compiling), for the first verification
     #: run; ``None`` when the export was given a compiled graph without them.
     examples: tuple[np.ndarray, ...] | None = None
+    #: What the export should be told about the capture (a fallback to eager capture, frozen values).
+    warnings: tuple[str, ...] = ()
 
 
-def capture(model, example_inputs: Sequence | None) -> Captured:
-    """The first step of an export: compile ``model`` (when needed) and read its graph."""
+def capture(model, example_inputs: Sequence | None, how: str = "graph") -> Captured:
+    """The first step of an export: compile ``model`` (when needed) and read its graph.
+
+    ``how`` is ``"graph"`` (compile an ``nn.Graph``), ``"eager"`` (record the ops an eager run calls,
+    :mod:`.eager`) or ``"auto"`` (graph, and eager capture when OneFlow cannot build the graph).
+    """
     started = time.perf_counter()
     inputs = example_tensors(example_inputs)
     examples = None if inputs is None else tuple(_as_array(tensor) for tensor in inputs)
-    graph = read_graph(as_compiled_graph(model, inputs))
+    if how == "graph":
+        told = _stride0_warnings(model)
+        graph = read_graph(as_compiled_graph(model, inputs))
+    else:
+        graph, told = _captured_eagerly(model, inputs, fallback=how == "auto")
     seconds = time.perf_counter() - started
-    log.info("read graph %s: %d ops of %d types", graph.name, len(graph.ops), len(graph.op_types()))
+    log.info("read graph %s (%s capture): %d ops of %d types", graph.name, graph.capture, len(graph.ops), len(graph.op_types()))
     if examples is not None and not (
         len(examples) == len(graph.inputs)
         and all(a is not None and tuple(a.shape) == tuple(info.shape) for a, info in zip(examples, graph.inputs))
     ):
         # Global tensors, or a graph compiled earlier on other inputs: verification draws its own.
         examples = None
-    return Captured(graph, {"read_graph": seconds}, examples)
+    return Captured(graph, {"read_graph": seconds}, examples, tuple(told))
+
+
+def _captured_eagerly(model, inputs, fallback: bool) -> tuple[FlowGraph, list[str]]:
+    """Eager capture; with ``fallback``, only once graph capture failed to build the graph."""
+    from .eager import capture_eagerly, frozen_warning
+
+    module = _eager_module(model, inputs, "auto" if fallback else "eager")
+    told = []
+    if fallback:
+        try:
+            return read_graph(as_compiled_graph(model, inputs)), []
+        except InvalidModelError as error:
+            told.append(
+                f"OneFlow could not build {type(module).__name__} as an nn.Graph ({error_text(error.__cause__ or error)}); "
+                "flow2onnx captured the ops its eager run calls instead (capture='eager')"
+            )
+    try:
+        with _rejected_inputs(module, module.forward, inputs):
+            captured = capture_eagerly(module, inputs)
+    except InvalidModelError as error:
+        if fallback:
+            raise InvalidModelError(f"{told[0].split('; flow2onnx')[0]}, but eager capture failed too: {error}") from error
+        raise
+    if captured.frozen:
+        told.append(frozen_warning(captured.frozen))
+    for message in told:
+        log.warning(message)
+    return captured.graph, told
+
+
+def _eager_module(model, inputs, how: str):
+    """The eager module to capture for ``capture=how``; a graph or a missing input is refused."""
+    flow = import_oneflow()
+    if isinstance(model, flow.nn.Graph) or not isinstance(model, flow.nn.Module):
+        raise InvalidModelError(
+            f"capture={how!r} runs an eager oneflow.nn.Module; got a {type(model).__module__}.{type(model).__name__}: "
+            "pass the module with example_inputs, or export the nn.Graph with capture='graph'"
+        )
+    if inputs is None:
+        raise InvalidModelError(
+            f"exporting the module {type(model).__name__} needs example_inputs: the tensors it is run on once, "
+            "e.g. export(module, [flow.rand(1, 3, 224, 224)])"
+        )
+    for_inference(model)
+    return model
+
+
+def _stride0_warnings(model) -> list[str]:
+    """A warning for a compiled graph, handed over, whose modules hold plain tensors: if one was a stride-0
+    view when it was compiled, OneFlow overwrote its memory. Compiling changes the strides of such tensors
+    in place, so they cannot be told apart afterwards; the graphs flow2onnx compiles are protected."""
+    flow = import_oneflow()
+    if not isinstance(model, flow.nn.Graph) or not getattr(model, "_is_compiled", False):
+        return []
+    held = [
+        f"{type(owner).__name__}.{name}" for block in model._blocks.values()
+        for owner, name, _ in plain_tensors(block.to(flow.nn.Module), stride0_only=False)
+    ]
+    if not held:
+        return []
+    message = (
+        f"the compiled graph's modules hold plain tensors ({', '.join(held[:4])}{', …' if len(held) > 4 else ''}); if one "
+        "was a stride-0 view (expand()) when the graph was compiled, OneFlow 0.9 overwrote its memory on the CPU, and the "
+        "graph and the module compute with garbage: export the eager module or the uncompiled graph with example_inputs "
+        "instead (flow2onnx compiles them with such views made contiguous), or make them contiguous before compiling"
+    )
+    log.warning(message)
+    return [message]
 
 
 def _as_array(tensor):
@@ -264,7 +396,9 @@ def as_compiled_graph(model, inputs: Sequence | None):
                 f"the nn.Graph {type(model).__name__} is not compiled: pass example_inputs, or call "
                 "graph._compile(*example_inputs) before exporting"
             )
-        with _rejected_inputs(model, model.build, inputs):
+        with _rejected_inputs(model, model.build, inputs), contextlib.ExitStack() as protected:
+            for block in model._blocks.values():
+                protected.enter_context(stride0_views_protected(block.to(flow.nn.Module)))
             compile_graph(model, inputs)
         return model
     if isinstance(model, flow.nn.Module):
@@ -313,6 +447,21 @@ def read_graph(graph) -> FlowGraph:
             "(or run it once) before exporting, or pass example_inputs to flow2onnx.export"
         )
     job = graph._full_job_proto
+    return graph_from_job(
+        job,
+        # The class name, not OneFlow's job name: that one carries a per-process counter (ExportGraph_3).
+        name=getattr(graph, "_flow2onnx_name", None) or type(graph).__name__,
+        read_weight=_weight_reader(graph),
+        flow_graph=graph,
+        eager_module=getattr(graph, "_flow2onnx_module", None),
+        input_layouts=_input_layouts(graph, job, _ops_by_kind(job)["input_conf"]),
+        find_module=_module_finder(graph),
+    )
+
+
+def graph_from_job(job, **facts) -> FlowGraph:
+    """A :class:`FlowGraph` of an OneFlow job proto's ops and tensors, under ONNX names; ``facts`` are the
+    :class:`FlowGraph` fields that do not come from the job (``name``, ``read_weight``, the modules)."""
     blob_descs = job.helper.lbn2logical_blob_desc
     ops = _ops_by_kind(job)
 
@@ -334,21 +483,14 @@ def read_graph(graph) -> FlowGraph:
             for lbn in value.s:
                 tensors[lbn] = _tensor_info(lbn, blob_descs[lbn], lbn)
     outputs, output_sources = _outputs(ops["output_conf"], onnx_name, tensors, blob_descs)
-
     return FlowGraph(
-        # The class name, not OneFlow's job name: that one carries a per-process counter (ExportGraph_3).
-        name=getattr(graph, "_flow2onnx_name", None) or type(graph).__name__,
         ops=_flow_ops(ops["user_conf"], onnx_name),
         inputs=inputs,
         outputs=outputs,
         tensors=tensors,
         variables=variables,
-        read_weight=_weight_reader(graph),
         output_sources=output_sources,
-        flow_graph=graph,
-        eager_module=getattr(graph, "_flow2onnx_module", None),
-        input_layouts=_input_layouts(graph, job, ops["input_conf"]),
-        find_module=_module_finder(graph),
+        **facts,
     )
 
 

@@ -158,7 +158,7 @@ def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph | None:
             )
             return None
     try:
-        compiled = capture.wrap_module(graph.eager_module, tensors)
+        return capture.capture_again(graph, tensors)
     except Exception as error:
         described = {name: sorted(mapping.items()) for name, mapping in plan.symbolic_axes.items()}
         raise InvalidModelError(
@@ -166,7 +166,6 @@ def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph | None:
             f"{ {name: list(shape) for name, shape in shapes.items()} } ({error_text(error)}); "
             "the module itself fixes those sizes. Export with those axes static."
         ) from error
-    return capture.read_graph(compiled)
 
 
 def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Registry, options: ExportOptions) -> None:

@@ -19,6 +19,10 @@ from ..lowering.registry import DEFAULT_OPSET, MIN_OPSET, max_opset
 
 DEFAULT_VERIFIER = "onnxruntime"
 
+#: How a model's ops are captured: by compiling an nn.Graph, by recording an eager run, or the
+#: first, falling back to the second when OneFlow cannot build the graph.
+CAPTURES = ("graph", "eager", "auto")
+
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -50,6 +54,8 @@ class ExportOptions:
     bisect: bool = False
     #: Fail, rather than warn, when an output is constant or has no finite value in every run.
     strict: bool = False
+    #: How the model's ops are captured, one of :data:`CAPTURES`.
+    capture: str = "graph"
 
     def __post_init__(self) -> None:
         # Frozen: normalised values are set through object.__setattr__, once, here.
@@ -69,6 +75,10 @@ class ExportOptions:
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
+        if self.capture not in CAPTURES:
+            raise Flow2OnnxError(
+                f"capture must be one of {', '.join(map(repr, CAPTURES))} (how the model's ops are recorded); got {self.capture!r}"
+            )
         if self.bundle_dir is not None and not self.verify:
             raise Flow2OnnxError("a repro bundle holds OneFlow's outputs from verification: bundle_dir needs verify=True")
 

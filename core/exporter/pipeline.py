@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .axes import plan_axes, settle_sizes
-from .capture import capture
+from .capture import capture as capture_model
 from .lower import lower, select_plugins
 from .options import DEFAULT_VERIFIER, ExportOptions
 from .passes import apply_post_passes
@@ -93,6 +93,7 @@ def export(
     bisect: bool = False,
     dynamic_axes: dict[str, dict[int, str]] | None = None,
     strict: bool = False,
+    capture: str = "graph",
 ) -> ExportResult:
     """Export a OneFlow model to an ONNX file and verify it against OneFlow.
 
@@ -143,6 +144,13 @@ def export(
         when verification fails and the model is an eager module); see ``result.divergence``.
     :param strict: fail, rather than warn, when an output is constant or has no finite value (NaN or
         infinities only) in a verification run: agreeing with such an output proves little.
+    :param capture: how the model's ops are recorded. ``"graph"`` (the default) compiles an
+        ``nn.Graph``; ``"eager"`` runs the eager module on ``example_inputs`` and records each OneFlow op
+        it calls, replayed in OneFlow's lazy mode (the same ops a graph holds), for modules OneFlow
+        cannot build as a graph; values the module reads back to Python (``.item()``, ``.numpy()``,
+        ``bool(t)``, boolean masks) are frozen to the example's, each place named in
+        ``result.warnings``. ``"auto"`` compiles a graph and falls back to eager capture, with a
+        warning quoting OneFlow's error, when OneFlow cannot build it.
     :returns: an :class:`ExportResult`. A failure raises a :class:`flow2onnx.Flow2OnnxError` (a
         subclass per cause) whose message names the cause and the fix, and leaves ``path`` as it was.
     """
@@ -167,6 +175,7 @@ def export(
         bundle_dir=bundle_dir,
         bisect=bisect,
         strict=strict,
+        capture=capture,
     )
     return run_export(model, example_inputs, options)
 
@@ -179,7 +188,7 @@ def run_export(model, example_inputs: Sequence | None, options: ExportOptions) -
     goes away with whatever is left in it, on success or failure.
     """
     target = resolve_target(options.path)
-    captured = capture(model, example_inputs)
+    captured = capture_model(model, example_inputs, options.capture)
     graph = captured.graph
     plan = settle_sizes(graph, plan_axes(graph, options, captured.examples))
     registry = select_plugins(options)
@@ -212,7 +221,7 @@ def _result(options, captured, plan, lowered, passes, staged, verified, publishe
         post_passes=list(verified.post_passes),
         timings=_merged([captured.timings, lowered.timings, passes.timings, staged.timings, verified.timings]),
         report=verified.report,
-        warnings=[*passes.warnings, *verified.warnings],
+        warnings=[*captured.warnings, *passes.warnings, *verified.warnings],
         overrides=lowered.overrides,
         custom_domains=lowered.custom_domains,
         verification_skipped=verified.skipped,

@@ -83,11 +83,11 @@ def _patch_functions(flow, wrap) -> list:
     return restore
 
 
-def _patch_tensor_methods(flow, wrap) -> list:
-    """Wrap the methods and operators of ``oneflow.Tensor`` that compute values."""
+def _patch_tensor_methods(flow, wrap, skipped=_SKIPPED_METHODS) -> list:
+    """Wrap the methods and operators of ``oneflow.Tensor`` that compute values (all but ``skipped``)."""
     restore = []
     for name, value in list(vars(flow.Tensor).items()):
-        if name in _SKIPPED_METHODS or not callable(value) or isinstance(value, (property, staticmethod, classmethod, type)):
+        if name in skipped or not callable(value) or isinstance(value, (property, staticmethod, classmethod, type)):
             continue
         if name.startswith("_") and not (name.startswith("__") and name.endswith("__")):
             continue

@@ -171,11 +171,20 @@ def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Stagi
 
 def diagnose(graph: FlowGraph, options: ExportOptions) -> Diagnosis:
     """Run the first-divergence finder on the eager module the graph was traced from, if there is one."""
+    if graph.frozen:
+        # The likeliest cause, and the finder compiles a graph, which such a module may not allow.
+        return Diagnosis(None, False, (
+            f"The module reads tensor values back to Python, and the export froze them to the example's: "
+            f"{'; '.join(graph.frozen)}. At other inputs the module takes another path or size there, which one "
+            "ONNX graph cannot follow: make that code tensor-only, or export with static inputs and accept the freeze. "
+        ))
     if graph.eager_module is None:
         return Diagnosis(None, False, (
             "The first-divergence finder needs the eager module the graph was built from: export the "
             "nn.Module (with example_inputs) rather than the compiled graph to have it name the op. "
         ))
+    if graph.capture == "eager":
+        return Diagnosis(None, False, "The first-divergence finder compiles the module as an nn.Graph, so it does not run on an eager capture. ")
     from .bisect import find_first_divergence
 
     flow = import_oneflow()
