@@ -24,6 +24,7 @@ from .._oneflow import error_text, import_oneflow, quiet_native_output
 from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph, FlowOp, TensorInfo
 from ..lowering.schema import schemas_of_user_confs
+from .weights import StateWeights
 
 log = logging.getLogger("flow2onnx")
 
@@ -465,19 +466,8 @@ def _outputs(output_ops, onnx_name: dict[str, str], tensors: dict, blob_descs) -
 
 
 def _weight_reader(graph) -> Callable[[str], np.ndarray]:
-    """A function reading one weight from the graph's state, in memory, when it is written."""
-    weights = dict(_flatten_state(graph.state_dict()))
-
-    def read_weight(name: str) -> np.ndarray:
-        tensor = weights.get(name)
-        if tensor is None:
-            raise InvalidModelError(
-                f"variable {name!r} of the graph has no entry in graph.state_dict(); it is probably a tensor "
-                "created inside forward(): register it as a parameter or buffer of the module"
-            )
-        return tensor.numpy()
-
-    return read_weight
+    """The graph's weights, read from its state in memory when they are written (small ones in batches)."""
+    return StateWeights(dict(_flatten_state(graph.state_dict())))
 
 
 def _tensor_info(name: str, blob_desc, lbn: str) -> TensorInfo:

@@ -3,7 +3,7 @@
 ``onnx.save_model`` needs the whole ``ModelProto`` in memory, weights included, and then serialises
 it into one more buffer: twice the weights above what OneFlow holds. Here the model is built
 without its weights, and each weight goes from OneFlow's tensor (``Tensor.numpy()`` shares its
-memory) straight to the file, one at a time:
+memory) straight to the file, one at a time (small ones fetched in batches, see :mod:`.weights`):
 
 - with external data, into ``<model>.data`` at increasing offsets, the model holding references;
 - in one file, as protobuf fields appended to the serialised model. Protobuf lets a message's
@@ -25,6 +25,7 @@ from onnx import TensorProto, helper
 
 from ..errors import InvalidModelError
 from ..lowering.graph import TensorInfo
+from .weights import read_weights
 
 _GRAPH_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
 _INITIALIZER_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
@@ -92,11 +93,11 @@ def write_streamed(model: onnx.ModelProto, weights: list[TensorInfo], read: Call
         file.write(rest.SerializeToString())
         file.write(_key(_GRAPH_FIELD, graph_length))
         file.write(graph_bytes)
-        for info, header, nbytes, length in zip(weights, headers, sizes, tensor_lengths):
+        for (info, array), header, nbytes, length in zip(read_weights(read, weights), headers, sizes, tensor_lengths):
             file.write(_key(_INITIALIZER_FIELD, length))
             file.write(header)
             file.write(_key(_RAW_DATA_FIELD, nbytes))
-            file.write(_little_endian_bytes(_checked(info, read(info.name))))
+            file.write(_little_endian_bytes(_checked(info, array)))
 
 
 def write_external(model: onnx.ModelProto, weights: list[TensorInfo], read: Callable[[str], np.ndarray], path: str) -> None:
@@ -105,12 +106,12 @@ def write_external(model: onnx.ModelProto, weights: list[TensorInfo], read: Call
     references = []
     with open(path + ".data", "wb") as data:
         offset = 0
-        for info in weights:
+        for info, array in read_weights(read, weights):
             padding = (-offset) % _ALIGNMENT
             if padding:
                 data.write(b"\0" * padding)
                 offset += padding
-            payload = _little_endian_bytes(_checked(info, read(info.name)))
+            payload = _little_endian_bytes(_checked(info, array))
             data.write(payload)
             tensor = _header(info)
             tensor.data_location = TensorProto.EXTERNAL
@@ -143,5 +144,5 @@ def materialize(model: onnx.ModelProto, weights: list[TensorInfo], read: Callabl
     """The model with its weights inside, for passes that need one in-memory ``ModelProto``."""
     from onnx import numpy_helper
 
-    model.graph.initializer.extend(numpy_helper.from_array(_checked(info, read(info.name)), info.name) for info in weights)
+    model.graph.initializer.extend(numpy_helper.from_array(_checked(info, array), info.name) for info, array in read_weights(read, weights))
     return model
