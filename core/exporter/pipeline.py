@@ -93,6 +93,7 @@ def export(
     bisect: bool = False,
     dynamic_axes: dict[str, dict[int, str]] | None = None,
     strict: bool = False,
+    isolate: bool = False,
 ) -> ExportResult:
     """Export a OneFlow model to an ONNX file and verify it against OneFlow.
 
@@ -143,11 +144,15 @@ def export(
         when verification fails and the model is an eager module); see ``result.divergence``.
     :param strict: fail, rather than warn, when an output is constant or has no finite value (NaN or
         infinities only) in a verification run: agreeing with such an output proves little.
+    :param isolate: export in a worker process of its own (see :mod:`flow2onnx.exporter.isolation`),
+        which takes OneFlow's memory with it when it ends: OneFlow never frees a compiled graph, so a
+        long-lived process that exports many models should isolate them. ``model`` is then an eager
+        module or a function without arguments that builds the model (both sent by pickling), not
+        a compiled graph; the result, warnings, log records and errors come back as they would here.
     :returns: an :class:`ExportResult`. A failure raises a :class:`flow2onnx.Flow2OnnxError` (a
         subclass per cause) whose message names the cause and the fix, and leaves ``path`` as it was.
     """
-    options = ExportOptions(
-        path=path,
+    settings = dict(
         opset=opset,
         dynamic_batch=dynamic_batch,
         dynamic_axes=dynamic_axes,
@@ -168,6 +173,11 @@ def export(
         bisect=bisect,
         strict=strict,
     )
+    options = ExportOptions(path=path, **settings)  # checked here, before any work (or worker process)
+    if isolate:
+        from .isolation import export_isolated
+
+        return export_isolated(model, example_inputs, dict(settings, path=path))
     return run_export(model, example_inputs, options)
 
 
