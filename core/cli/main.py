@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import Flow2OnnxError, VerificationError
 from .common import last_line, load_callable, parse_shape
+from .progress import status_line
 from ..signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, signals_raise
 
 EXIT_ERROR = 1
@@ -358,7 +359,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="flow2onnx: %(message)s", stream=sys.stderr)
     try:
-        with signals_raise():
+        with signals_raise(), status_line(args.quiet):
             return args.run(args)
     except Flow2OnnxError as error:
         _print_error(error, args)

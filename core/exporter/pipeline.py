@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .. import progress
 from .axes import plan_axes, settle_sizes
 from .capture import capture
 from .lower import lower, select_plugins
@@ -189,6 +190,7 @@ def run_export(model, example_inputs: Sequence | None, options: ExportOptions) -
     goes away with whatever is left in it, on success or failure.
     """
     target = resolve_target(options.path)
+    progress.report("capture")
     captured = capture(model, example_inputs)
     graph = captured.graph
     plan = settle_sizes(graph, plan_axes(graph, options, captured.examples))

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .. import progress
 from .._oneflow import import_oneflow
 from ..errors import Flow2OnnxError, VerificationError
 from ..lowering.graph import FlowGraph
@@ -74,14 +75,17 @@ class Verifier:
         verifier = self.registry.verifiers[options.verifier]
         runs = []
         for index, run in enumerate(self.plan.runs):
+            progress.report("verification", index, 2 * len(self.plan.runs), "runs", f"OneFlow on {_run_text(run)}")
             arrays = self._inputs(index, run)
             feeds = {info.name: array for info, array in zip(self.graph.inputs, arrays)}
             runs.append((run, feeds, run_oneflow(self.graph, arrays)))
         sample = (runs[0][1], runs[0][2]) if runs else None
         report = VerificationReport(verifier=verifier.name, rtol=options.rtol, atol=options.atol)
         try:
+            progress.report("verification", len(runs), 2 * len(runs), "runs", f"opening the model in {verifier.name}")
             run_model = self._opened(verifier, model_path)
-            for run, feeds, expected in runs:
+            for index, (run, feeds, expected) in enumerate(runs):
+                progress.report("verification", len(runs) + index, 2 * len(runs), "runs", f"{verifier.name} on {_run_text(run)}")
                 actual = self._guarded(verifier, lambda: run_model(feeds))
                 if len(actual) != len(expected):
                     raise Flow2OnnxError(f"the exported model has {len(actual)} outputs but OneFlow's graph has {len(expected)}")

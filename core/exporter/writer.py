@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from .. import progress
 from ..errors import InvalidModelError
 from ..lowering.graph import TensorInfo
 from .weights import read_weights
@@ -93,17 +94,20 @@ def write_streamed(model: onnx.ModelProto, weights: list[TensorInfo], read: Call
         file.write(rest.SerializeToString())
         file.write(_key(_GRAPH_FIELD, graph_length))
         file.write(graph_bytes)
+        written = _written(sizes)
         for (info, array), header, nbytes, length in zip(read_weights(read, weights), headers, sizes, tensor_lengths):
             file.write(_key(_INITIALIZER_FIELD, length))
             file.write(header)
             file.write(_key(_RAW_DATA_FIELD, nbytes))
             file.write(_little_endian_bytes(_checked(info, array)))
+            written.add(nbytes)
 
 
 def write_external(model: onnx.ModelProto, weights: list[TensorInfo], read: Callable[[str], np.ndarray], path: str) -> None:
     """Write ``weights`` to ``<path>.data`` one at a time, then ``model`` referring to them."""
     location = os.path.basename(path) + ".data"
     references = []
+    written = _written(info.dtype.itemsize * int(np.prod(info.shape, dtype=np.int64)) for info in weights)
     with open(path + ".data", "wb") as data:
         offset = 0
         for info, array in read_weights(read, weights):
@@ -120,10 +124,16 @@ def write_external(model: onnx.ModelProto, weights: list[TensorInfo], read: Call
                 entry.key, entry.value = key, value
             references.append(tensor)
             offset += payload.nbytes
+            written.add(payload.nbytes)
     with_refs = onnx.ModelProto()
     with_refs.CopyFrom(model)
     with_refs.graph.initializer.extend(references)
     onnx.save_model(with_refs, path)
+
+
+def _written(sizes: Iterable[int]) -> progress.Counter:
+    """Progress of writing weights of ``sizes`` bytes, reported every 8 MB or so."""
+    return progress.Counter("writing", sum(sizes), "bytes", every=8 * 2**20)
 
 
 def skeleton(model: onnx.ModelProto, weights: list[TensorInfo]) -> onnx.ModelProto:
