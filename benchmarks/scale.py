@@ -189,17 +189,23 @@ def main() -> None:
     parser.add_argument("--no-verify", action="store_true", help="skip the verified exports")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per size")
     parser.add_argument("--output", default=os.path.join(RESULTS, "scale.md"))
+    parser.add_argument("--append", action="store_true", help="keep the sizes already in the output's .json (rerun sizes replace theirs)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--trees", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
         print(json.dumps(worker(args.worker, json.loads(args.trees), not args.no_verify)))
         os._exit(0)  # past OneFlow's native teardown, which can abort after the work is done
+    json_path = os.path.splitext(args.output)[0] + ".json"
     records = []
+    if args.append and os.path.exists(json_path):
+        with open(json_path) as file:
+            records = json.load(file)
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"{size} ops ...", file=sys.stderr, flush=True)
-        records.append(run_size(size, args.before, not args.no_verify, args.timeout))
-        with open(os.path.splitext(args.output)[0] + ".json", "w") as file:
+        records = [r for r in records if r["size"] != size] + [run_size(size, args.before, not args.no_verify, args.timeout)]
+        records.sort(key=lambda record: record["size"])
+        with open(json_path, "w") as file:
             json.dump(records, file, indent=1)
     text = render(records, bool(args.before))
     with open(args.output, "w") as file:
