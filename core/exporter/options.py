@@ -50,6 +50,8 @@ class ExportOptions:
     bisect: bool = False
     #: Fail, rather than warn, when an output is constant or has no finite value in every run.
     strict: bool = False
+    #: Run the export in a worker process (:mod:`.isolation`); read by ``export``, not by the steps.
+    isolate: bool = False
 
     def __post_init__(self) -> None:
         # Frozen: normalised values are set through object.__setattr__, once, here.

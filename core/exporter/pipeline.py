@@ -174,8 +174,8 @@ def export(
         bisect=bisect,
         strict=strict,
     )
-    options = ExportOptions(path=path, **settings)  # checked here, before any work (or worker process)
-    if isolate:
+    options = ExportOptions(path=path, isolate=isolate, **settings)  # checked here, before any work (or worker process)
+    if options.isolate:
         from .isolation import export_isolated
 
         return export_isolated(model, example_inputs, dict(settings, path=path))
