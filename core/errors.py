@@ -21,6 +21,9 @@ class UnsupportedOpsError(Flow2OnnxError):
         super().__init__(message)
         self.missing = missing
 
+    def __reduce__(self):  # pickled whole: an isolated export sends it back from its worker process
+        return type(self), (self.args[0], self.missing), self.__dict__
+
 
 class LoweringError(Flow2OnnxError):
     """A lowering refused or failed on one op; the message names the op, its type and the plugin."""
@@ -46,6 +49,9 @@ class VerificationError(Flow2OnnxError):
         self.report = report
         #: What the first-divergence finder found, when it ran (``flow2onnx.exporter.bisect.Divergence``).
         self.divergence = None
+
+    def __reduce__(self):  # pickled whole: an isolated export sends it back from its worker process
+        return type(self), (self.args[0], self.report), self.__dict__
 
 
 class ModelFileError(Flow2OnnxError):

@@ -1,40 +1,38 @@
 """Verification on ONNX Runtime's CPU execution provider.
 
 The CPU provider is used whatever the machine has: it is the reference implementation of ONNX
-operators in ONNX Runtime and gives the same numbers on every machine.
+operators in ONNX Runtime and gives the same numbers on every machine. One session serves every
+run of a verification and goes when the host lets go of it: nothing is kept between exports.
 """
 
 from __future__ import annotations
 
-import os
-
 from flow2onnx import hookimpl
 
-_session_cache: dict = {}
 
-
-def _session(model_path: str, custom_op_libraries):
+def open_onnxruntime(model_path, custom_op_libraries=()):
+    """An ONNX Runtime session of the model: a function from feeds to the model's outputs."""
     import onnxruntime
 
-    stat = os.stat(model_path)
-    key = (model_path, stat.st_mtime_ns, stat.st_size, tuple(custom_op_libraries))
-    session = _session_cache.get(key)
-    if session is None:
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: the verification report is what the user reads
-        for library in custom_op_libraries:
-            options.register_custom_ops_library(library)
-        session = onnxruntime.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
-        _session_cache.clear()  # one model at a time: sessions hold the weights
-        _session_cache[key] = session
-    return session
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: the verification report is what the user reads
+    # Without the arena, memory the runs used goes back when they end, not when the session does.
+    options.enable_cpu_mem_arena = False
+    for library in custom_op_libraries:
+        options.register_custom_ops_library(library)
+    session = onnxruntime.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
+
+    def run(feeds):
+        return session.run(None, feeds)
+
+    return run
 
 
 def run_onnxruntime(model_path, feeds, custom_op_libraries=()):
-    session = _session(model_path, custom_op_libraries)
-    return session.run(None, feeds)
+    """One run in a session of its own (the host opens one session for all its runs instead)."""
+    return open_onnxruntime(model_path, custom_op_libraries)(feeds)
 
 
 @hookimpl
 def flow2onnx_register_verifiers(register):
-    register("onnxruntime", run_onnxruntime)
+    register("onnxruntime", run_onnxruntime, session=open_onnxruntime)

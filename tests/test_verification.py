@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import onnx
@@ -130,3 +132,49 @@ def test_repro_bundle_of_a_failing_export_shows_the_mismatch(tmp_path):
 def test_bundle_needs_verification(tmp_path):
     with pytest.raises(flow2onnx.Flow2OnnxError, match="bundle_dir needs verify=True"):
         flow2onnx.export(flow.nn.ReLU(), random_inputs([(2, 3)]), tmp_path / "m.onnx", verify=False, bundle_dir=tmp_path / "b")
+
+
+class CountingSessions:
+    """A verifier whose sessions are counted, and watched after the export returns."""
+
+    opened: list = []
+    calls: list = []
+
+    @staticmethod
+    @flow2onnx.hookimpl
+    def flow2onnx_register_verifiers(register):
+        from flow2onnx.plugins.onnxruntime_verifier import open_onnxruntime
+
+        class Session:
+            def __init__(self, path, libraries):
+                self.run_model = open_onnxruntime(path, libraries)
+
+            def __call__(self, feeds):
+                CountingSessions.calls.append(next(iter(feeds.values())).shape[0])
+                return self.run_model(feeds)
+
+        def opened(path, libraries):
+            session = Session(path, libraries)
+            CountingSessions.opened.append(weakref.ref(session))
+            return session
+
+        def run_once(path, feeds, libraries):
+            raise AssertionError("the host opens a session instead of calling run once per draw")
+
+        register("counting", run_once, session=opened)
+
+
+def test_one_session_serves_every_run_and_goes_with_the_export(tmp_path):
+    CountingSessions.opened.clear()
+    CountingSessions.calls.clear()
+    result = export_module(tiny_cnn(), [(2, 3, 8, 8)], tmp_path / "m.onnx", dynamic_batch=True, plugins=[CountingSessions], verifier="counting")
+    assert result.report.passed and sorted(CountingSessions.calls) == [1, 2, 7]
+    assert len(CountingSessions.opened) == 1
+    gc.collect()
+    assert CountingSessions.opened[0]() is None, "the verifier's session outlived the export"
+
+
+def test_no_onnxruntime_session_outlives_the_export(tmp_path):
+    export_module(tiny_cnn(), [(2, 3, 8, 8)], tmp_path / "m.onnx", dynamic_batch=True)
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, onnxruntime.InferenceSession)]

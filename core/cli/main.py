@@ -10,12 +10,14 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import Flow2OnnxError, VerificationError
 from ..exporter.options import CAPTURES
 from .common import last_line, load_callable, parse_shape
+from .progress import status_line
 from ..signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, signals_raise
 
 EXIT_ERROR = 1
@@ -51,7 +53,10 @@ def cmd_export(args) -> int:
     from ..exporter.staging import resolve_target
 
     resolve_target(args.output)  # a path that cannot be written fails before the model is even built
-    model, example_inputs = _model_and_inputs(args)
+    if args.isolate:  # the worker process builds the model: nothing of it is compiled here
+        model, example_inputs = ModelFactory(args.model), _example_arrays(args)
+    else:
+        model, example_inputs = _model_and_inputs(args)
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -69,18 +74,37 @@ def cmd_export(args) -> int:
 
 def _model_and_inputs(args):
     """The model built by the user's callable, and random example inputs of the shapes asked for."""
-    from .._oneflow import import_oneflow, quiet_native_output
+    from .._oneflow import import_oneflow
 
     flow = import_oneflow()
-    factory = load_callable(args.model)
+    arrays = _example_arrays(args)
+    return ModelFactory(args.model)(), [flow.tensor(array) for array in arrays]
+
+
+def _example_arrays(args) -> list:
+    """Random float32 example inputs of the shapes asked for (seeded: every run gets the same)."""
     shapes = args.input_shape or [(1, 3, 224, 224)]
     _check_example_size(shapes)
-    with quiet_native_output():
-        model = _call_factory(factory, args.model)
-    if not isinstance(model, (flow.nn.Module, flow.nn.Graph)):
-        raise Flow2OnnxError(f"{args.model}() returned a {type(model).__name__}; it must return a oneflow.nn.Module or nn.Graph")
     rng = np.random.default_rng(0)
-    return model, [flow.tensor(rng.random(shape, dtype=np.float32)) for shape in shapes]
+    return [rng.random(shape, dtype=np.float32) for shape in shapes]
+
+
+@dataclass(frozen=True)
+class ModelFactory:
+    """Builds the model ``MODULE:CALLABLE`` names; picklable, so that an isolated export builds it in its worker."""
+
+    spec: str
+
+    def __call__(self):
+        from .._oneflow import import_oneflow, quiet_native_output
+
+        flow = import_oneflow()
+        factory = load_callable(self.spec)
+        with quiet_native_output():
+            model = _call_factory(factory, self.spec)
+        if not isinstance(model, (flow.nn.Module, flow.nn.Graph)):
+            raise Flow2OnnxError(f"{self.spec}() returned a {type(model).__name__}; it must return a oneflow.nn.Module or nn.Graph")
+        return model
 
 
 def _call_factory(factory, spec: str):
@@ -147,6 +171,7 @@ def _export_options(args) -> dict:
         input_range=args.input_range,
         strict=args.strict,
         capture=args.capture,
+        isolate=args.isolate,
     )
 
 
@@ -219,6 +244,10 @@ def _add_model_arguments(parser) -> None:
     )
     parser.add_argument("--report", metavar="FILE", help="also write the verification report: .json, .md (Markdown) or text")
     parser.add_argument("--bisect", action="store_true", help="run the first-divergence finder even if verification passes (it runs on a mismatch anyway)")
+    parser.add_argument(
+        "--isolate", action="store_true",
+        help="build and export the model in a worker process, which takes OneFlow's memory with it when it ends",
+    )
     _add_plugin_selection(parser)
 
 
@@ -337,7 +366,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="flow2onnx: %(message)s", stream=sys.stderr)
     try:
-        with signals_raise():
+        with signals_raise(), status_line(args.quiet):
             return args.run(args)
     except Flow2OnnxError as error:
         _print_error(error, args)

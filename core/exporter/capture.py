@@ -10,6 +10,7 @@ parameter, so their values come from ``graph.state_dict()`` in memory, read only
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 
 import logging
@@ -23,7 +24,8 @@ import numpy as np
 from .._oneflow import error_text, import_oneflow, quiet_native_output
 from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph, FlowOp, TensorInfo
-from ..lowering.schema import schemas_of_user_confs
+from ..lowering.schema import ATTR_TYPES, schemas_of_bindings
+from .weights import StateWeights
 
 log = logging.getLogger("flow2onnx")
 
@@ -61,6 +63,7 @@ def attribute_value(value) -> Any:
     return raw
 
 
+@functools.lru_cache(maxsize=None)
 def _numpy_dtype(flow_data_type: int) -> np.dtype | None:
     from oneflow.core.common import data_type_pb2
 
@@ -477,14 +480,15 @@ def graph_from_job(job, **facts) -> FlowGraph:
         onnx_name[lbn] = op.name
         variables.append(_tensor_info(op.name, blob_descs[lbn], lbn))
 
+    flow_ops = _flow_ops(ops["user_conf"], onnx_name)
     tensors = {info.name: info for info in inputs + variables}
-    for op in ops["user_conf"]:
-        for value in op.user_conf.output.values():
-            for lbn in value.s:
+    for flow_op in flow_ops:
+        for lbns in flow_op.outputs.values():
+            for lbn in lbns:
                 tensors[lbn] = _tensor_info(lbn, blob_descs[lbn], lbn)
     outputs, output_sources = _outputs(ops["output_conf"], onnx_name, tensors, blob_descs)
     return FlowGraph(
-        ops=_flow_ops(ops["user_conf"], onnx_name),
+        ops=flow_ops,
         inputs=inputs,
         outputs=outputs,
         tensors=tensors,
@@ -573,21 +577,28 @@ def _numbered(stem: str, count: int, index: int) -> str:
 
 
 def _flow_ops(user_ops, onnx_name: dict[str, str]) -> list[FlowOp]:
-    """The user ops as FlowOps, each with the schema of its type as the graph shows it."""
-    schemas = schemas_of_user_confs(op.user_conf for op in user_ops)
-    return [_flow_op(op, onnx_name, schemas[op.user_conf.op_type_name]) for op in user_ops]
+    """The user ops as FlowOps, each with the schema of its type as the graph shows it.
+
+    Each op's conf is read once (every field read from OneFlow's protobuf costs microseconds).
+    """
+    read = [_read_user_op(op, onnx_name) for op in user_ops]
+    schemas = schemas_of_bindings((op_type, inputs, outputs, kinds) for _, op_type, inputs, outputs, _, kinds in read)
+    return [
+        FlowOp(name=name, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs, schema=schemas[op_type])
+        for name, op_type, inputs, outputs, attrs, _ in read
+    ]
 
 
-def _flow_op(op, onnx_name: dict[str, str], schema) -> FlowOp:
+def _read_user_op(op, onnx_name: dict[str, str]) -> tuple:
+    """``(name, type, inputs, outputs, attribute values, attribute types)`` of one user op."""
     conf = op.user_conf
-    return FlowOp(
-        name=op.name,
-        type=conf.op_type_name,
-        inputs={arg: [onnx_name.get(s, s) for s in value.s] for arg, value in conf.input.items()},
-        outputs={arg: list(value.s) for arg, value in conf.output.items()},
-        attrs={key: attribute_value(value) for key, value in conf.attr.items()},
-        schema=schema,
-    )
+    attrs, kinds = {}, {}
+    for key, value in conf.attr.items():
+        attrs[key] = attribute_value(value)
+        kinds[key] = ATTR_TYPES.get(value.WhichOneof("value"), "unknown")
+    inputs = {arg: [onnx_name.get(s, s) for s in value.s] for arg, value in conf.input.items()}
+    outputs = {arg: list(value.s) for arg, value in conf.output.items()}
+    return op.name, conf.op_type_name, inputs, outputs, attrs, kinds
 
 
 def _outputs(output_ops, onnx_name: dict[str, str], tensors: dict, blob_descs) -> tuple[list[TensorInfo], list[str]]:
@@ -607,19 +618,8 @@ def _outputs(output_ops, onnx_name: dict[str, str], tensors: dict, blob_descs) -
 
 
 def _weight_reader(graph) -> Callable[[str], np.ndarray]:
-    """A function reading one weight from the graph's state, in memory, when it is written."""
-    weights = dict(_flatten_state(graph.state_dict()))
-
-    def read_weight(name: str) -> np.ndarray:
-        tensor = weights.get(name)
-        if tensor is None:
-            raise InvalidModelError(
-                f"variable {name!r} of the graph has no entry in graph.state_dict(); it is probably a tensor "
-                "created inside forward(): register it as a parameter or buffer of the module"
-            )
-        return tensor.numpy()
-
-    return read_weight
+    """The graph's weights, read from its state in memory when they are written (small ones in batches)."""
+    return StateWeights(dict(_flatten_state(graph.state_dict())))
 
 
 def _tensor_info(name: str, blob_desc, lbn: str) -> TensorInfo:

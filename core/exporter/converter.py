@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .. import progress
 from ..lowering.context import LoweringContext
 from ..errors import LoweringError, UnsupportedOpsError
 from ..lowering.families import family_note
@@ -101,11 +102,13 @@ def convert(
     )
     used: dict[str, Lowering] = {}
     placed: dict[int, list[ClaimedGroup]] = {}
+    lowered = progress.Counter("lowering", len(graph.ops), "ops", every=max(1000, len(graph.ops) // 50))
     for group in groups:
         placed.setdefault(group.position, []).append(group)
     for index, op in enumerate(graph.ops):
         for group in placed.get(index, ()):
             ctx.lower_pattern(group.match, group.pattern)
+        lowered.add()
         if op.name in claimed:
             continue
         lowering = registry.lowering_for(op.type, opset)

@@ -56,6 +56,8 @@ class ExportOptions:
     strict: bool = False
     #: How the model's ops are captured, one of :data:`CAPTURES`.
     capture: str = "graph"
+    #: Run the export in a worker process (:mod:`.isolation`); read by ``export``, not by the steps.
+    isolate: bool = False
 
     def __post_init__(self) -> None:
         # Frozen: normalised values are set through object.__setattr__, once, here.

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .. import progress
 from .axes import plan_axes, settle_sizes
 from .capture import capture as capture_model
 from .lower import lower, select_plugins
@@ -94,6 +95,7 @@ def export(
     dynamic_axes: dict[str, dict[int, str]] | None = None,
     strict: bool = False,
     capture: str = "graph",
+    isolate: bool = False,
 ) -> ExportResult:
     """Export a OneFlow model to an ONNX file and verify it against OneFlow.
 
@@ -151,11 +153,15 @@ def export(
         ``bool(t)``, boolean masks) are frozen to the example's, each place named in
         ``result.warnings``. ``"auto"`` compiles a graph and falls back to eager capture, with a
         warning quoting OneFlow's error, when OneFlow cannot build it.
+    :param isolate: export in a worker process of its own (see :mod:`flow2onnx.exporter.isolation`),
+        which takes OneFlow's memory with it when it ends: OneFlow never frees a compiled graph, so a
+        long-lived process that exports many models should isolate them. ``model`` is then an eager
+        module or a function without arguments that builds the model (both sent by pickling), not
+        a compiled graph; the result, warnings, log records and errors come back as they would here.
     :returns: an :class:`ExportResult`. A failure raises a :class:`flow2onnx.Flow2OnnxError` (a
         subclass per cause) whose message names the cause and the fix, and leaves ``path`` as it was.
     """
-    options = ExportOptions(
-        path=path,
+    settings = dict(
         opset=opset,
         dynamic_batch=dynamic_batch,
         dynamic_axes=dynamic_axes,
@@ -177,6 +183,11 @@ def export(
         strict=strict,
         capture=capture,
     )
+    options = ExportOptions(path=path, isolate=isolate, **settings)  # checked here, before any work (or worker process)
+    if options.isolate:
+        from .isolation import export_isolated
+
+        return export_isolated(model, example_inputs, dict(settings, path=path))
     return run_export(model, example_inputs, options)
 
 
@@ -188,6 +199,7 @@ def run_export(model, example_inputs: Sequence | None, options: ExportOptions) -
     goes away with whatever is left in it, on success or failure.
     """
     target = resolve_target(options.path)
+    progress.report("capture")
     captured = capture_model(model, example_inputs, options.capture)
     graph = captured.graph
     plan = settle_sizes(graph, plan_axes(graph, options, captured.examples))

@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import onnx
 
+from .. import progress
 from ..errors import Flow2OnnxError, OutputPathError
 from ..lowering.graph import TensorInfo
 from ..signals import deferred, signals_raise
@@ -88,6 +89,7 @@ class Staging:
         # Streamed weights are checked as a skeleton (types and shapes, no data); a model that went
         # through post-passes is checked from its file, since the in-memory check would serialise it again.
         started = time.perf_counter()
+        progress.report("checking", detail=f"{len(model.graph.node)} ONNX nodes")
         _check_model(skeleton(model, list(weights)) if weights else staged)
         return Staged(staged, {"write": written, "check": time.perf_counter() - started})
 

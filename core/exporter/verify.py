@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .. import progress
 from .._oneflow import import_oneflow
 from ..errors import Flow2OnnxError, VerificationError
 from ..lowering.graph import FlowGraph
@@ -45,6 +46,14 @@ class Check:
         return self.report is not None and not self.report.passed
 
 
+class _CannotRun(Exception):
+    """The verifier cannot run the model for a reason that is not the model's fault (a custom domain)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Verifier:
     """Runs a model file with the chosen verifier and OneFlow at each shape of the plan, and compares."""
@@ -56,30 +65,54 @@ class Verifier:
     lowered: Lowered
 
     def __call__(self, model_path: str) -> Check:
-        """Verify the model at ``model_path``: one run per shape of the plan, every output compared."""
+        """Verify the model at ``model_path``: one run per shape of the plan, every output compared.
+
+        OneFlow runs first, for every shape, and only then is the model opened in the verifier (one
+        session for all the runs, when the verifier can keep one): the two never hold their
+        memory at the same time, and the session goes when the comparison is done.
+        """
         options = self.options
         verifier = self.registry.verifiers[options.verifier]
-        libraries = [entry.path for entry in self.registry.runtime_libraries.values()]
-        report = VerificationReport(verifier=verifier.name, rtol=options.rtol, atol=options.atol)
-        sample = None
+        runs = []
         for index, run in enumerate(self.plan.runs):
-            batch = run.batch
+            progress.report("verification", index, 2 * len(self.plan.runs), "runs", f"OneFlow on {_run_text(run)}")
             arrays = self._inputs(index, run)
             feeds = {info.name: array for info, array in zip(self.graph.inputs, arrays)}
-            try:
-                actual = verifier.function(model_path, feeds, libraries)
-            except Exception as error:
-                reason = self._cannot_run(verifier, error)
-                if reason is None:
-                    raise Flow2OnnxError(f"verifier {verifier.describe()} could not run the exported model: {type(error).__name__}: {error}") from error
-                return Check(None, skipped=reason, sample=sample)
-            expected = run_oneflow(self.graph, arrays)
-            if len(actual) != len(expected):
-                raise Flow2OnnxError(f"the exported model has {len(actual)} outputs but OneFlow's graph has {len(expected)}")
-            sample = sample or (feeds, expected)
-            for info, want, got in zip(self.graph.outputs, expected, actual):
-                report.comparisons.append(compare(info.name, want, got, options.rtol, options.atol, batch_size=batch))
+            runs.append((run, feeds, run_oneflow(self.graph, arrays)))
+        sample = (runs[0][1], runs[0][2]) if runs else None
+        report = VerificationReport(verifier=verifier.name, rtol=options.rtol, atol=options.atol)
+        try:
+            progress.report("verification", len(runs), 2 * len(runs), "runs", f"opening the model in {verifier.name}")
+            run_model = self._opened(verifier, model_path)
+            for index, (run, feeds, expected) in enumerate(runs):
+                progress.report("verification", len(runs) + index, 2 * len(runs), "runs", f"{verifier.name} on {_run_text(run)}")
+                actual = self._guarded(verifier, lambda: run_model(feeds))
+                if len(actual) != len(expected):
+                    raise Flow2OnnxError(f"the exported model has {len(actual)} outputs but OneFlow's graph has {len(expected)}")
+                for info, want, got in zip(self.graph.outputs, expected, actual):
+                    report.comparisons.append(compare(info.name, want, got, options.rtol, options.atol, batch_size=run.batch))
+        except _CannotRun as cannot:
+            return Check(None, skipped=cannot.reason, sample=sample)
         return Check(report, sample=sample)
+
+    def _opened(self, verifier, model_path: str):
+        """A function from feeds to the model's outputs: a session of the verifier, or one call per run."""
+        libraries = [entry.path for entry in self.registry.runtime_libraries.values()]
+        if verifier.session is not None:
+            return self._guarded(verifier, lambda: verifier.session(model_path, libraries))
+        return lambda feeds: verifier.function(model_path, feeds, libraries)
+
+    def _guarded(self, verifier, call):
+        """``call()``; a failure of the verifier is an error, or :class:`_CannotRun` when a custom domain explains it."""
+        try:
+            return call()
+        except Flow2OnnxError:
+            raise
+        except Exception as error:
+            reason = self._cannot_run(verifier, error)
+            if reason is None:
+                raise Flow2OnnxError(f"verifier {verifier.describe()} could not run the exported model: {type(error).__name__}: {error}") from error
+            raise _CannotRun(reason) from error
 
     def _inputs(self, index: int, run) -> list[np.ndarray]:
         """The run's inputs: the user's example, or drawn at the run's shapes (seeded by the run's index)."""

@@ -3,7 +3,7 @@
 ``onnx.save_model`` needs the whole ``ModelProto`` in memory, weights included, and then serialises
 it into one more buffer: twice the weights above what OneFlow holds. Here the model is built
 without its weights, and each weight goes from OneFlow's tensor (``Tensor.numpy()`` shares its
-memory) straight to the file, one at a time:
+memory) straight to the file, one at a time (small ones fetched in batches, see :mod:`.weights`):
 
 - with external data, into ``<model>.data`` at increasing offsets, the model holding references;
 - in one file, as protobuf fields appended to the serialised model. Protobuf lets a message's
@@ -23,8 +23,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from .. import progress
 from ..errors import InvalidModelError
 from ..lowering.graph import TensorInfo
+from .weights import read_weights
 
 _GRAPH_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
 _INITIALIZER_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
@@ -106,25 +108,28 @@ def write_streamed(model: onnx.ModelProto, weights: list[TensorInfo], read: Call
         file.write(rest.SerializeToString())
         file.write(_key(_GRAPH_FIELD, graph_length))
         file.write(graph_bytes)
-        for info, header, nbytes, length in zip(weights, headers, sizes, tensor_lengths):
+        written = _written(sizes)
+        for (info, array), header, nbytes, length in zip(read_weights(read, weights), headers, sizes, tensor_lengths):
             file.write(_key(_INITIALIZER_FIELD, length))
             file.write(header)
             file.write(_key(_RAW_DATA_FIELD, nbytes))
-            file.write(_little_endian_bytes(_checked(info, read(info.name))))
+            file.write(_little_endian_bytes(_checked(info, array)))
+            written.add(nbytes)
 
 
 def write_external(model: onnx.ModelProto, weights: list[TensorInfo], read: Callable[[str], np.ndarray], path: str) -> None:
     """Write ``weights`` to ``<path>.data`` one at a time, then ``model`` referring to them."""
     location = os.path.basename(path) + ".data"
     references = []
+    written = _written(info.dtype.itemsize * int(np.prod(info.shape, dtype=np.int64)) for info in weights)
     with open(path + ".data", "wb") as data:
         offset = 0
-        for info in weights:
+        for info, array in read_weights(read, weights):
             padding = (-offset) % _ALIGNMENT
             if padding:
                 data.write(b"\0" * padding)
                 offset += padding
-            payload = _little_endian_bytes(_checked(info, read(info.name)))
+            payload = _little_endian_bytes(_checked(info, array))
             data.write(payload)
             tensor = _header(info)
             tensor.data_location = TensorProto.EXTERNAL
@@ -133,10 +138,16 @@ def write_external(model: onnx.ModelProto, weights: list[TensorInfo], read: Call
                 entry.key, entry.value = key, value
             references.append(tensor)
             offset += payload.nbytes
+            written.add(payload.nbytes)
     with_refs = onnx.ModelProto()
     with_refs.CopyFrom(model)
     with_refs.graph.initializer.extend(references)
     onnx.save_model(with_refs, path)
+
+
+def _written(sizes: Iterable[int]) -> progress.Counter:
+    """Progress of writing weights of ``sizes`` bytes, reported every 8 MB or so."""
+    return progress.Counter("writing", sum(sizes), "bytes", every=8 * 2**20)
 
 
 def skeleton(model: onnx.ModelProto, weights: list[TensorInfo]) -> onnx.ModelProto:
@@ -157,5 +168,5 @@ def materialize(model: onnx.ModelProto, weights: list[TensorInfo], read: Callabl
     """The model with its weights inside, for passes that need one in-memory ``ModelProto``."""
     from onnx import numpy_helper
 
-    model.graph.initializer.extend(numpy_helper.from_array(_checked(info, read(info.name)), info.name) for info in weights)
+    model.graph.initializer.extend(numpy_helper.from_array(_checked(info, array), info.name) for info, array in read_weights(read, weights))
     return model

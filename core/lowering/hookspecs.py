@@ -126,12 +126,17 @@ def flow2onnx_register_post_passes(register):
 def flow2onnx_register_verifiers(register):
     """Register runtimes that can run an exported model, to verify it against OneFlow.
 
-    :param register: ``register(name, run)``. ``run`` is called as
+    :param register: ``register(name, run, session=None)``. ``run`` is called as
         ``run(model_path, feeds, custom_op_libraries)`` with the path of the written ONNX model, a
         dict mapping input names to numpy arrays, and the paths of the custom-op libraries that
         plugins registered (see :func:`flow2onnx_register_runtime_libraries`); it returns the
         model's outputs as a list of numpy arrays, in the model's output order. The host compares
-        them with OneFlow's outputs on the same inputs.
+        them with OneFlow's outputs on the same inputs. A verification makes several runs (input
+        draws, sizes): a verifier that can load the model once for all of them also passes
+        ``session``, called as ``session(model_path, custom_op_libraries)``, which returns a
+        function ``feeds -> outputs``; the host then calls that for each run instead of ``run``,
+        and drops it when the verification ends. Keep no session beyond that (no module-level
+        cache): it holds the model's weights.
 
     Return value is ignored.
     """

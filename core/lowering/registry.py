@@ -115,6 +115,8 @@ class NamedFunction:
     function: Callable
     plugin: str
     origin: str = ""
+    #: A verifier's session opener, ``session(model_path, custom_op_libraries) -> run(feeds)``, if it has one.
+    session: Callable | None = None
 
     def describe(self) -> str:
         """``'name' from plugin 'plugin' (dist version)``, for messages."""
@@ -220,9 +222,16 @@ class Registry:
         """Register post-pass ``name``; a name registered twice is an error naming both plugins."""
         self._add_named(self.post_passes, "post-pass", plugin, origin, name, function)
 
-    def add_verifier(self, plugin: str, name, function, *, origin: str = "") -> None:
-        """Register verifier ``name``; a name registered twice is an error naming both plugins."""
+    def add_verifier(self, plugin: str, name, function, session=None, *, origin: str = "") -> None:
+        """Register verifier ``name``; a name registered twice is an error naming both plugins.
+
+        ``session``, when given, opens the model once for several runs (see the hook's spec).
+        """
+        if session is not None and not callable(session):
+            raise PluginError(f"{_who(plugin, origin)} registered verifier {name!r} with a session opener that is not callable")
         self._add_named(self.verifiers, "verifier", plugin, origin, name, function)
+        if session is not None:
+            self.verifiers[name] = replace(self.verifiers[name], session=session)
 
     def add_runtime_library(self, plugin: str, domain, library_path, *, origin: str = "") -> None:
         """Register the ONNX Runtime custom-op library of ``domain``; one library per domain."""

@@ -168,13 +168,29 @@ def python_type(value: Any) -> str:
 
 def schemas_of_user_confs(user_confs: Iterable) -> dict[str, OpSchema]:
     """One schema per op type, from the ``user_conf`` of every user op of a compiled OneFlow job."""
-    grouped: dict[str, list] = {}
-    for conf in user_confs:
-        grouped.setdefault(conf.op_type_name, []).append(
-            (
-                {arg: list(value.s) for arg, value in conf.input.items()},
-                {arg: list(value.s) for arg, value in conf.output.items()},
-                {name: ATTR_TYPES.get(value.WhichOneof("value"), "unknown") for name, value in conf.attr.items()},
-            )
+    return schemas_of_bindings(
+        (
+            conf.op_type_name,
+            {arg: list(value.s) for arg, value in conf.input.items()},
+            {arg: list(value.s) for arg, value in conf.output.items()},
+            {name: ATTR_TYPES.get(value.WhichOneof("value"), "unknown") for name, value in conf.attr.items()},
         )
-    return {op_type: schema_from_ops(op_type, bindings) for op_type, bindings in grouped.items()}
+        for conf in user_confs
+    )
+
+
+def schemas_of_bindings(bindings: Iterable[tuple[str, Mapping, Mapping, Mapping[str, str]]]) -> dict[str, OpSchema]:
+    """One schema per op type from each op's ``(op type, inputs, outputs, attribute types)``.
+
+    Ops of a type that bind the same arguments and have the same attributes say the same thing
+    about it, so each such shape is read once: a 20,000-op graph has a handful of them.
+    """
+    distinct: dict[str, dict[tuple, tuple]] = {}
+    for op_type, inputs, outputs, attr_types in bindings:
+        key = (
+            tuple((arg, bool(tensors)) for arg, tensors in inputs.items()),
+            tuple((arg, bool(tensors)) for arg, tensors in outputs.items()),
+            tuple(attr_types.items()),
+        )
+        distinct.setdefault(op_type, {}).setdefault(key, (inputs, outputs, attr_types))
+    return {op_type: schema_from_ops(op_type, shapes.values()) for op_type, shapes in distinct.items()}

@@ -1,0 +1,217 @@
+"""Export time per phase and peak memory on synthetic chains of 1k to 100k OneFlow ops.
+
+The model is a chain of identical blocks, ``x + GELU(LayerNorm(Linear(x)))`` at width 16, which
+OneFlow 0.9 builds on the CPU as 13 ops and 4 weights per block; the chain gets as many blocks as
+the size asks for (20,020 ops for 20k). Each size runs in its own process: the module is built,
+compiled as an ``nn.Graph`` (OneFlow's own compile time, reported beside the export), then exported
+without verification (each phase's seconds and the peak resident memory above the memory held just
+before the export), then once more with verification for its cost.
+
+With ``--before TREE`` the same process also exports the same compiled graph with another checkout
+of flow2onnx (a folder holding a ``flow2onnx`` package, e.g. made from an older commit with
+``git archive``), first, so both are measured on one graph, one machine and one run: the table then
+gives the ratio of the costs per op. Modules of one checkout are removed from ``sys.modules``
+before the other is imported, op-handler packages included.
+
+    python benchmarks/scale.py                                  # 1k, 10k, 20k, 100k ops
+    python benchmarks/scale.py --sizes 1000,20000 --before /tmp/before
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+OPS_PER_BLOCK = 13
+EXPORT_PHASES = ("read_graph", "convert", "check", "write")
+
+
+# ---------------------------------------------------------------- worker: one size, one process
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # the kernel's high-water mark restarts from the current RSS
+
+
+def _chain(flow, blocks: int, width: int = 16):
+    nn = flow.nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.norm, self.act = nn.Linear(width, width), nn.LayerNorm(width), nn.GELU()
+
+        def forward(self, x):
+            return x + self.act(self.norm(self.fc(x)))
+
+    return nn.Sequential(*[Block() for _ in range(blocks)]).eval()
+
+
+def _use_tree(tree: str | None):
+    """Import flow2onnx from ``tree`` (``None``: the installed one), after forgetting any other copy."""
+    for name in [n for n in sys.modules if n == "flow2onnx" or n.startswith(("flow2onnx.", "flow2onnx_"))]:
+        del sys.modules[name]
+    sys.path[:] = [p for p in sys.path if not p.startswith("/") or not os.path.isdir(os.path.join(p, "flow2onnx", "exporter"))]
+    if tree:
+        sys.path.insert(0, tree)
+    import flow2onnx
+
+    return flow2onnx
+
+
+def _measured_export(flow2onnx, graph, path: str, verify: bool) -> dict:
+    rss = _status_kib("VmRSS")
+    _reset_peak()
+    started = time.perf_counter()
+    result = flow2onnx.export(graph, None, path, verify=verify)
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "timings": dict(result.timings),
+        "peak_mib": (_status_kib("VmHWM") - rss) / 1024,
+        "ops": sum(result.op_types.values()),
+        "file_mib": os.path.getsize(result.path) / 2**20,
+    }
+
+
+def worker(size: int, trees: list, verify: bool) -> dict:
+    flow2onnx = _use_tree(None)
+    from flow2onnx._oneflow import import_oneflow
+    from flow2onnx.exporter.capture import as_compiled_graph
+
+    flow = import_oneflow()
+    flow.manual_seed(0)
+    model = _chain(flow, max(1, round(size / OPS_PER_BLOCK)))
+    started = time.perf_counter()
+    graph = as_compiled_graph(model, [flow.rand(2, 16)])
+    record = {"size": size, "compile_s": time.perf_counter() - started, "runs": {}}
+    with tempfile.TemporaryDirectory() as folder:
+        for label, tree in trees:
+            flow2onnx = _use_tree(tree)
+            run = {"export": _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), False)}
+            if verify:
+                run["verified"] = _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), True)
+            record["runs"][label] = run
+            print(f"  {size} ops, {label}: {json.dumps(run)}", file=sys.stderr, flush=True)
+    return record
+
+
+# ---------------------------------------------------------------- driver and report
+
+
+def run_size(size: int, before: str | None, verify: bool, timeout: float) -> dict:
+    trees = ([["before", os.path.abspath(before)]] if before else []) + [["after", None]]
+    command = [sys.executable, os.path.abspath(__file__), "--worker", str(size), "--trees", json.dumps(trees)]
+    if not verify:
+        command.append("--no-verify")
+    started = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, cwd=ROOT)
+    if done.returncode != 0:
+        return {"size": size, "error": f"worker exited with status {done.returncode}", "wall_s": time.perf_counter() - started}
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    record["wall_s"] = time.perf_counter() - started
+    return record
+
+
+def _export_seconds(run: dict) -> float:
+    """The export call's wall time: its phases and everything between them (plugins loaded, result built)."""
+    return run["export"]["seconds"]
+
+
+def render(records: list, before: bool) -> str:
+    lines = [
+        "# Export at scale: synthetic chains of 1k to 100k ops",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/scale.py{' --before TREE' if before else ''}` on "
+        f"{os.cpu_count()} CPU cores shared with other work. Model: blocks of `x + GELU(LayerNorm(Linear(x)))`, width 16, "
+        "13 OneFlow ops and 4 weights per block, compiled as an nn.Graph on a 2x16 input; export without verification "
+        "(each phase), then again with verification. Peak: resident memory above what the process held just before the export.",
+        "",
+        "| ops | OneFlow compile s | tree | read_graph s | convert s | check s | write s | export s | µs per op | peak MiB | verify s | peak with verify MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for record in records:
+        if "error" in record:
+            lines.append(f"| {record['size']} | {record['error']} |")
+            continue
+        for label, run in record["runs"].items():
+            timings, seconds = run["export"]["timings"], _export_seconds(run)
+            verified = run.get("verified")
+            lines.append(
+                f"| {run['export']['ops']} | {record['compile_s']:.1f} | {label} | "
+                + " | ".join(f"{timings.get(p, 0.0):.2f}" for p in EXPORT_PHASES)
+                + f" | {seconds:.2f} | {seconds / run['export']['ops'] * 1e6:.0f} | {run['export']['peak_mib']:.0f} | "
+                + (f"{verified['timings'].get('verify', 0.0):.2f} | {verified['peak_mib']:.0f} |" if verified else "- | - |")
+            )
+    if before:
+        lines += ["", "Cost per op, after / before (same graph, same process):", ""]
+        lines += ["| ops | export | read_graph | convert | check | write | verify |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for record in records:
+            runs = record.get("runs", {})
+            if "before" in runs and "after" in runs:
+                lines.append(_ratio_row(runs["before"], runs["after"]))
+    return "\n".join(lines) + "\n"
+
+
+def _ratio_row(before: dict, after: dict) -> str:
+    def ratio(a, b):
+        return f"{a / b:.2f}" if b else "-"
+
+    cells = [ratio(_export_seconds(after), _export_seconds(before))]
+    cells += [ratio(after["export"]["timings"].get(p, 0.0), before["export"]["timings"].get(p, 0.0)) for p in EXPORT_PHASES]
+    if "verified" in before and "verified" in after:
+        cells.append(ratio(after["verified"]["timings"].get("verify", 0.0), before["verified"]["timings"].get("verify", 0.0)))
+    else:
+        cells.append("-")
+    return f"| {after['export']['ops']} | " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,20000,100000", help="op counts, comma-separated")
+    parser.add_argument("--before", metavar="TREE", help="also export with the flow2onnx package in TREE, for ratios")
+    parser.add_argument("--no-verify", action="store_true", help="skip the verified exports")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per size")
+    parser.add_argument("--output", default=os.path.join(RESULTS, "scale.md"))
+    parser.add_argument("--append", action="store_true", help="keep the sizes already in the output's .json (rerun sizes replace theirs)")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--trees", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        print(json.dumps(worker(args.worker, json.loads(args.trees), not args.no_verify)))
+        os._exit(0)  # past OneFlow's native teardown, which can abort after the work is done
+    json_path = os.path.splitext(args.output)[0] + ".json"
+    records = []
+    if args.append and os.path.exists(json_path):
+        with open(json_path) as file:
+            records = json.load(file)
+    for size in (int(s) for s in args.sizes.split(",")):
+        print(f"{size} ops ...", file=sys.stderr, flush=True)
+        records = [r for r in records if r["size"] != size] + [run_size(size, args.before, not args.no_verify, args.timeout)]
+        records.sort(key=lambda record: record["size"])
+        with open(json_path, "w") as file:
+            json.dump(records, file, indent=1)
+    text = render(records, bool(args.before))
+    with open(args.output, "w") as file:
+        file.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
