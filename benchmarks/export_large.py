@@ -23,15 +23,9 @@ import sys
 import tempfile
 import time
 
+from _procstat import status_kib  # benchmarks/_procstat.py
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(field)
 
 
 def _reset_peak() -> None:
@@ -98,11 +92,11 @@ def main() -> int:
     try:
         for verify in (False, True):
             _reset_peak()
-            baseline = _status_mib("VmRSS")
+            baseline = status_kib("VmRSS") / 1024
             started = time.perf_counter()
             result = flow2onnx.export(model, example, path, verify=verify, dynamic_batch=True)
             seconds = time.perf_counter() - started
-            above = _status_mib("VmHWM") - baseline
+            above = status_kib("VmHWM") / 1024 - baseline
             rows.append((verify, seconds, baseline, above, result))
         sizes = {name: os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory)}
     finally:

@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from _procstat import status_kib  # benchmarks/_procstat.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_VENV = os.path.join(ROOT, ".venv-reference")
 REFERENCE_PACKAGES = [
@@ -41,14 +43,6 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 
 # ---------------------------------------------------------------- worker (one exporter, one process)
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _reset_peak() -> bool:
@@ -88,14 +82,14 @@ def worker(tool: str, model_name: str, out_dir: str) -> dict:
 
     path = os.path.join(out_dir, "model.onnx")
     reset = _reset_peak()
-    baseline = _status_kib("VmRSS")
+    baseline = status_kib("VmRSS")
     started = time.perf_counter()
     if tool == "flow2onnx":
         flow2onnx.export(graph, path=path, verify=False)
     else:
         export_onnx_model(graph, onnx_model_path=out_dir)
     seconds = time.perf_counter() - started
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     return {
         "tool": tool,
         "seconds": seconds,

@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from _procstat import status_kib  # benchmarks/_procstat.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 OPS_PER_BLOCK = 13
@@ -34,14 +36,6 @@ EXPORT_PHASES = ("read_graph", "convert", "check", "write")
 
 
 # ---------------------------------------------------------------- worker: one size, one process
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _reset_peak() -> None:
@@ -76,7 +70,7 @@ def _use_tree(tree: str | None):
 
 
 def _measured_export(flow2onnx, graph, path: str, verify: bool) -> dict:
-    rss = _status_kib("VmRSS")
+    rss = status_kib("VmRSS")
     _reset_peak()
     started = time.perf_counter()
     result = flow2onnx.export(graph, None, path, verify=verify)
@@ -84,7 +78,7 @@ def _measured_export(flow2onnx, graph, path: str, verify: bool) -> dict:
     return {
         "seconds": seconds,
         "timings": dict(result.timings),
-        "peak_mib": (_status_kib("VmHWM") - rss) / 1024,
+        "peak_mib": (status_kib("VmHWM") - rss) / 1024,
         "ops": sum(result.op_types.values()),
         "file_mib": os.path.getsize(result.path) / 2**20,
     }

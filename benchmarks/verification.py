@@ -22,30 +22,24 @@ import sys
 import tempfile
 import time
 
+from _procstat import status_kib  # benchmarks/_procstat.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(field)
-
-
 def _measured(flow2onnx, graph, path: str, verify: bool) -> dict:
     gc.collect()
-    before = _status_mib("VmRSS")
+    before = status_kib("VmRSS") / 1024
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
     started = time.perf_counter()
     result = flow2onnx.export(graph, None, path, verify=verify)
     seconds = time.perf_counter() - started
-    peak = _status_mib("VmHWM") - before
+    peak = status_kib("VmHWM") / 1024 - before
     del result
     gc.collect()
-    return {"seconds": seconds, "peak_mib": peak, "held_mib": _status_mib("VmRSS") - before}
+    return {"seconds": seconds, "peak_mib": peak, "held_mib": status_kib("VmRSS") / 1024 - before}
 
 
 def worker() -> dict:
