@@ -237,6 +237,19 @@ def size_value(ctx, expression, dtype) -> str:
     return value
 
 
+def sizes_tensor(ctx, values, follows, hint: str = "shape") -> str:
+    """``values`` (a list of sizes) as a 1-D int64 tensor, each entry whose ``follows`` is a
+    :class:`~flow2onnx.lowering.sizes.SizeExpression` computed from the inputs' ``Shape`` instead of
+    written as a number; a constant when none is."""
+    if not any(follows):
+        return int64s(ctx, values, hint)
+    parts = [
+        int64s(ctx, [value], "dim") if expression is None else unsqueeze(ctx, size_value(ctx, expression, np.int64), [0])
+        for value, expression in zip(values, follows)
+    ]
+    return ctx.make_node("Concat", parts, axis=0)[0]
+
+
 def sizes_attr(ctx, op, name: str) -> str:
     """Attribute ``name`` of ``op`` (a list of sizes: a shape, an output size) as a 1-D int64 tensor.
 
@@ -246,14 +259,7 @@ def sizes_attr(ctx, op, name: str) -> str:
     axes in a way no product of their sizes explains.
     """
     values = [int(v) for v in op.attr(name)]
-    follows = ctx.follows_sizes(op, name)
-    if not follows or not any(follows):
-        return ctx.constant(np.array(values, dtype=np.int64), name)
-    parts = [
-        int64s(ctx, [value], "dim") if expression is None else unsqueeze(ctx, size_value(ctx, expression, np.int64), [0])
-        for value, expression in zip(values, follows)
-    ]
-    return ctx.make_node("Concat", parts, axis=0)[0]
+    return sizes_tensor(ctx, values, ctx.follows_sizes(op, name) or [None] * len(values), name)
 
 
 def reshaped_weight(ctx, x: str, output: str) -> bool:

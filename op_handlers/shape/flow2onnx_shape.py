@@ -6,7 +6,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import cast_if_needed, int64s, oldest_opsets, reshaped_weight, size_value, sizes_attr, unsqueeze
+from flow2onnx.lowering.helpers import cast_if_needed, oldest_opsets, reshaped_weight, size_value, sizes_attr, sizes_tensor
 
 
 def lower_reshape(ctx, op):
@@ -33,12 +33,9 @@ def lower_reshape(ctx, op):
             # Reshape can infer one dim; the others are computed from Shape (channel shuffle's
             # (N, C, H, W) -> (N, g, C/g, H, W) moves H and W to other indices).
             follows = ctx.follows_sizes(op, "shape")
-            parts = [
-                int64s(ctx, [dim], "dim") if axis not in inferred[1:] else unsqueeze(ctx, size_value(ctx, follows[axis], np.int64), [0])
-                for axis, dim in enumerate(target)
-            ]
-            parts[inferred[0]] = int64s(ctx, [-1], "inferred")
-            ctx.make_node("Reshape", [x, ctx.make_node("Concat", parts, axis=0)[0]], [op.output("out")])
+            target[inferred[0]] = -1
+            computed = [follows[axis] if axis in inferred[1:] else None for axis in range(len(target))]
+            ctx.make_node("Reshape", [x, sizes_tensor(ctx, target, computed)], [op.output("out")])
             return
         for axis in inferred:
             target[axis] = -1

@@ -12,7 +12,7 @@ import numpy as np
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, oldest_opsets, reduce, reshaped_weight, select, size_value, squeeze, typed_node, unsqueeze
+from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, oldest_opsets, reduce, reshaped_weight, select, sizes_tensor, squeeze, typed_node, unsqueeze
 
 
 def lower_identity(ctx, op):
@@ -115,11 +115,7 @@ def lower_expand(ctx, op):
     # expanded to the batch, even a batch of 1 in the example): computed from Shape of the inputs.
     follows = [None if index >= offset and is_dynamic(ctx, x, index - offset) else e for index, e in enumerate(follows)]
     if any(follows):
-        parts = [
-            int64s(ctx, [size], "dim") if expression is None else unsqueeze(ctx, size_value(ctx, expression, np.int64), [0])
-            for size, expression in zip(shape, follows)
-        ]
-        (shape_input,) = ctx.make_node("Concat", parts, axis=0)
+        shape_input = sizes_tensor(ctx, shape, follows)
     elif ctx.variant is None and ctx.dynamic_batch and shape[0] != 1 and shape[0] == ctx.example_batch and ctx.graph.inputs:
         # No second compilation to compare with: a leading size equal to the example's batch is
         # taken as the batch, from the graph's input at run time.
