@@ -153,3 +153,23 @@ def error_text(error: BaseException) -> str:
     terminal escape codes and puts the cause last, after its own C++ stack."""
     lines = [line.strip() for line in _ANSI.sub("", str(error)).strip().splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
+
+
+def exit_past_teardown(code: int) -> None:
+    """End the process with ``code`` once its work is done, skipping OneFlow's native teardown.
+
+    OneFlow 0.9's native destructors can abort a process at exit (``free(): invalid pointer``)
+    after all its work is done, turning a success into exit status 134. Output is flushed first;
+    without OneFlow loaded this is a plain ``sys.exit``.
+    """
+    if "oneflow" not in sys.modules:
+        sys.exit(code)
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    os._exit(code)

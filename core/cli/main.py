@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._oneflow import exit_past_teardown
 from ..errors import Flow2OnnxError, VerificationError
 from ..exporter.options import CAPTURES
 from .common import last_line, load_callable, parse_shape
@@ -383,23 +384,10 @@ def main(argv=None) -> int:
 
 
 def console() -> None:
-    """The ``flow2onnx`` command: :func:`main`, then an exit that skips OneFlow's native teardown.
-
-    OneFlow 0.9's native destructors can abort a process at exit (``free(): invalid pointer``) after
-    all its work is done, turning a successful export into exit status 134. Once :func:`main` has
-    returned, every file is in place and every message is printed, so the command flushes its output
-    and leaves without running them, with its own exit status.
-    """
-    code = main()
-    if "oneflow" not in sys.modules:
-        sys.exit(code)
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
-            pass
-    os._exit(code)
+    """The ``flow2onnx`` command: :func:`main`, then an exit past OneFlow's native teardown
+    (:func:`flow2onnx._oneflow.exit_past_teardown`): once :func:`main` has returned, every file is in
+    place and every message printed."""
+    exit_past_teardown(main())
 
 
 if __name__ == "__main__":

@@ -171,9 +171,7 @@ def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph | None:
 def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Registry, options: ExportOptions) -> None:
     """Convert the module compiled at other sizes of the dynamic axes; an op whose ONNX nodes change
     with those sizes has baked them in, and the model would be wrong (or fail) at other shapes."""
-    described = ", ".join(f"{name}: {{{', '.join(f'{a}: {s!r}' for a, s in sorted(m.items()))}}}" for name, m in plan.symbolic_axes.items())
-    example = {info.name: list(info.shape) for info in graph.inputs}
-    other_shapes = {name: list(shape) for name, shape in plan.variant_shapes.items()}
+    described, example, other_shapes = _in_words(plan, graph)
     try:
         other = convert(variant, registry, options.opset, options.dynamic_batch, dynamic_axes=options.dynamic_axes, variant=graph).model
     except LoweringError as error:
@@ -213,10 +211,15 @@ def _other_path(graph: FlowGraph, variant: FlowGraph, registry: Registry, opset:
     return f"OneFlow builds {described}" + (f" (and {len(differ) - 4} more op types differ)" if len(differ) > 4 else "")
 
 
-def _branching_message(plan: AxesPlan, graph: FlowGraph, other_path: str, detail: str) -> str:
+def _in_words(plan: AxesPlan, graph: FlowGraph) -> tuple[str, dict, dict]:
+    """For messages: the dynamic axes, the example's input shapes and the second compilation's."""
     described = ", ".join(f"{name}: {{{', '.join(f'{a}: {s!r}' for a, s in sorted(m.items()))}}}" for name, m in plan.symbolic_axes.items())
     example = {info.name: list(info.shape) for info in graph.inputs}
-    other_shapes = {name: list(shape) for name, shape in plan.variant_shapes.items()}
+    return described, example, {name: list(shape) for name, shape in plan.variant_shapes.items()}
+
+
+def _branching_message(plan: AxesPlan, graph: FlowGraph, other_path: str, detail: str) -> str:
+    described, example, other_shapes = _in_words(plan, graph)
     return (
         f"the dynamic axes ({described}) cannot stay dynamic: {other_path} between inputs {example} and "
         f"{other_shapes}, so the model's Python takes another path at other sizes (e.g. it resizes a position "
