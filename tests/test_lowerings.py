@@ -307,6 +307,11 @@ MORE_CASES = {
     "adaptive_max_pool": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool2d(x, 1), F.adaptive_max_pool2d(x, (2, 3)))), [(1, 2, 6, 6)], {"adaptive_max_pool2d"}),
     "adaptive_max_pool-1d-3d": (lambda: Lambda(lambda self, x: (F.adaptive_max_pool1d(x[0], 2), F.adaptive_max_pool3d(x.unsqueeze(2), 1))), [(1, 2, 6, 6)], {"adaptive_max_pool1d", "adaptive_max_pool3d"}),
     "max_unpool": (lambda: Lambda(lambda self, x, y: (F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2), F.max_unpool1d(*F.max_pool1d(x[0], 2, return_indices=True), 2), F.max_unpool3d(*F.max_pool3d(y, 2, return_indices=True), 2))), [(2, 2, 6, 6), (1, 2, 4, 4, 4)], {"max_unpool_1d", "max_unpool_2d", "max_unpool_3d"}),
+    # the last four ONNX can express: scatters that add, a greedy decoder, a deformable convolution
+    "index_add": (lambda: Lambda(lambda self, x, s: (flow.index_add(x, 1, flow.tensor([2, 0, 2]), s - 0.5), flow.index_add(x[0], 0, flow.tensor([3, 3, 1]), s[1], alpha=-2.5))), [(3, 4), (3, 3)], {"index_add"}),
+    "unsorted_segment_sum": (lambda: Lambda(lambda self, x: segment_sums(x - 0.5)), [(2, 4, 3)], {"unsorted_segment_sum"}),
+    "ctc_greedy_decoder": (lambda: Lambda(lambda self, x: greedy_decodings(x)), [(6, 3, 5)], {"ctc_greedy_decoder"}),
+    "deform_conv2d": (lambda: Lambda(lambda self, x, o, m: deformable_convolutions(self, x, o, m), conv=nn.Conv2d(3, 4, 3)), [(2, 3, 7, 8), (2, 18, 5, 6), (2, 9, 5, 6)], {"deform_conv2d"}),
 }
 
 
@@ -334,6 +339,35 @@ def grid_samples(x, grid, mode):
         for padding in ("zeros", "border", "reflection")
         for align in (False, True)
     )
+
+
+def segment_sums(x):
+    """Segments along axis 1 and along axis 0 (2-D ids), with an id past the last segment dropped."""
+    along_1 = flow._C.unsorted_segment_sum(x, flow.tensor([0, 2, 0, 5]), 1, 3)
+    along_0 = flow._C.unsorted_segment_sum(x, flow.tensor([[1, 1, 0, 3], [0, 2, 2, 1]]), 0, 4)
+    return along_1, along_0
+
+
+#: The best label at each of 6 steps when inputs lie in [0, 1): repeats, and blanks (label 4) between them.
+GREEDY_PATH = [1, 1, 4, 1, 2, 2]
+
+
+def greedy_decodings(x):
+    """Decodings of 3 sequences of lengths 6, 3 and 0, repeats merged and not."""
+    bias = flow.tensor(np.eye(5)[GREEDY_PATH][:, None, :] * 3, dtype=x.dtype)
+    scores = (x + bias).log_softmax(-1)
+    lengths = flow.tensor([6, 3, 0])
+    merged = flow._C.ctc_greedy_decoder(scores, lengths, True)
+    kept = flow._C.ctc_greedy_decoder(scores, lengths, False)
+    return (*merged, *kept)
+
+
+def deformable_convolutions(self, x, offset, mask):
+    """v2 (a mask, a bias) and v1 (neither), offsets of a few pixels both ways."""
+    offset = offset * 6 - 3
+    v2 = F.deform_conv2d(x, offset, self.conv.weight, self.conv.bias, mask=mask.sigmoid())
+    v1 = F.deform_conv2d(x, offset[:, :, :4, :2], self.conv.weight, stride=(2, 2), padding=(1, 0), dilation=(1, 2))
+    return v2, v1
 
 
 def slice_assign(x, y):

@@ -1,11 +1,12 @@
-"""Convolutions: conv1d/2d/3d, transposed deconv1d/2d/3d, and unfold/fold (im2col/col2im) as convolutions."""
+"""Convolutions: conv1d/2d/3d, transposed deconv1d/2d/3d, deformable deform_conv2d, and unfold/fold
+(im2col/col2im) as convolutions."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import oldest_opsets
+from flow2onnx.lowering.helpers import is_dynamic, newer_form, oldest_opsets, unsqueeze
 
 
 def _convolution(ctx, op, onnx_type: str, **extra):
@@ -101,6 +102,55 @@ def lower_fold(ctx, op):
         **attributes,
     )
 
+def lower_deform_conv2d(ctx, op):
+    """Deformable convolution (v1, and v2 with a mask) as bilinear sampling and a matrix product.
+
+    ONNX has DeformConv (opset 19), but ONNX Runtime has no kernel for it, so a model using it
+    could not be verified; this form runs everywhere GridSample does (opset 16). Each kernel tap
+    samples the input at its place plus its offset: GridSample with align_corners and zero padding
+    interpolates exactly as OneFlow does (corners outside the image count as zero). The samples,
+    scaled by the mask, are the columns of an im2col, multiplied by the weight group by group.
+    """
+    x, offset, weight = op.input("input"), op.input("offset"), op.input("weight")
+    (_, channels, height, width), (out_channels, _, kh, kw) = ctx.shape(x), ctx.shape(weight)
+    out_h, out_w = ctx.shape(op.output("output"))[2:]
+    if height < 2 or width < 2 or is_dynamic(ctx, x, 2) or is_dynamic(ctx, x, 3):
+        raise ctx.error(f"an input of {height}x{width} pixels: the lowering needs a fixed height and width of at least 2 (export it with static spatial sizes)")
+    groups, offset_groups, taps = op.attr("groups"), op.attr("offset_groups"), kh * kw
+    dtype = ctx.dtype(x)
+    (offset,) = ctx.make_node("Reshape", [offset, _int64s(ctx, [-1, taps, 2, out_h, out_w])])
+    coordinates = []
+    for axis, size, stride, pad, dilation, tap in (
+        (0, height, op.attr("stride_h"), op.attr("pad_h"), op.attr("dilation_h"), np.arange(taps) // kw),
+        (1, width, op.attr("stride_w"), op.attr("pad_w"), op.attr("dilation_w"), np.arange(taps) % kw),
+    ):
+        out = out_h if axis == 0 else out_w
+        base = np.arange(out) * stride - pad
+        base = (tap[:, None] * dilation + base[None, :]).astype(dtype)  # [taps, out]
+        base = base[:, :, None] if axis == 0 else base[:, None, :]
+        (moved,) = ctx.make_node("Gather", [offset, _int64s(ctx, axis, "yx")], axis=2)
+        (place,) = ctx.make_node("Add", [moved, ctx.constant(base, "taps")])
+        # Pixel p of n maps to -1 + 2p/(n-1) with align_corners.
+        (place,) = ctx.make_node("Mul", [place, ctx.constant(np.array(2 / (size - 1), dtype), "scale")])
+        (place,) = ctx.make_node("Sub", [place, ctx.constant(np.array(1, dtype), "one")])
+        coordinates.append(unsqueeze(ctx, place, [4]))
+    (grid,) = ctx.make_node("Concat", coordinates[::-1], axis=-1)  # GridSample reads (x, y)
+    (grid,) = ctx.make_node("Reshape", [grid, _int64s(ctx, [-1, taps * out_h, out_w, 2])])
+    (images,) = ctx.make_node("Reshape", [x, _int64s(ctx, [-1, channels // offset_groups, height, width])])
+    (samples,) = ctx.make_node("GridSample", [images, grid], align_corners=1, mode="linear" if newer_form(ctx, "GridSample") else "bilinear", padding_mode="zeros")
+    if op.attr("use_mask"):
+        (mask,) = ctx.make_node("Reshape", [op.input("mask"), _int64s(ctx, [-1, 1, taps * out_h, out_w])])
+        (samples,) = ctx.make_node("Mul", [samples, mask])
+    (columns,) = ctx.make_node("Reshape", [samples, _int64s(ctx, [-1, groups, channels // groups * taps, out_h * out_w])])
+    (kernel,) = ctx.make_node("Reshape", [weight, _int64s(ctx, [groups, out_channels // groups, channels // groups * taps])])
+    (product,) = ctx.make_node("MatMul", [kernel, columns])
+    ctx.make_node("Reshape", [product, _int64s(ctx, [-1, out_channels, out_h, out_w])], [op.output("output")])
+
+
+def _int64s(ctx, values, hint="shape") -> str:
+    return ctx.constant(np.array(values, dtype=np.int64), hint)
+
+
 # The oldest opset each lowering's nodes can be expressed in, where older than the default 11
 # (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
 OLDEST_OPSETS = {
@@ -120,6 +170,7 @@ def flow2onnx_register_lowerings(register):
     register = oldest_opsets(register, OLDEST_OPSETS)
     register("unfold", lower_unfold)
     register("fold", lower_fold)
+    register("deform_conv2d", lower_deform_conv2d, since_opset=16)
     for op_type in ("conv1d", "conv2d", "conv3d"):
         register(op_type, lower_conv)
     for op_type in ("deconv1d", "deconv2d", "deconv3d"):

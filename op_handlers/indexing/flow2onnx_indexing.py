@@ -6,11 +6,12 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import onnx
 from onnx import numpy_helper
 
 from flow2onnx import hookimpl
 
-from flow2onnx.lowering.helpers import cast_if_needed, int64s, is_dynamic, normalize_axes, oldest_opsets, select, unsqueeze
+from flow2onnx.lowering.helpers import cast_if_needed, dims, int64s, is_dynamic, normalize_axes, oldest_opsets, reduce, scalar_like, select, unsqueeze
 
 
 def lower_gather(ctx, op):
@@ -200,6 +201,95 @@ def lower_tensor_scatter_nd_update(ctx, op):
     ctx.make_node("ScatterND", [op.input("params"), cast_if_needed(ctx, op.input("indices"), np.int64), op.input("updates")], [op.output("out")])
 
 
+def lower_index_add(ctx, op):
+    """input with ``alpha * source`` added at ``index`` along ``dim`` (repeated indices add up):
+    ScatterElements adding (opset 16), the index broadcast over source's other axes."""
+    x, source = op.input("input"), op.input("source")
+    rank = ctx.rank(x)
+    axis = normalize_axes([op.attr("dim")], rank)[0] if rank else 0
+    index = cast_if_needed(ctx, op.input("index"), np.int64)
+    if rank > 1:
+        index = unsqueeze(ctx, index, [a for a in range(rank) if a != axis])
+        (size,) = ctx.make_node("Shape", [source])
+        (index,) = ctx.make_node("Expand", [index, size])
+    alpha = op.attr("alpha")
+    if alpha != 1:
+        if np.issubdtype(ctx.dtype(source), np.integer) and alpha != int(alpha):
+            raise ctx.error(f"alpha={alpha} is not an integer, and source is {ctx.dtype(source)}")
+        (source,) = ctx.make_node("Mul", [source, scalar_like(ctx, source, alpha, "alpha")])
+    ctx.make_node("ScatterElements", [x, index, source], [op.output("output")], axis=axis, reduction="add")
+
+
+def lower_unsorted_segment_sum(ctx, op):
+    """The slices of ``data`` along ``axis`` summed into ``num_segments`` segments by id (ids past
+    the last segment dropped, as OneFlow does): ScatterND adding (opset 16) into zeros, with the
+    segment axes of data moved to the front and the result's segment axis moved back."""
+    data, ids = op.input("data"), cast_if_needed(ctx, op.input("segment_ids"), np.int64)
+    axis, segments = op.attr("axis"), op.attr("num_segments")
+    id_rank, rank = ctx.rank(ids), ctx.rank(data)
+    segment_axes = list(range(axis, axis + id_rank))
+    others = [a for a in range(rank) if a not in segment_axes]
+    if axis:
+        (data,) = ctx.make_node("Transpose", [data], perm=segment_axes + others)
+    valid = ctx.make_node("Less", [ids, int64s(ctx, [segments], "num_segments")])[0]
+    (data,) = ctx.make_node("Where", [unsqueeze(ctx, valid, list(range(id_rank, rank))), data, scalar_like(ctx, op.input("data"), 0)])
+    (ids,) = ctx.make_node("Where", [valid, ids, int64s(ctx, [0], "zero")])
+    (zeros,) = ctx.make_node(
+        "ConstantOfShape", [_segment_shape(ctx, op.input("data"), others, segments)], value=numpy_helper.from_array(np.zeros(1, ctx.dtype(op.input("data"))))
+    )
+    (summed,) = ctx.make_node("ScatterND", [zeros, unsqueeze(ctx, ids, [id_rank]), data], None if axis else [op.output("out")], reduction="add")
+    if axis:
+        out_rank = len(others) + 1
+        ctx.make_node("Transpose", [summed], [op.output("out")], perm=list(range(1, axis + 1)) + [0] + list(range(axis + 1, out_rank)))
+
+
+def lower_ctc_greedy_decoder(ctx, op):
+    """Greedy CTC decoding of log_probs [T, N, C]: per sequence, the best label at each of its first
+    ``input_lengths`` steps, blanks (label C-1) dropped and, with ``merge_repeated``, a label equal
+    to the step before dropped too; the kept labels packed to the left of a [N, T] row of zeros.
+    ``neg_sum_logits`` [N, 1] is minus the sum of the best scores. Packing is a ScatterElements to
+    each kept label's rank among the kept, the others to a spare column sliced off after."""
+    scores, lengths = op.input("log_probs"), cast_if_needed(ctx, op.input("input_lengths"), np.int64)
+    (best,) = ctx.make_node("ArgMax", [scores], axis=2, keepdims=0)
+    (best,) = ctx.make_node("Transpose", [best], perm=[1, 0])  # [N, T]
+    top = reduce(ctx, "ReduceMax", scores, [2], keepdims=False)
+    (top,) = ctx.make_node("Transpose", [top], perm=[1, 0])
+    (ones,) = ctx.make_node("ConstantOfShape", [ctx.make_node("Shape", [best])[0]], value=numpy_helper.from_array(np.ones(1, np.int64)))
+    (steps,) = ctx.make_node("CumSum", [ones, int64s(ctx, [1], "axis")])  # t + 1
+    (within,) = ctx.make_node("Not", [ctx.make_node("Greater", [steps, unsqueeze(ctx, lengths, [1])])[0]])
+    (top,) = ctx.make_node("Where", [within, top, scalar_like(ctx, scores, 0)])
+    total = reduce(ctx, "ReduceSum", top, [1], keepdims=True)
+    ctx.make_node("Neg", [total], [op.output("neg_sum_logits")])
+    blank = ctx.make_node("Sub", [dims(ctx, scores, [2]), int64s(ctx, [1], "one")])[0]
+    (keep,) = ctx.make_node("And", [within, ctx.make_node("Not", [ctx.make_node("Equal", [best, blank])[0]])[0]])
+    if op.attr("merge_repeated"):
+        (before,) = ctx.make_node("Slice", [best, int64s(ctx, [0], "starts"), int64s(ctx, [-1], "ends"), int64s(ctx, [1], "axes")])
+        (none,) = ctx.make_node("Sub", [_zeros_column(ctx, best), int64s(ctx, [1], "one")])  # -1 before step 0
+        (before,) = ctx.make_node("Concat", [none, before], axis=1)
+        (keep,) = ctx.make_node("And", [keep, ctx.make_node("Not", [ctx.make_node("Equal", [best, before])[0]])[0]])
+    (ranks,) = ctx.make_node("CumSum", [ctx.make_node("Cast", [keep], to=onnx.TensorProto.INT64)[0], int64s(ctx, [1], "axis")])
+    length = dims(ctx, best, [1])
+    (slot,) = ctx.make_node("Where", [keep, ctx.make_node("Sub", [ranks, int64s(ctx, [1], "one")])[0], length])
+    (labels,) = ctx.make_node("Where", [keep, best, int64s(ctx, [0], "zero")])
+    (zeros,) = ctx.make_node("Mul", [best, int64s(ctx, [0], "zero")])
+    (padded,) = ctx.make_node("Concat", [zeros, _zeros_column(ctx, best)], axis=1)
+    (packed,) = ctx.make_node("ScatterElements", [padded, slot, labels], axis=1)
+    ctx.make_node("Slice", [packed, int64s(ctx, [0], "starts"), length, int64s(ctx, [1], "axes")], [op.output("decoded")])
+
+
+def _zeros_column(ctx, x: str) -> str:
+    """Zeros shaped like the first column of the int64 matrix ``x`` ([N, 1])."""
+    (column,) = ctx.make_node("Slice", [x, int64s(ctx, [0], "starts"), int64s(ctx, [1], "ends"), int64s(ctx, [1], "axes")])
+    return ctx.make_node("Mul", [column, int64s(ctx, [0], "zero")])[0]
+
+
+def _segment_shape(ctx, data: str, rest_axes: list[int], segments: int) -> str:
+    """[num_segments] + data's sizes on ``rest_axes``, computed in the graph."""
+    if not rest_axes:
+        return int64s(ctx, [segments], "shape")
+    return ctx.make_node("Concat", [int64s(ctx, [segments], "num_segments"), dims(ctx, data, rest_axes)], axis=0)[0]
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     register = oldest_opsets(register, OLDEST_OPSETS)
@@ -224,3 +314,6 @@ def flow2onnx_register_lowerings(register):
     register("dim_scatter_mul", functools.partial(lower_dim_scatter, reduction="mul"), since_opset=16)
     register("scatter_nd", lower_scatter_nd)
     register("tensor_scatter_nd_update", lower_tensor_scatter_nd_update)
+    register("index_add", lower_index_add, since_opset=16)
+    register("unsorted_segment_sum", lower_unsorted_segment_sum, since_opset=16)
+    register("ctc_greedy_decoder", lower_ctc_greedy_decoder)
