@@ -69,6 +69,7 @@ def render_markdown(registry, registered=None) -> str:
     from .._oneflow import import_oneflow
     from ..lowering.families import catalogue
     from ..lowering.families.census import CLASSES, LOWERED, classify, groups, registered_op_types
+    from ..lowering.families.dtypes import render as dtype_matrix
 
     registered = registered_op_types() if registered is None else registered
     entries = classify(registered, catalogue())
@@ -119,6 +120,7 @@ def render_markdown(registry, registered=None) -> str:
             "| --- | --- | --- | --- |",
         ]
         lines += [f"| `{name}` | {plugin} | {opsets} | {summary.replace('``', '`')} |" for name, plugin, opsets, summary in patterns]
+    lines += [""] + dtype_matrix(set(registry.lowerings))
     for cls in CLASSES:
         if cls == LOWERED:
             continue

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -427,6 +427,12 @@ def _rejected_inputs(model, function, inputs):
         raise
     except Exception as error:
         given = ", ".join(f"{tuple(t.shape)} {str(t.dtype).replace('oneflow.', '')}" for t in inputs) or "none"
+        missing = _missing_kernel(str(error))
+        if missing:
+            raise InvalidModelError(
+                f"OneFlow has no {missing} kernel, so it cannot build {type(model).__name__} as a graph on the "
+                f"example inputs [{given}]; export it in a dtype OneFlow has that kernel for (float32 has them all)"
+            ) from error
         try:
             takes = str(inspect.signature(function))
         except (TypeError, ValueError):
@@ -435,6 +441,19 @@ def _rejected_inputs(model, function, inputs):
             f"OneFlow could not run {type(model).__name__} on the example inputs [{given}] ({error_text(error)}); "
             f"pass one tensor per argument of {function.__name__}{takes}, of the shape and dtype the model expects"
         ) from error
+
+
+def _missing_kernel(text: str) -> str | None:
+    """'as_strided CPU float16' from OneFlow's "Cannot find the kernel matching" error, else None."""
+    if "Cannot find the kernel matching" not in text:
+        return None
+    op_type = re.search(r"op_type_name: (\w+)", text)
+    device = re.search(r"DeviceType_Name: k(\w+)", text)
+    dtypes = sorted(set(re.findall(r"DataType_Name of \w+: k(\w+)", text)))
+    if not op_type:
+        return None
+    words = [op_type.group(1), device.group(1).upper() if device else ""] + [d.lower() for d in dtypes]
+    return " ".join(word for word in words if word)
 
 
 def read_graph(graph) -> FlowGraph:

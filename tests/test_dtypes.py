@@ -1,0 +1,94 @@
+"""The dtype matrix (``flow2onnx/lowering/families/dtype_matrix.json``) holds: each recorded float
+attempt is run again and must end as recorded, and the record covers every case and dtype.
+
+The outcomes are documented in ``tests/dtype_matrix.py``. A ``verified`` attempt must also be within
+each ONNX operator's type constraints; an ``onnxruntime`` one must be the runtime's gap, not ours:
+the model exported without verification passes ``onnx.checker`` with full shape inference and the
+type constraints, and only ONNX Runtime refuses it. Attempts where OneFlow fails to build the graph
+run in a process of their own, since OneFlow may abort the next graph it builds.
+The integer attempts are run with wide values of both signs by ``tests/test_integer_dtypes.py``;
+here the record must list each of them as verified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+
+from flow2onnx.lowering.families.dtypes import DTYPES, recorded, render
+
+from . import test_integer_dtypes
+from .dtype_matrix import attempt, attempt_in_a_process, attempts
+from .onnx_types import ill_typed_nodes
+
+MATRIX = recorded()
+FLOAT_PARAMS = [
+    (case, dtype, opset)
+    for case, entry in sorted(MATRIX.items())
+    if not case.startswith(("int:", "small:"))
+    for dtype, per_opset in sorted(entry["outcomes"].items())
+    for opset in sorted(per_opset, key=int)
+]
+
+
+def test_the_record_covers_every_attempt_and_nothing_else():
+    """A new case, dtype or opset without a record (or a record of a case gone) fails here: rerun
+    ``python -m tests.dtype_matrix``."""
+    expected = {(case, dtype, str(opset)) for case, dtype, opset in attempts()}
+    held = {(case, dtype, opset) for case, entry in MATRIX.items() for dtype, per in entry["outcomes"].items() for opset in per}
+    assert expected - held == set(), "not recorded"
+    assert held - expected == set(), "recorded, but no longer attempted"
+
+
+def test_no_recorded_attempt_is_a_mismatch_or_unfinished():
+    bad = {
+        f"{case} {dtype} opset {opset}": outcome
+        for case, entry in MATRIX.items()
+        for dtype, per in entry["outcomes"].items()
+        for opset, outcome in per.items()
+        if outcome["status"] not in ("verified", "oneflow", "onnxruntime", "refused", "promoted")
+    }
+    assert bad == {}
+
+
+def test_integer_attempts_are_the_integer_tests_and_verified():
+    recorded_integers = {
+        (case.split(":", 1)[1], dtype, int(opset)): outcome["status"]
+        for case, entry in MATRIX.items()
+        if case.startswith(("int:", "small:"))
+        for dtype, per in entry["outcomes"].items()
+        for opset, outcome in per.items()
+    }
+    tested = {(case.removeprefix("small:"), np.dtype(dtype).name, opset) for case, dtype, opset in test_integer_dtypes.PARAMS}
+    assert set(recorded_integers) == tested
+    assert set(recorded_integers.values()) == {"verified"}
+
+
+@pytest.mark.parametrize("case, dtype, opset", FLOAT_PARAMS, ids=[f"{c}-{d}-{o}" for c, d, o in FLOAT_PARAMS])
+def test_float_attempt_ends_as_recorded(case, dtype, opset, onnx_path):
+    expected = MATRIX[case]["outcomes"][dtype][opset]
+    graph_refused = expected["status"] == "oneflow" and "cannot build" in expected.get("detail", "")
+    if graph_refused:
+        outcome = attempt_in_a_process(case, dtype, int(opset), str(onnx_path))
+    else:
+        outcome = attempt(case, dtype, int(opset), str(onnx_path))
+    outcome.pop("result", None)
+    assert outcome == expected
+    if expected["status"] == "verified":
+        assert ill_typed_nodes(onnx.load(str(onnx_path))) == []
+    if expected["status"] == "onnxruntime":
+        attempt(case, dtype, int(opset), str(onnx_path), verify=False)
+        model = onnx.load(str(onnx_path))
+        onnx.checker.check_model(model, full_check=True)
+        assert ill_typed_nodes(model) == []
+        with pytest.raises(Exception, match="NOT_IMPLEMENTED"):
+            onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {})
+
+
+def test_rendered_matrix_has_a_row_per_lowered_op_type_and_a_column_per_dtype():
+    lines = render({"conv2d", "relu"})
+    header = next(line for line in lines if line.startswith("| OneFlow op type"))
+    assert header.count("|") == len(DTYPES) + 2
+    assert any(line.startswith("| `conv2d` | ✓ |") for line in lines)
