@@ -106,7 +106,10 @@ def clip(ctx, x: str, low: str = "", high: str = "", outputs=None, dtype=None) -
 
 def extremum(ctx, onnx_type: str, a: str, b: str, dtype, outputs=None) -> str:
     """``Min`` or ``Max`` (``onnx_type``) of ``a`` and ``b``, two tensors of the numpy ``dtype`` that
-    broadcast together (given, since ``a`` and ``b`` may be tensors a lowering made)."""
+    broadcast together (given, since ``a`` and ``b`` may be tensors a lowering made). Booleans,
+    which neither Min/Max nor the comparisons take, are And and Or."""
+    if np.dtype(dtype) == np.bool_:
+        return ctx.make_node("And" if onnx_type == "Min" else "Or", [a, b], outputs)[0]
     if np.issubdtype(np.dtype(dtype), np.floating) or newer_form(ctx, onnx_type):
         return ctx.make_node(onnx_type, [a, b], outputs)[0]
     (a_wins,) = ctx.make_node("Less" if onnx_type == "Min" else "Greater", [a, b])
@@ -143,6 +146,11 @@ def accepted_dtype(ctx, onnx_type: str, dtype, input_index: int = 0) -> np.dtype
     if dtype in accepted or dtype.kind not in "biu" or dtype.itemsize >= 4:
         return dtype
     return next((wider for wider in _WIDER if wider in accepted), dtype)
+
+
+def takes_dtype(ctx, onnx_type: str, dtype, input_index: int = 0) -> bool:
+    """Whether ONNX ``onnx_type`` takes the numpy ``dtype`` for input ``input_index`` at the target opset."""
+    return np.dtype(dtype) in _accepted_dtypes(onnx_type, ctx.opset, input_index)
 
 
 def typed_node(ctx, onnx_type: str, inputs, dtype, outputs=None, result_dtype=None, operands=None, **attributes) -> str:

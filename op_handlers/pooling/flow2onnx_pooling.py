@@ -6,7 +6,28 @@ import numpy as np
 from onnx import numpy_helper
 
 from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import cast, cast_if_needed, dims, int64s, oldest_opsets, reduce
+from flow2onnx.lowering.helpers import cast, cast_if_needed, dims, int64s, oldest_opsets, reduce, takes_dtype
+
+
+class _Pooled:
+    """The tensors a pooling node reads and writes: the op's own, or for integers ONNX pooling does
+    not take at the target opset (int32 at any; int8 and uint8 before MaxPool's opset 12), the input
+    cast to float64 and the result cast back. float64 holds every 32-bit integer, so max pooling
+    is exact, and average pooling's mean truncated by the cast is OneFlow's integer division."""
+
+    def __init__(self, ctx, op, onnx_type: str):
+        self.ctx, self.x, self.y = ctx, op.input("x"), op.output("y")
+        self.dtype = ctx.dtype(self.x)
+        self.cast = not np.issubdtype(self.dtype, np.floating) and not takes_dtype(ctx, onnx_type, self.dtype)
+        if self.cast:
+            if self.dtype.itemsize > 4:
+                raise ctx.error(f"pooling of {self.dtype}: ONNX {onnx_type} takes no such integers, and float64 holds them exactly only up to 2**53; cast to int32 or a float first")
+            self.x, self.y = cast(ctx, self.x, np.float64), ctx.unique_name("pooled")
+
+    def done(self) -> None:
+        """Cast the result back to the op's output, where the pooling ran in float64."""
+        if self.cast:
+            cast(self.ctx, self.y, self.dtype, [self.ctx.op.output("y")])
 
 
 def _check_layout(ctx, op):
@@ -44,8 +65,10 @@ def lower_max_pool(ctx, op):
     # Padding with -inf (MaxPool's) never wins a max, so extra end padding is exact.
     pads, ceil_mode = _ceil_pads(ctx, op, kernel, stride, dilation, list(op.attr("padding")))
     with_indices = bool(op.attr("return_indices")) and ctx.is_read(op.output("indice"))
-    outputs = [op.output("y"), ctx.unique_name("indices")] if with_indices else [op.output("y")]
-    ctx.make_node("MaxPool", [op.input("x")], outputs, kernel_shape=kernel, strides=stride, pads=pads, dilations=dilation, ceil_mode=ceil_mode)
+    pooled = _Pooled(ctx, op, "MaxPool")
+    outputs = [pooled.y, ctx.unique_name("indices")] if with_indices else [pooled.y]
+    ctx.make_node("MaxPool", [pooled.x], outputs, kernel_shape=kernel, strides=stride, pads=pads, dilations=dilation, ceil_mode=ceil_mode)
+    pooled.done()
     if with_indices:
         # ONNX numbers the maxima over the whole tensor, OneFlow within each (N, C) plane: the
         # remainder by the plane's size is OneFlow's index.
@@ -68,16 +91,18 @@ def lower_avg_pool(ctx, op):
         raise ctx.error(
             "ceil_mode with a last window that starts in the padding: OneFlow drops that window, ONNX AveragePool keeps it"
         )
+    pooled = _Pooled(ctx, op, "AveragePool")
     ctx.make_node(
         "AveragePool",
-        [op.input("x")],
-        [op.output("y")],
+        [pooled.x],
+        [pooled.y],
         kernel_shape=kernel,
         strides=stride,
         pads=pads,
         ceil_mode=ceil_mode,
         count_include_pad=int(op.attr("count_include_pad")),
     )
+    pooled.done()
 
 
 def _adaptive_pool(ctx, op, global_type: str, window_type: str, reduce_type: str):
@@ -90,24 +115,30 @@ def _adaptive_pool(ctx, op, global_type: str, window_type: str, reduce_type: str
     window, joined by ``Concat``, with the window bounds computed from ``Shape`` when the axis
     follows a dynamic axis, so the model is right at every size.
     """
-    x = op.input("x")
-    spatial = ctx.shape(x)[2:]
+    pooled = _Pooled(ctx, op, window_type)
+    _pool_adaptively(ctx, op, pooled.x, pooled.y, global_type, window_type, reduce_type)
+    pooled.done()
+
+
+def _pool_adaptively(ctx, op, x: str, y: str, global_type: str, window_type: str, reduce_type: str):
+    """:func:`_adaptive_pool` from ``x`` (the op's input, or its float64 cast) to ``y``."""
+    spatial = ctx.shape(op.input("x"))[2:]
     output_size = list(op.attr("output_size"))
     if all(size == 1 for size in output_size):
-        ctx.make_node(global_type, [x], [op.output("y")])
+        ctx.make_node(global_type, [x], [y])
         return
     if any(size <= 0 for size in output_size):
         raise ctx.error(f"output size {output_size} must be positive")
-    dynamic = _axes_following_dynamic_sizes(ctx, x)
+    dynamic = _axes_following_dynamic_sizes(ctx, op.input("x"))
     if not dynamic and all(extent % size == 0 for extent, size in zip(spatial, output_size)):
         kernel = [extent // size for extent, size in zip(spatial, output_size)]
-        ctx.make_node(window_type, [x], [op.output("y")], kernel_shape=kernel, strides=kernel)
+        ctx.make_node(window_type, [x], [y], kernel_shape=kernel, strides=kernel)
         return
     current = x
     pooled_axes = [2 + i for i, (extent, size) in enumerate(zip(spatial, output_size)) if 2 + i in dynamic or extent != size]
     for axis in pooled_axes:
         out = output_size[axis - 2]
-        outputs = [op.output("y")] if axis == pooled_axes[-1] else None
+        outputs = [y] if axis == pooled_axes[-1] else None
         bounds = _dynamic_windows(ctx, x, axis, out) if axis in dynamic else _static_windows(ctx, spatial[axis - 2], out)
         parts = [
             reduce(ctx, reduce_type, ctx.make_node("Slice", [current, start, end, int64s(ctx, [axis], "axis")])[0], [axis], True)
@@ -115,7 +146,7 @@ def _adaptive_pool(ctx, op, global_type: str, window_type: str, reduce_type: str
         ]
         current = ctx.make_node("Concat", parts, outputs, axis=axis)[0]
     if not pooled_axes:
-        ctx.make_node("Identity", [x], [op.output("y")])
+        ctx.make_node("Identity", [x], [y])
 
 
 def _axes_following_dynamic_sizes(ctx, x) -> set[int]:

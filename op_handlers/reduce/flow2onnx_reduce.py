@@ -120,6 +120,7 @@ def lower_arg_sort(ctx, op):
         raise ctx.error(f"direction={direction!r}: expected ASCENDING or DESCENDING")
     size = ctx.shape(x)[-1]
     largest = int(direction == "DESCENDING")
+    x = cast_if_needed(ctx, x, accepted_dtype(ctx, "TopK", ctx.dtype(x)))  # booleans sort as 0 and 1
     _, indices = ctx.make_node("TopK", [x, int64s(ctx, [size], "k")], 2, axis=-1, largest=largest, sorted=1)
     _indices_out(ctx, indices, op.output("out"))
 
