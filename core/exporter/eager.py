@@ -32,6 +32,7 @@ from .._oneflow import import_oneflow, quiet_native_output
 from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph
 from .recording import _SKIPPED_METHODS, _patch_functions, _patch_tensor_methods
+from .weights import StateWeights
 
 # The module's name in the graph, as graph capture's wrapper graph calls its attribute.
 ROOT = "model"
@@ -212,15 +213,9 @@ class _Tracer:
             )
 
     def weight_reader(self) -> Callable[[str], np.ndarray]:
-        state = {name: tensor for name, tensor in self.state.values()}
-        constants = self.constants
-
-        def read_weight(name: str) -> np.ndarray:
-            if name in constants:
-                return constants[name]
-            return state[name].numpy()
-
-        return read_weight
+        """The module's weights by name, small ones fetched in batches when the file is written
+        (a ``.numpy()`` each cost 1 ms next to a large graph), and the constants as they are."""
+        return StateWeights({name: tensor for name, tensor in self.state.values()}, self.constants)
 
     # --- patching OneFlow's callables for the duration of the run ---
 

@@ -26,15 +26,19 @@ BATCH_BYTES = 16 * 1024 * 1024
 
 
 class StateWeights:
-    """The weights of a compiled graph, by name, read from its state in memory when they are written.
+    """The weights of a graph, by name, read from OneFlow tensors in memory when they are written
+    (and ``constants``, arrays already in numpy, as they are).
 
     Call it with a name for one weight; :meth:`many` reads a sequence of weights in batches.
     """
 
-    def __init__(self, tensors: Mapping[str, object]):
+    def __init__(self, tensors: Mapping[str, object], constants: Mapping[str, np.ndarray] | None = None):
         self._tensors = dict(tensors)
+        self._constants = constants if constants is not None else {}
 
     def __call__(self, name: str) -> np.ndarray:
+        if name in self._constants:
+            return self._constants[name]
         return self._tensor(name).numpy()
 
     def many(self, infos: Iterable[TensorInfo]) -> Iterator[tuple[TensorInfo, np.ndarray]]:
@@ -42,6 +46,11 @@ class StateWeights:
         pending: list[tuple[TensorInfo, object]] = []
         pending_bytes = 0
         for info in infos:
+            if info.name in self._constants:
+                yield from _fetched(pending)
+                pending, pending_bytes = [], 0
+                yield info, self._constants[info.name]
+                continue
             tensor = self._tensor(info.name)
             size = _small_size(tensor)
             if size is None:
