@@ -15,6 +15,11 @@ before the other is imported, op-handler packages included.
 
     python benchmarks/scale.py                                  # 1k, 10k, 20k, 100k ops
     python benchmarks/scale.py --sizes 1000,20000 --before /tmp/before
+    python benchmarks/scale.py --capture eager                  # no compile: 100k ops in minutes
+
+With ``--capture eager`` the module is not compiled: each export captures it eagerly, which builds
+the same ops in OneFlow's lazy mode without the nn.Graph compiler, whose time grows about n^1.7 (the
+100k-op graph did not compile in 18 minutes). The capture is then part of ``read_graph``.
 """
 
 from __future__ import annotations
@@ -69,11 +74,13 @@ def _use_tree(tree: str | None):
     return flow2onnx
 
 
-def _measured_export(flow2onnx, graph, path: str, verify: bool) -> dict:
+def _measured_export(flow2onnx, model, path: str, verify: bool, inputs=None) -> dict:
+    """Export ``model`` (a compiled graph; with ``inputs``, an eager module captured eagerly)."""
     rss = status_kib("VmRSS")
     _reset_peak()
     started = time.perf_counter()
-    result = flow2onnx.export(graph, None, path, verify=verify)
+    options = {"capture": "eager"} if inputs is not None else {}
+    result = flow2onnx.export(model, inputs, path, verify=verify, **options)
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
@@ -84,7 +91,7 @@ def _measured_export(flow2onnx, graph, path: str, verify: bool) -> dict:
     }
 
 
-def worker(size: int, trees: list, verify: bool) -> dict:
+def worker(size: int, trees: list, verify: bool, eager: bool) -> dict:
     flow2onnx = _use_tree(None)
     from flow2onnx._oneflow import import_oneflow
     from flow2onnx.exporter.capture import as_compiled_graph
@@ -92,15 +99,20 @@ def worker(size: int, trees: list, verify: bool) -> dict:
     flow = import_oneflow()
     flow.manual_seed(0)
     model = _chain(flow, max(1, round(size / OPS_PER_BLOCK)))
+    inputs = [flow.rand(2, 16)]
     started = time.perf_counter()
-    graph = as_compiled_graph(model, [flow.rand(2, 16)])
-    record = {"size": size, "compile_s": time.perf_counter() - started, "runs": {}}
+    if eager:  # nothing to compile: each export captures the module's ops itself
+        graph, compile_s = model, None
+    else:
+        graph, inputs = as_compiled_graph(model, inputs), None
+        compile_s = time.perf_counter() - started
+    record = {"size": size, "compile_s": compile_s, "capture": "eager" if eager else "graph", "runs": {}}
     with tempfile.TemporaryDirectory() as folder:
         for label, tree in trees:
             flow2onnx = _use_tree(tree)
-            run = {"export": _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), False)}
+            run = {"export": _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), False, inputs)}
             if verify:
-                run["verified"] = _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), True)
+                run["verified"] = _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), True, inputs)
             record["runs"][label] = run
             print(f"  {size} ops, {label}: {json.dumps(run)}", file=sys.stderr, flush=True)
     return record
@@ -109,11 +121,13 @@ def worker(size: int, trees: list, verify: bool) -> dict:
 # ---------------------------------------------------------------- driver and report
 
 
-def run_size(size: int, before: str | None, verify: bool, timeout: float) -> dict:
+def run_size(size: int, before: str | None, verify: bool, timeout: float, eager: bool = False) -> dict:
     trees = ([["before", os.path.abspath(before)]] if before else []) + [["after", None]]
     command = [sys.executable, os.path.abspath(__file__), "--worker", str(size), "--trees", json.dumps(trees)]
     if not verify:
         command.append("--no-verify")
+    if eager:
+        command += ["--capture", "eager"]
     started = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, cwd=ROOT)
     if done.returncode != 0:
@@ -128,17 +142,25 @@ def _export_seconds(run: dict) -> float:
     return run["export"]["seconds"]
 
 
-def render(records: list, before: bool) -> str:
+def render(records: list, before: bool, eager: bool = False) -> str:
+    flags = (" --capture eager" if eager else "") + (" --before TREE" if before else "")
+    how = (
+        "captured eagerly (`capture=\"eager\"`: no nn.Graph compile; read_graph is the capture, OneFlow's lazy build "
+        "of each op included)"
+        if eager
+        else "compiled as an nn.Graph"
+    )
     lines = [
-        "# Export at scale: synthetic chains of 1k to 100k ops",
+        f"# Export at scale: synthetic chains of 1k to 100k ops{', eager capture' if eager else ''}",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/scale.py{' --before TREE' if before else ''}` on "
+        f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/scale.py{flags}` on "
         f"{os.cpu_count()} CPU cores shared with other work. Model: blocks of `x + GELU(LayerNorm(Linear(x)))`, width 16, "
-        "13 OneFlow ops and 4 weights per block, compiled as an nn.Graph on a 2x16 input; export without verification "
-        "(each phase), then again with verification. Peak: resident memory above what the process held just before the export.",
+        f"13 OneFlow ops and 4 weights per block, {how} on a 2x16 input; export without verification "
+        "(each phase), then again with verification. Peak: resident memory above what the process held just before the export. "
+        "µs per op after read_graph: the export's cost once OneFlow's graph is read (lowering, checks, writing).",
         "",
-        "| ops | OneFlow compile s | tree | read_graph s | convert s | check s | write s | export s | µs per op | peak MiB | verify s | peak with verify MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| ops | OneFlow compile s | tree | read_graph s | convert s | check s | write s | export s | µs per op | µs per op after read_graph | peak MiB | verify s | peak with verify MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for record in records:
         if "error" in record:
@@ -147,10 +169,12 @@ def render(records: list, before: bool) -> str:
         for label, run in record["runs"].items():
             timings, seconds = run["export"]["timings"], _export_seconds(run)
             verified = run.get("verified")
+            ops = run["export"]["ops"]
+            compiled = "-" if record.get("compile_s") is None else f"{record['compile_s']:.1f}"
             lines.append(
-                f"| {run['export']['ops']} | {record['compile_s']:.1f} | {label} | "
+                f"| {ops} | {compiled} | {label} | "
                 + " | ".join(f"{timings.get(p, 0.0):.2f}" for p in EXPORT_PHASES)
-                + f" | {seconds:.2f} | {seconds / run['export']['ops'] * 1e6:.0f} | {run['export']['peak_mib']:.0f} | "
+                + f" | {seconds:.2f} | {seconds / ops * 1e6:.0f} | {(seconds - timings.get('read_graph', 0.0)) / ops * 1e6:.0f} | {run['export']['peak_mib']:.0f} | "
                 + (f"{verified['timings'].get('verify', 0.0):.2f} | {verified['peak_mib']:.0f} |" if verified else "- | - |")
             )
     if before:
@@ -160,7 +184,24 @@ def render(records: list, before: bool) -> str:
             runs = record.get("runs", {})
             if "before" in runs and "after" in runs:
                 lines.append(_ratio_row(runs["before"], runs["after"]))
+    lines += _linearity(records)
     return "\n".join(lines) + "\n"
+
+
+def _linearity(records: list) -> list[str]:
+    """Per-op cost of each size against the smallest's, for the checkout measured ("after")."""
+    runs = [(record["runs"]["after"]["export"], record) for record in records if "after" in record.get("runs", {})]
+    if len(runs) < 2:
+        return []
+    def per_op(export, phase=None):
+        seconds = export["seconds"] if phase is None else export["seconds"] - export["timings"].get("read_graph", 0.0)
+        return seconds / export["ops"]
+    first = runs[0][0]
+    lines = ["", f"Cost per op against the smallest size ({first['ops']} ops), same checkout: 1.00 is linear.", ""]
+    lines += ["| ops | export | after read_graph |", "| --- | --- | --- |"]
+    for export, _ in runs:
+        lines.append(f"| {export['ops']} | {per_op(export) / per_op(first):.2f} | {per_op(export, 'rest') / per_op(first, 'rest'):.2f} |")
+    return lines
 
 
 def _ratio_row(before: dict, after: dict) -> str:
@@ -182,13 +223,16 @@ def main() -> None:
     parser.add_argument("--before", metavar="TREE", help="also export with the flow2onnx package in TREE, for ratios")
     parser.add_argument("--no-verify", action="store_true", help="skip the verified exports")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per size")
-    parser.add_argument("--output", default=os.path.join(RESULTS, "scale.md"))
+    parser.add_argument("--output", help="default benchmarks/results/scale.md (scale_eager.md with --capture eager)")
     parser.add_argument("--append", action="store_true", help="keep the sizes already in the output's .json (rerun sizes replace theirs)")
+    parser.add_argument("--capture", choices=["graph", "eager"], default="graph", help="eager: no nn.Graph compile, so 100k ops fit in minutes (default output scale_eager.md)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--trees", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    eager = args.capture == "eager"
+    args.output = args.output or os.path.join(RESULTS, "scale_eager.md" if eager else "scale.md")
     if args.worker is not None:
-        print(json.dumps(worker(args.worker, json.loads(args.trees), not args.no_verify)))
+        print(json.dumps(worker(args.worker, json.loads(args.trees), not args.no_verify, eager)))
         os._exit(0)  # past OneFlow's native teardown, which can abort after the work is done
     json_path = os.path.splitext(args.output)[0] + ".json"
     records = []
@@ -197,11 +241,11 @@ def main() -> None:
             records = json.load(file)
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"{size} ops ...", file=sys.stderr, flush=True)
-        records = [r for r in records if r["size"] != size] + [run_size(size, args.before, not args.no_verify, args.timeout)]
+        records = [r for r in records if r["size"] != size] + [run_size(size, args.before, not args.no_verify, args.timeout, eager)]
         records.sort(key=lambda record: record["size"])
         with open(json_path, "w") as file:
             json.dump(records, file, indent=1)
-    text = render(records, bool(args.before))
+    text = render(records, bool(args.before), eager)
     with open(args.output, "w") as file:
         file.write(text)
     print(text)
