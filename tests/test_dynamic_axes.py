@@ -69,6 +69,20 @@ def test_a_tensor_created_with_an_input_size_follows_it(tmp_path):
     matches_oneflow_at(tmp_path / "m.onnx", model, [(2, 3, 5, 7), (1, 3, 9, 40)])
 
 
+def test_a_size_shared_by_several_inputs_is_one_size(tmp_path):
+    # Every input's batch changes alike between the compilations; under one symbol it is one size,
+    # so a tensor made with it follows it (it used to be refused as ambiguous between the inputs).
+    model = Lambda(lambda self, x, y: x + y + flow.zeros(x.shape[0], 4)).eval()
+    result = flow2onnx.export(model, random_inputs([(2, 4), (2, 4)]), tmp_path / "m.onnx", dynamic_batch=True)
+    assert result.report.passed
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    for batch in (1, 9):
+        x, y = (rng.uniform(-2, 2, size=(batch, 4)).astype(np.float32) for _ in range(2))
+        got = session.run(None, dict(zip(result.input_names, (x, y))))[0]
+        np.testing.assert_allclose(got, model(flow.tensor(x), flow.tensor(y)).numpy(), rtol=1e-6)
+
+
 def test_a_value_no_product_of_sizes_explains_is_refused(tmp_path):
     # width + 1: the scalar follows the width, but not as a product of sizes, so it is refused.
     model = Lambda(lambda self, x: x * float(x.shape[3] + 1)).eval()

@@ -228,10 +228,16 @@ class LoweringContext:
         return expression
 
     def _dynamic_sizes(self) -> tuple[dict, dict]:
+        """The dynamic axes' sizes at the example and in the other compilation, one axis per symbol:
+        axes that share a symbol (every input's batch, under ``dynamic_batch``) are one size, so a
+        value that follows it is not ambiguous between them."""
         other_inputs = {info.name: info.shape for info in self._variant.inputs}
-        example, other = {}, {}
+        example, other, symbols = {}, {}, set()
         for info in self.graph.inputs:
-            for axis in self._dynamic_axes.get(info.name, {}):
+            for axis, symbol in self._dynamic_axes.get(info.name, {}).items():
+                if symbol in symbols:
+                    continue
+                symbols.add(symbol)
                 example[(info.name, axis)] = info.shape[axis]
                 other[(info.name, axis)] = other_inputs[info.name][axis]
         return example, other
