@@ -368,6 +368,8 @@ def render(results: dict[str, dict], meta: dict, total_models: int | None) -> st
         f"{sum(1 for r in eager if r.get('verified'))} of them by eager capture.",
         "",
     ]
+    if meta.get("note"):
+        lines += [meta["note"], ""]
     if dynamic:
         counts: dict[str, int] = {}
         for r in runnable:
