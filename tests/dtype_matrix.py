@@ -278,23 +278,60 @@ def main(record_path: str | None = None) -> None:
     print(f"wrote {MATRIX_PATH}")
 
 
+def checked_attempt(case: str, dtype: str, opset: int, path: str) -> dict:
+    """:func:`attempt`, with what backs its claim under ``checks``: for a verified model, the nodes
+    outside their operator's type constraints; for one ONNX Runtime cannot run, the same model
+    exported without verification, checked by ``onnx.checker`` (full), its ill-typed nodes, and
+    whether ONNX Runtime alone refuses it (NOT_IMPLEMENTED)."""
+    import onnxruntime
+
+    from .onnx_types import ill_typed_nodes
+
+    found = attempt(case, dtype, opset, path)
+    found.pop("result", None)
+    if found["status"] == "verified":
+        found["checks"] = {"ill_typed": ill_typed_nodes(onnx.load(path))}
+    elif found["status"] == "onnxruntime":
+        attempt(case, dtype, opset, path, verify=False)
+        model = onnx.load(path)
+        onnx.checker.check_model(model, full_check=True)
+        try:
+            onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+            refused = False
+        except Exception as error:  # the runtime's own refusal
+            refused = "NOT_IMPLEMENTED" in str(error)
+        found["checks"] = {"ill_typed": ill_typed_nodes(model), "runtime_refuses": refused}
+    return found
+
+
 def attempt_in_a_process(case: str, dtype: str, opset: int, path: str) -> dict:
     """:func:`attempt` in a fresh process (for graphs OneFlow fails to build: its next build may abort)."""
-    command = [sys.executable, "-m", "tests.dtype_matrix", "--one", case, dtype, str(opset), path]
+    return attempts_in_a_process([(case, dtype, opset)], path)[_key(case, dtype, opset)]
+
+
+def attempts_in_a_process(chosen: list, path: str) -> dict:
+    """:func:`attempt` for each ``(case, dtype, opset)``, in one process of their own: the outcomes by
+    ``case|dtype|opset``. OneFlow refusing a kernel can leave its runtime so that a later, unrelated
+    graph build aborts, so a test process must not meet those refusals itself."""
+    listed = path + ".attempts.json"
+    with open(listed, "w") as stream:
+        json.dump([list(item) for item in chosen], stream)
+    command = [sys.executable, "-m", "tests.dtype_matrix", "--many", listed, path]
     done = subprocess.run(command, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     lines = done.stdout.strip().splitlines()
     if done.returncode or not lines:
-        raise AssertionError(f"the attempt's process failed (exit {done.returncode}): {done.stderr[-2000:]}")
+        raise AssertionError(f"the attempts' process failed (exit {done.returncode}): {done.stderr[-2000:]}")
     return json.loads(lines[-1])
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--one"]:
+    if sys.argv[1:2] == ["--many"]:
         from flow2onnx._oneflow import exit_past_teardown
 
-        found = attempt(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
-        found.pop("result", None)
-        print(json.dumps(found), flush=True)
+        outcomes = {}
+        for case, dtype, opset in json.loads(open(sys.argv[2]).read()):
+            outcomes[_key(case, dtype, opset)] = checked_attempt(case, dtype, int(opset), sys.argv[3])
+        print(json.dumps(outcomes), flush=True)
         exit_past_teardown(0)
     if sys.argv[1:2] == ["--worker"]:
         from flow2onnx._oneflow import exit_past_teardown

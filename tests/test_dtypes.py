@@ -4,8 +4,9 @@ attempt is run again and must end as recorded, and the record covers every case 
 The outcomes are documented in ``tests/dtype_matrix.py``. A ``verified`` attempt must also be within
 each ONNX operator's type constraints; an ``onnxruntime`` one must be the runtime's gap, not ours:
 the model exported without verification passes ``onnx.checker`` with full shape inference and the
-type constraints, and only ONNX Runtime refuses it. Attempts where OneFlow fails to build the graph
-run in a process of their own, since OneFlow may abort the next graph it builds.
+type constraints, and only ONNX Runtime refuses it. The attempts run in processes of their own (see
+:data:`CHUNK`); one that OneFlow fails to build as a graph in a process of its own, since OneFlow may
+abort the next graph it builds.
 The integer attempts are run with wide values of both signs by ``tests/test_integer_dtypes.py``;
 here the record must list each of them as verified.
 """
@@ -13,15 +14,12 @@ here the record must list each of them as verified.
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime
 import pytest
 
 from flow2onnx.lowering.families.dtypes import DTYPES, recorded, render
 
 from . import test_integer_dtypes
-from .dtype_matrix import UNTRIED, attempt, attempt_in_a_process, attempts
-from .onnx_types import ill_typed_nodes
+from .dtype_matrix import UNTRIED, attempt_in_a_process, attempts, attempts_in_a_process
 
 MATRIX = recorded()
 
@@ -76,25 +74,49 @@ def test_integer_attempts_are_the_integer_tests_and_verified():
     assert set(recorded_integers.values()) == {"verified"}
 
 
+#: Attempts per process: each export compiles an nn.Graph, and a OneFlow 0.9 process that has
+#: compiled thousands of graphs aborts in a later compile (the full run aborted in test_fusion.py
+#: when these ran in the test process), so they run in processes of their own.
+CHUNK = 300
+
+
+def _graph_refused(case: str, dtype: str, opset: str) -> bool:
+    outcome = MATRIX[case]["outcomes"][dtype][opset]
+    return outcome["status"] == "oneflow" and "cannot build" in outcome["detail"]
+
+
+CHUNKED = [param for param in FLOAT_PARAMS if not _graph_refused(*param)]
+
+
+@pytest.fixture(scope="module")
+def rerun(tmp_path_factory):
+    """The outcome of an attempt run again, its chunk of :data:`CHUNKED` run in a process when first asked."""
+    done: dict[str, dict] = {}
+
+    def outcome(case: str, dtype: str, opset: str) -> dict:
+        key = f"{case}|{dtype}|{opset}"
+        if key not in done:
+            index = CHUNKED.index((case, dtype, opset)) // CHUNK
+            path = tmp_path_factory.mktemp(f"chunk{index}") / "model.onnx"
+            done.update(attempts_in_a_process(CHUNKED[index * CHUNK : (index + 1) * CHUNK], str(path)))
+        return done[key]
+
+    return outcome
+
+
 @pytest.mark.parametrize("case, dtype, opset", FLOAT_PARAMS, ids=[f"{c}-{d}-{o}" for c, d, o in FLOAT_PARAMS])
-def test_float_attempt_ends_as_recorded(case, dtype, opset, onnx_path):
+def test_float_attempt_ends_as_recorded(case, dtype, opset, onnx_path, rerun):
     expected = MATRIX[case]["outcomes"][dtype][opset]
-    graph_refused = expected["status"] == "oneflow" and "cannot build" in expected.get("detail", "")
-    if graph_refused:
-        outcome = attempt_in_a_process(case, dtype, int(opset), str(onnx_path))
+    if _graph_refused(case, dtype, opset):
+        outcome = attempt_in_a_process(case, dtype, int(opset), str(onnx_path))  # its next graph build may abort
     else:
-        outcome = attempt(case, dtype, int(opset), str(onnx_path))
-    outcome.pop("result", None)
+        outcome = dict(rerun(case, dtype, opset))
+    checks = outcome.pop("checks", {})
     assert outcome == expected
-    if expected["status"] == "verified":
-        assert ill_typed_nodes(onnx.load(str(onnx_path))) == []
+    if expected["status"] in ("verified", "onnxruntime"):
+        assert checks["ill_typed"] == []
     if expected["status"] == "onnxruntime":
-        attempt(case, dtype, int(opset), str(onnx_path), verify=False)
-        model = onnx.load(str(onnx_path))
-        onnx.checker.check_model(model, full_check=True)
-        assert ill_typed_nodes(model) == []
-        with pytest.raises(Exception, match="NOT_IMPLEMENTED"):
-            onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {})
+        assert checks["runtime_refuses"], "the model is valid ONNX and ONNX Runtime runs it: the record is stale"
 
 
 def test_rendered_matrix_has_a_row_per_lowered_op_type_and_a_column_per_dtype():
