@@ -201,3 +201,17 @@ def test_an_op_that_cannot_reach_an_old_opset_is_listed_with_the_lowest_that_wor
     assert "a lowering exists for opset 11..; export with opset 11" in message
     assert "conv2d" not in message and "relu" not in message
     assert leftovers(tmp_path) == []
+
+
+def test_a_missing_kernel_is_named_with_its_device_and_dtypes():
+    """OneFlow's "Cannot find the kernel" error, as a graph build raises it (text from OneFlow 0.9),
+    becomes the op type, device and dtypes that the message to the user names."""
+    from flow2onnx.exporter.capture import _missing_kernel
+
+    text = (
+        "Cannot find the kernel matching Current OperatorConf.  The Info of OperatorConf are \n"
+        " op_name: model-as_strided-1\n op_type_name: as_strided\n DeviceType_Name: kCPU\n"
+        " DataType_Name of input_0: kFloat16\n DataType_Name of output_0: kFloat16"
+    )
+    assert _missing_kernel(text) == "as_strided CPU float16"
+    assert _missing_kernel("The size of tensor a (576) must match the size of tensor b (196)") is None
