@@ -26,6 +26,7 @@ per op type. Attempts run in a worker process that is restarted where OneFlow ab
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -81,6 +82,7 @@ def _one_op_cases() -> dict:
     return {f"one:{op_type}": (factory, shapes, {op_type}) for op_type, (factory, shapes) in found.items()}
 
 
+@functools.lru_cache(maxsize=1)
 def _cases():
     from . import test_integer_dtypes, test_lowerings
 

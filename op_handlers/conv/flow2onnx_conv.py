@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import is_dynamic, newer_form, oldest_opsets, unsqueeze
+from flow2onnx.lowering.helpers import int64s, is_dynamic, newer_form, oldest_opsets, unsqueeze
 
 
 def _convolution(ctx, op, onnx_type: str, **extra):
@@ -118,7 +118,7 @@ def lower_deform_conv2d(ctx, op):
         raise ctx.error(f"an input of {height}x{width} pixels: the lowering needs a fixed height and width of at least 2 (export it with static spatial sizes)")
     groups, offset_groups, taps = op.attr("groups"), op.attr("offset_groups"), kh * kw
     dtype = ctx.dtype(x)
-    (offset,) = ctx.make_node("Reshape", [offset, _int64s(ctx, [-1, taps, 2, out_h, out_w])])
+    (offset,) = ctx.make_node("Reshape", [offset, int64s(ctx, [-1, taps, 2, out_h, out_w], "shape")])
     coordinates = []
     for axis, size, stride, pad, dilation, tap in (
         (0, height, op.attr("stride_h"), op.attr("pad_h"), op.attr("dilation_h"), np.arange(taps) // kw),
@@ -128,27 +128,23 @@ def lower_deform_conv2d(ctx, op):
         base = np.arange(out) * stride - pad
         base = (tap[:, None] * dilation + base[None, :]).astype(dtype)  # [taps, out]
         base = base[:, :, None] if axis == 0 else base[:, None, :]
-        (moved,) = ctx.make_node("Gather", [offset, _int64s(ctx, axis, "yx")], axis=2)
+        (moved,) = ctx.make_node("Gather", [offset, ctx.constant(np.array(axis, np.int64), "yx")], axis=2)
         (place,) = ctx.make_node("Add", [moved, ctx.constant(base, "taps")])
         # Pixel p of n maps to -1 + 2p/(n-1) with align_corners.
         (place,) = ctx.make_node("Mul", [place, ctx.constant(np.array(2 / (size - 1), dtype), "scale")])
         (place,) = ctx.make_node("Sub", [place, ctx.constant(np.array(1, dtype), "one")])
         coordinates.append(unsqueeze(ctx, place, [4]))
     (grid,) = ctx.make_node("Concat", coordinates[::-1], axis=-1)  # GridSample reads (x, y)
-    (grid,) = ctx.make_node("Reshape", [grid, _int64s(ctx, [-1, taps * out_h, out_w, 2])])
-    (images,) = ctx.make_node("Reshape", [x, _int64s(ctx, [-1, channels // offset_groups, height, width])])
+    (grid,) = ctx.make_node("Reshape", [grid, int64s(ctx, [-1, taps * out_h, out_w, 2], "shape")])
+    (images,) = ctx.make_node("Reshape", [x, int64s(ctx, [-1, channels // offset_groups, height, width], "shape")])
     (samples,) = ctx.make_node("GridSample", [images, grid], align_corners=1, mode="linear" if newer_form(ctx, "GridSample") else "bilinear", padding_mode="zeros")
     if op.attr("use_mask"):
-        (mask,) = ctx.make_node("Reshape", [op.input("mask"), _int64s(ctx, [-1, 1, taps * out_h, out_w])])
+        (mask,) = ctx.make_node("Reshape", [op.input("mask"), int64s(ctx, [-1, 1, taps * out_h, out_w], "shape")])
         (samples,) = ctx.make_node("Mul", [samples, mask])
-    (columns,) = ctx.make_node("Reshape", [samples, _int64s(ctx, [-1, groups, channels // groups * taps, out_h * out_w])])
-    (kernel,) = ctx.make_node("Reshape", [weight, _int64s(ctx, [groups, out_channels // groups, channels // groups * taps])])
+    (columns,) = ctx.make_node("Reshape", [samples, int64s(ctx, [-1, groups, channels // groups * taps, out_h * out_w], "shape")])
+    (kernel,) = ctx.make_node("Reshape", [weight, int64s(ctx, [groups, out_channels // groups, channels // groups * taps], "shape")])
     (product,) = ctx.make_node("MatMul", [kernel, columns])
-    ctx.make_node("Reshape", [product, _int64s(ctx, [-1, out_channels, out_h, out_w])], [op.output("output")])
-
-
-def _int64s(ctx, values, hint="shape") -> str:
-    return ctx.constant(np.array(values, dtype=np.int64), hint)
+    ctx.make_node("Reshape", [product, int64s(ctx, [-1, out_channels, out_h, out_w], "shape")], [op.output("output")])
 
 
 # The oldest opset each lowering's nodes can be expressed in, where older than the default 11

@@ -16,7 +16,7 @@ class _Pooled:
     is exact, and average pooling's mean truncated by the cast is OneFlow's integer division."""
 
     def __init__(self, ctx, op, onnx_type: str):
-        self.ctx, self.x, self.y = ctx, op.input("x"), op.output("y")
+        self.ctx, self.x, self.y, self.out = ctx, op.input("x"), op.output("y"), op.output("y")
         self.dtype = ctx.dtype(self.x)
         self.cast = not np.issubdtype(self.dtype, np.floating) and not takes_dtype(ctx, onnx_type, self.dtype)
         if self.cast:
@@ -27,7 +27,7 @@ class _Pooled:
     def done(self) -> None:
         """Cast the result back to the op's output, where the pooling ran in float64."""
         if self.cast:
-            cast(self.ctx, self.y, self.dtype, [self.ctx.op.output("y")])
+            cast(self.ctx, self.y, self.dtype, [self.out])
 
 
 def _check_layout(ctx, op):

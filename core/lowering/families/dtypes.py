@@ -43,11 +43,11 @@ def case_outcome(per_opset: dict) -> dict:
     return failed[0] if failed else outcomes[0]
 
 
-def op_type_cells(lowered: set[str]) -> dict[str, dict[str, str]]:
-    """Op type -> dtype -> cell, over the cases that exercise each op type.
+def op_type_outcomes(lowered: set[str]) -> dict[str, dict[str, dict]]:
+    """Op type -> dtype -> the best outcome of the cases that exercise the op type.
 
     float32 is the dtype every lowering's own case runs in (``tests/test_lowerings.py``), so every
-    lowered op type has it; a cell left out means no case tried that dtype.
+    lowered op type has it; a dtype left out means no case tried it (or only "promoted" it).
     """
     order = list(CELLS)
     best: dict[str, dict[str, dict]] = {}
@@ -59,14 +59,11 @@ def op_type_cells(lowered: set[str]) -> dict[str, dict[str, str]]:
                 held = best.setdefault(op_type, {}).get(dtype)
                 if held is None or order.index(outcome["status"]) < order.index(held["status"]):
                     best[op_type][dtype] = outcome
-    cells = {}
-    for op_type in sorted(lowered):
-        row = {"float32": CELLS["verified"]}
-        for dtype, outcome in best.get(op_type, {}).items():
-            if outcome["status"] != "promoted":
-                row[dtype] = CELLS[outcome["status"]].format(detail=outcome.get("detail", ""))
-        cells[op_type] = row
-    return cells
+    return {
+        op_type: {"float32": {"status": "verified"}}
+        | {dtype: outcome for dtype, outcome in best.get(op_type, {}).items() if outcome["status"] != "promoted"}
+        for op_type in sorted(lowered)
+    }
 
 
 def _as_seen_by(op_type: str, outcome: dict) -> dict:
@@ -81,7 +78,7 @@ def _as_seen_by(op_type: str, outcome: dict) -> dict:
 
 def render(lowered: set[str]) -> list[str]:
     """The Markdown section: a summary line per dtype, then one row per lowered op type."""
-    cells = op_type_cells(lowered)
+    outcomes = op_type_outcomes(lowered)
     lines = [
         "## Dtypes",
         "",
@@ -107,23 +104,20 @@ def render(lowered: set[str]) -> list[str]:
     titles = {"verified": "✓", "onnxruntime": "ORT: no kernel", "oneflow": "OneFlow: no kernel", "refused": "refused", None: "not tried"}
     lines += ["| dtype | " + " | ".join(titles.values()) + " |", "| --- |" + " ---: |" * len(titles)]
     for dtype in DTYPES:
-        counts = [sum(_status_of(row.get(dtype)) == status for row in cells.values()) for status in titles]
+        counts = [sum(_summary_status(row.get(dtype)) == status for row in outcomes.values()) for status in titles]
         lines.append(f"| {dtype} | " + " | ".join(str(count) for count in counts) + " |")
     lines += ["", "| OneFlow op type | " + " | ".join(DTYPES) + " |", "| --- |" + " --- |" * len(DTYPES)]
-    for op_type, row in cells.items():
-        lines.append(f"| `{op_type}` | " + " | ".join(row.get(dtype, "") for dtype in DTYPES) + " |")
+    for op_type, row in outcomes.items():
+        lines.append(f"| `{op_type}` | " + " | ".join(_cell(row[dtype]) if dtype in row else "" for dtype in DTYPES) + " |")
     return lines
 
 
-def _status_of(cell: str | None) -> str | None:
-    """The status a cell was written for; ``None`` for no cell. ("OneFlow: aborts" counts as "oneflow".)"""
-    if not cell:
+def _cell(outcome: dict) -> str:
+    return CELLS[outcome["status"]].format(detail=outcome.get("detail", ""))
+
+
+def _summary_status(outcome: dict | None) -> str | None:
+    """The summary column an outcome counts in: an abort is OneFlow's refusal, a blocked cell was not tried."""
+    if outcome is None:
         return None
-    if cell.startswith("("):
-        return None
-    if cell.startswith("OneFlow"):
-        return "oneflow"
-    for status, template in CELLS.items():
-        if template and (cell == template or ("{detail}" in template and cell.startswith(template.split("{")[0]))):
-            return status
-    return None
+    return {"oneflow-abort": "oneflow", "blocked": None}.get(outcome["status"], outcome["status"])
