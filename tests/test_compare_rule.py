@@ -111,3 +111,31 @@ def test_the_report_counts_nan_and_inf_per_output():
     result = compare("y", np.float32([np.nan, np.inf, 1.0]), np.float32([np.nan, np.inf, 1.0]))
     text = VerificationReport("onnxruntime", comparisons=[result]).to_text()
     assert "nan/inf" in text and "1/1" in text
+
+
+def test_the_rule_needs_nothing_but_numpy():
+    # benchmarks/gpu_check.py loads core/exporter/comparison.py by its path on a GPU machine that has
+    # NumPy and onnxruntime-gpu but neither OneFlow nor flow2onnx: the rule must stay importable there.
+    import ast
+    import importlib.util
+    import pathlib
+    import sys
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "core" / "exporter" / "comparison.py"
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"comparison.py imports from its package (line {node.lineno})"
+            imported.add(node.module.split(".")[0])
+    assert imported - set(sys.stdlib_module_names) == {"numpy"}
+    spec = importlib.util.spec_from_file_location("standalone_comparison", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        assert not module.compare("y", np.float32([1.0, 2.0]), np.float32([1.0, 2.1])).passed
+        assert module.compare("y", np.float32([1.0, 2.0]), np.float32([1.0, 2.0001])).passed
+    finally:
+        del sys.modules[spec.name]

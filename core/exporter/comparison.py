@@ -1,0 +1,231 @@
+"""How ONNX Runtime's outputs are compared with OneFlow's: the rule, its tolerances and the report.
+
+Pure NumPy: this module imports nothing else of flow2onnx, so that a machine without OneFlow (a GPU
+box that only runs exported files, ``benchmarks/gpu_check.py run``) judges outputs by the very same
+rule, loading this file by its path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+DEFAULT_RTOL = 1e-3
+DEFAULT_ATOL = 1e-4
+OUTLIERS_SHOWN = 10
+
+# dtype kind/name -> (rtol, atol): what float arithmetic in another order (another runtime, other
+# kernels) can honestly differ by. Integers and booleans are exact.
+TOLERANCES = {
+    "float16": (1e-2, 1e-2),
+    "float32": (DEFAULT_RTOL, DEFAULT_ATOL),
+    "float64": (1e-6, 1e-7),
+}
+
+
+def tolerance_for(dtype, rtol: float | None = None, atol: float | None = None) -> tuple[float, float]:
+    """The (rtol, atol) used for an output of ``dtype``; explicit values replace the float defaults
+    (float16 never gets tighter than its own)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "fc":
+        return 0.0, 0.0
+    default_rtol, default_atol = TOLERANCES.get(dtype.name, TOLERANCES["float32"])
+    chosen = (default_rtol if rtol is None else rtol, default_atol if atol is None else atol)
+    if dtype == np.float16:
+        chosen = (max(chosen[0], default_rtol), max(chosen[1], default_atol))
+    return chosen
+
+
+@dataclass
+class OutputComparison:
+    """How one output of one run compares: the statistics and whether it is within tolerance.
+
+    ``nan_count``/``inf_count`` count OneFlow's non-finite values; ``nonfinite_mismatches`` counts
+    elements where the two disagree on NaN or on an infinity (position or sign). ``weakness`` says
+    why agreement on this output proves little (constant, or no finite value), or is ``None``.
+    """
+
+    name: str
+    batch_size: int | None
+    shape: tuple[int, ...]
+    dtype: str
+    max_abs_diff: float
+    max_rel_diff: float
+    mismatch_fraction: float
+    atol: float
+    rtol: float
+    passed: bool
+    outliers: list[tuple[tuple[int, ...], float, float]] = field(default_factory=list)
+    nan_count: int = 0
+    inf_count: int = 0
+    nonfinite_mismatches: int = 0
+    weakness: str | None = None
+
+
+@dataclass
+class VerificationReport:
+    """Every output of every run compared; ``passed`` only when all are within tolerance.
+
+    ``rtol``/``atol`` are the values the caller asked for (``None``: the defaults of each output's
+    dtype); each comparison states the tolerances it used, ``atol`` already scaled.
+    """
+
+    verifier: str
+    rtol: float | None = None
+    atol: float | None = None
+    comparisons: list[OutputComparison] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.comparisons) and all(c.passed for c in self.comparisons)
+
+    @property
+    def weak_outputs(self) -> list[OutputComparison]:
+        """Comparisons that passed but prove little: the output is constant or has no finite value."""
+        return [c for c in self.comparisons if c.passed and c.weakness]
+
+    @property
+    def batch_sizes(self) -> list:
+        return sorted({c.batch_size for c in self.comparisons if c.batch_size is not None})
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["passed"] = self.passed
+        data["rule"] = RULE
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def _rows(self) -> list[tuple]:
+        return [
+            (
+                c.name,
+                "-" if c.batch_size is None else str(c.batch_size),
+                str(list(c.shape)),
+                c.dtype,
+                f"{c.max_abs_diff:.3e}",
+                f"{c.max_rel_diff:.3e}",
+                f"{c.mismatch_fraction:.4%}",
+                f"{c.nan_count}/{c.inf_count}",
+                f"{c.rtol:g}",
+                f"{c.atol:.3g}",
+                "ok" if c.passed else "FAILED",
+            )
+            for c in self.comparisons
+        ]
+
+    _HEADER = ("output", "batch", "shape", "dtype", "max abs diff", "max rel diff", "out of tol", "nan/inf", "rtol", "atol", "result")
+
+    def to_text(self, outliers: bool = False) -> str:
+        rows = [self._HEADER] + self._rows()
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self._HEADER))]
+        lines = [f"verification with {self.verifier}: {RULE}"]
+        for index, row in enumerate(rows):
+            lines.append("  ".join(cell.rjust(w) if 3 < i < 10 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+            if index == 0:
+                lines.append("-" * len(lines[-1]))
+            elif outliers:
+                c = self.comparisons[index - 1]
+                if c.outliers:
+                    lines.append(f"    worst elements of {c.name} (index: oneflow vs onnx):")
+                    lines.extend(f"      {list(i)}: {e:.7g} vs {a:.7g}" for i, e, a in c.outliers)
+        lines.extend(self._weakness_lines())
+        lines.append("all outputs match" if self.passed else "MISMATCH: some outputs are out of tolerance")
+        return "\n".join(lines)
+
+    def _weakness_lines(self) -> list[str]:
+        seen = {}
+        for c in self.weak_outputs:
+            seen.setdefault(c.name, c.weakness)
+        return [f"note: output {name!r} {why}: agreement on it proves little" for name, why in seen.items()]
+
+    def to_markdown(self) -> str:
+        """A Markdown table, for CI logs and pull requests."""
+        lines = [
+            f"**Verification with {self.verifier}: {'all outputs match' if self.passed else 'MISMATCH'}** ({RULE})",
+            "",
+            "| " + " | ".join(self._HEADER) + " |",
+            "|" + "|".join("---" for _ in self._HEADER) + "|",
+        ]
+        lines.extend("| " + " | ".join(row) + " |" for row in self._rows())
+        notes = self._weakness_lines()
+        if notes:
+            lines += [""] + [f"- {note}" for note in notes]
+        return "\n".join(lines)
+
+
+RULE = (
+    "NaN exactly where OneFlow has NaN, infinities equal in position and sign, elsewhere "
+    "|onnx - oneflow| <= atol * max(1, max finite |oneflow|) + rtol * |oneflow|; tolerances by output dtype, integers exact"
+)
+
+
+def compare(name: str, expected: np.ndarray, actual: np.ndarray, rtol: float | None = None, atol: float | None = None, batch_size=None) -> OutputComparison:
+    """Compare one output of ONNX Runtime (``actual``) with OneFlow's (``expected``) by :data:`RULE`.
+
+    Non-finite values are compared by position and kind, never through arithmetic (``inf - inf`` is
+    NaN, and a NaN difference compares false with any tolerance); ``atol`` is scaled by the largest
+    finite magnitude of ``expected``.
+    """
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    rtol, atol = tolerance_for(expected.dtype, rtol, atol)
+    dtype, shape = expected.dtype.name, tuple(expected.shape)
+    if expected.shape != actual.shape:
+        return OutputComparison(name, batch_size, tuple(actual.shape), dtype, float("inf"), float("inf"), 1.0, atol, rtol, False)
+    want, got = expected.astype(np.float64), actual.astype(np.float64)
+    if want.size == 0:
+        return OutputComparison(name, batch_size, shape, dtype, 0.0, 0.0, 0.0, atol, rtol, True, weakness="is empty")
+    finite_want, finite_got = np.isfinite(want), np.isfinite(got)
+    both_finite = finite_want & finite_got
+    # Where either side is not finite, the two must be the very same value (NaN and NaN, +inf and +inf).
+    nonfinite_bad = ~both_finite & ~((want == got) | (np.isnan(want) & np.isnan(got)))
+    magnitude = np.abs(np.where(finite_want, want, 0.0))
+    scaled_atol = atol * max(1.0, float(magnitude.max(initial=0.0)))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: masked out just below
+        diff = np.where(both_finite, np.abs(got - want), 0.0)
+    bad = nonfinite_bad | (diff > scaled_atol + rtol * magnitude)
+    # Relative to the magnitude, floored at the absolute tolerance so that zeros do not explode it.
+    rel = diff / np.maximum(magnitude, scaled_atol if scaled_atol > 0 else np.finfo(np.float64).tiny)
+    any_nonfinite_bad = bool(nonfinite_bad.any())
+    return OutputComparison(
+        name=name,
+        batch_size=batch_size,
+        shape=shape,
+        dtype=dtype,
+        max_abs_diff=float("inf") if any_nonfinite_bad else float(diff.max()),
+        max_rel_diff=float("inf") if any_nonfinite_bad else float(rel.max()),
+        mismatch_fraction=float(bad.mean()),
+        atol=scaled_atol,
+        rtol=rtol,
+        passed=not bad.any(),
+        outliers=_worst_elements(bad, np.where(nonfinite_bad, np.inf, diff), want, got),
+        nan_count=int(np.isnan(want).sum()),
+        inf_count=int(np.isinf(want).sum()),
+        nonfinite_mismatches=int(nonfinite_bad.sum()),
+        weakness=_weakness(want, finite_want),
+    )
+
+
+def _worst_elements(bad: np.ndarray, diff: np.ndarray, want: np.ndarray, got: np.ndarray) -> list:
+    """Up to :data:`OUTLIERS_SHOWN` failing elements, largest difference first: (index, oneflow, onnx)."""
+    if not bad.any():
+        return []
+    flat_bad = np.flatnonzero(bad)
+    order = flat_bad[np.argsort(diff.ravel()[flat_bad], kind="stable")[::-1][:OUTLIERS_SHOWN]]
+    return [
+        (tuple(int(i) for i in np.unravel_index(k, want.shape)), float(want.ravel()[k]), float(got.ravel()[k]))
+        for k in order
+    ]
+
+
+def _weakness(want: np.ndarray, finite: np.ndarray) -> str | None:
+    """Why matching this output proves little, or ``None``: a lowering can be wrong and still agree
+    with an output that has no finite value or the same value everywhere."""
+    if not finite.any():
+        return "has no finite value"
+    if want.size > 1 and np.all(want == want.flat[0]):
+        return f"is constant ({want.flat[0]:.7g} everywhere)"
+    return None
