@@ -431,7 +431,8 @@ def test_cli_run_with_named_and_positional_arrays(pair_model, tmp_path):
     x, y = arrays(batch=2)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
-    done = cli("run", pair_model, "--input", f"input_1={tmp_path / 'y.npy'}", "--input", str(tmp_path / "x.npy"), "--save", str(tmp_path / "out"))
+    # --tf32 only matters on a CUDA GPU; here it must be accepted and change nothing.
+    done = cli("run", pair_model, "--input", f"input_1={tmp_path / 'y.npy'}", "--input", str(tmp_path / "x.npy"), "--save", str(tmp_path / "out"), "--tf32")
     assert done.returncode == 0, done.stderr
     assert "output 'output' [2, 3, 4] float32:" in done.stdout
     assert f"saved 1 output(s) to {tmp_path / 'out'}" in done.stdout
@@ -538,3 +539,19 @@ def test_cli_classifies_the_demo_digits(demo, digit):
     top = done.stdout.splitlines()[3]
     name = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][digit]
     assert re.match(rf"\s+1\.\s+[\d.]+%\s+{name}\s+\(class {digit}\)$", top), done.stdout
+
+
+def test_cuda_keeps_float32_unless_tf32_is_asked_for(pair_model):
+    # ONNX Runtime's CUDA provider allows TF32 by default; measured on an H200 it put ResNet-50's
+    # outputs outside the verification tolerance, so flow2onnx asks for full float32 unless told.
+    plain = Model(pair_model, ["cuda", "cpu"], available=[CUDA, CPU])
+    assert plain.requested_providers[0] == (CUDA, {"use_tf32": "0"})
+    assert plain.requested_providers[-1] == (CPU, {})
+    assert Model(pair_model, ["cuda", "cpu"], available=[CUDA, CPU], tf32=True).requested_providers[0] == (CUDA, {"use_tf32": "1"})
+    chosen = Model(pair_model, [("cuda", {"use_tf32": "1", "device_id": "0"}), "cpu"], available=[CUDA, CPU])
+    assert chosen.requested_providers[0] == (CUDA, {"use_tf32": "1", "device_id": "0"})
+    automatic = Model(pair_model, available=[TENSORRT, CUDA, CPU])
+    assert dict(automatic.requested_providers)[CUDA] == {"use_tf32": "0"}
+    x, y = arrays()
+    for model in (plain, automatic):  # without CUDA here, both fall back to the CPU and still run
+        np.testing.assert_allclose(model.run(x, y)["output"], 2 * x + y, rtol=1e-6)

@@ -45,7 +45,7 @@ def _open_model(args):
     from ..runtime.model import Model
 
     providers = [name for group in args.providers for name in group] if args.providers else None
-    return Model(args.model, providers)
+    return Model(args.model, providers, tf32=args.tf32)
 
 
 def _image_input(model, image, args) -> tuple[str, np.ndarray]:
@@ -198,6 +198,12 @@ def add_runtime_commands(commands) -> None:
         action="append",
         metavar="P[,P...]",
         help="execution providers in order of preference (e.g. cuda,cpu or tensorrt,cuda,cpu); default: automatic",
+    )
+    run.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let CUDA round float32 products to TF32 on GPUs that have it: faster, but outputs can leave the "
+        "tolerance the export was verified with (default: full float32)",
     )
     run.add_argument("--save", metavar="DIR", help="also save every output as DIR/NAME.npy")
     run.set_defaults(run=cmd_run)
