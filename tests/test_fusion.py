@@ -199,3 +199,106 @@ def test_near_miss_gelus_are_left_alone(tmp_path, formula):
 def test_oneflow_gelu_ops_are_one_gelu_at_opset_20(tmp_path, module, approximate):
     result, model = exported(Lambda(lambda self, x: self.act(x), act=module), (2, 8), tmp_path / "m.onnx", opset=20)
     assert node_types(model) == ["Gelu"] and the_node(model, "Gelu")[1]["approximate"] == approximate
+
+
+# ---- attention ----
+
+
+class PackedAttention(flow.nn.Module):
+    """ViT's self-attention (flowvision's form): one packed Q, K, V projection, reshaped to 5-D,
+    permuted and sliced; ``variant`` writes one near miss of it."""
+
+    def __init__(self, dim=32, heads=4, bias=True, variant=None):
+        super().__init__()
+        self.heads, self.scale, self.variant = heads, (dim // heads) ** -0.5, variant
+        self.qkv = flow.nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = flow.nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        if self.variant == "heads-first":  # (B, N, heads, 3, head size): another layout of the packed rows
+            qkv = self.qkv(x).reshape(B, N, self.heads, 3, C // self.heads).permute(3, 0, 2, 1, 4)
+        else:
+            qkv = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if self.variant == "scaled-q":  # Swin's order: the scale on Q before the product
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+        else:
+            attn = (q @ k.transpose(-2, -1)) * self.scale
+        attn = attn.softmax(dim=-1)
+        y = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        y = self.proj(y)
+        return (y, attn) if self.variant == "probabilities-out" else y
+
+
+class AttentionStack(flow.nn.Module):
+    """An embedding, two pre-norm attention blocks with residuals, and a final LayerNorm."""
+
+    def __init__(self, dim=32, heads=4, **attention):
+        super().__init__()
+        self.embed = flow.nn.Linear(dim, dim)
+        self.norms = flow.nn.ModuleList([flow.nn.LayerNorm(dim) for _ in range(3)])
+        self.blocks = flow.nn.ModuleList([PackedAttention(dim, heads, **attention) for _ in range(2)])
+
+    def forward(self, x):
+        x = self.embed(x)
+        for norm, block in zip(self.norms, self.blocks):
+            x = x + block(norm(x))
+        return self.norms[2](x)
+
+
+def attention_fusions(path) -> int:
+    """How many Attention nodes onnxruntime.transformers' optimizer makes of the file (after ONNX
+    Runtime's basic optimizations, as its default opt_level=1 does)."""
+    import onnxruntime
+    from onnxruntime.transformers import optimizer
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = basic = str(path).replace(".onnx", ".basic.onnx")
+    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized = optimizer.optimize_model(basic, model_type="vit", num_heads=4, hidden_size=32, opt_level=0)
+    return optimized.get_fused_operator_statistics().get("Attention", 0)
+
+
+@pytest.mark.parametrize("heads", [4, 2])  # head size 8 (scale 8 ** -0.5, inexact) and 16 (0.25, exact)
+def test_packed_attention_is_split_into_the_form_onnxruntime_fuses(tmp_path, heads):
+    module = AttentionStack(heads=heads)
+    result, model = exported(module, (2, 6, 32), tmp_path / "m.onnx", dynamic_batch=True)
+    assert sorted(result.pattern_groups.values()).count("attention") == 2
+    types = node_types(model)
+    assert "Slice" not in types and types.count("Softmax") == 2
+    for softmax in (node for node in model.graph.node if node.op_type == "Softmax"):
+        (divide,) = [node for node in model.graph.node if node.output[0] == softmax.input[0]]
+        assert divide.op_type == "Div"
+        divisor = initializers(model)[divide.input[1]]
+        assert divisor == np.float32(1 / (32 // heads) ** -0.5)
+    # Q, K and V are three slices of the packed weight, each read by its own MatMul.
+    weights = initializers(model)
+    packed = module.blocks[0].qkv.weight.numpy()
+    parts = [weights[f"model.blocks.0/{part}_weight"] for part in "qkv"]
+    np.testing.assert_array_equal(np.concatenate(parts), packed)
+    assert "model.blocks.0.qkv.weight" not in weights  # written once, as its three slices
+    # The second block's attention (the first one's input comes from a plain LayerNorm, which
+    # ONNX Runtime's fusion does not start from) becomes one Attention node.
+    assert attention_fusions(tmp_path / "m.onnx") == 1
+    _, unfused = exported(module, (2, 6, 32), tmp_path / "u.onnx", dynamic_batch=True, disable_plugins=[FUSION])
+    assert "Slice" in node_types(unfused) and attention_fusions(tmp_path / "u.onnx") == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"variant": "scaled-q"}, {"variant": "heads-first"}, {"variant": "probabilities-out"}, {"bias": False}],
+    ids=["scale-before-the-product", "heads-first-layout", "probabilities-read-outside", "no-bias"],
+)
+def test_near_miss_attentions_are_left_to_the_op_by_op_lowerings(tmp_path, options):
+    result, model = exported(PackedAttention(**options), (2, 6, 32), tmp_path / "m.onnx")
+    assert "attention" not in result.pattern_groups.values()
+    assert "Slice" in node_types(model)
+
+
+def test_attention_before_opset_13_is_lowered_op_by_op(tmp_path):
+    result, model = exported(PackedAttention(), (2, 6, 32), tmp_path / "m.onnx", opset=12)
+    assert "attention" not in result.pattern_groups.values() and "Slice" in node_types(model)
+    result, model = exported(PackedAttention(), (2, 6, 32), tmp_path / "m.onnx", opset=13)
+    assert result.pattern_groups == {"model": "attention"} and "Slice" not in node_types(model)

@@ -4,7 +4,7 @@ OneFlow 0.9 on the CPU builds ``nn.LayerNorm`` and ``F.layer_norm`` from reducti
 ``rsqrt``, and models write LayerNorm and GELU out by hand (ConvNeXt's channels-last LayerNorm,
 GPT's tanh GELU). Lowered op by op, each is ten nodes or so that neither ONNX Runtime's optimizer nor
 its transformer optimizer puts back together, and that hide the attention blocks around them from
-those optimizers. Two patterns recognise them:
+those optimizers. Three patterns recognise them:
 
 - ``layer-norm`` (opset 17 on): ONNX ``LayerNormalization`` for the mean/variance sequence over the
   trailing axes, in OneFlow's own form (``reduce_sum``, ``scalar_mul``, ``var``, ``scalar_add``,
@@ -12,6 +12,11 @@ those optimizers. Two patterns recognise them:
   averaged, ``sqrt``, ``broadcast_div``), with the scale and bias that follow, when they are
   parameters of the normalized shape (a parameter reshaped to it, ``weight[None, None, :]``, too).
   The epsilon is the one the graph adds to the variance.
+- ``attention`` (opset 13 on): ViT's self-attention, whose Q, K and V come from one packed
+  projection reshaped to 5-D, permuted and sliced, written with three separate Q, K and V paths and
+  the scores divided by a constant: the form ONNX Runtime's transformer optimizer fuses into its
+  ``Attention`` operator (it finds none in the packed form). The weights are written as three row
+  slices of the packed ones, so the file grows by no byte.
 - ``gelu`` (opset 20 on): ONNX ``Gelu`` for GELU written out with ``erf``
   (``x * 0.5 * (1 + erf(x / sqrt(2)))``) or with ``tanh`` (``0.5 * x * (1 + tanh(sqrt(2 / pi) * (x
   + 0.044715 * x ** 3)))``), in any order of the products and sums. OneFlow's own ``gelu`` and
@@ -394,7 +399,123 @@ def lower_gelu(ctx, match):
     ctx.make_node("Gelu", [found["x"]], list(match.outputs[:1]) or None, approximate=found["approximate"])
 
 
+# ---- attention ----
+#
+# ViT-style self-attention computes Q, K and V with one packed projection, reshaped to 5-D,
+# permuted and sliced. ONNX Runtime's transformer optimizer fuses attention only where Q, K and V
+# are three paths of their own (MatMul, Add, Reshape to [0, 0, heads, head size], Transpose) and
+# the scores are divided by a constant before the Softmax. The pattern writes the same arithmetic
+# in that form: the packed weight and bias become three row slices of themselves (views, written
+# as weights: no copy), and the multiplication by the scale becomes a division by its reciprocal
+# (exact where the head size is a power of 4, as 64 is; otherwise within one rounding).
+
+#: Float dtypes ONNX Runtime's CPU provider runs the split form in (MatMul, Softmax, Div).
+ATTENTION_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
+
+
+def plain_matmul(op) -> bool:
+    return not op.attr("transpose_a") and not op.attr("transpose_b") and op.attr("alpha") == 1.0
+
+
+def head_of(graph, tensor: str, part: int, packed: str):
+    """``tensor`` as ``packed[part]``, which OneFlow builds as a slice of index ``part`` of axis 0 and
+    a reshape that drops that axis: the two ops."""
+    squeeze = producer_of(graph, tensor, "reshape")
+    select = producer_of(graph, squeeze.input("in"), "slice")
+    shape = graph.tensors[packed].shape
+    if select.input("x") != packed:
+        raise NoMatch("the head is not sliced from the permuted projection")
+    start, stop, step = list(select.attr("start")), list(select.attr("stop")), list(select.attr("step"))
+    if (start, stop, step) != ([part] + [0] * (len(shape) - 1), [part + 1, *shape[1:]], [1] * len(shape)):
+        raise NoMatch(f"the slice is not index {part} of axis 0")
+    if graph.tensors[tensor].shape != shape[1:]:
+        raise NoMatch("the reshape after the slice does more than drop axis 0")
+    return [select, squeeze]
+
+
+def match_attention(graph):
+    """Every self-attention whose Q, K and V come from one packed projection, read from its Softmax."""
+    variables = {info.name: info for info in graph.variables}
+    claimed: set = set()
+    for softmax in graph.ops:
+        if softmax.type != "softmax":
+            continue
+        try:
+            scale = producer_of(graph, softmax.input("in"), "scalar_mul")
+            scores = producer_of(graph, scale.input("in"), "batch_matmul")
+            apply = only_reader(graph, out(softmax))
+            if apply is None or apply.type != "batch_matmul" or apply.input("a") != out(softmax):
+                raise NoMatch("the probabilities are not multiplied by V")
+            if not (plain_matmul(scores) and plain_matmul(apply)):
+                raise NoMatch("a matmul that transposes or scales")
+            flip = producer_of(graph, scores.input("b"), "transpose")
+            if list(flip.attr("perm")) != [0, 1, 3, 2]:
+                raise NoMatch("K is not transposed over its last two axes")
+            q, k, v = scores.input("a"), flip.input("input"), apply.input("b")
+            packed = producer_of(graph, producer_of(graph, q, "reshape").input("in"), "slice").input("x")
+            heads = [*head_of(graph, q, 0, packed), *head_of(graph, k, 1, packed), *head_of(graph, v, 2, packed)]
+            permute = producer_of(graph, packed, "transpose")
+            if list(permute.attr("perm")) != [2, 0, 3, 1, 4]:
+                raise NoMatch("the projection is not permuted to (3, batch, heads, tokens, head size)")
+            split = producer_of(graph, permute.input("input"), "reshape")
+            bias_add = producer_of(graph, split.input("in"), "broadcast_add")
+            project = graph.producer(bias_add.input("x"))
+            if project is None or project.type != "broadcast_matmul":
+                project = graph.producer(bias_add.input("y"))
+            if project is None or project.type != "broadcast_matmul":
+                raise NoMatch("the packed projection is not a matmul and a bias")
+            bias = other_operand(bias_add, out(project))
+            weight, x = project.input("b"), project.input("a")
+            if project.attr("transpose_a") or not project.attr("transpose_b") or project.attr("alpha") != 1.0:
+                raise NoMatch("the projection is not x @ weight.T")
+        except NoMatch:
+            continue
+        if weight not in variables or bias not in variables:
+            continue
+        x_shape, five = graph.tensors[x].shape, graph.tensors[out(split)].shape
+        width = variables[weight].shape[0] // 3
+        if (
+            len(x_shape) != 3
+            or len(five) != 5
+            or five[:3] != (*x_shape[:2], 3)
+            or five[3] * five[4] != width
+            or variables[weight].shape != (3 * width, x_shape[2])
+            or variables[bias].shape != (3 * width,)
+            or graph.tensors[x].dtype not in ATTENTION_DTYPES
+            or not (math.isfinite(scalar_operand(scale)) and scalar_operand(scale) != 0.0)
+        ):
+            continue
+        ops = [project, bias_add, split, permute, *heads, flip, scores, scale, softmax, apply]
+        if sealed(graph, ops, apply) and unclaimed(ops, claimed):
+            data = {"x": x, "weight": weight, "bias": bias, "heads": five[3], "head_size": five[4], "scale": scalar_operand(scale)}
+            yield PatternMatch(ops, name=softmax.scope, data=data)
+
+
+def lower_attention(ctx, match):
+    """Self-attention with a packed Q, K, V projection, written with separate Q, K and V paths (the form ONNX Runtime fuses to Attention)."""
+    found = match.data
+    x, width = found["x"], found["heads"] * found["head_size"]
+    dtype = ctx.dtype(x)
+    per_head = ctx.constant(np.array([0, 0, found["heads"], found["head_size"]], np.int64), "heads")
+    paths = []
+    for part, name, perm in ((0, "q", [0, 2, 1, 3]), (1, "k", [0, 2, 3, 1]), (2, "v", [0, 2, 1, 3])):
+        rows = slice(part * width, (part + 1) * width)
+        weight = ctx.derived_weight(found["weight"], lambda array, rows=rows: array[rows], (width, ctx.shape(x)[2]), hint=f"{name}_weight")
+        bias = ctx.derived_weight(found["bias"], lambda array, rows=rows: array[rows], (width,), hint=f"{name}_bias")
+        (weight_t,) = ctx.make_node("Transpose", [weight], perm=[1, 0])
+        (projected,) = ctx.make_node("MatMul", [x, weight_t])
+        (biased,) = ctx.make_node("Add", [projected, bias])
+        (split,) = ctx.make_node("Reshape", [biased, per_head])
+        paths.append(ctx.make_node("Transpose", [split], perm=perm)[0])
+    q, k_t, v = paths
+    (scores,) = ctx.make_node("MatMul", [q, k_t])
+    (scaled,) = ctx.make_node("Div", [scores, ctx.constant(np.array(1.0 / found["scale"], dtype), "inverse_scale")])
+    (probabilities,) = ctx.make_node("Softmax", [scaled], axis=-1)
+    ctx.make_node("MatMul", [probabilities, v], list(match.outputs[:1]) or None)
+
+
 @hookimpl
 def flow2onnx_register_patterns(register):
     register("layer-norm", match_layer_norm, lower_layer_norm, since_opset=17)
     register("gelu", match_gelu, lower_gelu, since_opset=20)
+    register("attention", match_attention, lower_attention, since_opset=13)
