@@ -172,3 +172,48 @@ def test_axes_of_one_symbol_take_one_size_in_every_run(tmp_path):
     # Each run gives both inputs the same batch, whichever axis holds it: sizes far from the example's
     # 3 as input_0's axis 1, the first axis that carries the symbol, takes them.
     assert sorted({c.shape[0] for c in result.report.comparisons}) == [2, 3, 4]
+
+
+class PositionAdded(flow.nn.Module):
+    """A parameter of batch 1 added to the input, as a ViT adds its position embedding: at batch 1
+    OneFlow adds the two with add_n (same shapes), at other batches with broadcast_add."""
+
+    def __init__(self, branch_at_one=False):
+        super().__init__()
+        self.pos = flow.nn.Parameter(flow.randn(1, 4, 8))
+        self.fc = flow.nn.Linear(8, 8)
+        self.branch_at_one = branch_at_one
+
+    def forward(self, x):
+        y = self.fc(x + self.pos)
+        if self.branch_at_one:  # another computation at batch 1 alone
+            return y.relu() if x.shape[0] == 1 else y.sigmoid()
+        return y
+
+
+@pytest.mark.parametrize("capture", ["graph", "eager"])
+def test_a_batch_of_one_that_changes_oneflows_ops_is_traced_again_at_two(tmp_path, capture, caplog):
+    caplog.set_level("INFO", logger="flow2onnx")
+    module = PositionAdded().eval()
+    result = flow2onnx.export(module, random_inputs([(1, 4, 8)]), tmp_path / "m.onnx", dynamic_batch=True, capture=capture)
+    assert "tracing the model again at {'input': (2, 4, 8)}" in caplog.text
+    # Verified at the example's batch of 1 too, against OneFlow at that batch.
+    assert result.report.passed and result.report.batch_sizes == [1, 2, 5]
+    saved = onnx.load(str(tmp_path / "m.onnx"))
+    assert dims(saved.graph.input[0]) == ["batch", 4, 8]
+    x = np.random.default_rng(4).standard_normal((3, 4, 8)).astype(np.float32)
+    (actual,) = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    with flow.no_grad():
+        expected = module(flow.tensor(x)).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_that_really_computes_otherwise_at_batch_one_still_fails(tmp_path):
+    # Traced again at batch 2, the file holds the sigmoid; verification at the example's batch of 1,
+    # where OneFlow takes the relu, must catch it.
+    with pytest.raises(flow2onnx.VerificationError) as caught:
+        flow2onnx.export(PositionAdded(branch_at_one=True).eval(), random_inputs([(1, 4, 8)]), tmp_path / "m.onnx", dynamic_batch=True)
+    assert not caught.value.report.passed
+    failed = [c for c in caught.value.report.comparisons if not c.passed]
+    assert failed and {c.batch_size for c in failed} == {1}
+    assert not (tmp_path / "m.onnx").exists()

@@ -56,7 +56,10 @@ class Lowered:
     fits_protobuf: bool
     #: The model's size with its weights, in bytes.
     size: int
+    #: The graph that was lowered: the captured one, or the model traced again where the example's
+    #: size 1 on a dynamic axis made OneFlow build other ops than at other sizes (see :func:`lower`).
     timings: Mapping[str, float]
+    graph: FlowGraph | None = None
 
     @property
     def lowered_by(self) -> dict[str, str]:
@@ -99,8 +102,64 @@ def select_plugins(options: ExportOptions) -> Registry:
     return registry
 
 
+class _SizesChangeOps(LoweringError):
+    """The two compilations of a model with dynamic axes differ in their ops, not only in sizes."""
+
+
 def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportOptions) -> Lowered:
-    """Convert every op of ``graph`` once, with the registry's lowerings at the options' opset."""
+    """Convert every op of ``graph`` once, with the registry's lowerings at the options' opset.
+
+    With dynamic axes, a size of 1 in the example is a degenerate case for broadcasting: OneFlow
+    adds two tensors of the same shape with ``add_n`` where, at other sizes, one of them broadcasts
+    (a ViT's position embedding at batch 1). When the two compilations differ in their ops and the
+    example has size 1 on a dynamic axis, the model is traced again with 2 there and that graph is
+    lowered and checked instead; the example's own size stays the first verification run, so the
+    file is still compared with OneFlow at size 1 (where a model that really branches on size 1
+    then fails verification rather than passing).
+    """
+    try:
+        return _lower(graph, plan, registry, options)
+    except _SizesChangeOps as error:
+        ones = _size_one_axes(plan, graph)
+        if not ones:
+            raise
+        shapes = {info.name: tuple(2 if axis in plan.symbolic_axes.get(info.name, {}) and size == 1 else size for axis, size in enumerate(info.shape)) for info in graph.inputs}
+        retraced = _traced_again(graph, shapes)
+        if retraced is None:
+            raise
+        log.info(
+            "the example has size 1 on %s, where OneFlow builds other ops than at other sizes (%s); tracing the model "
+            "again at %s, lowering that graph, and verifying at size 1 too", ", ".join(ones), error, shapes,
+        )
+        try:
+            return _lower(retraced, plan, registry, options)
+        except _SizesChangeOps:
+            raise error from None
+
+
+def _traced_again(graph: FlowGraph, shapes: Mapping[str, tuple[int, ...]]) -> FlowGraph | None:
+    """The model traced again, as it was captured, for inputs of ``shapes``; ``None`` when OneFlow cannot."""
+    tensors = inputs_at(graph, shapes)
+    try:
+        if graph.eager_module is None:
+            return capture.read_graph(capture.recompile_graph(graph.flow_graph, tensors))
+        return capture.capture_again(graph, tensors)
+    except Exception as error:  # the model may run at its example's size only: keep the first error
+        log.info("could not trace the model again for inputs %s (%s)", dict(shapes), error_text(error))
+        return None
+
+
+def _size_one_axes(plan: AxesPlan, graph: FlowGraph) -> list[str]:
+    """The dynamic axes on which the example has size 1, as ``input[axis]``."""
+    return [
+        f"{info.name}[{axis}]"
+        for info in graph.inputs
+        for axis in sorted(plan.symbolic_axes.get(info.name, {}))
+        if axis < len(info.shape) and info.shape[axis] == 1
+    ]
+
+
+def _lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportOptions) -> Lowered:
     started = time.perf_counter()
     variant = _compile_variant(graph, plan) if plan.variant_shapes is not None else None
     if variant is None:
@@ -114,7 +173,7 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
         other_path = _other_path(graph, variant, registry, options.opset) if variant is not None else ""
         if not other_path:
             raise
-        raise LoweringError(_branching_message(plan, graph, other_path, str(error))) from error
+        raise _SizesChangeOps(_branching_message(plan, graph, other_path, str(error))) from error
     timings = {"convert": time.perf_counter() - started}
     if variant is not None:
         started = time.perf_counter()
@@ -135,6 +194,7 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
         fits_protobuf=fits,
         size=size,
         timings=timings,
+        graph=graph,
     )
 
 
@@ -186,7 +246,7 @@ def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Re
     where = f"{op.type} op {op.name!r}" if op is not None else f"ONNX node {node_name!r}"
     other_path = _other_path(graph, variant, registry, options.opset)
     if other_path:
-        raise LoweringError(_branching_message(plan, graph, other_path, f"the first difference is at {where}"))
+        raise _SizesChangeOps(_branching_message(plan, graph, other_path, f"the first difference is at {where}"))
     raise LoweringError(
         f"{where} cannot keep the dynamic axes ({described}) dynamic: its lowering depends on the example's sizes "
         f"({what} differ between inputs {example} and {other_shapes}), so the model "

@@ -205,6 +205,7 @@ def run_export(model, example_inputs: Sequence | None, options: ExportOptions) -
     plan = settle_sizes(graph, plan_axes(graph, options, captured.examples))
     registry = select_plugins(options)
     lowered = lower(graph, plan, registry, options)
+    graph = lowered.graph  # traced again when a dynamic axis of size 1 made OneFlow build other ops
     with staging_folder(target, lowered.external_data) as stage:
         passed = apply_post_passes(lowered, registry, options)
         staged, passes = stage.write(passed.model, passed.weights, lowered.read_weight), passed.run
@@ -215,11 +216,10 @@ def run_export(model, example_inputs: Sequence | None, options: ExportOptions) -
         else:
             verified = Verified.not_asked(staged, passes)
         published = stage.publish(verified.staged)
-    return _result(options, captured, plan, lowered, passes, staged, verified, published)
+    return _result(options, captured, graph, plan, lowered, passes, staged, verified, published)
 
 
-def _result(options, captured, plan, lowered, passes, staged, verified, published) -> ExportResult:
-    graph = captured.graph
+def _result(options, captured, graph, plan, lowered, passes, staged, verified, published) -> ExportResult:
     return ExportResult(
         path=published.path,
         opset=options.opset,
