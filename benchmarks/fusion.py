@@ -113,7 +113,9 @@ def transformer_optimized(path: str, model_type: str, heads: int, hidden: int) -
 
     As its default ``opt_level=1`` does: ONNX Runtime's basic optimizations (constant folding and
     the like) first, then the fusions. The first step is done here, with a session, because the
-    optimizer's own imports PyTorch to do it.
+    optimizer's own imports PyTorch to do it. ``MatMulAddFusion`` is left out of that step, as the
+    optimizer itself leaves it out at ``opt_level=2``: on a file of static shapes it turns each
+    MatMul + Add into Reshape + Gemm + Reshape, which its attention fusion does not look for.
     """
     import onnxruntime
     from onnxruntime.transformers import optimizer
@@ -121,7 +123,7 @@ def transformer_optimized(path: str, model_type: str, heads: int, hidden: int) -
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = basic = path.replace(".onnx", ".basic.onnx")
-    onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"], disabled_optimizers=["MatMulAddFusion"])
     optimized = optimizer.optimize_model(basic, model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=0)
     out = path.replace(".onnx", ".transformers.onnx")
     optimized.save_model_to_file(out)

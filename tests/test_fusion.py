@@ -256,7 +256,7 @@ def attention_fusions(path) -> int:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = basic = str(path).replace(".onnx", ".basic.onnx")
-    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=["MatMulAddFusion"])
     optimized = optimizer.optimize_model(basic, model_type="vit", num_heads=4, hidden_size=32, opt_level=0)
     return optimized.get_fused_operator_statistics().get("Attention", 0)
 
