@@ -7,6 +7,10 @@ batch, verified on the CPU provider) and writes a bundle: the ONNX files, and fo
 OneFlow's own outputs on seeded random images. The images are not stored: ``run`` draws them again
 from the same seed and checks their SHA-256 against the one ``prepare`` recorded.
 
+With ``--variants``, a model is also prepared op by op (the fusion family off) and after
+``onnxruntime.transformers``' optimizer (its Attention, SkipLayerNormalization and BiasGelu), each
+judged against the same OneFlow outputs: fusion on the GPU, measured.
+
 ``run`` (needs only NumPy and onnxruntime-gpu; no OneFlow, no flow2onnx install) opens every file on
 each provider it can (CUDA with TF32 off, CUDA with its defaults, TensorRT, CPU), compares every
 output with OneFlow's by flow2onnx's own rule (``core/exporter/comparison.py``, loaded by its path),
@@ -15,7 +19,7 @@ out) at every batch size. Where OneFlow with CUDA is importable on that machine,
 compiled ``nn.Graph`` on the GPU too; where it is not, the result says why. Results go to
 ``benchmarks/results/gpu.md`` (or ``--out``).
 
-    python benchmarks/gpu_check.py prepare --bundle DIR [--models resnet50,vit_tiny_patch16_224]
+    python benchmarks/gpu_check.py prepare --bundle DIR [--models resnet50,vit_tiny_patch16_224] [--variants vit_tiny_patch16_224]
     python benchmarks/gpu_check.py run --bundle DIR [--iterations 50] [--warmup 10] [--out FILE]
     python benchmarks/gpu_check.py            # both, on a machine that has OneFlow and a GPU
 
@@ -61,7 +65,23 @@ def _sha256(array: np.ndarray) -> str:
 # ---------------------------------------------------------------- prepare (OneFlow, CPU)
 
 
-def prepare(bundle: str, models: list[str], batch_sizes: list[int]) -> int:
+def _transformer_optimized(path: str, target: str) -> dict:
+    """``onnxruntime.transformers``' optimizer on ``path`` (ViT fusions: Attention, SkipLayerNormalization,
+    BiasGelu), after ONNX Runtime's basic optimizations without MatMulAddFusion (see benchmarks/fusion.py)."""
+    import onnxruntime
+    from onnxruntime.transformers import optimizer
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = basic = target.replace(".onnx", ".basic.onnx")
+    onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"], disabled_optimizers=["MatMulAddFusion"])
+    optimized = optimizer.optimize_model(basic, model_type="vit", num_heads=0, hidden_size=0, opt_level=0)
+    optimized.save_model_to_file(target)
+    os.remove(basic)
+    return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+
+
+def prepare(bundle: str, models: list[str], batch_sizes: list[int], variants: list[str] = ()) -> int:
     import flow2onnx
     from flow2onnx._oneflow import import_oneflow
     from flowvision.models import ModelCreator
@@ -74,12 +94,17 @@ def prepare(bundle: str, models: list[str], batch_sizes: list[int]) -> int:
         model = ModelCreator.create_model(name, pretrained=False).eval()
         path = os.path.join(bundle, f"{name}.onnx")
         started = time.perf_counter()
-        # Batch 2, not 1: at batch 1 OneFlow adds same-shaped tensors with add_n where other batches
-        # broadcast, and flow2onnx refuses a dynamic batch whose ops change with the batch.
-        result = flow2onnx.export(model, [flow.tensor(_inputs(2, seed=1000))], path, dynamic_batch=True)
+        flow2onnx.export(model, [flow.tensor(_inputs(1, seed=1000))], path, dynamic_batch=True)
         export_s = time.perf_counter() - started
         print(f"{name}: exported and verified in {export_s:.1f} s ({os.path.getsize(path) / 1e6:.1f} MB)", file=sys.stderr)
-        entry = {"name": name, "file": os.path.basename(path), "export_s": export_s, "runs": []}
+        entry = {"name": name, "model": name, "file": os.path.basename(path), "export_s": export_s, "runs": []}
+        extra = []
+        if name in variants:  # the same model op by op, and after ONNX Runtime's transformer optimizer
+            unfused = os.path.join(bundle, f"{name}-op-by-op.onnx")
+            flow2onnx.export(model, [flow.tensor(_inputs(1, seed=1000))], unfused, dynamic_batch=True, disable_plugins=["flow2onnx-fusion"])
+            fused_ops = _transformer_optimized(path, os.path.join(bundle, f"{name}-ort-transformers.onnx"))
+            print(f"{name}: transformer optimizer fused {fused_ops}", file=sys.stderr)
+            extra = [(f"{name} (op by op, fusion family off)", unfused), (f"{name} (then onnxruntime.transformers: {', '.join(f'{op} {n}' for op, n in fused_ops.items())})", os.path.join(bundle, f"{name}-ort-transformers.onnx"))]
         for batch in batch_sizes:
             seed = 100 * index + batch
             images = _inputs(batch, seed)
@@ -93,6 +118,7 @@ def prepare(bundle: str, models: list[str], batch_sizes: list[int]) -> int:
                 files.append(target)
             entry["runs"].append({"batch": batch, "seed": seed, "sha256": _sha256(images), "outputs": files})
         manifest["models"].append(entry)
+        manifest["models"].extend(dict(entry, name=label, file=os.path.basename(file)) for label, file in extra)
     with open(os.path.join(bundle, MANIFEST), "w") as out:
         json.dump(manifest, out, indent=2)
     return 0
@@ -215,9 +241,13 @@ def oneflow_worker(bundle: str, iterations: int, warmup: int) -> int:
         return 0
     with open(os.path.join(bundle, MANIFEST)) as handle:
         manifest = json.load(handle)
+    timed = set()
     for entry in manifest["models"]:
+        if entry.get("model", entry["name"]) in timed:  # a variant of a model already timed
+            continue
+        timed.add(entry.get("model", entry["name"]))
         flow.manual_seed(0)
-        model = ModelCreator.create_model(entry["name"], pretrained=False).eval().to("cuda")
+        model = ModelCreator.create_model(entry.get("model", entry["name"]), pretrained=False).eval().to("cuda")
         for run in entry["runs"]:
 
             class InferenceGraph(flow.nn.Graph):
@@ -366,19 +396,20 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=50, help="timed runs per provider and batch size (default 50)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     parser.add_argument("--out", help="where the results go (default benchmarks/results/gpu.md)")
+    parser.add_argument("--variants", default="", help="models also prepared op by op and through onnxruntime.transformers (e.g. vit_tiny_patch16_224)")
     parser.add_argument("--no-oneflow", action="store_true", help="do not try to time OneFlow on the GPU")
     args = parser.parse_args()
     batch_sizes = [int(part) for part in args.batch_sizes.split(",")]
     models = [part for part in args.models.split(",") if part]
     if args.stage == "prepare":
-        return prepare(args.bundle or "gpu-bundle", models, batch_sizes)
+        return prepare(args.bundle or "gpu-bundle", models, batch_sizes, args.variants.split(","))
     if args.stage == "oneflow-worker":
         return oneflow_worker(args.bundle, args.iterations, args.warmup)
     if args.stage == "run":
         return run(args.bundle or "gpu-bundle", args.iterations, args.warmup, args.out, not args.no_oneflow)
     bundle = args.bundle or tempfile.mkdtemp(prefix="gpu-check-")
     try:
-        status = prepare(bundle, models, batch_sizes)
+        status = prepare(bundle, models, batch_sizes, args.variants.split(","))
         return status or run(bundle, args.iterations, args.warmup, args.out, not args.no_oneflow)
     finally:
         if not args.bundle:
