@@ -17,9 +17,12 @@ before the other is imported, op-handler packages included.
     python benchmarks/scale.py --sizes 1000,20000 --before /tmp/before
     python benchmarks/scale.py --capture eager                  # no compile: 100k ops in minutes
 
+Each worker runs with its stack limit raised to the hard limit: OneFlow's compile of a 100k-op
+chain overflows the default 8 MiB stack (SIGSEGV after about 8 minutes); unlimited, it compiles.
+
 With ``--capture eager`` the module is not compiled: each export captures it eagerly, which builds
 the same ops in OneFlow's lazy mode without the nn.Graph compiler, whose time grows about n^1.7 (the
-100k-op graph did not compile in 18 minutes). The capture is then part of ``read_graph``.
+100k-op graph took 609 s). The capture is then part of ``read_graph``.
 """
 
 from __future__ import annotations
@@ -121,6 +124,16 @@ def worker(size: int, trees: list, verify: bool, eager: bool) -> dict:
 # ---------------------------------------------------------------- driver and report
 
 
+def _deep_stack() -> None:
+    """In the worker, before it starts: the stack may grow to the hard limit (usually unlimited).
+    OneFlow 0.9's nn.Graph compile recurses along a chain of ops; at 100k ops it overflows the
+    default 8 MiB stack and dies with SIGSEGV after about 8 minutes."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    resource.setrlimit(resource.RLIMIT_STACK, (hard, hard))
+
+
 def run_size(size: int, before: str | None, verify: bool, timeout: float, eager: bool = False) -> dict:
     trees = ([["before", os.path.abspath(before)]] if before else []) + [["after", None]]
     command = [sys.executable, os.path.abspath(__file__), "--worker", str(size), "--trees", json.dumps(trees)]
@@ -129,7 +142,7 @@ def run_size(size: int, before: str | None, verify: bool, timeout: float, eager:
     if eager:
         command += ["--capture", "eager"]
     started = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, cwd=ROOT)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, cwd=ROOT, preexec_fn=_deep_stack)
     if done.returncode != 0:
         return {"size": size, "error": f"worker exited with status {done.returncode}", "wall_s": time.perf_counter() - started}
     record = json.loads(done.stdout.strip().splitlines()[-1])
