@@ -9,6 +9,8 @@ logs (logger ``flow2onnx``) and never prints: the CLI and the tutorial API rende
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -198,6 +200,29 @@ def run_export(model, example_inputs: Sequence | None, options: ExportOptions) -
     last one writes the target; the steps before it write into a staging folder beside it, which
     goes away with whatever is left in it, on success or failure.
     """
+    with _no_cyclic_collection():
+        return _run_steps(model, example_inputs, options)
+
+
+@contextlib.contextmanager
+def _no_cyclic_collection():
+    """Python's cyclic garbage collector off while the export runs, back on (as it was) after.
+
+    An export holds tens of thousands of small objects alive at once (ops, tensor names, protobuf
+    messages); each collection of the oldest generation walks all of them, and the collector runs
+    more often as they accumulate, so its cost grew faster than the op count: measured on a
+    20k-op chain, 15% of the export. Nothing an export makes needs a cycle collected before it
+    ends; what cyclic garbage there is goes at the next collection after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _run_steps(model, example_inputs: Sequence | None, options: ExportOptions) -> ExportResult:
     target = resolve_target(options.path)
     progress.report("capture")
     captured = capture_model(model, example_inputs, options.capture)

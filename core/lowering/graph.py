@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -107,7 +108,7 @@ class FlowOp:
         """The op type's signature with this op's attribute values: ``softshrink(in) -> out; alpha: float = 0.5``."""
         return self.schema.signature(self.attrs)
 
-    @property
+    @cached_property  # read for every op by the graph's index, the patterns and the name pairing
     def scope(self) -> str | None:
         """The module scope the op was made in: ``model.rnn`` for ``model.rnn-narrow-12``.
 
