@@ -200,40 +200,19 @@ def run_export(model, example_inputs: Sequence | None, options: ExportOptions) -
     last one writes the target; the steps before it write into a staging folder beside it, which
     goes away with whatever is left in it, on success or failure.
     """
-    with _no_cyclic_collection():
-        return _run_steps(model, example_inputs, options)
-
-
-@contextlib.contextmanager
-def _no_cyclic_collection():
-    """Python's cyclic garbage collector off while the export runs, back on (as it was) after.
-
-    An export holds tens of thousands of small objects alive at once (ops, tensor names, protobuf
-    messages); each collection of the oldest generation walks all of them, and the collector runs
-    more often as they accumulate, so its cost grew faster than the op count: measured on a
-    20k-op chain, 15% of the export. Nothing an export makes needs a cycle collected before it
-    ends; what cyclic garbage there is goes at the next collection after."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _run_steps(model, example_inputs: Sequence | None, options: ExportOptions) -> ExportResult:
     target = resolve_target(options.path)
-    progress.report("capture")
-    captured = capture_model(model, example_inputs, options.capture)
-    graph = captured.graph
-    plan = settle_sizes(graph, plan_axes(graph, options, captured.examples))
-    registry = select_plugins(options)
-    lowered = lower(graph, plan, registry, options)
+    with _no_cyclic_collection():
+        progress.report("capture")
+        captured = capture_model(model, example_inputs, options.capture)
+        graph = captured.graph
+        plan = settle_sizes(graph, plan_axes(graph, options, captured.examples))
+        registry = select_plugins(options)
+        lowered = lower(graph, plan, registry, options)
     graph = lowered.graph  # traced again when a dynamic axis of size 1 made OneFlow build other ops
     with staging_folder(target, lowered.external_data) as stage:
-        passed = apply_post_passes(lowered, registry, options)
-        staged, passes = stage.write(passed.model, passed.weights, lowered.read_weight), passed.run
+        with _no_cyclic_collection():
+            passed = apply_post_passes(lowered, registry, options)
+            staged, passes = stage.write(passed.model, passed.weights, lowered.read_weight), passed.run
         # After post-passes the model holds every weight; the file has it now, so let it go before verifying.
         del passed
         if options.verify:
@@ -242,6 +221,25 @@ def _run_steps(model, example_inputs: Sequence | None, options: ExportOptions) -
             verified = Verified.not_asked(staged, passes)
         published = stage.publish(verified.staged)
     return _result(options, captured, graph, plan, lowered, passes, staged, verified, published)
+
+
+@contextlib.contextmanager
+def _no_cyclic_collection():
+    """Python's cyclic garbage collector off for the steps whose work follows the op count (capture,
+    lowering, writing), back on (as it was) after; verification runs with it on.
+
+    Those steps hold tens of thousands of small objects alive at once (ops, tensor names, protobuf
+    messages); each collection of the oldest generation walks all of them, and the collector runs
+    more often as they accumulate, so its cost grew faster than the op count: measured on a
+    20k-op chain, 15% of the export. Nothing they make needs a cycle collected before they end;
+    what cyclic garbage there is goes at the next collection after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _result(options, captured, graph, plan, lowered, passes, staged, verified, published) -> ExportResult:

@@ -7,6 +7,7 @@ the markers below from the docstrings of the hook specs and of :class:`LoweringC
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import sys
@@ -58,10 +59,19 @@ def api_members(cls) -> list[tuple[str, object]]:
     for name, value in vars(cls).items():
         if name.startswith("_"):
             continue
-        function = value.fget if isinstance(value, property) else value
+        function = _getter(value) or value
         if inspect.isfunction(function):
             members.append((inspect.getsourcelines(function)[1], name, value))
     return [(name, value) for _, name, value in sorted(members)]
+
+
+def _getter(value):
+    """The function behind a property (plain or cached), or ``None`` for anything else."""
+    if isinstance(value, property):
+        return value.fget
+    if isinstance(value, functools.cached_property):
+        return value.func
+    return None
 
 
 def _call_signature(function, skip_self: bool = True) -> str:
@@ -82,10 +92,11 @@ def class_reference(cls, instance: str | None) -> str:
     parts = [f"### `{heading}`\n\n{markdown(cls.__doc__)}\n"]
     for name, value in api_members(cls):
         prefix = f"{instance}." if instance else ""
-        if isinstance(value, property):
-            returns = inspect.signature(value.fget).return_annotation
+        getter = _getter(value)
+        if getter is not None:
+            returns = inspect.signature(getter).return_annotation
             title = f"{prefix}{name}" + ("" if returns is inspect.Signature.empty else f" -> {returns}")
-            doc = value.fget.__doc__
+            doc = getter.__doc__
         else:
             title = f"{prefix}{name}{_call_signature(value)}"
             doc = value.__doc__
