@@ -56,9 +56,9 @@ class Lowered:
     fits_protobuf: bool
     #: The model's size with its weights, in bytes.
     size: int
+    timings: Mapping[str, float]
     #: The graph that was lowered: the captured one, or the model traced again where the example's
     #: size 1 on a dynamic axis made OneFlow build other ops than at other sizes (see :func:`lower`).
-    timings: Mapping[str, float]
     graph: FlowGraph | None = None
 
     @property
@@ -141,9 +141,7 @@ def _traced_again(graph: FlowGraph, shapes: Mapping[str, tuple[int, ...]]) -> Fl
     """The model traced again, as it was captured, for inputs of ``shapes``; ``None`` when OneFlow cannot."""
     tensors = inputs_at(graph, shapes)
     try:
-        if graph.eager_module is None:
-            return capture.read_graph(capture.recompile_graph(graph.flow_graph, tensors))
-        return capture.capture_again(graph, tensors)
+        return _trace_at(graph, tensors)
     except Exception as error:  # the model may run at its example's size only: keep the first error
         log.info("could not trace the model again for inputs %s (%s)", dict(shapes), error_text(error))
         return None
@@ -208,24 +206,29 @@ def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph | None:
     """
     shapes = plan.variant_shapes
     tensors = inputs_at(graph, shapes)
-    if graph.eager_module is None:
-        try:
-            return capture.read_graph(capture.recompile_graph(graph.flow_graph, tensors))
-        except Exception as error:
+    try:
+        return _trace_at(graph, tensors)
+    except Exception as error:
+        if graph.eager_module is None:
             log.warning(
                 "could not build a second %s at other batch sizes to tell which sizes follow the batch (%s); "
                 "the batch is checked by verification alone", type(graph.flow_graph).__name__, error_text(error),
             )
             return None
-    try:
-        return capture.capture_again(graph, tensors)
-    except Exception as error:
         described = {name: sorted(mapping.items()) for name, mapping in plan.symbolic_axes.items()}
         raise InvalidModelError(
             f"the dynamic axes {described} cannot stay dynamic: OneFlow cannot build the module for inputs "
             f"{ {name: list(shape) for name, shape in shapes.items()} } ({error_text(error)}); "
             "the module itself fixes those sizes. Export with those axes static."
         ) from error
+
+
+def _trace_at(graph: FlowGraph, tensors: list) -> FlowGraph:
+    """The model traced again on ``tensors``, the way it was captured: a compiled graph rebuilt and
+    compiled (see :func:`capture.recompile_graph`), an eager module captured again."""
+    if graph.eager_module is None:
+        return capture.read_graph(capture.recompile_graph(graph.flow_graph, tensors))
+    return capture.capture_again(graph, tensors)
 
 
 def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Registry, options: ExportOptions) -> None:

@@ -309,9 +309,9 @@ class Model:
         ``onnxruntime.get_available_providers()`` reports (to narrow the automatic choice).
     :param tf32: let the CUDA provider round float32 products to TF32 (10 mantissa bits) on GPUs that
         have it. Off by default, unlike ONNX Runtime's own default: measured on an H200, TF32 made
-        ResNet-50's outputs differ from OneFlow's by up to 1.6e-2, 8% of them outside the tolerance
-        the export was verified with, for up to 1.9x speed (batch 32; nothing at batch 1 on ViT-tiny). A ``use_tf32``
-        option given with the provider wins over this.
+        ResNet-50's outputs differ from OneFlow's by up to 2.0e-2, 8% to 12% of them outside the
+        tolerance the export was verified with, for up to 1.9x speed (ResNet-50 at batch 32; none
+        for ViT-tiny at batch 1). A ``use_tf32`` option given with the provider wins over this.
     :raises ModelFileError: the file is missing, truncated, not ONNX, or ONNX Runtime cannot load it.
     :raises ProviderError: no requested provider is known, available or working.
     """
