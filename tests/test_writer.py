@@ -75,3 +75,45 @@ def test_an_invalid_model_is_refused_by_the_checker_and_not_written(tmp_path):
     with pytest.raises(flow2onnx.Flow2OnnxError, match=r"not valid ONNX: .*alpha"):
         export_module(model, [(2, 3)], tmp_path / "m.onnx", plugins=[InvalidRelu], verify=False)
     assert os.listdir(tmp_path) == []
+
+
+def test_the_checked_bytes_are_the_skeleton_and_the_file_is_the_model(tmp_path):
+    """The check reads the model from bytes made of its serialised parts, without copying it; they must
+    parse as exactly the skeleton (weights declared as inputs: a scalar with an empty shape, a
+    matrix, a half-precision vector), and the streamed file as the model with its weights."""
+    from onnx import TensorProto, helper
+
+    from flow2onnx.exporter.writer import serialized_parts, skeleton, skeleton_bytes, write_streamed
+    from flow2onnx.lowering.graph import TensorInfo
+
+    weights = [
+        TensorInfo("scale", (), np.dtype(np.float32)),
+        TensorInfo("w", (3, 2), np.dtype(np.float32)),
+        TensorInfo("b", (2,), np.dtype(np.float16)),
+    ]
+    arrays = {"scale": np.array(-2.5, np.float32), "w": np.arange(-3, 3, dtype=np.float32).reshape(3, 2), "b": np.array([np.inf, -1e-3], np.float16)}
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["xw"], name="mm"),
+        helper.make_node("Mul", ["xw", "scale"], ["s"], name="mul"),
+        helper.make_node("Cast", ["b"], ["b32"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("Add", ["s", "b32"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="flow2onnx", doc_string="d")
+    model.metadata_props.add(key="k", value="v")
+    before = model.SerializeToString()
+
+    parts = serialized_parts(model)
+    assert onnx.ModelProto.FromString(skeleton_bytes(parts, weights)) == skeleton(model, weights)
+    assert model.SerializeToString() == before  # nothing taken from the model
+
+    path = str(tmp_path / "m.onnx")
+    write_streamed(model, weights, arrays.__getitem__, path, parts)
+    written = onnx.load(path)
+    expected = onnx.ModelProto()
+    expected.CopyFrom(model)
+    expected.graph.initializer.extend(numpy_helper.from_array(arrays[info.name], info.name) for info in weights)
+    assert written == expected
+    onnx.checker.check_model(written, full_check=True)

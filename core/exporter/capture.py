@@ -46,10 +46,20 @@ _FLOW_DTYPES = {
 
 def attribute_value(value) -> Any:
     """Turn a OneFlow ``AttrValue`` into a plain Python value (lists stay lists, shapes become tuples)."""
-    kind = value.WhichOneof("value")
+    return _value_of(value, value.WhichOneof("value"))
+
+
+#: AttrValue fields whose value is a plain Python value as protobuf returns it.
+_SCALAR_KINDS = frozenset({"at_int32", "at_int64", "at_bool", "at_float", "at_double", "at_string"})
+
+
+def _value_of(value, kind: str | None) -> Any:
+    """The plain Python value of ``value``, an ``AttrValue`` whose set field is ``kind``."""
     if kind is None:
         return None
     raw = getattr(value, kind)
+    if kind in _SCALAR_KINDS:
+        return raw
     if kind in ("at_shape", "at_stride"):
         return tuple(raw.dim)
     if kind == "at_data_type":
@@ -469,23 +479,26 @@ def read_graph(graph) -> FlowGraph:
             "(or run it once) before exporting, or pass example_inputs to flow2onnx.export"
         )
     job = graph._full_job_proto
+    ops = _ops_by_kind(job)
     return graph_from_job(
         job,
+        ops,
         # The class name, not OneFlow's job name: that one carries a per-process counter (ExportGraph_3).
         name=getattr(graph, "_flow2onnx_name", None) or type(graph).__name__,
         read_weight=_weight_reader(graph),
         flow_graph=graph,
         eager_module=getattr(graph, "_flow2onnx_module", None),
-        input_layouts=_input_layouts(graph, job, _ops_by_kind(job)["input_conf"]),
+        input_layouts=_input_layouts(graph, job, ops["input_conf"]),
         find_module=_module_finder(graph),
     )
 
 
-def graph_from_job(job, **facts) -> FlowGraph:
-    """A :class:`FlowGraph` of an OneFlow job proto's ops and tensors, under ONNX names; ``facts`` are the
-    :class:`FlowGraph` fields that do not come from the job (``name``, ``read_weight``, the modules)."""
+def graph_from_job(job, ops: dict[str, list] | None = None, **facts) -> FlowGraph:
+    """A :class:`FlowGraph` of an OneFlow job proto's ops and tensors, under ONNX names; ``ops``: the job's
+    ops by kind, when the caller has them (:func:`_ops_by_kind`); ``facts`` are the :class:`FlowGraph`
+    fields that do not come from the job (``name``, ``read_weight``, the modules)."""
     blob_descs = job.helper.lbn2logical_blob_desc
-    ops = _ops_by_kind(job)
+    ops = ops or _ops_by_kind(job)
 
     onnx_name: dict[str, str] = {}
     inputs = []
@@ -609,14 +622,19 @@ def _flow_ops(user_ops, onnx_name: dict[str, str]) -> list[FlowOp]:
 
 
 def _read_user_op(op, onnx_name: dict[str, str]) -> tuple:
-    """``(name, type, inputs, outputs, attribute values, attribute types)`` of one user op."""
+    """``(name, type, inputs, outputs, attribute values, attribute types)`` of one user op.
+
+    Maps are read by key: their ``items()`` is a generator in Python around the same lookups."""
     conf = op.user_conf
+    attr_map, input_map, output_map = conf.attr, conf.input, conf.output
     attrs, kinds = {}, {}
-    for key, value in conf.attr.items():
-        attrs[key] = attribute_value(value)
-        kinds[key] = ATTR_TYPES.get(value.WhichOneof("value"), "unknown")
-    inputs = {arg: [onnx_name.get(s, s) for s in value.s] for arg, value in conf.input.items()}
-    outputs = {arg: list(value.s) for arg, value in conf.output.items()}
+    for key in attr_map:
+        value = attr_map[key]
+        kind = value.WhichOneof("value")
+        attrs[key] = _value_of(value, kind)
+        kinds[key] = ATTR_TYPES.get(kind, "unknown")
+    inputs = {arg: [onnx_name.get(s, s) for s in input_map[arg].s] for arg in input_map}
+    outputs = {arg: list(output_map[arg].s) for arg in output_map}
     return op.name, conf.op_type_name, inputs, outputs, attrs, kinds
 
 

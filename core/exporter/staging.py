@@ -28,7 +28,7 @@ from .. import progress
 from ..errors import Flow2OnnxError, OutputPathError
 from ..lowering.graph import TensorInfo
 from ..signals import deferred, signals_raise
-from .writer import skeleton, write_external, write_streamed
+from .writer import serialized_parts, skeleton_bytes, write_external, write_streamed
 
 log = logging.getLogger("flow2onnx")
 
@@ -71,6 +71,8 @@ class Staging:
         """
         started = time.perf_counter()
         staged = os.path.join(self.folder, os.path.basename(self.target))
+        # Serialised once, for the file and for the check of the model without its weights' data.
+        parts = serialized_parts(model) if weights else None
         if self.external_data:
             if os.path.exists(staged + ".data"):
                 os.remove(staged + ".data")  # save_model appends to an existing data file
@@ -82,7 +84,7 @@ class Staging:
                     location=os.path.basename(self.target) + ".data", size_threshold=1024,
                 )
         elif weights:
-            write_streamed(model, list(weights), read, staged)
+            write_streamed(model, list(weights), read, staged, parts)
         else:
             onnx.save_model(model, staged)
         written = time.perf_counter() - started
@@ -90,7 +92,7 @@ class Staging:
         # through post-passes is checked from its file, since the in-memory check would serialise it again.
         started = time.perf_counter()
         progress.report("checking", detail=f"{len(model.graph.node)} ONNX nodes")
-        _check_model(skeleton(model, list(weights)) if weights else staged)
+        _check_model(skeleton_bytes(parts, list(weights)) if weights else staged)
         return Staged(staged, {"write": written, "check": time.perf_counter() - started})
 
     def publish(self, staged: Staged) -> Published:

@@ -15,6 +15,7 @@ memory) straight to the file, one at a time (small ones fetched in batches, see 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Callable, Iterable, Mapping
@@ -82,8 +83,12 @@ def weight_reader(read: Callable[[str], np.ndarray], derived: Mapping) -> Callab
     return read_weight
 
 
+def _nbytes(info: TensorInfo) -> int:
+    return math.prod(info.shape) * info.dtype.itemsize
+
+
 def weights_nbytes(weights: Iterable[TensorInfo]) -> int:
-    return sum(int(np.prod(info.shape, dtype=np.int64)) * info.dtype.itemsize for info in weights)
+    return sum(map(_nbytes, weights))
 
 
 def _checked(info: TensorInfo, array: np.ndarray) -> np.ndarray:
@@ -92,20 +97,37 @@ def _checked(info: TensorInfo, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def write_streamed(model: onnx.ModelProto, weights: list[TensorInfo], read: Callable[[str], np.ndarray], path: str) -> None:
-    """Write ``model`` plus ``weights`` (read one at a time with ``read``) as one ``.onnx`` file."""
-    headers = [_header(info).SerializeToString() for info in weights]
-    sizes = [info.dtype.itemsize * int(np.prod(info.shape, dtype=np.int64)) for info in weights]
-    tensor_lengths = [len(h) + len(_key(_RAW_DATA_FIELD, n)) + n for h, n in zip(headers, sizes)]
-
-    graph_bytes = model.graph.SerializeToString()
-    graph_length = len(graph_bytes) + sum(len(_key(_INITIALIZER_FIELD, length)) + length for length in tensor_lengths)
+def serialized_parts(model: onnx.ModelProto) -> tuple[bytes, bytes]:
+    """``model`` serialised in two parts, ``(every field but the graph, the graph)``, without copying
+    the graph: copying a 20k-node graph costs more than serialising it."""
     rest = onnx.ModelProto()
-    rest.CopyFrom(model)
-    rest.ClearField("graph")
+    for field, value in model.ListFields():
+        if field.name == "graph":
+            continue
+        if field.label == field.LABEL_REPEATED:
+            getattr(rest, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(rest, field.name).CopyFrom(value)
+        else:
+            setattr(rest, field.name, value)
+    return rest.SerializeToString(), model.graph.SerializeToString()
+
+
+def write_streamed(
+    model: onnx.ModelProto, weights: list[TensorInfo], read: Callable[[str], np.ndarray], path: str, parts: tuple[bytes, bytes] | None = None
+) -> None:
+    """Write ``model`` plus ``weights`` (read one at a time with ``read``) as one ``.onnx`` file.
+
+    ``parts``: the model's :func:`serialized_parts`, when the caller has them already.
+    """
+    rest_bytes, graph_bytes = parts or serialized_parts(model)
+    headers = [_header(info).SerializeToString() for info in weights]
+    sizes = [_nbytes(info) for info in weights]
+    tensor_lengths = [len(h) + len(_key(_RAW_DATA_FIELD, n)) + n for h, n in zip(headers, sizes)]
+    graph_length = len(graph_bytes) + sum(len(_key(_INITIALIZER_FIELD, length)) + length for length in tensor_lengths)
 
     with open(path, "wb") as file:
-        file.write(rest.SerializeToString())
+        file.write(rest_bytes)
         file.write(_key(_GRAPH_FIELD, graph_length))
         file.write(graph_bytes)
         written = _written(sizes)
@@ -121,7 +143,7 @@ def write_external(model: onnx.ModelProto, weights: list[TensorInfo], read: Call
     """Write ``weights`` to ``<path>.data`` one at a time, then ``model`` referring to them."""
     location = os.path.basename(path) + ".data"
     references = []
-    written = _written(info.dtype.itemsize * int(np.prod(info.shape, dtype=np.int64)) for info in weights)
+    written = _written(map(_nbytes, weights))
     with open(path + ".data", "wb") as data:
         offset = 0
         for info, array in read_weights(read, weights):
@@ -162,6 +184,28 @@ def skeleton(model: onnx.ModelProto, weights: list[TensorInfo]) -> onnx.ModelPro
         helper.make_tensor_value_info(info.name, helper.np_dtype_to_tensor_dtype(info.dtype), list(info.shape)) for info in weights
     )
     return checked
+
+
+def skeleton_bytes(parts: tuple[bytes, bytes], weights: list[TensorInfo]) -> bytes:
+    """:func:`skeleton` serialised, from the model's :func:`serialized_parts`, without copying the model.
+
+    The weights' declarations are a serialised graph holding only those inputs, appended inside the
+    graph field: protobuf concatenates a repeated field's elements wherever they come, so the graph
+    parses with its own inputs followed by these.
+    """
+    rest_bytes, graph_bytes = parts
+    declared = onnx.GraphProto()
+    for info in weights:
+        entry = declared.input.add()
+        entry.name = info.name
+        tensor_type = entry.type.tensor_type
+        tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(info.dtype)
+        shape = tensor_type.shape
+        shape.SetInParent()  # a scalar's shape is present, with no dims
+        for size in info.shape:
+            shape.dim.add().dim_value = size
+    declared_bytes = declared.SerializeToString()
+    return b"".join((rest_bytes, _key(_GRAPH_FIELD, len(graph_bytes) + len(declared_bytes)), graph_bytes, declared_bytes))
 
 
 def materialize(model: onnx.ModelProto, weights: list[TensorInfo], read: Callable[[str], np.ndarray]) -> onnx.ModelProto:
