@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 import flow2onnx
@@ -95,3 +96,67 @@ def test_make_node_outputs_and_domains(graph):
     ctx.lower(graph.ops[0], lowering(lower))
     assert ctx.domains == {"com.microsoft": 1}
     assert not ctx.nodes[1].attribute  # None-valued attributes are left out
+
+
+ATTRIBUTE_VALUES = [
+    {},
+    {"axis": -1, "keepdims": 0},
+    {"alpha": 0.5, "beta": 1e-30, "gamma": -2.0, "nan": float("nan"), "inf": float("-inf")},
+    {"mode": "nearest", "unicode": "ü→"},
+    {"perm": [0, 2, 1], "pads": (0, 1, -1, 2), "big": [2**62, -(2**62)]},
+    {"scales": [1.0, 2.5], "mixed": [1, 2.5]},
+    {"flag": True, "np_int": np.int64(3), "np_float": np.float32(0.25), "np_list": [np.int64(1), np.int64(2)]},
+    {"value": onnx.numpy_helper.from_array(np.array([1, -2], np.int64), "v"), "raw": b"\x00\x01", "strings": ["a", "b"]},
+]
+
+
+@pytest.mark.parametrize("attributes", ATTRIBUTE_VALUES, ids=range(len(ATTRIBUTE_VALUES)))
+def test_make_node_makes_what_onnx_helper_makes(graph, attributes):
+    """ctx.make_node builds nodes in place (plain ints, floats, strings and lists of them without the
+    helper): byte for byte the node onnx.helper.make_node makes, attribute types and order included."""
+    ctx = LoweringContext(graph, 17)
+    made = {}
+
+    def lower(ctx, op):
+        made["outputs"] = ctx.make_node("Custom", [op.input("x"), ""], [op.output("y")], domain="my.domain", **attributes)
+
+    ctx.lower(graph.ops[0], lowering(lower))
+    expected = onnx.helper.make_node("Custom", [graph.ops[0].input("x"), ""], [graph.ops[0].output("y")], name=f"{graph.ops[0].name}/Custom", domain="my.domain", **attributes)
+    assert ctx.nodes[0].SerializeToString() == expected.SerializeToString()
+    assert made["outputs"] == [graph.ops[0].output("y")] and ctx.domains == {"my.domain": 1}
+
+
+def test_make_node_that_fails_adds_no_node(graph):
+    ctx = LoweringContext(graph, 17)
+
+    def lower(ctx, op):
+        ctx.make_node("Relu", [op.input("x")], [op.output("y")])
+        try:
+            ctx.make_node("Bad", [op.input("x")], attr=object())  # no ONNX attribute type
+        except Exception:
+            pass
+
+    ctx.lower(graph.ops[0], lowering(lower))
+    assert [node.op_type for node in ctx.nodes] == ["Relu"]
+
+
+CONSTANTS = [
+    np.array(0.5, np.float32), np.array([-1.5, np.nan, np.inf], np.float64), np.array([[1, -2]], np.int64), np.zeros((0, 3), np.float16),
+    np.array([True, False]), np.array(255, np.uint8), np.arange(-4, 4, dtype=np.int8).reshape(2, 2, 2)[:, ::-1],
+    np.array(["a", "bc"], dtype=object), np.arange(6, dtype=np.float32).reshape(2, 3).T, np.array(2**64 - 7, np.uint64),
+]
+
+
+@pytest.mark.parametrize("value", CONSTANTS, ids=range(len(CONSTANTS)))
+def test_constant_is_what_numpy_helper_makes(graph, value):
+    ctx = LoweringContext(graph, 17)
+    name = {}
+
+    def lower(ctx, op):
+        name["c"] = ctx.constant(value, "c")
+        ctx.make_node("Relu", [op.input("x")], [op.output("y")])
+
+    ctx.lower(graph.ops[0], lowering(lower))
+    (made,) = ctx.constants
+    assert made == onnx.numpy_helper.from_array(np.asarray(value), name["c"])
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(made), value)

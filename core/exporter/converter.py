@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 from .. import progress
-from ..lowering.context import LoweringContext
+from ..lowering.context import LoweringContext, built_model
 from ..errors import LoweringError, UnsupportedOpsError
 from ..lowering.families import family_note
 from ..lowering.graph import FlowGraph, TensorInfo, twin_names
@@ -117,18 +117,17 @@ def convert(
     for group in placed.get(len(graph.ops), ()):
         ctx.lower_pattern(group.match, group.pattern)
 
-    nodes = _bind_outputs(graph, ctx, aliases)
-    weights = _weights_read(graph, nodes, ctx.derived_weights)
-    initializers = ctx.constants
-    onnx_graph = helper.make_graph(
-        nodes,
-        graph.name,
-        [_value_info(info, axes.get(info.name, {})) for info in graph.inputs],
-        [_value_info(info, {0: BATCH_DIM} if dynamic_batch else {}) for info in graph.outputs],
-        initializer=initializers,
-    )
+    model = built_model(ctx)
+    onnx_graph = model.graph
+    _bind_outputs(graph, onnx_graph.node, ctx.derived_weights, aliases)
+    weights = _weights_read(graph, onnx_graph.node, ctx.derived_weights)
+    # What onnx.helper.make_graph and make_model would set, on the graph the nodes were added to.
+    onnx_graph.name = graph.name
+    onnx_graph.input.extend(_value_info(info, axes.get(info.name, {})) for info in graph.inputs)
+    onnx_graph.output.extend(_value_info(info, {0: BATCH_DIM} if dynamic_batch else {}) for info in graph.outputs)
     opset_imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in sorted(ctx.domains.items())]
-    model = helper.make_model(onnx_graph, opset_imports=opset_imports, producer_name="flow2onnx", producer_version=producer_version)
+    model.opset_import.extend(opset_imports)
+    model.producer_name, model.producer_version = "flow2onnx", producer_version
     # The lowest IR version that carries these opsets, so older runtimes (TensorRT 8.x) accept the file.
     model.ir_version = helper.find_min_ir_version_for(opset_imports, ignore_unknown=True)
     if opset < NEGATIVE_AXES_OPSET:
@@ -229,15 +228,15 @@ def _symbolic_outputs(model: onnx.ModelProto, weights: list[TensorInfo]) -> None
             dim.dim_param = symbol
 
 
-def _bind_outputs(graph: FlowGraph, ctx: LoweringContext, aliases: Mapping[str, str]) -> list:
+def _bind_outputs(graph: FlowGraph, nodes, derived: Mapping, aliases: Mapping[str, str]) -> None:
     """Give graph outputs their readable names, and claimed groups' outputs their stable names
-    (``aliases``), by renaming the producing tensors (one linear pass).
+    (``aliases``), by renaming the producing tensors of ``nodes`` (the graph's, in place; one linear pass).
 
     An Identity is added where renaming a graph output is impossible: the output is a graph input or
     a weight, or one tensor feeds several outputs.
     """
     rename: dict[str, str] = dict(aliases)
-    not_renamable = {info.name for info in graph.inputs} | {info.name for info in graph.variables} | set(ctx.derived_weights)
+    not_renamable = {info.name for info in graph.inputs} | {info.name for info in graph.variables} | set(derived)
     bound = set()
     extra = []
     for info, source in zip(graph.outputs, graph.output_sources):
@@ -248,7 +247,7 @@ def _bind_outputs(graph: FlowGraph, ctx: LoweringContext, aliases: Mapping[str, 
             bound.add(source)
     if rename:
         taken = set(aliases.values())
-        for node in ctx.nodes:
+        for node in nodes:
             for i, name in enumerate(node.input):
                 if name in rename:
                     node.input[i] = rename[name]
@@ -257,7 +256,7 @@ def _bind_outputs(graph: FlowGraph, ctx: LoweringContext, aliases: Mapping[str, 
                     node.output[i] = rename[name]
                 elif name in taken:
                     raise LoweringError(f"node {node.name!r} makes a tensor named {name!r}, the name a claimed group's output takes")
-    return ctx.nodes + extra
+    nodes.extend(extra)
 
 
 def _weights_read(graph: FlowGraph, nodes, derived: Mapping) -> list[TensorInfo]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
-from onnx import helper, numpy_helper
+import onnx
+from onnx import AttributeProto, helper, numpy_helper
 
 from ..errors import Flow2OnnxError, LoweringError
 from .graph import FlowGraph, FlowOp, OpArgumentError, TensorInfo, twin_names
@@ -67,8 +68,9 @@ class LoweringContext:
         self._variant = variant
         self._variant_names = variant_names
         self._variant_ops: dict[str, FlowOp] | None = None
-        self._nodes: list = []
-        self._constants: list = []
+        # Nodes and constants go straight into the model's graph, which the converter completes:
+        # gathering them in lists and handing those to onnx.helper.make_graph would copy each one.
+        self._model = onnx.ModelProto()
         self._domains: dict[str, int] = {}
         self._op: FlowOp | None = None
         self._match: PatternMatch | None = None
@@ -141,12 +143,12 @@ class LoweringContext:
     @property
     def nodes(self) -> list:
         """The ONNX nodes (``onnx.NodeProto``) added so far, in order."""
-        return self._nodes
+        return list(self._model.graph.node)
 
     @property
     def constants(self) -> list:
         """The constants (``onnx.TensorProto``) added so far by :meth:`constant`: the model's initializers."""
-        return self._constants
+        return list(self._model.graph.initializer)
 
     @property
     def derived_weights(self) -> dict[str, DerivedWeight]:
@@ -308,11 +310,19 @@ class LoweringContext:
         empty = sorted(key for key, value in attributes.items() if isinstance(value, (list, tuple)) and not value)
         if empty:
             raise self.error(f"{op_type} attribute {empty[0]!r} is an empty list, whose ONNX type cannot be inferred; leave it out (pass None)")
-        node = helper.make_node(op_type, list(inputs), list(outputs), name=self.unique_name(op_type), domain=domain or None, **attributes)
+        nodes = self._model.graph.node
+        node = nodes.add(op_type=op_type, input=inputs, output=outputs, name=self.unique_name(op_type))
+        try:
+            if domain:
+                node.domain = domain
+            for key in sorted(attributes):  # in the order onnx.helper.make_node gives them
+                _add_attribute(node, key, attributes[key])
+        except BaseException:
+            del nodes[-1]
+            raise
         if domain:
             self._domains[domain] = max(self._domains.get(domain, 0), domain_version)
-        self._nodes.append(node)
-        self._produced.update(node.output)
+        self._produced.update(outputs)
         return list(outputs)
 
     def constant(self, value, hint: str = "const", dtype=None) -> str:
@@ -326,7 +336,11 @@ class LoweringContext:
         """
         array = np.asarray(value, dtype=dtype)
         name = self.unique_name(hint)
-        self._constants.append(numpy_helper.from_array(array, name))
+        data_type = _RAW_DATA_TYPES.get(array.dtype)
+        if data_type is not None:  # what numpy_helper.from_array makes of it, without its checks for exotic dtypes
+            self._model.graph.initializer.add(name=name, data_type=data_type, dims=array.shape, raw_data=array.tobytes())
+        else:
+            self._model.graph.initializer.append(numpy_helper.from_array(array, name))
         return name
 
     def derived_weight(self, source: str, compute: Callable[[np.ndarray], np.ndarray], shape, name: str | None = None, hint: str = "weight") -> str:
@@ -382,12 +396,21 @@ class LoweringContext:
         Any failure of the lowering becomes a :class:`LoweringError` naming the op and the plugin;
         so does a lowering that leaves an output of ``op`` that the graph reads unproduced.
         """
-        with self._lowering_of(op, None, lowering):
+        outer = self._op, self._match, self._lowering
+        self._op, self._match, self._lowering = op, None, lowering
+        try:
             lowering.function(self, op)
             for names in op.outputs.values():
                 for name in names:
                     if name in self._tensors_read and name not in self._produced:
                         raise self.error(f"the lowering did not produce output {name!r}, which the graph reads")
+        except Exception as error:
+            failure = self._failure(error)
+            if failure is error:
+                raise
+            raise failure from error
+        finally:
+            self._op, self._match, self._lowering = outer
 
     def lower_pattern(self, match: PatternMatch, pattern: Pattern) -> None:
         """Run ``pattern``'s lowering on the group ``match`` (the converter calls this).
@@ -396,25 +419,63 @@ class LoweringContext:
         group, the pattern and its plugin; so does a lowering that leaves a tensor of
         ``match.outputs`` unproduced.
         """
-        with self._lowering_of(None, match, pattern):
+        outer = self._op, self._match, self._lowering
+        self._op, self._match, self._lowering = None, match, pattern
+        try:
             pattern.function(self, match)
             missing = [name for name in match.outputs if name not in self._produced]
             if missing:
                 raise self.error(f"the lowering did not produce {', '.join(map(repr, missing))}, which the graph reads")
-
-    @contextlib.contextmanager
-    def _lowering_of(self, op, match, lowering):
-        """While ``lowering`` runs on ``op`` (or on the group ``match``): errors name them, and any
-        failure but flow2onnx's own becomes a :class:`LoweringError`."""
-        outer = self._op, self._match, self._lowering
-        self._op, self._match, self._lowering = op, match, lowering
-        try:
-            yield
-        except OpArgumentError as error:
-            raise self.error(error.reason) from error
-        except Flow2OnnxError:
-            raise
         except Exception as error:
-            raise self.error(f"{type(error).__name__}: {error}") from error
+            failure = self._failure(error)
+            if failure is error:
+                raise
+            raise failure from error
         finally:
             self._op, self._match, self._lowering = outer
+
+    def _failure(self, error: Exception) -> Exception:
+        """What a failure inside a lowering becomes, while its op (or group) is in scope: flow2onnx's own
+        errors stay as they are, any other a :class:`LoweringError` naming the op and the plugin.
+        (Written out in :meth:`lower` rather than as a context manager: it runs once per op.)"""
+        if isinstance(error, OpArgumentError):
+            return self.error(error.reason)
+        if isinstance(error, Flow2OnnxError):
+            return error
+        return self.error(f"{type(error).__name__}: {error}")
+
+
+#: Numeric dtypes whose constants are their raw little-endian bytes in ONNX, as numpy_helper.from_array writes them.
+_RAW_DATA_TYPES = (
+    {
+        np.dtype(t): helper.np_dtype_to_tensor_dtype(np.dtype(t))
+        for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)
+    }
+    if sys.byteorder == "little"
+    else {}
+)
+
+
+def _add_attribute(node, key: str, value) -> None:
+    """Add attribute ``key`` to ``node`` as ``onnx.helper.make_attribute`` makes it; the plain Python
+    ints, floats, strings and lists of one of those directly (most attributes, and making them
+    through the helper costs more than making the node), anything else through the helper."""
+    kind = type(value)
+    if kind is int:
+        node.attribute.add(name=key, type=AttributeProto.INT, i=value)
+    elif kind is float:
+        node.attribute.add(name=key, type=AttributeProto.FLOAT, f=value)
+    elif kind is str:
+        node.attribute.add(name=key, type=AttributeProto.STRING, s=value.encode("utf-8"))
+    elif (kind is list or kind is tuple) and all(type(item) is int for item in value):
+        node.attribute.add(name=key, type=AttributeProto.INTS, ints=value)
+    elif (kind is list or kind is tuple) and all(type(item) is float for item in value):
+        node.attribute.add(name=key, type=AttributeProto.FLOATS, floats=value)
+    else:
+        node.attribute.append(helper.make_attribute(key, value))
+
+
+def built_model(ctx: LoweringContext) -> onnx.ModelProto:
+    """The model whose graph holds ``ctx``'s nodes and constants, for the converter to complete (its
+    graph's name, inputs and outputs, the opsets): taken as it is, not copied."""
+    return ctx._model
