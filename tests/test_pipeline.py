@@ -194,3 +194,53 @@ def test_a_compiled_graph_is_verified_by_running_its_build_eagerly_at_every_batc
     x = np.random.default_rng(0).standard_normal((9, 3)).astype(np.float32)
     y = graph.linear.to(flow.nn.Module)(flow.tensor(x)).numpy() * 2.0
     np.testing.assert_allclose(session.run(None, {"input": x})[0], y - y.mean(0, keepdims=True), rtol=1e-4, atol=1e-5)
+
+
+# ---- Python's cyclic collector ----
+
+
+def collector_state():
+    import gc
+
+    return gc.isenabled(), gc.get_freeze_count()
+
+
+def test_an_export_leaves_the_collector_as_it_found_it(tmp_path):
+    """The export turns the collector off and hides what it made from it (gc.freeze) while it works:
+    after it, verified or failed, the collector is on and nothing stays frozen; what the export
+    hid is collectable again."""
+    import gc
+
+    assert collector_state() == (True, 0)
+    export_module(relu_model(), [(2, 3)], tmp_path / "m.onnx")
+    assert collector_state() == (True, 0)
+    with pytest.raises(flow2onnx.VerificationError):
+        export_module(relu_model(), [(2, 3)], tmp_path / "wrong.onnx", plugins=[WrongRelu])
+    assert collector_state() == (True, 0)
+    assert not os.path.exists(tmp_path / "wrong.onnx")
+    gc.disable()
+    try:
+        export_module(relu_model(), [(2, 3)], tmp_path / "off.onnx", verify=False)
+        assert collector_state() == (False, 0)  # a collector turned off stays off
+    finally:
+        gc.enable()
+
+
+def test_an_export_keeps_objects_the_process_froze_frozen(tmp_path, monkeypatch):
+    """A process that froze its objects (gc.freeze before forking workers) keeps them frozen: the export
+    then neither freezes nor unfreezes anything (unfreezing would undo the process's own freeze)."""
+    import gc
+
+    calls = []
+    for name in ("freeze", "unfreeze"):
+        monkeypatch.setattr(gc, name, lambda real=getattr(gc, name), name=name: (calls.append(name), real())[1])
+    export_module(relu_model(), [(2, 3)], tmp_path / "alone.onnx")
+    assert calls[-1] == "unfreeze" and "freeze" in calls and collector_state() == (True, 0)
+    calls.clear()
+    gc.freeze()
+    try:
+        calls.clear()
+        export_module(relu_model(), [(2, 3)], tmp_path / "m.onnx")
+        assert calls == [] and gc.get_freeze_count() > 0 and gc.isenabled()
+    finally:
+        gc.unfreeze()

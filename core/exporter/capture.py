@@ -133,16 +133,19 @@ def plain_tensors(module, stride0_only: bool = True) -> list[tuple[Any, str, Any
     """The plain tensor attributes of ``module`` and its submodules (not parameters or buffers, alone or
     in a list or tuple): ``(owner, attribute, value)``; with ``stride0_only``, those holding a view with
     a stride of 0 (``expand()``)."""
-    flow = import_oneflow()
+    tensor = import_oneflow().Tensor
 
     def chosen(value) -> bool:
-        return isinstance(value, flow.Tensor) and (not stride0_only or (value.numel() > 1 and 0 in value.stride()))
+        return isinstance(value, tensor) and (not stride0_only or (value.numel() > 1 and 0 in value.stride()))
 
     found = []
     for owner in module.modules():
         for name, value in vars(owner).items():
-            items = value if type(value) in (list, tuple) else [value]
-            if any(chosen(item) for item in items):
+            kind = type(value)
+            if kind is list or kind is tuple:
+                if any(chosen(item) for item in value):
+                    found.append((owner, name, value))
+            elif isinstance(value, tensor) and chosen(value):
                 found.append((owner, name, value))
     return found
 

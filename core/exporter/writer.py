@@ -38,6 +38,8 @@ _ALIGNMENT = 64
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:  # one byte: most tags and the lengths of small messages
+        return bytes((value,))
     out = bytearray()
     while True:
         byte = value & 0x7F

@@ -306,10 +306,11 @@ class LoweringContext:
         if outputs is None or isinstance(outputs, int):
             count = 1 if outputs is None else outputs
             outputs = [self.unique_name(f"{op_type}_out{i}" if count > 1 else op_type) for i in range(count)]
-        attributes = {key: value for key, value in attributes.items() if value is not None}
-        empty = sorted(key for key, value in attributes.items() if isinstance(value, (list, tuple)) and not value)
-        if empty:
-            raise self.error(f"{op_type} attribute {empty[0]!r} is an empty list, whose ONNX type cannot be inferred; leave it out (pass None)")
+        if attributes:
+            attributes = {key: value for key, value in attributes.items() if value is not None}
+            empty = sorted(key for key, value in attributes.items() if isinstance(value, (list, tuple)) and not value)
+            if empty:
+                raise self.error(f"{op_type} attribute {empty[0]!r} is an empty list, whose ONNX type cannot be inferred; leave it out (pass None)")
         nodes = self._model.graph.node
         node = nodes.add(op_type=op_type, input=inputs, output=outputs, name=self.unique_name(op_type))
         try:

@@ -41,6 +41,17 @@ class OpArgumentError(LoweringError, KeyError):
         return self.args[0]
 
 
+class _kept(cached_property):
+    """``functools.cached_property`` without the lock it takes at each first read in Python 3.10
+    (gone in 3.12): computed on the first read, then an attribute of the instance like any other."""
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = instance.__dict__[self.attrname] = self.func(instance)
+        return value
+
+
 @dataclass
 class FlowOp:
     """One OneFlow user op, with its tensors already renamed to the names they get in ONNX.
@@ -108,7 +119,7 @@ class FlowOp:
         """The op type's signature with this op's attribute values: ``softshrink(in) -> out; alpha: float = 0.5``."""
         return self.schema.signature(self.attrs)
 
-    @cached_property  # read for every op by the graph's index, the patterns and the name pairing
+    @_kept  # read for every op by the graph's index, the patterns and the name pairing
     def scope(self) -> str | None:
         """The module scope the op was made in: ``model.rnn`` for ``model.rnn-narrow-12``.
 
@@ -217,11 +228,11 @@ class FlowGraph:
 
     def producer(self, name: str) -> FlowOp | None:
         """The op that produces tensor ``name`` (``None`` for graph inputs, weights and unknown names)."""
-        return self._indexed()[0].get(name)
+        return (self._index or self._indexed())[0].get(name)
 
     def consumers(self, name: str) -> list[FlowOp]:
         """The ops that read tensor ``name``, in execution order (an op reading it twice appears once)."""
-        return self._indexed()[1].get(name, [])
+        return (self._index or self._indexed())[1].get(name, [])
 
     def boundary(self, ops: Iterable[FlowOp]) -> tuple[list[str], list[str]]:
         """The tensors that cross the edge of a group of ops: ``(inputs, outputs)``.
@@ -266,11 +277,17 @@ class FlowGraph:
                 for tensors in op.outputs.values():
                     for name in tensors:
                         producers[name] = op
-                for name in dict.fromkeys(name for tensors in op.inputs.values() for name in tensors):
-                    consumers.setdefault(name, []).append(op)
+                for tensors in op.inputs.values():
+                    for name in tensors:
+                        readers = consumers.get(name)
+                        if readers is None:
+                            consumers[name] = [op]
+                        elif readers[-1] is not op:  # an op's inputs are indexed together: once per op
+                            readers.append(op)
                 key = (op.scope, op.type)
-                stable[op.name] = op.stable_name(counts.get(key, 0))
-                counts[key] = counts.get(key, 0) + 1
+                occurrence = counts.get(key, 0)
+                stable[op.name] = op.stable_name(occurrence)
+                counts[key] = occurrence + 1
             weights = {info.name for info in self.variables}
             self._index = (producers, consumers, weights, set(self.output_sources), stable)
         return self._index

@@ -112,7 +112,7 @@ def _claimed(graph: FlowGraph, registry: Registry, opset: int) -> list[ClaimedGr
             count += 1
             name = f"{match.name}_{count}"
         taken.add(name)
-        groups.append(_bounded(graph, index, pattern, replace(match, name=name)))
+        groups.append(_bounded(graph, index, pattern, match, name))
     return groups
 
 
@@ -131,8 +131,9 @@ def _matches(pattern: Pattern, graph: FlowGraph) -> list[PatternMatch]:
     return matches
 
 
-def _bounded(graph: FlowGraph, index: dict[str, int], pattern: Pattern, match: PatternMatch) -> ClaimedGroup:
-    """The group with its boundary, placed after the producers of its inputs and before the readers of its outputs."""
+def _bounded(graph: FlowGraph, index: dict[str, int], pattern: Pattern, match: PatternMatch, group: str) -> ClaimedGroup:
+    """The group (named ``group``) with its boundary, placed after the producers of its inputs and before
+    the readers of its outputs."""
     inputs, outputs = graph.boundary(match.ops)
     members = {op.name for op in match.ops}
     after = [index[producer.name] + 1 for producer in map(graph.producer, inputs) if producer is not None]
@@ -141,11 +142,11 @@ def _bounded(graph: FlowGraph, index: dict[str, int], pattern: Pattern, match: P
         early = next((reader for reader in graph.consumers(name) if reader.name not in members and index[reader.name] < position), None)
         if early is not None:
             raise PluginError(
-                f"{pattern.describe()} claimed group {match.name!r}, which cannot be lowered as one piece: op "
+                f"{pattern.describe()} claimed group {group!r}, which cannot be lowered as one piece: op "
                 f"{early.name!r}, outside it, reads its output {name!r} and must run before the group can, as the group "
                 "reads a tensor that depends on it. Claim every op in between, or none of the ops that follow it"
             )
-    return ClaimedGroup(pattern, replace(match, inputs=tuple(inputs), outputs=tuple(outputs)), position)
+    return ClaimedGroup(pattern, replace(match, name=group, inputs=tuple(inputs), outputs=tuple(outputs)), position)
 
 
 def output_aliases(groups: list[ClaimedGroup]) -> dict[str, str]:

@@ -188,8 +188,8 @@ def schemas_of_bindings(bindings: Iterable[tuple[str, Mapping, Mapping, Mapping[
     distinct: dict[str, dict[tuple, tuple]] = {}
     for op_type, inputs, outputs, attr_types in bindings:
         key = (
-            tuple((arg, bool(tensors)) for arg, tensors in inputs.items()),
-            tuple((arg, bool(tensors)) for arg, tensors in outputs.items()),
+            tuple(inputs), tuple(map(bool, inputs.values())),
+            tuple(outputs), tuple(map(bool, outputs.values())),
             tuple(attr_types.items()),
         )
         distinct.setdefault(op_type, {}).setdefault(key, (inputs, outputs, attr_types))
