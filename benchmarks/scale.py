@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,7 +95,7 @@ def _measured_export(flow2onnx, model, path: str, verify: bool, inputs=None) -> 
     }
 
 
-def worker(size: int, trees: list, verify: bool, eager: bool) -> dict:
+def worker(size: int, trees: list, verify: bool, eager: bool, repeat: int = 1) -> dict:
     flow2onnx = _use_tree(None)
     from flow2onnx._oneflow import import_oneflow
     from flow2onnx.exporter.capture import as_compiled_graph
@@ -119,6 +120,11 @@ def worker(size: int, trees: list, verify: bool, eager: bool) -> dict:
             tiny_graph, tiny_inputs = (tiny, [flow.rand(2, 16)]) if eager else (as_compiled_graph(tiny, [flow.rand(2, 16)]), None)
             warmup = _measured_export(flow2onnx, tiny_graph, os.path.join(folder, "warmup.onnx"), False, tiny_inputs)
             run = {"export": _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), False, inputs), "warmup_s": warmup["seconds"]}
+            # The same export again: the machine's speed drifts by a third within minutes (shared cores),
+            # so the median of several runs is the steadier figure beside the first one.
+            run["again_s"] = [
+                _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), False, inputs)["seconds"] for _ in range(repeat - 1)
+            ]
             if verify:
                 run["verified"] = _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), True, inputs)
             record["runs"][label] = run
@@ -139,9 +145,9 @@ def _deep_stack() -> None:
     resource.setrlimit(resource.RLIMIT_STACK, (hard, hard))
 
 
-def run_size(size: int, before: str | None, verify: bool, timeout: float, eager: bool = False) -> dict:
+def run_size(size: int, before: str | None, verify: bool, timeout: float, eager: bool = False, repeat: int = 1) -> dict:
     trees = ([["before", os.path.abspath(before)]] if before else []) + [["after", None]]
-    command = [sys.executable, os.path.abspath(__file__), "--worker", str(size), "--trees", json.dumps(trees)]
+    command = [sys.executable, os.path.abspath(__file__), "--worker", str(size), "--trees", json.dumps(trees), "--repeat", str(repeat)]
     if not verify:
         command.append("--no-verify")
     if eager:
@@ -179,8 +185,8 @@ def render(records: list, before: bool, eager: bool = False) -> str:
         "Warm-up: each worker first exports a one-block chain (plugin discovery, imports, first-use set-up: the same at any "
         "size), so that the per-op figures are the cost that grows with the ops.",
         "",
-        "| ops | OneFlow compile s | tree | warm-up s | read_graph s | convert s | check s | write s | export s | µs per op | µs per op after read_graph | peak MiB | verify s | peak with verify MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| ops | OneFlow compile s | tree | warm-up s | read_graph s | convert s | check s | write s | export s | µs per op | µs per op, median of the exports | µs per op after read_graph | peak MiB | verify s | peak with verify MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for record in records:
         if "error" in record:
@@ -195,18 +201,27 @@ def render(records: list, before: bool, eager: bool = False) -> str:
             lines.append(
                 f"| {ops} | {compiled} | {label} | {warmup} | "
                 + " | ".join(f"{timings.get(p, 0.0):.2f}" for p in EXPORT_PHASES)
-                + f" | {seconds:.2f} | {seconds / ops * 1e6:.0f} | {(seconds - timings.get('read_graph', 0.0)) / ops * 1e6:.0f} | {run['export']['peak_mib']:.0f} | "
+                + f" | {seconds:.2f} | {seconds / ops * 1e6:.0f} | {_median_cell(run, ops)} | {(seconds - timings.get('read_graph', 0.0)) / ops * 1e6:.0f} | {run['export']['peak_mib']:.0f} | "
                 + (f"{verified['timings'].get('verify', 0.0):.2f} | {verified['peak_mib']:.0f} |" if verified else "- | - |")
             )
     if before:
         lines += ["", "Cost per op, after / before (same graph, same process):", ""]
-        lines += ["| ops | export | read_graph | convert | check | write | verify |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["| ops | export | export, median | read_graph | convert | check | write | verify |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for record in records:
             runs = record.get("runs", {})
             if "before" in runs and "after" in runs:
                 lines.append(_ratio_row(runs["before"], runs["after"]))
     lines += _linearity(records)
     return "\n".join(lines) + "\n"
+
+
+def _median_cell(run: dict, ops: int) -> str:
+    """The median µs per op over the first export and the ones after it (``n=3``), or ``-``."""
+    again = run.get("again_s")
+    if not again:
+        return "-"
+    every = [_export_seconds(run), *again]
+    return f"{statistics.median(every) / ops * 1e6:.0f} (n={len(every)})"
 
 
 def _linearity(records: list) -> list[str]:
@@ -229,7 +244,10 @@ def _ratio_row(before: dict, after: dict) -> str:
     def ratio(a, b):
         return f"{a / b:.2f}" if b else "-"
 
-    cells = [ratio(_export_seconds(after), _export_seconds(before))]
+    def median(run):
+        return statistics.median([_export_seconds(run), *run.get("again_s", [])])
+
+    cells = [ratio(_export_seconds(after), _export_seconds(before)), ratio(median(after), median(before))]
     cells += [ratio(after["export"]["timings"].get(p, 0.0), before["export"]["timings"].get(p, 0.0)) for p in EXPORT_PHASES]
     if "verified" in before and "verified" in after:
         cells.append(ratio(after["verified"]["timings"].get("verify", 0.0), before["verified"]["timings"].get("verify", 0.0)))
@@ -247,13 +265,14 @@ def main() -> None:
     parser.add_argument("--output", help="default benchmarks/results/scale.md (scale_eager.md with --capture eager)")
     parser.add_argument("--append", action="store_true", help="keep the sizes already in the output's .json (rerun sizes replace theirs)")
     parser.add_argument("--capture", choices=["graph", "eager"], default="graph", help="eager: no nn.Graph compile, so 100k ops fit in minutes (default output scale_eager.md)")
+    parser.add_argument("--repeat", type=int, default=3, help="exports of each graph per tree, for the median beside the first (default 3)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--trees", help=argparse.SUPPRESS)
     args = parser.parse_args()
     eager = args.capture == "eager"
     args.output = args.output or os.path.join(RESULTS, "scale_eager.md" if eager else "scale.md")
     if args.worker is not None:
-        print(json.dumps(worker(args.worker, json.loads(args.trees), not args.no_verify, eager)))
+        print(json.dumps(worker(args.worker, json.loads(args.trees), not args.no_verify, eager, args.repeat)))
         os._exit(0)  # past OneFlow's native teardown, which can abort after the work is done
     json_path = os.path.splitext(args.output)[0] + ".json"
     records = []
@@ -262,7 +281,7 @@ def main() -> None:
             records = json.load(file)
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"{size} ops ...", file=sys.stderr, flush=True)
-        records = [r for r in records if r["size"] != size] + [run_size(size, args.before, not args.no_verify, args.timeout, eager)]
+        records = [r for r in records if r["size"] != size] + [run_size(size, args.before, not args.no_verify, args.timeout, eager, args.repeat)]
         records.sort(key=lambda record: record["size"])
         with open(json_path, "w") as file:
             json.dump(records, file, indent=1)

@@ -100,7 +100,7 @@ def _fetched(pending: list) -> Iterator[tuple[TensorInfo, np.ndarray]]:
         return
     groups: dict[tuple, list[int]] = {}
     for index, (_, tensor) in enumerate(pending):
-        groups.setdefault((tensor.dtype, str(tensor.device)), []).append(index)
+        groups.setdefault((tensor.dtype, tensor.device), []).append(index)  # OneFlow's devices compare by value
     arrays: list = [None] * len(pending)
     for indices in groups.values():
         for index, array in zip(indices, _fetch_together([pending[i][1] for i in indices])):

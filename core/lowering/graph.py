@@ -79,11 +79,17 @@ class FlowOp:
 
     def input(self, arg: str, index: int = 0) -> str:
         """The ONNX name of the ``index``-th tensor of input argument ``arg`` (``op.input("x")``)."""
-        return self._tensor("input", self.inputs, self.schema.inputs, arg, index)
+        try:  # lowerings and patterns call this for nearly every op: the error's work only on an error
+            return self.inputs[arg][index]
+        except (KeyError, IndexError):
+            return self._tensor("input", self.inputs, self.schema.inputs, arg, index)
 
     def output(self, arg: str, index: int = 0) -> str:
         """The ONNX name of the ``index``-th tensor of output argument ``arg`` (``op.output("y")``)."""
-        return self._tensor("output", self.outputs, self.schema.outputs, arg, index)
+        try:
+            return self.outputs[arg][index]
+        except (KeyError, IndexError):
+            return self._tensor("output", self.outputs, self.schema.outputs, arg, index)
 
     def input_list(self, arg: str) -> list[str]:
         """The ONNX names of every tensor of input argument ``arg`` (``concat``'s ``in``, ``add_n``'s ``in``)."""
