@@ -267,7 +267,8 @@ def capture(model, example_inputs: Sequence | None, how: str = "graph") -> Captu
     else:
         graph, told = _captured_eagerly(model, inputs, fallback=how == "auto")
     seconds = time.perf_counter() - started
-    log.info("read graph %s (%s capture): %d ops of %d types", graph.name, graph.capture, len(graph.ops), len(graph.op_types()))
+    if log.isEnabledFor(logging.INFO):  # counting the op types is a pass over every op
+        log.info("read graph %s (%s capture): %d ops of %d types", graph.name, graph.capture, len(graph.ops), len(graph.op_types()))
     if examples is not None and not (
         len(examples) == len(graph.inputs)
         and all(a is not None and tuple(a.shape) == tuple(info.shape) for a, info in zip(examples, graph.inputs))

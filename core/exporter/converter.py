@@ -41,8 +41,9 @@ def check_supported(graph: FlowGraph, registry: Registry, opset: int, claimed: C
     ``opset``; ops named in ``claimed`` (lowered by a pattern) need none."""
     missing: dict[str, tuple[int, str]] = {}
     signatures: dict[str, str] = {}
+    lowered = {op_type for op_type in {op.type for op in graph.ops} if registry.lowering_for(op_type, opset) is not None}
     for op in graph.ops:
-        if op.name not in claimed and registry.lowering_for(op.type, opset) is None:
+        if op.type not in lowered and op.name not in claimed:
             count, example = missing.get(op.type, (0, op.name))
             missing[op.type] = (count + 1, example)
             signatures.setdefault(op.type, op.signature())
@@ -111,8 +112,9 @@ def convert(
         lowered.add()
         if op.name in claimed:
             continue
-        lowering = registry.lowering_for(op.type, opset)
-        used[op.type] = lowering
+        lowering = used.get(op.type)
+        if lowering is None:  # looked up once per op type
+            lowering = used[op.type] = registry.lowering_for(op.type, opset)
         ctx.lower(op, lowering)
     for group in placed.get(len(graph.ops), ()):
         ctx.lower_pattern(group.match, group.pattern)

@@ -76,10 +76,7 @@ class LoweringContext:
         self._match: PatternMatch | None = None
         self._lowering: Lowering | Pattern | None = None
         self._names_used: dict[str, int] = {}
-        self._tensors_read = set(graph.output_sources)
-        for op in graph.ops:
-            for names in op.inputs.values():
-                self._tensors_read.update(names)
+        self._tensors_read = set(graph.output_sources).union(graph._read_tensor_names())
         self._weights = {info.name: info for info in graph.variables}
         self._derived: dict[str, DerivedWeight] = {}
         self._produced = {info.name for info in graph.inputs} | set(self._weights)

@@ -240,6 +240,10 @@ class FlowGraph:
         """The ops that read tensor ``name``, in execution order (an op reading it twice appears once)."""
         return (self._index or self._indexed())[1].get(name, [])
 
+    def _read_tensor_names(self) -> Iterable[str]:
+        """The name of every tensor some op reads, each once (for the lowering context)."""
+        return (self._index or self._indexed())[1].keys()
+
     def boundary(self, ops: Iterable[FlowOp]) -> tuple[list[str], list[str]]:
         """The tensors that cross the edge of a group of ops: ``(inputs, outputs)``.
 

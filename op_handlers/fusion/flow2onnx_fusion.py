@@ -95,8 +95,11 @@ def sealed(graph, ops, last) -> bool:
             continue
         for tensors in op.outputs.values():
             for tensor in tensors:
-                if tensor in outputs or any(reader.name not in names for reader in graph.consumers(tensor)):
+                if tensor in outputs:
                     return False
+                for reader in graph.consumers(tensor):
+                    if reader.name not in names:
+                        return False
     return True
 
 
