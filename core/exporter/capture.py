@@ -615,31 +615,38 @@ def _numbered(stem: str, count: int, index: int) -> str:
 def _flow_ops(user_ops, onnx_name: dict[str, str]) -> list[FlowOp]:
     """The user ops as FlowOps, each with the schema of its type as the graph shows it.
 
-    Each op's conf is read once (every field read from OneFlow's protobuf costs microseconds).
+    Each op's conf is read once, in one pass: every field read from OneFlow's protobuf costs
+    microseconds, and maps are read by key (their ``items()`` is a generator in Python around the
+    same lookups). Ops of a type that bind the same arguments and have the same attributes say the
+    same thing about its schema, so only the first of each such shape goes to the schema.
     """
-    read = [_read_user_op(op, onnx_name) for op in user_ops]
-    schemas = schemas_of_bindings((op_type, inputs, outputs, kinds) for _, op_type, inputs, outputs, _, kinds in read)
+    rename = onnx_name.get
+    read = []
+    shapes: dict[tuple, tuple] = {}
+    for op in user_ops:
+        conf = op.user_conf
+        op_type = conf.op_type_name
+        attr_map, input_map, output_map = conf.attr, conf.input, conf.output
+        attrs, kinds = {}, []
+        for key in attr_map:
+            value = attr_map[key]
+            kind = value.WhichOneof("value")
+            attrs[key] = _value_of(value, kind)
+            kinds.append(kind)
+        inputs = {}
+        for arg in input_map:
+            names = input_map[arg].s
+            inputs[arg] = [rename(name, name) for name in names]
+        outputs = {arg: list(output_map[arg].s) for arg in output_map}
+        shape = (op_type, tuple(inputs), tuple(map(bool, inputs.values())), tuple(outputs), tuple(map(bool, outputs.values())), tuple(attrs), tuple(kinds))
+        if shape not in shapes:
+            shapes[shape] = (op_type, inputs, outputs, {name: ATTR_TYPES.get(kind, "unknown") for name, kind in zip(attrs, kinds)})
+        read.append((op.name, op_type, inputs, outputs, attrs))
+    schemas = schemas_of_bindings(shapes.values())
     return [
         FlowOp(name=name, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs, schema=schemas[op_type])
-        for name, op_type, inputs, outputs, attrs, _ in read
+        for name, op_type, inputs, outputs, attrs in read
     ]
-
-
-def _read_user_op(op, onnx_name: dict[str, str]) -> tuple:
-    """``(name, type, inputs, outputs, attribute values, attribute types)`` of one user op.
-
-    Maps are read by key: their ``items()`` is a generator in Python around the same lookups."""
-    conf = op.user_conf
-    attr_map, input_map, output_map = conf.attr, conf.input, conf.output
-    attrs, kinds = {}, {}
-    for key in attr_map:
-        value = attr_map[key]
-        kind = value.WhichOneof("value")
-        attrs[key] = _value_of(value, kind)
-        kinds[key] = ATTR_TYPES.get(kind, "unknown")
-    inputs = {arg: [onnx_name.get(s, s) for s in input_map[arg].s] for arg in input_map}
-    outputs = {arg: list(output_map[arg].s) for arg in output_map}
-    return op.name, conf.op_type_name, inputs, outputs, attrs, kinds
 
 
 def _outputs(output_ops, onnx_name: dict[str, str], tensors: dict, blob_descs) -> tuple[list[TensorInfo], list[str]]:
