@@ -7,6 +7,8 @@ to ``Min(-x, 0)``. Every export is verified against OneFlow on ONNX Runtime by t
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -141,6 +143,27 @@ def test_a_lowering_that_leaves_an_output_unproduced_names_the_group_and_pattern
         r"\(passed to export\)\): the lowering did not produce 'model-negative-\d+/y_0', which the graph reads",
     ):
         export_module(two_negated_relus(), [(2, 5)], tmp_path / "m.onnx", plugins=[plugin])
+
+
+class Squatter:
+    """A relu lowering whose intermediate tensor takes the stable name of a claimed group's output."""
+
+    @hookimpl
+    def flow2onnx_register_lowerings(register):
+        def lower(ctx, op):
+            (copy,) = ctx.make_node("Identity", [op.input("x")], ["model/output_0"])
+            ctx.make_node("Relu", [copy], [op.output("y")])
+
+        register("relu", lower, override=True)
+
+
+def test_a_node_that_takes_a_claimed_groups_output_name_is_refused(tmp_path):
+    """Group outputs are renamed to ``<group>/output_<k>`` after lowering; a node that made a tensor of
+    that name itself would give it two producers."""
+    model = Lambda(lambda self, x: -flow.relu(x) + flow.relu(x - 1))
+    with pytest.raises(flow2onnx.LoweringError, match=r"cannot lower relu op .*: node '.*/Identity' makes a tensor named 'model/output_0', the name a claimed group's output takes"):
+        export_module(model, [(2, 5)], tmp_path / "m.onnx", plugins=[NegatedRelu, Squatter])
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_group_that_cannot_be_placed_among_the_other_ops_is_refused(tmp_path):

@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 from .. import progress
-from ..lowering.context import LoweringContext, built_model
+from ..lowering.context import LoweringContext, built_model, renames_and_reads, watch_renames
 from ..errors import LoweringError, UnsupportedOpsError
 from ..lowering.families import family_note
 from ..lowering.graph import FlowGraph, TensorInfo, twin_names
@@ -101,6 +101,7 @@ def convert(
     ctx = LoweringContext(
         graph, opset, dynamic_batch=dynamic_batch or batch_everywhere, dynamic_axes=axes, variant=variant, variant_names=twins
     )
+    watch_renames(ctx, [*aliases, *graph.output_sources], aliases.values())
     used: dict[str, Lowering] = {}
     placed: dict[int, list[ClaimedGroup]] = {}
     lowered = progress.Counter("lowering", len(graph.ops), "ops", every=max(1000, len(graph.ops) // 50))
@@ -121,8 +122,9 @@ def convert(
 
     model = built_model(ctx)
     onnx_graph = model.graph
-    _bind_outputs(graph, onnx_graph.node, ctx.derived_weights, aliases)
-    weights = _weights_read(graph, onnx_graph.node, ctx.derived_weights)
+    mentions, read = renames_and_reads(ctx)
+    extra = _bind_outputs(graph, onnx_graph.node, ctx.derived_weights, aliases, mentions)
+    weights = _weights_read(graph, read.union(*(node.input for node in extra)), ctx.derived_weights)
     # What onnx.helper.make_graph and make_model would set, on the graph the nodes were added to.
     onnx_graph.name = graph.name
     onnx_graph.input.extend(_value_info(info, axes.get(info.name, {})) for info in graph.inputs)
@@ -230,12 +232,13 @@ def _symbolic_outputs(model: onnx.ModelProto, weights: list[TensorInfo]) -> None
             dim.dim_param = symbol
 
 
-def _bind_outputs(graph: FlowGraph, nodes, derived: Mapping, aliases: Mapping[str, str]) -> None:
+def _bind_outputs(graph: FlowGraph, nodes, derived: Mapping, aliases: Mapping[str, str], mentions: Mapping[str, list[int]]) -> list:
     """Give graph outputs their readable names, and claimed groups' outputs their stable names
-    (``aliases``), by renaming the producing tensors of ``nodes`` (the graph's, in place; one linear pass).
+    (``aliases``), by renaming the producing tensors in ``nodes`` (the graph's, in place): only the
+    nodes that ``mentions`` (tensor -> positions of the nodes that read or make it) names for them.
 
     An Identity is added where renaming a graph output is impossible: the output is a graph input or
-    a weight, or one tensor feeds several outputs.
+    a weight, or one tensor feeds several outputs. Returns the Identity nodes added.
     """
     rename: dict[str, str] = dict(aliases)
     not_renamable = {info.name for info in graph.inputs} | {info.name for info in graph.variables} | set(derived)
@@ -247,25 +250,22 @@ def _bind_outputs(graph: FlowGraph, nodes, derived: Mapping, aliases: Mapping[st
         else:
             rename[source] = info.name
             bound.add(source)
-    if rename:
-        taken = set(aliases.values())
-        for node in nodes:
-            for i, name in enumerate(node.input):
-                if name in rename:
-                    node.input[i] = rename[name]
-            for i, name in enumerate(node.output):
-                if name in rename:
-                    node.output[i] = rename[name]
-                elif name in taken:
-                    raise LoweringError(f"node {node.name!r} makes a tensor named {name!r}, the name a claimed group's output takes")
+    touched = sorted({position for name in rename for position in mentions.get(name, ())})
+    for position in touched:
+        node = nodes[position]
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+        for i, name in enumerate(node.output):
+            if name in rename:
+                node.output[i] = rename[name]
     nodes.extend(extra)
+    return extra
 
 
-def _weights_read(graph: FlowGraph, nodes, derived: Mapping) -> list[TensorInfo]:
-    """The variables that some node reads, in the graph's order, then the derived weights that some node reads."""
-    read = set()
-    for node in nodes:
-        read.update(node.input)
+def _weights_read(graph: FlowGraph, read: set, derived: Mapping) -> list[TensorInfo]:
+    """The variables that some node reads (``read``: every tensor a node reads), in the graph's order,
+    then the derived weights that some node reads."""
     return [info for info in graph.variables if info.name in read] + [entry.info for name, entry in derived.items() if name in read]
 
 

@@ -80,6 +80,13 @@ class LoweringContext:
         self._weights = {info.name: info for info in graph.variables}
         self._derived: dict[str, DerivedWeight] = {}
         self._produced = {info.name for info in graph.inputs} | set(self._weights)
+        # For the converter, which completes the model after lowering (see renames_and_reads): every
+        # tensor a node reads, and where the tensors it may rename appear, so that neither needs a
+        # pass over every node.
+        self._inputs_read: set[str] = set()
+        self._watched: frozenset = frozenset()
+        self._taken: frozenset = frozenset()
+        self._mentions: dict[str, list[int]] = {}
 
     # ---- what is being converted ----
 
@@ -315,13 +322,24 @@ class LoweringContext:
                 node.domain = domain
             for key in sorted(attributes):  # in the order onnx.helper.make_node gives them
                 _add_attribute(node, key, attributes[key])
+            if self._watched:
+                self._note_names(len(nodes) - 1, node.name, inputs, outputs)
         except BaseException:
             del nodes[-1]
             raise
+        self._inputs_read.update(inputs)
         if domain:
             self._domains[domain] = max(self._domains.get(domain, 0), domain_version)
         self._produced.update(outputs)
         return list(outputs)
+
+    def _note_names(self, position: int, node: str, inputs, outputs) -> None:
+        for name in outputs:
+            if name in self._taken and name not in self._watched:
+                raise self.error(f"node {node!r} makes a tensor named {name!r}, the name a claimed group's output takes")
+        for name in (*inputs, *outputs):
+            if name in self._watched:
+                self._mentions.setdefault(name, []).append(position)
 
     def constant(self, value, hint: str = "const", dtype=None) -> str:
         """Add a constant tensor (a shape, a scalar, a small table) to the model and return its name.
@@ -471,6 +489,18 @@ def _add_attribute(node, key: str, value) -> None:
         node.attribute.add(name=key, type=AttributeProto.FLOATS, floats=value)
     else:
         node.attribute.append(helper.make_attribute(key, value))
+
+
+def watch_renames(ctx: LoweringContext, names, taken) -> None:
+    """Before lowering: the tensors the converter may rename once every op is lowered (``names``), and
+    the names they may take (``taken``), which no node may make itself."""
+    ctx._watched, ctx._taken = frozenset(names), frozenset(taken)
+
+
+def renames_and_reads(ctx: LoweringContext) -> tuple[dict[str, list[int]], set[str]]:
+    """After lowering: where each watched tensor appears (positions of the nodes that read or make it),
+    and every tensor some node reads."""
+    return ctx._mentions, ctx._inputs_read
 
 
 def built_model(ctx: LoweringContext) -> onnx.ModelProto:

@@ -95,14 +95,17 @@ class Unsure(Exception):
 
 def match_recurrent(graph):
     """Claim the ops of every ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` scope that reads as the module alone."""
-    scopes: dict[str, list] = {}
+    # The scopes where a matmul reads the module's first input weight; then their ops (a graph without
+    # recurrent modules costs one look at each op's type).
+    scopes: dict[str, list] = {
+        op.scope: [] for op in graph.ops if op.type == "matmul" and op.scope and f"{op.scope}.weight_ih_l0" in op.inputs.get("b", ())
+    }
+    if not scopes:
+        return
     for op in graph.ops:
-        if op.scope:
-            scopes.setdefault(op.scope, []).append(op)
+        if op.scope in scopes:
+            scopes[op.scope].append(op)
     for scope, ops in scopes.items():
-        first_weight = f"{scope}.weight_ih_l0"
-        if not any(op.type == "matmul" and first_weight in op.inputs.get("b", ()) for op in ops):
-            continue
         module = graph.module(scope)
         base = _recurrent_class(module)
         if base is None:
