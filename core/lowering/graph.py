@@ -207,7 +207,8 @@ class FlowGraph:
     frozen: tuple[str, ...] = ()
 
     def __post_init__(self):
-        self._index = None  # producers, readers and stable names, built on first use
+        self._index = None  # producers and readers, built on first use
+        self._stable = None  # stable names, built on first use
         self._claims: dict = {}  # (registry, opset) -> the groups patterns claim, see patterns.claim_groups
 
     def op_types(self) -> dict[str, int]:
@@ -275,14 +276,21 @@ class FlowGraph:
         """Op name -> :meth:`FlowOp.stable_name`: the same op of the model compiled at other sizes
         has the same stable name, unless its own scope makes before it a number of ops of its type
         that follows those sizes (as an unrolled loop does, which then needs a pattern)."""
-        return self._indexed()[4]
+        if self._stable is None:  # only exports with dynamic axes and their messages need them
+            counts: dict[tuple, int] = {}
+            stable: dict[str, str] = {}
+            for op in self.ops:
+                key = (op.scope, op.type)
+                occurrence = counts.get(key, 0)
+                stable[op.name] = op.stable_name(occurrence)
+                counts[key] = occurrence + 1
+            self._stable = stable
+        return self._stable
 
     def _indexed(self):
         if self._index is None:
             producers: dict[str, FlowOp] = {}
             consumers: dict[str, list[FlowOp]] = {}
-            counts: dict[tuple, int] = {}
-            stable: dict[str, str] = {}
             for op in self.ops:
                 for tensors in op.outputs.values():
                     for name in tensors:
@@ -294,12 +302,8 @@ class FlowGraph:
                             consumers[name] = [op]
                         elif readers[-1] is not op:  # an op's inputs are indexed together: once per op
                             readers.append(op)
-                key = (op.scope, op.type)
-                occurrence = counts.get(key, 0)
-                stable[op.name] = op.stable_name(occurrence)
-                counts[key] = occurrence + 1
             weights = {info.name for info in self.variables}
-            self._index = (producers, consumers, weights, set(self.output_sources), stable)
+            self._index = (producers, consumers, weights, set(self.output_sources))
         return self._index
 
 
