@@ -7,10 +7,14 @@ compiled as an ``nn.Graph`` (OneFlow's own compile time, reported beside the exp
 without verification (each phase's seconds and the peak resident memory above the memory held just
 before the export), then once more with verification for its cost.
 
+The graph is exported ``--repeat`` times (default 3): the table gives the first export's phases and
+the median time of all of them, since the machine's speed drifts within minutes on shared cores.
+
 With ``--before TREE`` the same process also exports the same compiled graph with another checkout
 of flow2onnx (a folder holding a ``flow2onnx`` package, e.g. made from an older commit with
 ``git archive``), first, so both are measured on one graph, one machine and one run: the table then
-gives the ratio of the costs per op. Modules of one checkout are removed from ``sys.modules``
+gives the ratio of the costs per op; after their first exports the trees take turns, so that each
+meets the same drift. Modules of one checkout are removed from ``sys.modules``
 before the other is imported, op-handler packages included.
 
     python benchmarks/scale.py                                  # 1k, 10k, 20k, 100k ops
@@ -111,23 +115,30 @@ def worker(size: int, trees: list, verify: bool, eager: bool, repeat: int = 1) -
         graph, inputs = as_compiled_graph(model, inputs), None
         compile_s = time.perf_counter() - started
     record = {"size": size, "compile_s": compile_s, "capture": "eager" if eager else "graph", "runs": {}}
+    tiny = _chain(flow, 1)
+    tiny_graph, tiny_inputs = (tiny, [flow.rand(2, 16)]) if eager else (as_compiled_graph(tiny, [flow.rand(2, 16)]), None)
+
+    def export_with(label: str, tree: str | None, verified: bool = False) -> tuple[dict, dict]:
+        flow2onnx = _use_tree(tree)
+        # A warm-up export of one block first: plugin discovery, imports and first-use set-up
+        # cost the same at any size, and are reported apart from the cost per op.
+        warmup = _measured_export(flow2onnx, tiny_graph, os.path.join(folder, "warmup.onnx"), False, tiny_inputs)
+        return warmup, _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), verified, inputs)
+
     with tempfile.TemporaryDirectory() as folder:
         for label, tree in trees:
-            flow2onnx = _use_tree(tree)
-            # A warm-up export of one block first: plugin discovery, imports and first-use set-up
-            # cost the same at any size, and are reported apart from the cost per op.
-            tiny = _chain(flow, 1)
-            tiny_graph, tiny_inputs = (tiny, [flow.rand(2, 16)]) if eager else (as_compiled_graph(tiny, [flow.rand(2, 16)]), None)
-            warmup = _measured_export(flow2onnx, tiny_graph, os.path.join(folder, "warmup.onnx"), False, tiny_inputs)
-            run = {"export": _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), False, inputs), "warmup_s": warmup["seconds"]}
-            # The same export again: the machine's speed drifts by a third within minutes (shared cores),
-            # so the median of several runs is the steadier figure beside the first one.
-            run["again_s"] = [
-                _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), False, inputs)["seconds"] for _ in range(repeat - 1)
-            ]
+            warmup, first = export_with(label, tree)
+            record["runs"][label] = {"export": first, "warmup_s": warmup["seconds"], "again_s": []}
+        # The same exports again, the trees taking turns: the machine's speed drifts by a third within
+        # minutes (shared cores), so the median of several rounds is the steadier figure beside the
+        # first export, and each tree's rounds meet the same drift.
+        for _ in range(repeat - 1):
+            for label, tree in trees:
+                record["runs"][label]["again_s"].append(export_with(label, tree)[1]["seconds"])
+        for label, tree in trees:
+            run = record["runs"][label]
             if verify:
-                run["verified"] = _measured_export(flow2onnx, graph, os.path.join(folder, f"{label}.onnx"), True, inputs)
-            record["runs"][label] = run
+                run["verified"] = export_with(label, tree, verified=True)[1]
             print(f"  {size} ops, {label}: {json.dumps(run)}", file=sys.stderr, flush=True)
     return record
 

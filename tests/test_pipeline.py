@@ -244,3 +244,45 @@ def test_an_export_keeps_objects_the_process_froze_frozen(tmp_path, monkeypatch)
         assert calls == [] and gc.get_freeze_count() > 0 and gc.isenabled()
     finally:
         gc.unfreeze()
+
+
+# ---- outputs that cannot simply be renamed ----
+
+
+class AwkwardOutputs(flow.nn.Module):
+    """Outputs that the converter cannot name by renaming the tensor that feeds them: the input itself,
+    one tensor twice, a weight, and a LayerNorm's output, which the layer-norm pattern claims as a
+    group and renames to its stable name first."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = flow.nn.LayerNorm(5)
+        self.scale = flow.nn.Parameter(flow.randn(2, 5))
+
+    def forward(self, x):
+        y = self.norm(x) * self.scale
+        return x, y, y, self.scale, self.norm(x - 1.0)
+
+
+def test_outputs_that_are_inputs_weights_repeats_or_group_outputs_keep_their_values(tmp_path):
+    """Verified against OneFlow (every output), and read back: the names, the producers, the values."""
+    import onnx
+
+    module = AwkwardOutputs()
+    result = export_module(module, [(2, 5)], tmp_path / "m.onnx")
+    assert result.report.passed and result.patterns.get("layer-norm")
+    assert result.output_names == ["output_0", "output_1", "output_2", "output_3", "output_4"]
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    assert [o.name for o in model.graph.output] == result.output_names
+    producers = {name: node for node in model.graph.node for name in node.output}
+    # The input, the repeated tensor and the weight go out through an Identity each; the others are renamed.
+    assert [producers[f"output_{k}"].op_type for k in (0, 2, 3)] == ["Identity"] * 3
+    assert producers["output_4"].op_type == "LayerNormalization" and producers["output_1"].op_type == "Mul"
+    x = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32) * 100
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    want = [t.numpy() for t in module(flow.tensor(x))]
+    np.testing.assert_array_equal(got[0], x)
+    np.testing.assert_array_equal(got[1], got[2])
+    np.testing.assert_array_equal(got[3], module.scale.numpy())
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
