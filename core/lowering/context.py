@@ -412,21 +412,15 @@ class LoweringContext:
         Any failure of the lowering becomes a :class:`LoweringError` naming the op and the plugin;
         so does a lowering that leaves an output of ``op`` that the graph reads unproduced.
         """
-        outer = self._op, self._match, self._lowering
-        self._op, self._match, self._lowering = op, None, lowering
-        try:
+
+        def run() -> None:
             lowering.function(self, op)
             for names in op.outputs.values():
                 for name in names:
                     if name in self._tensors_read and name not in self._produced:
                         raise self.error(f"the lowering did not produce output {name!r}, which the graph reads")
-        except Exception as error:
-            failure = self._failure(error)
-            if failure is error:
-                raise
-            raise failure from error
-        finally:
-            self._op, self._match, self._lowering = outer
+
+        self._in_scope(op, None, lowering, run)
 
     def lower_pattern(self, match: PatternMatch, pattern: Pattern) -> None:
         """Run ``pattern``'s lowering on the group ``match`` (the converter calls this).
@@ -435,13 +429,23 @@ class LoweringContext:
         group, the pattern and its plugin; so does a lowering that leaves a tensor of
         ``match.outputs`` unproduced.
         """
-        outer = self._op, self._match, self._lowering
-        self._op, self._match, self._lowering = None, match, pattern
-        try:
+
+        def run() -> None:
             pattern.function(self, match)
             missing = [name for name in match.outputs if name not in self._produced]
             if missing:
                 raise self.error(f"the lowering did not produce {', '.join(map(repr, missing))}, which the graph reads")
+
+        self._in_scope(None, match, pattern, run)
+
+    def _in_scope(self, op, match, lowering, run: Callable[[], None]) -> None:
+        """``run()`` with ``op`` (or the group ``match``) and its ``lowering`` in scope for names and
+        errors. (Written out rather than as a context manager: it runs once per op, and a generator's
+        context manager costs more than most lowerings.)"""
+        outer = self._op, self._match, self._lowering
+        self._op, self._match, self._lowering = op, match, lowering
+        try:
+            run()
         except Exception as error:
             failure = self._failure(error)
             if failure is error:
@@ -452,8 +456,7 @@ class LoweringContext:
 
     def _failure(self, error: Exception) -> Exception:
         """What a failure inside a lowering becomes, while its op (or group) is in scope: flow2onnx's own
-        errors stay as they are, any other a :class:`LoweringError` naming the op and the plugin.
-        (Written out in :meth:`lower` rather than as a context manager: it runs once per op.)"""
+        errors stay as they are, any other a :class:`LoweringError` naming the op and the plugin."""
         if isinstance(error, OpArgumentError):
             return self.error(error.reason)
         if isinstance(error, Flow2OnnxError):
