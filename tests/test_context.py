@@ -160,3 +160,20 @@ def test_constant_is_what_numpy_helper_makes(graph, value):
     (made,) = ctx.constants
     assert made == onnx.numpy_helper.from_array(np.asarray(value), name["c"])
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(made), value)
+
+
+def test_make_node_takes_inputs_and_outputs_as_any_iterable(graph):
+    """Generators too: the node, the tensors read (which decide the weights written) and the outputs
+    produced (which the check for unproduced outputs reads) all see them."""
+    from flow2onnx.lowering.context import renames_and_reads
+
+    ctx = LoweringContext(graph, 17)
+    relu = graph.ops[0]
+
+    def lower(ctx, op):
+        assert ctx.make_node("Relu", (name for name in [op.input("x")]), (name for name in [op.output("y")])) == [op.output("y")]
+
+    ctx.lower(relu, lowering(lower))
+    (node,) = ctx.nodes
+    assert (list(node.input), list(node.output)) == ([relu.input("x")], [relu.output("y")])
+    assert renames_and_reads(ctx)[1] == {relu.input("x")}

@@ -310,6 +310,9 @@ class LoweringContext:
         if outputs is None or isinstance(outputs, int):
             count = 1 if outputs is None else outputs
             outputs = [self.unique_name(f"{op_type}_out{i}" if count > 1 else op_type) for i in range(count)]
+        else:
+            outputs = list(outputs)
+        inputs = list(inputs)  # read more than once below: a generator would be empty the second time
         if attributes:
             attributes = {key: value for key, value in attributes.items() if value is not None}
             empty = sorted(key for key, value in attributes.items() if isinstance(value, (list, tuple)) and not value)
@@ -331,7 +334,7 @@ class LoweringContext:
         if domain:
             self._domains[domain] = max(self._domains.get(domain, 0), domain_version)
         self._produced.update(outputs)
-        return list(outputs)
+        return outputs
 
     def _note_names(self, position: int, node: str, inputs, outputs) -> None:
         for name in outputs:
