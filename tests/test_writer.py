@@ -106,7 +106,10 @@ def test_the_checked_bytes_are_the_skeleton_and_the_file_is_the_model(tmp_path):
     before = model.SerializeToString()
 
     parts = serialized_parts(model)
-    assert onnx.ModelProto.FromString(skeleton_bytes(parts, weights)) == skeleton(model, weights)
+    declared = onnx.ModelProto()
+    declared.CopyFrom(model)
+    declared.graph.input.extend(helper.make_tensor_value_info(info.name, helper.np_dtype_to_tensor_dtype(info.dtype), list(info.shape)) for info in weights)
+    assert onnx.ModelProto.FromString(skeleton_bytes(parts, weights)) == declared == skeleton(model, weights)
     assert model.SerializeToString() == before  # nothing taken from the model
 
     path = str(tmp_path / "m.onnx")

@@ -145,7 +145,7 @@ def plain_tensors(module, stride0_only: bool = True) -> list[tuple[Any, str, Any
             if kind is list or kind is tuple:
                 if any(chosen(item) for item in value):
                     found.append((owner, name, value))
-            elif isinstance(value, tensor) and chosen(value):
+            elif chosen(value):
                 found.append((owner, name, value))
     return found
 
