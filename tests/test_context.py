@@ -177,3 +177,43 @@ def test_make_node_takes_inputs_and_outputs_as_any_iterable(graph):
     (node,) = ctx.nodes
     assert (list(node.input), list(node.output)) == ([relu.input("x")], [relu.output("y")])
     assert renames_and_reads(ctx)[1] == {relu.input("x")}
+
+
+def test_shared_constants_are_made_once_per_value(graph):
+    """``shared=True``: the same dtype, shape and bytes get the first one's name; any other value, an
+    unshared request and a non-numeric value get a constant of their own."""
+    ctx = LoweringContext(graph, 17)
+    names = []
+
+    def lower(ctx, op):
+        names.extend([
+            ctx.constant(np.array(0.5, np.float32), "half", shared=True),
+            ctx.constant(0.5, "again", dtype=np.float32, shared=True),  # the same value, asked otherwise
+            ctx.constant(np.array(0.5, np.float64), "wide", shared=True),  # another dtype
+            ctx.constant(np.array([0.5], np.float32), "vector", shared=True),  # another shape
+            ctx.constant(np.array(-0.5, np.float32), "negative", shared=True),
+            ctx.constant(np.array(0.5, np.float32), "own"),  # not shared
+            ctx.constant(np.array(["a"], dtype=object), "text", shared=True),
+            ctx.constant(np.array(["a"], dtype=object), "text", shared=True),
+        ])
+        ctx.make_node("Relu", [op.input("x")], [op.output("y")])
+
+    ctx.lower(graph.ops[0], lowering(lower))
+    op = graph.ops[0].name
+    assert names == [f"{op}/{hint}" for hint in ("half", "half", "wide", "vector", "negative", "own", "text", "text_1")]
+    assert [c.name for c in ctx.constants] == [names[0], *names[2:]]
+    for name, value in zip(names, [0.5, 0.5, 0.5, [0.5], -0.5, 0.5]):
+        made = next(c for c in ctx.constants if c.name == name)
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(made), value)
+
+
+def test_decomposed_gelus_share_their_coefficients(tmp_path):
+    """Below opset 20 a GELU is a formula: four GELUs read the same three constants, not three each,
+    and the model still computes each GELU (verified on inputs of both signs, scaled several ways)."""
+    model = Lambda(lambda self, x: flow.cat([flow.nn.functional.gelu(x * k) for k in (1, -2, 30, 0.5)], 1)).eval()
+    result = flow2onnx.export(model, random_inputs([(2, 8)]), str(tmp_path / "g.onnx"), opset=17)
+    onnx_model = onnx.load(result.path)
+    assert [n.op_type for n in onnx_model.graph.node].count("Erf") == 4
+    hints = [t.name.rsplit("/", 1)[-1] for t in onnx_model.graph.initializer]
+    assert sorted(h for h in hints if h in ("half", "one", "sqrt2")) == ["half", "one", "sqrt2"]
+    assert result.report.passed

@@ -37,7 +37,7 @@ def test_generated_references_are_current():
     "heading",
     [
         "ctx.make_node(op_type, inputs, outputs=None, *, domain='', domain_version=1, **attributes) -> list[str]",
-        "ctx.constant(value, hint='const', dtype=None) -> str",
+        "ctx.constant(value, hint='const', dtype=None, shared=False) -> str",
         "ctx.shape(name) -> tuple[int, ...]",
         "ctx.dtype(name) -> np.dtype",
         "ctx.rank(name) -> int",

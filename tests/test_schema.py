@@ -128,3 +128,19 @@ def test_unsupported_op_error_prints_each_signature(tmp_path):
     lines = str(caught.value).splitlines()
     assert lines[lines.index(next(line for line in lines if "- softshrink: 1 op" in line)) + 1].strip() == "signature: softshrink(in) -> out; alpha: float = 0.5"
     assert "      signature: lgamma(x) -> y" in lines
+
+
+def test_ops_and_tensors_capture_makes_are_what_the_constructors_make():
+    """Capture makes each op and tensor without the dataclasses' constructors: the objects must be the same."""
+    from flow2onnx.lowering.graph import TensorInfo
+
+    graph = graph_of(lambda self, x: F.leaky_relu(x, 0.2) * 3, (2, 3))
+    for op in graph.ops:
+        built = FlowOp(op.name, op.type, op.inputs, op.outputs, op.attrs, schema=op.schema)
+        assert op == built and vars(op) == vars(built) and op.scope == built.scope
+        assert op.signature() == built.signature()
+    for info in graph.tensors.values():
+        built = TensorInfo(info.name, info.shape, info.dtype)
+        assert info == built and hash(info) == hash(built) and vars(info) == vars(built)
+        with pytest.raises(AttributeError):
+            info.name = "other"  # still frozen

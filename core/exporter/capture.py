@@ -9,6 +9,7 @@ parameter, so their values come from ``graph.state_dict()`` in memory, read only
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import inspect
@@ -129,6 +130,10 @@ def for_inference(module) -> None:
         module.eval()
 
 
+#: Types of module attributes that are never tensors (flags, names, OneFlow's own tables of modules and hooks).
+_NOT_TENSORS = frozenset({bool, int, float, str, type(None), dict, set, collections.OrderedDict})
+
+
 def plain_tensors(module, stride0_only: bool = True) -> list[tuple[Any, str, Any]]:
     """The plain tensor attributes of ``module`` and its submodules (not parameters or buffers, alone or
     in a list or tuple): ``(owner, attribute, value)``; with ``stride0_only``, those holding a view with
@@ -142,6 +147,8 @@ def plain_tensors(module, stride0_only: bool = True) -> list[tuple[Any, str, Any
     for owner in module.modules():
         for name, value in vars(owner).items():
             kind = type(value)
+            if kind in _NOT_TENSORS:  # most attributes: OneFlow's isinstance check for tensors is slow
+                continue
             if kind is list or kind is tuple:
                 if any(chosen(item) for item in value):
                     found.append((owner, name, value))
@@ -643,10 +650,8 @@ def _flow_ops(user_ops, onnx_name: dict[str, str]) -> list[FlowOp]:
             shapes[shape] = (op_type, inputs, outputs, {name: ATTR_TYPES.get(kind, "unknown") for name, kind in zip(attrs, kinds)})
         read.append((op.name, op_type, inputs, outputs, attrs))
     schemas = schemas_of_bindings(shapes.values())
-    return [
-        FlowOp(name=name, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs, schema=schemas[op_type])
-        for name, op_type, inputs, outputs, attrs in read
-    ]
+    made = FlowOp._made
+    return [made(name, op_type, inputs, outputs, attrs, schemas[op_type]) for name, op_type, inputs, outputs, attrs in read]
 
 
 def _outputs(output_ops, onnx_name: dict[str, str], tensors: dict, blob_descs) -> tuple[list[TensorInfo], list[str]]:
@@ -678,4 +683,4 @@ def _tensor_info(name: str, blob_desc, lbn: str) -> TensorInfo:
         raise InvalidModelError(
             f"tensor {lbn!r} has data type {data_type_pb2.DataType.Name(blob_desc.data_type)}, which ONNX cannot carry"
         )
-    return TensorInfo(name, tuple(blob_desc.shape.dim), dtype)
+    return TensorInfo._made(name, tuple(blob_desc.shape.dim), dtype)

@@ -76,6 +76,7 @@ class LoweringContext:
         self._match: PatternMatch | None = None
         self._lowering: Lowering | Pattern | None = None
         self._names_used: dict[str, int] = {}
+        self._shared: dict[tuple, str] = {}  # (dtype, shape, bytes) -> the name of a shared constant
         self._tensors_read = set(graph.output_sources).union(graph._read_tensor_names())
         self._weights = {info.name: info for info in graph.variables}
         self._derived: dict[str, DerivedWeight] = {}
@@ -344,7 +345,7 @@ class LoweringContext:
             if name in self._watched:
                 self._mentions.setdefault(name, []).append(position)
 
-    def constant(self, value, hint: str = "const", dtype=None) -> str:
+    def constant(self, value, hint: str = "const", dtype=None, shared: bool = False) -> str:
         """Add a constant tensor (a shape, a scalar, a small table) to the model and return its name.
 
         :param value: anything ``numpy.asarray`` takes: ``np.array([1, 2], np.int64)``, ``0.5``.
@@ -352,10 +353,20 @@ class LoweringContext:
         :param dtype: the numpy dtype to convert ``value`` to; by default ``value``'s own. ONNX
             operators are strict about types: shapes and axes are int64, a scalar that meets a
             tensor must have that tensor's dtype (``np.array(0.5, ctx.dtype(x))``).
+        :param shared: one constant per value in the whole model: the first request makes it (named
+            after its op), later requests for the same dtype, shape and bytes get that name. For
+            the coefficients of a formula, which every op lowered the same way would otherwise add
+            again (a decomposed GELU adds three). A numeric value only; others are made anew.
         """
         array = np.asarray(value, dtype=dtype)
-        name = self.unique_name(hint)
         data_type = _RAW_DATA_TYPES.get(array.dtype)
+        if shared and data_type is not None:
+            key = (array.dtype.str, array.shape, array.tobytes())
+            name = self._shared.get(key)
+            if name is None:
+                name = self._shared[key] = self.constant(array, hint)
+            return name
+        name = self.unique_name(hint)
         if data_type is not None:  # what numpy_helper.from_array makes of it, without its checks for exotic dtypes
             self._model.graph.initializer.add(name=name, data_type=data_type, dims=array.shape, raw_data=array.tobytes())
         else:

@@ -15,6 +15,8 @@ import numpy as np
 from ..errors import LoweringError
 from .schema import OpSchema, python_type, schema_from_ops
 
+_new = object.__new__
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -23,6 +25,15 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
+
+    @classmethod
+    def _made(cls, name: str, shape: tuple, dtype: np.dtype) -> "TensorInfo":
+        """What ``TensorInfo(name, shape, dtype)`` makes, without the frozen dataclass's per-field
+        ``object.__setattr__`` (capture makes one per tensor of the graph)."""
+        info = _new(cls)
+        fields = info.__dict__
+        fields["name"], fields["shape"], fields["dtype"] = name, shape, dtype
+        return info
 
 
 class OpArgumentError(LoweringError, KeyError):
@@ -71,6 +82,17 @@ class FlowOp:
     outputs: dict[str, list[str]]
     attrs: dict[str, Any]
     schema: OpSchema = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    @classmethod
+    def _made(cls, name: str, type: str, inputs: dict, outputs: dict, attrs: dict, schema: OpSchema) -> "FlowOp":
+        """What the constructor makes of an op whose schema is known, without the dataclass's
+        ``__init__`` and ``__post_init__`` (capture makes one per op of the graph)."""
+        op = _new(cls)
+        fields = op.__dict__
+        fields["name"], fields["type"], fields["inputs"], fields["outputs"], fields["attrs"], fields["schema"] = (
+            name, type, inputs, outputs, attrs, schema
+        )
+        return op
 
     def __post_init__(self):
         if self.schema is None:  # an op built by hand: its own arguments and attributes

@@ -51,8 +51,8 @@ def int64s(ctx, values, hint="ints") -> str:
 
 
 def scalar_like(ctx, tensor: str, value, hint="scalar") -> str:
-    """A 0-D constant in ``tensor``'s dtype."""
-    return ctx.constant(np.array(value, dtype=ctx.dtype(tensor)), hint)
+    """A 0-D constant in ``tensor``'s dtype, one per value in the model (see ``ctx.constant(shared=True)``)."""
+    return ctx.constant(np.array(value, dtype=ctx.dtype(tensor)), hint, shared=True)
 
 
 def normalize_axes(axes, rank: int) -> list[int]:

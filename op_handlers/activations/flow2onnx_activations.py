@@ -25,8 +25,8 @@ def lower_unary(ctx, op, onnx_type: str, input_arg: str, output_arg: str):
 
 
 def _scalar(ctx, x, value, hint="scalar"):
-    """A scalar constant in ``x``'s dtype."""
-    return ctx.constant(np.array(value, dtype=ctx.dtype(x)), hint)
+    """A scalar constant in ``x``'s dtype, one per value in the model (a formula's coefficients)."""
+    return ctx.constant(np.array(value, dtype=ctx.dtype(x)), hint, shared=True)
 
 
 def lower_gelu(ctx, op):
