@@ -8,7 +8,9 @@ without verification (each phase's seconds and the peak resident memory above th
 before the export), then once more with verification for its cost.
 
 The graph is exported ``--repeat`` times (default 3): the table gives the first export's phases and
-the median time of all of them, since the machine's speed drifts within minutes on shared cores.
+the median time of all of them, since the machine's speed drifts within minutes on shared cores. A
+fixed piece of pure-Python work is timed just before each export (the probe column): a slow stretch
+of the machine shows there, beside the export it slowed.
 
 With ``--before TREE`` the same process also exports the same compiled graph with another checkout
 of flow2onnx (a folder holding a ``flow2onnx`` package, e.g. made from an older commit with
@@ -82,8 +84,20 @@ def _use_tree(tree: str | None):
     return flow2onnx
 
 
+def probe() -> float:
+    """Seconds for a fixed piece of pure-Python work (dicts, tuples, strings: what an export does most):
+    the machine's speed at that moment, timed before each export, so that a slow stretch of the shared
+    cores shows as a slow probe rather than passing for a slow export."""
+    started = time.perf_counter()
+    table = {}
+    for i in range(150_000):
+        table[f"k{i % 5000}"] = (i, str(i))
+    return time.perf_counter() - started
+
+
 def _measured_export(flow2onnx, model, path: str, verify: bool, inputs=None) -> dict:
     """Export ``model`` (a compiled graph; with ``inputs``, an eager module captured eagerly)."""
+    probe_s = probe()
     rss = status_kib("VmRSS")
     _reset_peak()
     started = time.perf_counter()
@@ -96,6 +110,7 @@ def _measured_export(flow2onnx, model, path: str, verify: bool, inputs=None) -> 
         "peak_mib": (status_kib("VmHWM") - rss) / 1024,
         "ops": sum(result.op_types.values()),
         "file_mib": os.path.getsize(result.path) / 2**20,
+        "probe_s": probe_s,
     }
 
 
@@ -128,13 +143,15 @@ def worker(size: int, trees: list, verify: bool, eager: bool, repeat: int = 1) -
     with tempfile.TemporaryDirectory() as folder:
         for label, tree in trees:
             warmup, first = export_with(label, tree)
-            record["runs"][label] = {"export": first, "warmup_s": warmup["seconds"], "again_s": []}
+            record["runs"][label] = {"export": first, "warmup_s": warmup["seconds"], "again_s": [], "probe_s": [first["probe_s"]]}
         # The same exports again, the trees taking turns: the machine's speed drifts by a third within
         # minutes (shared cores), so the median of several rounds is the steadier figure beside the
         # first export, and each tree's rounds meet the same drift.
         for _ in range(repeat - 1):
             for label, tree in trees:
-                record["runs"][label]["again_s"].append(export_with(label, tree)[1]["seconds"])
+                again = export_with(label, tree)[1]
+                record["runs"][label]["again_s"].append(again["seconds"])
+                record["runs"][label]["probe_s"].append(again["probe_s"])
         for label, tree in trees:
             run = record["runs"][label]
             if verify:
@@ -194,10 +211,12 @@ def render(records: list, before: bool, eager: bool = False) -> str:
         "(each phase), then again with verification. Peak: resident memory above what the process held just before the export. "
         "µs per op after read_graph: the export's cost once OneFlow's graph is read (lowering, checks, writing). "
         "Warm-up: each worker first exports a one-block chain (plugin discovery, imports, first-use set-up: the same at any "
-        "size), so that the per-op figures are the cost that grows with the ops.",
+        "size), so that the per-op figures are the cost that grows with the ops. Probe: a fixed piece of pure-Python work "
+        "timed just before each export (median over the exports): the machine's speed then, for telling a slow stretch of "
+        "the shared cores from a slow export.",
         "",
-        "| ops | OneFlow compile s | tree | warm-up s | read_graph s | convert s | check s | write s | export s | µs per op | µs per op, median of the exports | µs per op after read_graph | peak MiB | verify s | peak with verify MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| ops | OneFlow compile s | tree | warm-up s | read_graph s | convert s | check s | write s | export s | µs per op | µs per op, median of the exports | µs per op after read_graph | probe ms | peak MiB | verify s | peak with verify MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for record in records:
         if "error" in record:
@@ -212,7 +231,7 @@ def render(records: list, before: bool, eager: bool = False) -> str:
             lines.append(
                 f"| {ops} | {compiled} | {label} | {warmup} | "
                 + " | ".join(f"{timings.get(p, 0.0):.2f}" for p in EXPORT_PHASES)
-                + f" | {seconds:.2f} | {seconds / ops * 1e6:.0f} | {_median_cell(run, ops)} | {(seconds - timings.get('read_graph', 0.0)) / ops * 1e6:.0f} | {run['export']['peak_mib']:.0f} | "
+                + f" | {seconds:.2f} | {seconds / ops * 1e6:.0f} | {_median_cell(run, ops)} | {(seconds - timings.get('read_graph', 0.0)) / ops * 1e6:.0f} | {_probe_cell(run)} | {run['export']['peak_mib']:.0f} | "
                 + (f"{verified['timings'].get('verify', 0.0):.2f} | {verified['peak_mib']:.0f} |" if verified else "- | - |")
             )
     if before:
@@ -233,6 +252,11 @@ def _median_cell(run: dict, ops: int) -> str:
         return "-"
     every = [_export_seconds(run), *again]
     return f"{statistics.median(every) / ops * 1e6:.0f} (n={len(every)})"
+
+
+def _probe_cell(run: dict) -> str:
+    probes = run.get("probe_s")
+    return f"{statistics.median(probes) * 1e3:.0f}" if probes else "-"
 
 
 def _linearity(records: list) -> list[str]:

@@ -278,8 +278,7 @@ class FlowGraph:
         ops = list(ops)
         names = {op.name for op in ops}
         produced = {name for op in ops for names_ in op.outputs.values() for name in names_}
-        weights = self._indexed()[2]
-        graph_outputs = self._indexed()[3]
+        _, consumers, weights, graph_outputs = self._index or self._indexed()
         inputs = []
         for op in ops:
             for tensors in op.inputs.values():
@@ -290,7 +289,7 @@ class FlowGraph:
         for op in ops:
             for tensors in op.outputs.values():
                 for name in tensors:
-                    if name in graph_outputs or any(reader.name not in names for reader in self.consumers(name)):
+                    if name in graph_outputs or any(reader.name not in names for reader in consumers.get(name, ())):
                         outputs.append(name)
         return list(dict.fromkeys(inputs)), list(dict.fromkeys(outputs))
 

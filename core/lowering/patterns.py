@@ -9,7 +9,7 @@ place among the other ops; the converter then lowers each group where it belongs
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import Flow2OnnxError, PluginError
@@ -136,8 +136,12 @@ def _bounded(graph: FlowGraph, index: dict[str, int], pattern: Pattern, match: P
     the readers of its outputs."""
     inputs, outputs = graph.boundary(match.ops)
     members = {op.name for op in match.ops}
-    after = [index[producer.name] + 1 for producer in map(graph.producer, inputs) if producer is not None]
-    position = max([min(index[op.name] for op in match.ops), *after])
+    producers = graph._indexed()[0]
+    position = min(index[op.name] for op in match.ops)
+    for name in inputs:
+        producer = producers.get(name)
+        if producer is not None and index[producer.name] >= position:
+            position = index[producer.name] + 1
     for name in outputs:
         early = next((reader for reader in graph.consumers(name) if reader.name not in members and index[reader.name] < position), None)
         if early is not None:
@@ -146,7 +150,8 @@ def _bounded(graph: FlowGraph, index: dict[str, int], pattern: Pattern, match: P
                 f"{early.name!r}, outside it, reads its output {name!r} and must run before the group can, as the group "
                 "reads a tensor that depends on it. Claim every op in between, or none of the ops that follow it"
             )
-    return ClaimedGroup(pattern, replace(match, name=group, inputs=tuple(inputs), outputs=tuple(outputs)), position)
+    # Made directly: dataclasses.replace reads the fields' definitions each time (one group per LayerNorm).
+    return ClaimedGroup(pattern, PatternMatch(match.ops, group, match.data, tuple(inputs), tuple(outputs)), position)
 
 
 def output_aliases(groups: list[ClaimedGroup]) -> dict[str, str]:
