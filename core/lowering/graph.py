@@ -276,21 +276,32 @@ class FlowGraph:
         linear in the size of the group and its outputs' readers.
         """
         ops = list(ops)
-        names = {op.name for op in ops}
-        produced = {name for op in ops for names_ in op.outputs.values() for name in names_}
+        return self._boundary(ops, {op.name for op in ops})
+
+    def _boundary(self, ops: list[FlowOp], names: set[str]) -> tuple[list[str], list[str]]:
+        """:meth:`boundary` of ``ops``, whose names are ``names`` (patterns' groups have them already)."""
         _, consumers, weights, graph_outputs = self._index or self._indexed()
+        produced = set()
+        for op in ops:
+            for tensors in op.outputs.values():
+                produced.update(tensors)
         inputs = []
+        outputs = []
         for op in ops:
             for tensors in op.inputs.values():
                 for name in tensors:
                     if name not in produced and name not in weights:
                         inputs.append(name)
-        outputs = []
-        for op in ops:
             for tensors in op.outputs.values():
                 for name in tensors:
-                    if name in graph_outputs or any(reader.name not in names for reader in consumers.get(name, ())):
+                    if name in graph_outputs:
                         outputs.append(name)
+                        continue
+                    for reader in consumers.get(name, ()):
+                        if reader.name not in names:
+                            outputs.append(name)
+                            break
+        # Inputs in the order the ops read them, outputs in the order they are made; each once.
         return list(dict.fromkeys(inputs)), list(dict.fromkeys(outputs))
 
     def stable_names(self) -> dict[str, str]:

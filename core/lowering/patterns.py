@@ -134,16 +134,17 @@ def _matches(pattern: Pattern, graph: FlowGraph) -> list[PatternMatch]:
 def _bounded(graph: FlowGraph, index: dict[str, int], pattern: Pattern, match: PatternMatch, group: str) -> ClaimedGroup:
     """The group (named ``group``) with its boundary, placed after the producers of its inputs and before
     the readers of its outputs."""
-    inputs, outputs = graph.boundary(match.ops)
-    members = {op.name for op in match.ops}
-    producers = graph._indexed()[0]
-    position = min(index[op.name] for op in match.ops)
+    ops = match.ops
+    members = {op.name for op in ops}
+    inputs, outputs = graph._boundary(ops, members)
+    producers, consumers = graph._indexed()[:2]
+    position = min(index[name] for name in members)
     for name in inputs:
         producer = producers.get(name)
         if producer is not None and index[producer.name] >= position:
             position = index[producer.name] + 1
     for name in outputs:
-        early = next((reader for reader in graph.consumers(name) if reader.name not in members and index[reader.name] < position), None)
+        early = next((reader for reader in consumers.get(name, ()) if reader.name not in members and index[reader.name] < position), None)
         if early is not None:
             raise PluginError(
                 f"{pattern.describe()} claimed group {group!r}, which cannot be lowered as one piece: op "

@@ -148,10 +148,17 @@ def _extra_name(plugin, index: int) -> str:
     return getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{index}"
 
 
-def _entry_point_candidate(entry_point) -> _Candidate:
+def _entry_point_candidate(entry_point, described: dict) -> _Candidate:
+    """``described``: distribution -> its (name, version), filled as distributions are met (each
+    lookup parses the distribution's METADATA file again, and one distribution has many plugins)."""
     dist = getattr(entry_point, "dist", None)
-    distribution = dist.metadata["Name"] if dist is not None else "unknown distribution"
-    version = dist.version if dist is not None else "unknown"
+    if dist is None:
+        distribution, version = "unknown distribution", "unknown"
+    else:
+        known = described.get(dist)
+        if known is None:
+            known = described[dist] = (dist.metadata["Name"], dist.version)
+        distribution, version = known
 
     def load():
         try:
@@ -174,7 +181,8 @@ def _candidates(extra_plugins: list, entry_points: bool = True) -> list[_Candida
         # lowerings whatever its name: an override=True registration must come after what it replaces.
         families = set(family_names())
         installed = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name not in families, ep.name))
-        found += [_entry_point_candidate(ep) for ep in installed if ep.value not in BUILTIN_PLUGINS]
+        described: dict = {}
+        found += [_entry_point_candidate(ep, described) for ep in installed if ep.value not in BUILTIN_PLUGINS]
     found += [_extra_candidate(plugin, index) for index, plugin in enumerate(extra_plugins)]
     return found
 
