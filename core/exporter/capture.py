@@ -25,7 +25,7 @@ import numpy as np
 from .._oneflow import error_text, import_oneflow, quiet_native_output
 from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph, FlowOp, TensorInfo
-from ..lowering.schema import ATTR_TYPES, schemas_of_bindings
+from ..lowering.schema import ATTR_TYPES, binding_key, schemas_of_bindings
 from .weights import StateWeights
 
 log = logging.getLogger("flow2onnx")
@@ -645,7 +645,7 @@ def _flow_ops(user_ops, onnx_name: dict[str, str]) -> list[FlowOp]:
             names = input_map[arg].s
             inputs[arg] = [rename(name, name) for name in names]
         outputs = {arg: list(output_map[arg].s) for arg in output_map}
-        shape = (op_type, tuple(inputs), tuple(map(bool, inputs.values())), tuple(outputs), tuple(map(bool, outputs.values())), tuple(attrs), tuple(kinds))
+        shape = (op_type, binding_key(inputs, outputs, (tuple(attrs), tuple(kinds))))
         if shape not in shapes:
             shapes[shape] = (op_type, inputs, outputs, {name: ATTR_TYPES.get(kind, "unknown") for name, kind in zip(attrs, kinds)})
         read.append((op.name, op_type, inputs, outputs, attrs))

@@ -179,6 +179,12 @@ def schemas_of_user_confs(user_confs: Iterable) -> dict[str, OpSchema]:
     )
 
 
+def binding_key(inputs: Mapping, outputs: Mapping, attrs: tuple) -> tuple:
+    """What one op says about its type's schema: its arguments, which of them are bound, and its
+    attributes (``attrs``: their names and types, in any hashable form). Ops with equal keys say the same."""
+    return tuple(inputs), tuple(map(bool, inputs.values())), tuple(outputs), tuple(map(bool, outputs.values())), attrs
+
+
 def schemas_of_bindings(bindings: Iterable[tuple[str, Mapping, Mapping, Mapping[str, str]]]) -> dict[str, OpSchema]:
     """One schema per op type from each op's ``(op type, inputs, outputs, attribute types)``.
 
@@ -187,10 +193,6 @@ def schemas_of_bindings(bindings: Iterable[tuple[str, Mapping, Mapping, Mapping[
     """
     distinct: dict[str, dict[tuple, tuple]] = {}
     for op_type, inputs, outputs, attr_types in bindings:
-        key = (
-            tuple(inputs), tuple(map(bool, inputs.values())),
-            tuple(outputs), tuple(map(bool, outputs.values())),
-            tuple(attr_types.items()),
-        )
+        key = binding_key(inputs, outputs, tuple(attr_types.items()))
         distinct.setdefault(op_type, {}).setdefault(key, (inputs, outputs, attr_types))
     return {op_type: schema_from_ops(op_type, shapes.values()) for op_type, shapes in distinct.items()}
