@@ -6,6 +6,7 @@ convert_to_onnx_and_check``. Plugin authors implement the hooks of :mod:`flow2on
 the :data:`hookimpl` marker.
 """
 
+from . import compile_guard
 from .errors import (
     Flow2OnnxError,
     InvalidModelError,
@@ -24,6 +25,9 @@ from .lowering.graph import FlowOp
 from .lowering.hookspecs import hookimpl
 from .lowering.registry import DEFAULT_OPSET, DEFAULT_SINCE_OPSET, MIN_OPSET, max_opset
 from .lowering.schema import OpSchema
+
+# Graphs compiled in this process from now on are compiled safely (see flow2onnx.compile_guard).
+compile_guard.install_when_imported()
 
 __all__ = [
     "DEFAULT_OPSET",

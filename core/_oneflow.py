@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 
+from . import compile_guard
 from .errors import Flow2OnnxError
 from .signals import restore_interrupt
 
@@ -112,6 +113,7 @@ def import_oneflow():
         if "oneflow" in sys.modules:  # the user imported it first; respect their set-up
             _oneflow = sys.modules["oneflow"]
             restore_interrupt()
+            compile_guard.install(_oneflow)
             return _oneflow
         # glog reads this once, at import; a user who set it keeps their choice.
         os.environ.setdefault("GLOG_minloglevel", "3")
@@ -123,6 +125,7 @@ def import_oneflow():
             raise Flow2OnnxError(_import_advice(error)) from error
         # OneFlow's import replaced SIGINT's handler with one that kills the process, clean-up and all.
         restore_interrupt()
+        compile_guard.install(oneflow)
         _oneflow = oneflow
         return oneflow
 

@@ -88,8 +88,11 @@ def _runs(graph: FlowGraph, axes: Mapping, options: ExportOptions, examples) -> 
     example_batch = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else None
     dynamic = any(axes.values())
     batched = any(0 in mapping for mapping in axes.values())
+    # Without the user's examples the first run is drawn at the example's shapes, named here: the
+    # graph lowered may be a variant traced at other sizes (a dynamic axis of size 1), whose own
+    # shapes would otherwise be drawn under the example's label.
     first = VerificationRun(example_batch if batched else None, {}, "example", tuple(examples)) if examples is not None else (
-        VerificationRun(example_batch if batched else None, {}, "unit")
+        VerificationRun(example_batch if batched else None, {info.name: tuple(info.shape) for info in graph.inputs} if dynamic else {}, "unit")
     )
     if not dynamic:
         return [first] + [VerificationRun(None, {}, draw) for draw in draws]

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .. import compile_guard
 from .._oneflow import error_text, import_oneflow, quiet_native_output
 from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph, FlowOp, TensorInfo
@@ -97,7 +98,7 @@ def wrap_module(module, example_inputs: Sequence):
 
     A module in training mode is switched to eval mode with a warning: an export describes inference.
     Stride-0 views the modules hold as plain tensors are compiled as contiguous copies (see
-    :func:`stride0_views_protected`).
+    :mod:`flow2onnx.compile_guard`).
     """
     flow = import_oneflow()
     for_inference(module)
@@ -114,8 +115,7 @@ def wrap_module(module, example_inputs: Sequence):
     # Plain attributes: nn.Graph.__setattr__ would wrap a module in a proxy bound to this graph.
     object.__setattr__(graph, "_flow2onnx_name", type(module).__name__)
     object.__setattr__(graph, "_flow2onnx_module", module)
-    with stride0_views_protected(module):
-        compile_graph(graph, example_inputs)
+    compile_graph(graph, example_inputs)  # stride-0 views are protected by the compile guard
     return graph
 
 
@@ -128,52 +128,6 @@ def for_inference(module) -> None:
             stacklevel=4,
         )
         module.eval()
-
-
-#: Types of module attributes that are never tensors (flags, names, OneFlow's own tables of modules and hooks).
-_NOT_TENSORS = frozenset({bool, int, float, str, type(None), dict, set, collections.OrderedDict})
-
-
-def plain_tensors(module, stride0_only: bool = True) -> list[tuple[Any, str, Any]]:
-    """The plain tensor attributes of ``module`` and its submodules (not parameters or buffers, alone or
-    in a list or tuple): ``(owner, attribute, value)``; with ``stride0_only``, those holding a view with
-    a stride of 0 (``expand()``)."""
-    tensor = import_oneflow().Tensor
-
-    def chosen(value) -> bool:
-        return isinstance(value, tensor) and (not stride0_only or (value.numel() > 1 and 0 in value.stride()))
-
-    found = []
-    for owner in module.modules():
-        for name, value in vars(owner).items():
-            kind = type(value)
-            if kind in _NOT_TENSORS:  # most attributes: OneFlow's isinstance check for tensors is slow
-                continue
-            if kind is list or kind is tuple:
-                if any(chosen(item) for item in value):
-                    found.append((owner, name, value))
-            elif chosen(value):
-                found.append((owner, name, value))
-    return found
-
-
-@contextlib.contextmanager
-def stride0_views_protected(module):
-    """Within the block, the stride-0 views of :func:`plain_tensors` are contiguous copies.
-
-    Compiling an ``nn.Graph`` on the CPU writes over the memory of such views (OneFlow 0.9 loads
-    tensors the graph captured as if they owned ``numel`` elements), so the module would compute with
-    garbage afterwards, eagerly and in the graph. The originals are put back after the block.
-    """
-    found = plain_tensors(module)
-    for owner, name, value in found:
-        copy = value.contiguous() if not isinstance(value, (list, tuple)) else type(value)(v.contiguous() for v in value)
-        object.__setattr__(owner, name, copy)
-    try:
-        yield
-    finally:
-        for owner, name, value in found:
-            object.__setattr__(owner, name, value)
 
 
 def capture_again(graph: FlowGraph, tensors: Sequence) -> FlowGraph:
@@ -269,8 +223,8 @@ def capture(model, example_inputs: Sequence | None, how: str = "graph") -> Captu
     inputs = example_tensors(example_inputs)
     examples = None if inputs is None else tuple(_as_array(tensor) for tensor in inputs)
     if how == "graph":
-        told = _stride0_warnings(model)
-        graph = read_graph(as_compiled_graph(model, inputs))
+        _refuse_unguarded(model)
+        graph, told = read_graph(as_compiled_graph(model, inputs)), []
     else:
         graph, told = _captured_eagerly(model, inputs, fallback=how == "auto")
     seconds = time.perf_counter() - started
@@ -330,27 +284,27 @@ def _eager_module(model, inputs, how: str):
     return model
 
 
-def _stride0_warnings(model) -> list[str]:
-    """A warning for a compiled graph, handed over, whose modules hold plain tensors: if one was a stride-0
-    view when it was compiled, OneFlow overwrote its memory. Compiling changes the strides of such tensors
-    in place, so they cannot be told apart afterwards; the graphs flow2onnx compiles are protected."""
+def _refuse_unguarded(model) -> None:
+    """Refuse a compiled graph, handed over, that was compiled before flow2onnx was imported and whose
+    modules hold plain tensors: if one of them was a stride-0 view then, OneFlow 0.9 wrote past its
+    memory (see :mod:`flow2onnx.compile_guard`), and the graph, the module and any file made from them
+    compute with garbage that agrees with itself. Compiling leaves such tensors contiguous, so they
+    cannot be told apart afterwards, and verification against the module would prove nothing."""
     flow = import_oneflow()
-    if not isinstance(model, flow.nn.Graph) or not getattr(model, "_is_compiled", False):
-        return []
+    if not isinstance(model, flow.nn.Graph) or not getattr(model, "_is_compiled", False) or compile_guard.was_guarded(model):
+        return
     held = [
         f"{type(owner).__name__}.{name}" for block in model._blocks.values()
-        for owner, name, _ in plain_tensors(block.to(flow.nn.Module), stride0_only=False)
+        for owner, name, _ in compile_guard.plain_tensors(flow, block.to(flow.nn.Module), stride0_only=False)
     ]
-    if not held:
-        return []
-    message = (
-        f"the compiled graph's modules hold plain tensors ({', '.join(held[:4])}{', …' if len(held) > 4 else ''}); if one "
-        "was a stride-0 view (expand()) when the graph was compiled, OneFlow 0.9 overwrote its memory on the CPU, and the "
-        "graph and the module compute with garbage: export the eager module or the uncompiled graph with example_inputs "
-        "instead (flow2onnx compiles them with such views made contiguous), or make them contiguous before compiling"
-    )
-    log.warning(message)
-    return [message]
+    if held:
+        raise InvalidModelError(
+            f"the nn.Graph {type(model).__name__} was compiled before flow2onnx was imported, and its modules hold plain "
+            f"tensors ({', '.join(held[:4])}{', …' if len(held) > 4 else ''}): if one was a stride-0 view (expand()) then, "
+            "OneFlow 0.9's compile wrote past its memory, and the graph and the module now compute with garbage that no "
+            "check can tell from the right values. Import flow2onnx before compiling the graph (it then compiles such "
+            "views safely), or export the uncompiled graph or the eager module with example_inputs"
+        )
 
 
 def _as_array(tensor):
@@ -420,9 +374,7 @@ def as_compiled_graph(model, inputs: Sequence | None):
                 f"the nn.Graph {type(model).__name__} is not compiled: pass example_inputs, or call "
                 "graph._compile(*example_inputs) before exporting"
             )
-        with _rejected_inputs(model, model.build, inputs), contextlib.ExitStack() as protected:
-            for block in model._blocks.values():
-                protected.enter_context(stride0_views_protected(block.to(flow.nn.Module)))
+        with _rejected_inputs(model, model.build, inputs):
             compile_graph(model, inputs)
         return model
     if isinstance(model, flow.nn.Module):
