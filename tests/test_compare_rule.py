@@ -139,3 +139,12 @@ def test_the_rule_needs_nothing_but_numpy():
         assert module.compare("y", np.float32([1.0, 2.0]), np.float32([1.0, 2.0001])).passed
     finally:
         del sys.modules[spec.name]
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_integers_past_float64s_precision_must_match_exactly(dtype):
+    # 2**53 and 2**53 + 1 are the same float64: a comparison through floats would pass them.
+    expected = np.array([2**53, 2**53 + 1, 7], dtype=dtype)
+    actual = np.array([2**53, 2**53, 7], dtype=dtype)
+    assert not compare("output", expected, actual).passed
+    assert compare("output", expected, expected.copy()).passed

@@ -187,6 +187,9 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray, rtol: float | N
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: masked out just below
         diff = np.where(both_finite, np.abs(got - want), 0.0)
     bad = nonfinite_bad | (diff > scaled_atol + rtol * magnitude)
+    if expected.dtype.kind not in "fc":
+        # Exact in the integers' own type: float64 cannot tell apart int64 values past 2**53.
+        bad |= expected != actual
     # Relative to the magnitude, floored at the absolute tolerance so that zeros do not explode it.
     rel = diff / np.maximum(magnitude, scaled_atol if scaled_atol > 0 else np.finfo(np.float64).tiny)
     any_nonfinite_bad = bool(nonfinite_bad.any())
