@@ -44,6 +44,8 @@ import traceback
 
 import numpy as np
 
+from flow2onnx.exporter.comparison import compare as compare_output
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_OUT = os.path.join(HERE, "results", "fuzz.md")
@@ -51,9 +53,6 @@ DEFAULT_OUT = os.path.join(HERE, "results", "fuzz.md")
 #: Outcomes that are findings (shrunk and reported); the others are expected behaviour.
 FINDINGS = ("wrong", "crash", "abort")
 OUTCOMES = ("ok", "refused", "oneflow-error", "crash", "wrong", "abort")
-
-#: Tolerances of the comparison rule, per output dtype: ``(rtol, atol)``.
-TOLERANCES = {"float32": (1e-3, 1e-4), "float64": (1e-6, 1e-7)}
 
 #: Edge values fed to floating-point inputs: signed zeros, ones, large finite values, exp overflow
 #: (88.72 is log(FLT_MAX)), tanh saturation, tiny and denormal values, infinities and NaN.
@@ -946,34 +945,18 @@ def ops_of(program) -> list[str]:
 
 
 def compare(onnx, ref) -> str | None:
-    """None when ``onnx`` matches ``ref`` (OneFlow) under the comparison rule, else what differs."""
+    """None when ``onnx`` matches ``ref`` (OneFlow) under flow2onnx's comparison rule, else what differs."""
     if onnx.shape != ref.shape:
         return f"shape {list(onnx.shape)} != oneflow {list(ref.shape)}"
     if onnx.dtype != ref.dtype:
         return f"dtype {onnx.dtype} != oneflow {ref.dtype}"
-    if ref.size == 0:
+    result = compare_output("output", ref, onnx)
+    if result.passed:
         return None
-    if ref.dtype.kind not in "fc":
-        bad = onnx != ref
-        if bad.any():
-            i = np.argwhere(bad)[0]
-            return f"{int(bad.sum())}/{ref.size} elements differ, e.g. at {i.tolist()}: onnx {onnx[tuple(i)]!r}, oneflow {ref[tuple(i)]!r}"
-        return None
-    rtol, atol = TOLERANCES.get(str(ref.dtype), TOLERANCES["float32"])
-    o, r = onnx.astype(np.float64), ref.astype(np.float64)
-    nan_o, nan_r = np.isnan(o), np.isnan(r)
-    inf_o, inf_r = np.isinf(o), np.isinf(r)
-    finite = ~(nan_r | inf_r)
-    scale = np.abs(r[finite]).max() if finite.any() else 0.0
-    bound = atol * max(1.0, scale) + rtol * np.abs(np.where(finite, r, 0))
-    with np.errstate(invalid="ignore", over="ignore"):
-        diff = np.abs(o - r)
-    bad = (nan_o != nan_r) | (inf_r & (o != r)) | (finite & ~(diff <= bound))
-    if not bad.any():
-        return None
-    i = tuple(np.argwhere(bad)[0])
-    return (f"{int(bad.sum())}/{ref.size} elements differ, e.g. at {list(map(int, i))}: onnx {o[i]!r}, oneflow {r[i]!r}"
-            f" (bound {float(bound[i]) if finite[i] else 0.0:.3g})")
+    index, want, got = result.outliers[0]
+    bound = result.atol + result.rtol * abs(want) if math.isfinite(want) else 0.0
+    return (f"{round(result.mismatch_fraction * ref.size)}/{ref.size} elements differ, the worst at {list(index)}: "
+            f"onnx {got!r}, oneflow {want!r} (bound {bound:.3g})")
 
 
 def edge_array(rng, shape, dtype, mixed):
@@ -1296,35 +1279,36 @@ def same_finding(a: dict, b: dict) -> bool:
     return category(a) == category(b)
 
 
+def smaller_programs(program: dict):
+    """Candidates for shrinking, in the order tried: ``program`` without one of its ops (the last
+    first), then with one dynamic size reduced."""
+    for j in reversed(range(len(program["nodes"]))):
+        candidate = without_node(program, j)
+        if candidate is not None:
+            yield candidate
+    for sym, n in sorted(program["symbols"].items()):
+        for m in sorted({1, 2, 3, n // 2, n - 1}):
+            if 1 <= m < n:
+                yield dict(program, symbols=dict(program["symbols"], **{sym: m}))
+
+
 def shrink(worker: Worker, program: dict, result: dict, budget_s: float = 60.0):
-    """Remove ops and reduce symbol sizes while the finding holds; returns ``(program, result, tries)``."""
+    """Remove ops and reduce symbol sizes while the finding holds; returns ``(program, result, tries)``.
+
+    After each step that keeps the finding, the candidates of the smaller program are tried from the start.
+    """
     started = time.monotonic()
     tries = 0
     progress = True
-    while progress and time.monotonic() - started < budget_s:
+    while progress:
         progress = False
-        for j in reversed(range(len(program["nodes"]))):
-            candidate = without_node(program, j)
-            if candidate is None or time.monotonic() - started > budget_s:
-                continue
+        for candidate in smaller_programs(program):
+            if time.monotonic() - started > budget_s:
+                return program, result, tries
             tries += 1
             r = worker.run(candidate)
             if same_finding(result, r):
                 program, result, progress = candidate, r, True
-                break
-        if progress:
-            continue
-        for sym, n in sorted(program["symbols"].items()):
-            for m in sorted({1, 2, 3, n // 2, n - 1}):
-                if not 1 <= m < n or time.monotonic() - started > budget_s:
-                    continue
-                candidate = dict(program, symbols=dict(program["symbols"], **{sym: m}))
-                tries += 1
-                r = worker.run(candidate)
-                if same_finding(result, r):
-                    program, result, progress = candidate, r, True
-                    break
-            if progress:
                 break
     return program, result, tries
 
