@@ -247,6 +247,27 @@ def test_a_graph_the_user_compiles_keeps_its_stride0_views(onnx_path):
     del junk
 
 
+def test_a_graph_compiled_before_the_guard_holding_plain_tensors_is_refused(tmp_path):
+    """A graph compiled by OneFlow's own, unguarded compile (as before flow2onnx is imported) whose modules
+    hold plain tensors cannot be told from one whose stride-0 views were overwritten: refused, nothing written."""
+    module = _Anchors().eval()
+    module.grids = [grid.contiguous() for grid in module.grids]  # contiguous, so the unguarded compile is harmless here
+
+    class Early(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.model = module
+
+        def build(self, *xs):
+            return self.model(*xs)
+
+    graph = Early()
+    flow.nn.Graph._compile.__wrapped__(graph, *_anchor_inputs())  # OneFlow's compile, without the guard
+    with pytest.raises(InvalidModelError, match=r"compiled before flow2onnx was imported.*_Anchors\.grids.*Import flow2onnx before compiling"):
+        flow2onnx.export(graph, None, tmp_path / "model.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_uncompiled_graph_is_compiled_with_its_stride0_views_protected(onnx_path):
     module = _Anchors().eval()
     before = [grid.numpy().copy() for grid in module.grids]

@@ -9,7 +9,6 @@ parameter, so their values come from ``graph.state_dict()`` in memory, read only
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import inspect
