@@ -204,6 +204,17 @@ class _Anchors(flow.nn.Module):
         return [x * grid for x, grid in zip(xs, self.grids)]
 
 
+class _GraphOver(flow.nn.Graph):
+    """A user's nn.Graph over one module, as one-yolov5's export builds it."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.model = module
+
+    def build(self, *xs):
+        return self.model(*xs)
+
+
 def _anchor_inputs():
     return [flow.rand(1, 3, n, n, 2) for _, n in _Anchors().sizes]
 
@@ -225,15 +236,7 @@ def test_a_graph_the_user_compiles_keeps_its_stride0_views(onnx_path):
     inputs = [x.numpy() for x in _anchor_inputs()]
     want = [y.numpy().copy() for y in module(*[flow.tensor(x) for x in inputs])]
 
-    class Compiled(flow.nn.Graph):
-        def __init__(self):
-            super().__init__()
-            self.model = module
-
-        def build(self, *xs):
-            return self.model(*xs)
-
-    graph = Compiled()
+    graph = _GraphOver(module)
     graph._compile(*_anchor_inputs())  # through flow2onnx's compile guard, installed at import
     junk = [flow.rand(1, 3, 80, 80, 2) * 3 for _ in range(50)]  # memory a overflowed view would lose to
     for grid, values in zip(module.grids, before):
@@ -253,15 +256,7 @@ def test_a_graph_compiled_before_the_guard_holding_plain_tensors_is_refused(tmp_
     module = _Anchors().eval()
     module.grids = [grid.contiguous() for grid in module.grids]  # contiguous, so the unguarded compile is harmless here
 
-    class Early(flow.nn.Graph):
-        def __init__(self):
-            super().__init__()
-            self.model = module
-
-        def build(self, *xs):
-            return self.model(*xs)
-
-    graph = Early()
+    graph = _GraphOver(module)
     flow.nn.Graph._compile.__wrapped__(graph, *_anchor_inputs())  # OneFlow's compile, without the guard
     with pytest.raises(InvalidModelError, match=r"compiled before flow2onnx was imported.*_Anchors\.grids.*Import flow2onnx before compiling"):
         flow2onnx.export(graph, None, tmp_path / "model.onnx")
@@ -272,15 +267,7 @@ def test_an_uncompiled_graph_is_compiled_with_its_stride0_views_protected(onnx_p
     module = _Anchors().eval()
     before = [grid.numpy().copy() for grid in module.grids]
 
-    class Uncompiled(flow.nn.Graph):
-        def __init__(self):
-            super().__init__()
-            self.model = module
-
-        def build(self, *xs):
-            return self.model(*xs)
-
-    result = flow2onnx.export(Uncompiled(), _anchor_inputs(), onnx_path)
+    result = flow2onnx.export(_GraphOver(module), _anchor_inputs(), onnx_path)
     assert result.report.passed and result.warnings == []
     for grid, values in zip(module.grids, before):
         np.testing.assert_array_equal(grid.numpy(), values)
