@@ -37,24 +37,47 @@ def error_lines(stderr):
 # ---------------------------------------------------------------- signals
 
 
-def _interrupt_export(tmp_path, signum, argv):
-    """Start an export, wait for its staging folder to appear, send ``signum``; return (rc, stderr)."""
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+#: How an export stages its file: unnamed (O_TMPFILE, the default on this file system) or in a folder.
+STAGINGS = ["unnamed", "folder"]
+
+
+def unnamed_files(pid, directory):
+    """The unnamed files (O_TMPFILE) that process ``pid`` holds open in ``directory``."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if link.startswith(f"{directory}/#") and link.endswith("(deleted)"):
+            found.append(link)
+    return found
+
+
+def _interrupt_export(tmp_path, signum, argv, staging="unnamed"):
+    """Start an export, wait until it stages its file (unnamed, or in a staging folder), send ``signum``;
+    return (rc, stderr)."""
+    env = dict(os.environ, FLOW2ONNX_STAGING="folder" if staging == "folder" else "auto")
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
-    while not staging_folders(tmp_path):
+    staged = (lambda: staging_folders(tmp_path)) if staging == "folder" else (lambda: unnamed_files(process.pid, tmp_path))
+    while not staged():
         assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the export never created its staging folder"
+        assert time.monotonic() < deadline, "the export never staged its file"
         time.sleep(0.02)
+    if staging == "unnamed":
+        assert os.listdir(tmp_path) == []  # staged, and nothing in the folder has a name
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     return process.returncode, stderr
 
 
+@pytest.mark.parametrize("staging", STAGINGS)
 @pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-def test_cli_signal_mid_export_leaves_nothing_and_says_so(tmp_path, signum, code, word):
+def test_cli_signal_mid_export_leaves_nothing_and_says_so(tmp_path, signum, code, word, staging):
     target = tmp_path / "slow.onnx"
     argv = [CLI, "export", "tests.models:slow_linear", "--input-shape", "2,64", "-o", str(target)]
-    rc, stderr = _interrupt_export(tmp_path, signum, argv)
+    rc, stderr = _interrupt_export(tmp_path, signum, argv, staging)
     assert rc == code, stderr
     assert [line for line in stderr.splitlines() if line.startswith("flow2onnx:") and word in line], stderr
     assert "Traceback" not in stderr, stderr
@@ -70,18 +93,57 @@ flow2onnx.export(slow_linear(), random_inputs([(2, 64)]), sys.argv[1])
 """
 
 
+@pytest.mark.parametrize("staging", STAGINGS)
 @pytest.mark.parametrize("signum, exception", [(signal.SIGINT, "KeyboardInterrupt"), (signal.SIGTERM, "flow2onnx.signals.Terminated")])
-def test_library_export_cleans_up_on_signals(tmp_path, signum, exception):
+def test_library_export_cleans_up_on_signals(tmp_path, signum, exception, staging):
     target = tmp_path / "slow.onnx"
-    rc, stderr = _interrupt_export(tmp_path, signum, [sys.executable, "-c", LIBRARY_EXPORT, str(target)])
+    rc, stderr = _interrupt_export(tmp_path, signum, [sys.executable, "-c", LIBRARY_EXPORT, str(target)], staging)
     # The caller gets the exception (here uncaught: Python's own exit), not an exit from inside.
     assert exception in stderr and rc not in (0, 255), stderr  # 255: OneFlow's own handler killed it
     assert os.listdir(tmp_path) == []
 
 
-def test_staging_folder_of_a_killed_export_is_removed_by_the_next(tmp_path):
+def test_sigkill_mid_export_leaves_nothing_with_unnamed_staging(tmp_path):
     target = tmp_path / "slow.onnx"
     rc, _ = _interrupt_export(tmp_path, signal.SIGKILL, [CLI, "export", "tests.models:slow_linear", "--input-shape", "2,64", "-o", str(target)])
+    assert rc == -signal.SIGKILL and os.listdir(tmp_path) == []
+
+
+def test_sigkill_at_any_moment_leaves_no_file_beside_the_target(tmp_path):
+    """Killed at moments spread over a whole export that replaces an earlier model: the folder holds
+    the earlier model or the new one, complete, and nothing else."""
+    target = tmp_path / "slow.onnx"
+    argv = [CLI, "export", "tests.models:slow_linear", "--input-shape", "2,64", "-o", str(target)]
+    assert subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    started = time.monotonic()
+    assert subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    whole = time.monotonic() - started
+    for fraction in (0.2, 0.5, 0.8, 0.95):
+        process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(whole * fraction)
+        process.kill()
+        process.wait(timeout=60)
+        assert os.listdir(tmp_path) == ["slow.onnx"], (fraction, os.listdir(tmp_path))
+        onnx.checker.check_model(str(target), full_check=True)
+
+
+def test_a_file_a_killed_export_was_linking_into_place_is_removed_by_the_next(tmp_path):
+    """Replacing a target, the unnamed file is linked under a staging name for the instant before the
+    rename; a process killed right then leaves it, and the next export into the folder removes it."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f".relu.onnx.partial-{dead.pid}-1a2b3c4d"
+    left.write_bytes(b"half")
+    export_module(flow.nn.ReLU(), [(2, 3)], tmp_path / "relu.onnx")
+    assert os.listdir(tmp_path) == ["relu.onnx"]
+    export_module(flow.nn.ReLU(), [(2, 3)], tmp_path / "relu.onnx")  # replacing it: link, then rename
+    assert os.listdir(tmp_path) == ["relu.onnx"]
+
+
+def test_staging_folder_of_a_killed_export_is_removed_by_the_next(tmp_path):
+    target = tmp_path / "slow.onnx"
+    argv = [CLI, "export", "tests.models:slow_linear", "--input-shape", "2,64", "-o", str(target)]
+    rc, _ = _interrupt_export(tmp_path, signal.SIGKILL, argv, staging="folder")
     assert rc == -signal.SIGKILL and len(staging_folders(tmp_path)) == 1
     live = tmp_path / f".other.onnx.partial-{os.getpid()}-keep"  # a live process's folder stays
     live.mkdir()

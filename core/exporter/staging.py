@@ -1,24 +1,35 @@
 """The write and publish steps: where an export writes, and how its file appears (all at once, or not at all).
 
-Models are written into a staging folder beside the target, checked there, and the verified one is
-renamed into place, so the target only ever holds a complete, verified model (or is left as it
-was): a failure, Ctrl-C or ``kill`` never leaves half a model at the target. A staging folder
-carries its process id in its name: one left behind by a process that no longer exists (killed
-with SIGKILL, or a machine that lost power) is removed by the next export into the same folder.
+A model is written, checked and verified before it is given the target's name, so the target only
+ever holds a complete, verified model (or is left as it was): a failure, Ctrl-C or ``kill`` never
+leaves half a model at the target. Where it is written first:
+
+- **Unnamed** (Linux, a file system with ``O_TMPFILE``, weights inside the model): the file has no
+  name at all until it is published, when it is linked into the target's folder (``linkat``). The
+  kernel frees it when its last descriptor closes, so an export killed at any moment, SIGKILL
+  included, leaves nothing. Only when an existing target is replaced does the file take a staging
+  name for the instant between the link and the rename onto the target.
+- **A staging folder** beside the target otherwise (external data, whose location is relative to
+  the model's folder, other systems, or ``FLOW2ONNX_STAGING=folder``). The folder carries its
+  process id in its name: one left behind by a process that no longer exists (killed with SIGKILL,
+  or a machine that lost power) is removed by the next export into the same folder.
+
 The target is checked before any work: it must be absent or a regular file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
+import secrets
 import shutil
 import stat
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -36,6 +47,9 @@ log = logging.getLogger("flow2onnx")
 STAGING_MARK = ".partial-"
 _STAGING = re.compile(r"^\..+\.partial-(\d+)-[^/]+$")
 DEFAULT_FILE_NAME = "model.onnx"
+#: ``folder`` forces staging folders (the way of file systems without ``O_TMPFILE``); unset or
+#: ``auto``: unnamed files wherever the file system has them.
+STAGING_ENV = "FLOW2ONNX_STAGING"
 
 
 @dataclass(frozen=True)
@@ -56,13 +70,32 @@ class Published:
     external_data: bool
 
 
-@dataclass(frozen=True)
+@dataclass
 class Staging:
-    """Where one export writes: a folder beside ``target`` (same file system, so renaming is atomic)."""
+    """Where one export writes: an unnamed file in the target's folder (``folder`` is ``None``), or a
+    folder beside ``target`` (same file system either way, so publishing is atomic)."""
 
-    folder: str
+    folder: str | None
     target: str
     external_data: bool
+    #: The unnamed file's descriptor, and one of ``/proc/self/fd`` to link it by.
+    _unnamed: int | None = field(default=None, repr=False)
+    _proc_fds: int | None = field(default=None, repr=False)
+    _replaced: list = field(default_factory=list, repr=False)
+
+    @property
+    def unnamed(self) -> bool:
+        return self.folder is None
+
+    def _staged_path(self) -> str:
+        if not self.unnamed:
+            return os.path.join(self.folder, os.path.basename(self.target))
+        # A later write replaces the earlier one with a new unnamed file. The earlier stays open until
+        # the export ends: a path to a closed descriptor could name whatever file reuses its number.
+        if self._unnamed is not None:
+            self._replaced.append(self._unnamed)
+        self._unnamed = _open_unnamed(os.path.dirname(self.target))
+        return f"/proc/self/fd/{self._unnamed}"
 
     def write(self, model: onnx.ModelProto, weights: Sequence[TensorInfo] = (), read: Callable[[str], np.ndarray] | None = None) -> Staged:
         """Write ``model`` (and ``weights``, streamed from ``read``) under the target's name, then check the file.
@@ -70,7 +103,7 @@ class Staging:
         A later write replaces the earlier one: the staging folder holds one candidate at a time.
         """
         started = time.perf_counter()
-        staged = os.path.join(self.folder, os.path.basename(self.target))
+        staged = self._staged_path()
         # Serialised once, for the file and for the check of the model without its weights' data.
         parts = serialized_parts(model) if weights else None
         if self.external_data:
@@ -98,13 +131,16 @@ class Staging:
     def publish(self, staged: Staged) -> Published:
         """Rename the staged model (and its data file) to the target: the export's only visible write."""
         data = staged.path + ".data"
-        external = os.path.exists(data)  # absent when every tensor is under save_model's size threshold
+        external = not self.unnamed and os.path.exists(data)  # absent when every tensor is under save_model's size threshold
         # A <target>.data that an earlier flow2onnx export of this path wrote would lie, stale, beside
         # a model that now keeps its weights inside.
         stale_data = not external and _earlier_export_data(self.target)
         if external:
             os.replace(data, self.target + ".data")
-        os.replace(staged.path, self.target)
+        if self.unnamed:
+            self._link_into_place()
+        else:
+            os.replace(staged.path, self.target)
         if stale_data:
             os.remove(self.target + ".data")
             log.info("removed %s.data, the weights of the model this export replaced", self.target)
@@ -112,24 +148,84 @@ class Staging:
         log.info("wrote %s (%.1f MB%s)", self.target, size / 1e6, ", weights in the .data file beside it" if external else "")
         return Published(self.target, external)
 
+    def _link_into_place(self) -> None:
+        """Give the unnamed file the target's name: linked there directly when the target is absent; else
+        linked under a staging name (removed by the next export if this one dies right then) and renamed
+        over the target, which is atomic."""
+        if self._proc_fds is None:
+            self._proc_fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+        source = str(self._unnamed)
+        with deferred():  # no signal between the link and the rename
+            try:
+                os.link(source, self.target, src_dir_fd=self._proc_fds, follow_symlinks=True)
+                return
+            except FileExistsError:
+                pass
+            directory, name = os.path.split(self.target)
+            temporary = os.path.join(directory, f".{name}{STAGING_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+            os.link(source, temporary, src_dir_fd=self._proc_fds, follow_symlinks=True)
+            try:
+                os.replace(temporary, self.target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(temporary)
+                raise
+
+    def release(self) -> None:
+        """Close what the staging holds open (the kernel frees unnamed files that were not published);
+        the caller removes the folder."""
+        for fd in self._replaced + [self._unnamed, self._proc_fds]:
+            if fd is not None:
+                os.close(fd)
+        self._replaced, self._unnamed, self._proc_fds = [], None, None
+
+
+def _open_unnamed(directory: str) -> int:
+    return os.open(directory, os.O_TMPFILE | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o666)
+
+
+def unnamed_files_work(directory: str) -> bool:
+    """Whether ``directory`` can hold unnamed files that are linked into place (``O_TMPFILE`` and
+    ``/proc/self/fd``), and the environment does not ask for staging folders."""
+    if os.environ.get(STAGING_ENV, "auto").strip().lower() == "folder" or not hasattr(os, "O_TMPFILE"):
+        return False
+    try:
+        fd = _open_unnamed(directory)
+    except OSError as error:  # EOPNOTSUPP, EISDIR (old kernels), EINVAL: the file system has none
+        if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT, errno.EACCES, errno.EPERM):
+            log.debug("unnamed files unavailable in %s: %s", directory, error)
+        return False
+    try:
+        return os.path.exists(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
 
 @contextlib.contextmanager
 def staging_folder(target: str, external_data: bool) -> Iterator[Staging]:
-    """A staging folder beside ``target`` for the time of the block, removed with whatever is left in it.
+    """Where the export writes for the time of the block (see the module's text): an unnamed file in the
+    target's folder, or a staging folder beside the target, removed with whatever is left in it.
 
     Meanwhile SIGINT raises ``KeyboardInterrupt`` and SIGTERM :class:`flow2onnx.signals.Terminated`
     (see :func:`flow2onnx.signals.signals_raise`), so that an interrupted export removes its folder.
     """
     with signals_raise():
-        folder = None
+        staging = None
         try:
             with deferred():  # no signal between making the folder and knowing its name
-                folder = make_staging_dir(target)
-            yield Staging(folder, target, external_data)
+                directory = os.path.dirname(target)
+                remove_stale_staging(directory)
+                if not external_data and unnamed_files_work(directory):
+                    staging = Staging(None, target, external_data)
+                else:
+                    staging = Staging(make_staging_dir(target), target, external_data)
+            yield staging
         finally:
-            if folder is not None:
+            if staging is not None:
                 with deferred():  # a second Ctrl-C must not cut the clean-up short
-                    shutil.rmtree(folder, ignore_errors=True)
+                    staging.release()
+                    if staging.folder is not None:
+                        shutil.rmtree(staging.folder, ignore_errors=True)
 
 
 def resolve_target(path) -> str:
@@ -193,6 +289,7 @@ def make_staging_dir(target: str) -> str:
     return tempfile.mkdtemp(prefix=f".{os.path.basename(target)}{STAGING_MARK}{os.getpid()}-", dir=directory)
 
 
+
 @contextlib.contextmanager
 def scratch_folder(prefix: str) -> Iterator[str]:
     """A temporary folder ``<tmp>/<prefix>-<pid>-…`` for the time of the block.
@@ -215,7 +312,8 @@ def scratch_folder(prefix: str) -> Iterator[str]:
 
 def remove_stale_staging(directory: str, pattern: re.Pattern = _STAGING) -> list[str]:
     """Remove folders in ``directory`` named by ``pattern`` (staging folders by default) whose
-    process, the pattern's first group, no longer exists; return their paths."""
+    process, the pattern's first group, no longer exists, and files so named (an unnamed file that
+    was being linked into place when its process died); return their paths."""
     removed = []
     try:
         entries = list(os.scandir(directory))
@@ -223,9 +321,15 @@ def remove_stale_staging(directory: str, pattern: re.Pattern = _STAGING) -> list
         return removed
     for entry in entries:
         match = pattern.match(entry.name)
-        if match is None or not entry.is_dir(follow_symlinks=False) or _alive(int(match.group(1))):
+        if match is None or _alive(int(match.group(1))):
             continue
-        shutil.rmtree(entry.path, ignore_errors=True)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        elif entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.remove(entry.path)
+        else:
+            continue
         log.info("removed %s, left by an export that was killed (process %s)", entry.path, match.group(1))
         removed.append(entry.path)
     return removed
