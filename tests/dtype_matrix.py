@@ -153,6 +153,9 @@ def attempt(case: str, dtype: str, opset: int, path: str, **options) -> dict:
     except Exception as error:  # OneFlow's own refusal, in its own words
         return {"status": "oneflow", "detail": _first_line(error), "op_type": _oneflow_op_type(str(error))}
     try:
+        # Graph capture, pinned: the matrix records what the lowerings do per dtype, and where OneFlow cannot
+        # build a graph in a dtype. The default capture ("auto") would capture those cells eagerly instead.
+        options.setdefault("capture", "graph")
         result = flow2onnx.export(module, inputs, path, opset=opset, **options)  # tolerances by dtype
     except flow2onnx.VerificationError as error:
         return {"status": "mismatch", "detail": _first_line(error)}

@@ -8,6 +8,7 @@ when they should not have.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -90,21 +91,39 @@ def test_matching_non_finite_values_pass_and_are_counted():
     assert result.passed and (result.nan_count, result.inf_count) == (1, 2) and result.weakness is None
 
 
-@pytest.mark.parametrize(
-    "values, why",
-    [
-        ([np.nan, np.nan, np.nan], "has no finite value"),
-        ([np.inf, -np.inf], "has no finite value"),
-        ([0.5, 0.5, 0.5, 0.5], "is constant"),
-    ],
-)
-def test_outputs_that_prove_little_are_flagged(values, why):
+def test_constant_outputs_are_flagged_as_proving_little():
+    expected = np.float32([0.5, 0.5, 0.5, 0.5])
+    result = compare("y", expected, expected.copy())
+    assert result.passed and result.weakness.startswith("is constant") and result.unverified is None
+    report = VerificationReport("onnxruntime", comparisons=[result])
+    assert report.weak_outputs == [result] and report.verified
+    assert "output 'y' is constant" in report.to_text() and "is constant" in report.to_markdown()
+
+
+@pytest.mark.parametrize("values, why", [([np.nan, np.nan, np.nan], "NaN everywhere"), ([np.inf, -np.inf, np.nan], "no finite value")])
+def test_an_output_without_a_finite_value_is_not_verified_in_any_form(values, why):
+    """Any lowering that gives NaN matches an output that is NaN everywhere: the report never says it matches."""
     expected = np.float32(values)
     result = compare("y", expected, expected.copy())
-    assert result.passed and result.weakness.startswith(why)
-    report = VerificationReport("onnxruntime", comparisons=[result])
-    assert report.weak_outputs == [result]
-    assert "output 'y' " + why in report.to_text() and why in report.to_markdown()
+    assert result.passed and result.unverified == why and result.result == f"not verified: {why}"
+    ok = compare("z", np.float32([1, 2]), np.float32([1, 2]))
+    report = VerificationReport("onnxruntime", comparisons=[result, ok])
+    assert report.passed and not report.verified and report.unverified_outputs == {"y": why}
+    text, markdown, data = report.to_text(), report.to_markdown(), json.loads(report.to_json())
+    y_row = next(line for line in text.splitlines() if line.startswith("y "))
+    assert y_row.endswith(f"not verified: {why}") and "all outputs match" not in text
+    assert text.splitlines()[-1].startswith(f"NOT VERIFIED: output 'y': {why} in every run")
+    assert f"not verified: {why}" in markdown and "**Verification with onnxruntime: NOT VERIFIED" in markdown
+    assert data["verified"] is False and data["passed"] is True and data["unverified_outputs"] == {"y": why}
+    assert [c["result"] for c in data["comparisons"]] == [f"not verified: {why}", "ok"]
+
+
+def test_an_output_checked_in_one_run_is_verified_though_nan_in_another():
+    nan = compare("y", np.float32([np.nan, np.nan]), np.float32([np.nan, np.nan]), batch_size=1)
+    finite = compare("y", np.float32([np.nan, 2.0]), np.float32([np.nan, 2.0]), batch_size=2)
+    report = VerificationReport("onnxruntime", comparisons=[nan, finite])
+    assert report.verified and report.unverified_outputs == {} and report.to_text().endswith("all outputs match")
+    assert nan.result == "not verified: NaN everywhere" and finite.result == "ok"
 
 
 def test_the_report_counts_nan_and_inf_per_output():

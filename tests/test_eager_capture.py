@@ -42,7 +42,7 @@ def onnx_matches_oneflow(module, path, *arrays, rtol=RTOL, atol=ATOL):
 def test_capture_option_is_checked():
     with pytest.raises(Flow2OnnxError, match="capture must be one of 'graph', 'eager', 'auto'"):
         ExportOptions(capture="lazy")
-    assert ExportOptions().capture == "graph"
+    assert ExportOptions().capture == "auto"
 
 
 def test_eager_capture_builds_the_ops_graph_capture_builds(onnx_path):
@@ -128,14 +128,15 @@ def test_graph_capture_of_a_boolean_mask_fails_with_oneflows_words(onnx_path):
         return x[x > 0].sum().reshape(1)
 
     with pytest.raises(InvalidModelError, match="boolean\\(mask\\) tensor only valid in eager mode"):
-        flow2onnx.export(Lambda(positive).eval(), [flow.rand(2, 3)], onnx_path)
+        flow2onnx.export(Lambda(positive).eval(), [flow.rand(2, 3)], onnx_path, capture="graph")
 
 
 def test_auto_falls_back_to_eager_capture_quoting_oneflow(onnx_path):
     module = GraphRefuses().eval()
     with pytest.raises(InvalidModelError, match=r"super\(type, obj\)"):
-        flow2onnx.export(module, [flow.rand(2, 4)], onnx_path)  # graph capture stays the default
-    result = flow2onnx.export(module, [flow.rand(2, 4)], onnx_path, capture="auto", dynamic_batch=True)
+        flow2onnx.export(module, [flow.rand(2, 4)], onnx_path, capture="graph")
+    result = flow2onnx.export(module, [flow.rand(2, 4)], onnx_path, dynamic_batch=True)  # capture="auto", the default
+    assert result.capture == "eager" and result.capture_reason.startswith("OneFlow could not build GraphRefuses as an nn.Graph")
     assert result.warnings[:1] == [
         "OneFlow could not build GraphRefuses as an nn.Graph (TypeError: super(type, obj): obj must be an instance or "
         "subtype of type); flow2onnx captured the ops its eager run calls instead (capture='eager')"
@@ -145,8 +146,24 @@ def test_auto_falls_back_to_eager_capture_quoting_oneflow(onnx_path):
 
 
 def test_auto_keeps_graph_capture_when_the_graph_builds(onnx_path):
-    result = flow2onnx.export(flow.nn.Linear(4, 2).eval(), [flow.rand(2, 4)], onnx_path, capture="auto")
-    assert result.warnings == []
+    result = flow2onnx.export(flow.nn.Linear(4, 2).eval(), [flow.rand(2, 4)], onnx_path)
+    assert result.warnings == [] and (result.capture, result.capture_reason) == ("graph", "OneFlow built the module as an nn.Graph")
+
+
+def test_auto_reads_an_nn_graph_as_a_graph(onnx_path):
+    from .helpers import relu_graph
+
+    result = flow2onnx.export(relu_graph(), [flow.rand(2, 4)], onnx_path)
+    assert (result.capture, result.capture_reason) == ("graph", "the model is an nn.Graph")
+
+
+def test_auto_does_not_fall_back_to_an_unverified_eager_capture(tmp_path):
+    """Eager capture freezes values read back to Python; only verification checks them, so without it auto refuses."""
+    with pytest.raises(InvalidModelError, match=r"super\(type, obj\).*only verification checks them.*capture='eager'"):
+        flow2onnx.export(GraphRefuses().eval(), [flow.rand(2, 4)], tmp_path / "m.onnx", verify=False)
+    assert list(tmp_path.iterdir()) == []
+    result = flow2onnx.export(GraphRefuses().eval(), [flow.rand(2, 4)], tmp_path / "m.onnx", verify=False, capture="eager")
+    assert (result.capture, result.capture_reason) == ("eager", "capture='eager' was asked for")
 
 
 def test_auto_reports_both_failures_when_the_module_cannot_run(onnx_path):

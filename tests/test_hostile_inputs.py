@@ -6,6 +6,7 @@ infinities by arithmetic; each careless argument ended in a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -108,6 +109,35 @@ def test_constant_outputs_are_reported_and_strict_refuses_them(tmp_path):
     with pytest.raises(flow2onnx.VerificationError, match="strict is set"):
         export_module(model, [(2, 3)], tmp_path / "n.onnx", strict=True)
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+class _LogOfNegatives(flow.nn.Graph):
+    """An nn.Graph whose first output is NaN at every input (log of negatives), the second finite."""
+
+    def build(self, x):
+        return flow.log(-(x.abs() + 1.0)), x * 2.0
+
+
+def test_an_output_nan_everywhere_is_reported_not_verified_and_fails_the_tutorial_check(tmp_path, capsys):
+    from flow2onnx import convert_to_onnx_and_check
+
+    model = Lambda(lambda self, x: (flow.log(-(x.abs() + 1.0)), x * 2.0))
+    result = export_module(model, [(2, 3)], tmp_path / "m.onnx")
+    report = result.report
+    assert report.passed and not report.verified and set(report.unverified_outputs.values()) == {"NaN everywhere"}
+    nan_output = result.output_names[0]
+    assert report.unverified_outputs == {nan_output: "NaN everywhere"}
+    assert any(w.startswith("NOT VERIFIED") and nan_output in w for w in result.warnings)
+    assert "not verified: NaN everywhere" in report.to_text() and "all outputs match" not in report.to_text()
+    assert "not verified: NaN everywhere" in report.to_markdown()
+    assert {c["result"] for c in json.loads(report.to_json())["comparisons"] if c["name"] == nan_output} == {"not verified: NaN everywhere"}
+
+    graph = _LogOfNegatives()
+    graph._compile(flow.rand(2, 3))
+    with pytest.raises(flow2onnx.VerificationError, match="NOT VERIFIED: output .* is NaN everywhere in every verification run"):
+        convert_to_onnx_and_check(graph, onnx_model_path=str(tmp_path / "tutorial"))
+    assert "not verified: NaN everywhere" in capsys.readouterr().out  # the tutorial API prints the report
+    assert not (tmp_path / "tutorial").exists() or os.listdir(tmp_path / "tutorial") == []
 
 
 def test_adaptive_pooling_stays_right_far_from_the_example(tmp_path):

@@ -181,6 +181,7 @@ def _print_summary(args, result, elapsed: float) -> None:
     symbolic = {name: ", ".join(f"{axis}: {symbol}" for axis, symbol in sorted(axes.items())) for name, axes in result.dynamic_axes.items()}
     print("  inputs:  " + ", ".join(f"{name} (symbolic {symbolic[name]})" if name in symbolic else name for name in result.input_names))
     print(f"  outputs: {', '.join(result.output_names)}")
+    print(f"  capture: {result.capture} ({result.capture_reason})" if result.capture_reason else f"  capture: {result.capture}")
     print(f"  op types: {', '.join(f'{name} x{count}' for name, count in sorted(result.op_types.items()))}")
     print("  timings: " + ", ".join(f"{phase} {seconds:.3f} s" for phase, seconds in result.timings.items()))
     for pattern, plugin in sorted(result.patterns.items()):
@@ -239,9 +240,10 @@ def _add_model_arguments(parser) -> None:
     )
     parser.add_argument("--strict", action="store_true", help="fail when an output is constant or not finite in a verification run")
     parser.add_argument(
-        "--capture", choices=CAPTURES, default="graph",
-        help="how the model's ops are recorded: compile an nn.Graph (graph, the default), record an eager run (eager, for "
-        "models OneFlow cannot build as a graph; values read back to Python are frozen and named), or graph falling back to eager (auto)",
+        "--capture", choices=CAPTURES, default="auto",
+        help="how the model's ops are recorded: compile an nn.Graph (graph), record an eager run (eager, for models OneFlow "
+        "cannot build as a graph; values read back to Python are frozen and named), or graph falling back to eager when "
+        "OneFlow cannot build it (auto, the default; with --no-verify it does not fall back)",
     )
     parser.add_argument("--report", metavar="FILE", help="also write the verification report: .json, .md (Markdown) or text")
     parser.add_argument("--bisect", action="store_true", help="run the first-divergence finder even if verification passes (it runs on a mismatch anyway)")

@@ -210,48 +210,64 @@ class Captured:
     examples: tuple[np.ndarray, ...] | None = None
     #: What the export should be told about the capture (a fallback to eager capture, frozen values).
     warnings: tuple[str, ...] = ()
+    #: Why the graph was captured the way it was (``graph.capture``), in a sentence for the result.
+    reason: str = ""
 
 
-def capture(model, example_inputs: Sequence | None, how: str = "graph") -> Captured:
+def capture(model, example_inputs: Sequence | None, how: str = "auto", verified: bool = True) -> Captured:
     """The first step of an export: compile ``model`` (when needed) and read its graph.
 
     ``how`` is ``"graph"`` (compile an ``nn.Graph``), ``"eager"`` (record the ops an eager run calls,
-    :mod:`.eager`) or ``"auto"`` (graph, and eager capture when OneFlow cannot build the graph).
+    :mod:`.eager`) or ``"auto"``: an ``nn.Graph`` is read as a graph; an eager module is compiled as
+    one, and captured eagerly when OneFlow cannot build that graph. Eager capture freezes the values a
+    module reads back to Python, which only verification checks: unless the export is ``verified``,
+    ``auto`` refuses to fall back.
     """
     started = time.perf_counter()
     inputs = example_tensors(example_inputs)
     examples = None if inputs is None else tuple(_as_array(tensor) for tensor in inputs)
-    if how == "graph":
+    flow = import_oneflow()
+    if how == "graph" or (how == "auto" and not (isinstance(model, flow.nn.Module) and not isinstance(model, flow.nn.Graph))):
         _refuse_unguarded(model)
         graph, told = read_graph(as_compiled_graph(model, inputs)), []
+        reason = "capture='graph' was asked for" if how == "graph" else (
+            "the model is an nn.Graph" if isinstance(model, flow.nn.Graph) else "the model is not an eager module"
+        )
     else:
-        graph, told = _captured_eagerly(model, inputs, fallback=how == "auto")
+        graph, told, reason = _captured_eagerly(model, inputs, fallback=how == "auto", verified=verified)
     seconds = time.perf_counter() - started
     if log.isEnabledFor(logging.INFO):  # counting the op types is a pass over every op
-        log.info("read graph %s (%s capture): %d ops of %d types", graph.name, graph.capture, len(graph.ops), len(graph.op_types()))
+        log.info("read graph %s (%s capture: %s): %d ops of %d types", graph.name, graph.capture, reason, len(graph.ops), len(graph.op_types()))
     if examples is not None and not (
         len(examples) == len(graph.inputs)
         and all(a is not None and tuple(a.shape) == tuple(info.shape) for a, info in zip(examples, graph.inputs))
     ):
         # Global tensors, or a graph compiled earlier on other inputs: verification draws its own.
         examples = None
-    return Captured(graph, {"read_graph": seconds}, examples, tuple(told))
+    return Captured(graph, {"read_graph": seconds}, examples, tuple(told), reason)
 
 
-def _captured_eagerly(model, inputs, fallback: bool) -> tuple[FlowGraph, list[str]]:
-    """Eager capture; with ``fallback``, only once graph capture failed to build the graph."""
+def _captured_eagerly(model, inputs, fallback: bool, verified: bool = True) -> tuple[FlowGraph, list[str], str]:
+    """Eager capture; with ``fallback``, only once graph capture failed to build the graph.
+    Returns the graph, the warnings and why it was captured so."""
     from .eager import capture_eagerly, frozen_warning
 
     module = _eager_module(model, inputs, "auto" if fallback else "eager")
     told = []
+    reason = "capture='eager' was asked for"
     if fallback:
         try:
-            return read_graph(as_compiled_graph(model, inputs)), []
+            return read_graph(as_compiled_graph(model, inputs)), [], "OneFlow built the module as an nn.Graph"
         except InvalidModelError as error:
-            told.append(
-                f"OneFlow could not build {type(module).__name__} as an nn.Graph ({error_text(error.__cause__ or error)}); "
-                "flow2onnx captured the ops its eager run calls instead (capture='eager')"
-            )
+            why = f"OneFlow could not build {type(module).__name__} as an nn.Graph ({error_text(error.__cause__ or error)})"
+            if not verified:
+                raise InvalidModelError(
+                    f"{why}. Eager capture could record its ops instead, but it freezes the values a module reads back "
+                    "to Python, and only verification checks them: export with verification on (the default), or pass "
+                    "capture='eager' (CLI: --capture eager) to take the eager capture unverified"
+                ) from error
+            told.append(f"{why}; flow2onnx captured the ops its eager run calls instead (capture='eager')")
+            reason = f"{why}: the ops of its eager run were captured"
     try:
         with _rejected_inputs(module, module.forward, inputs):
             captured = capture_eagerly(module, inputs)
@@ -263,7 +279,7 @@ def _captured_eagerly(model, inputs, fallback: bool) -> tuple[FlowGraph, list[st
         told.append(frozen_warning(captured.frozen))
     for message in told:
         log.warning(message)
-    return captured.graph, told
+    return captured.graph, told, reason
 
 
 def _eager_module(model, inputs, how: str):

@@ -43,8 +43,11 @@ class OutputComparison:
     """How one output of one run compares: the statistics and whether it is within tolerance.
 
     ``nan_count``/``inf_count`` count OneFlow's non-finite values; ``nonfinite_mismatches`` counts
-    elements where the two disagree on NaN or on an infinity (position or sign). ``weakness`` says
-    why agreement on this output proves little (constant, or no finite value), or is ``None``.
+    elements where the two disagree on NaN or on an infinity (position or sign). ``unverified`` says
+    why this comparison checked no value at all (``"NaN everywhere"``, ``"no finite value"``): an
+    output that OneFlow computes as NaN everywhere matches any lowering that also gives NaN, right or
+    wrong. ``weakness`` says why agreement proves little though values were compared (constant,
+    empty), or is ``None``.
     """
 
     name: str
@@ -62,6 +65,14 @@ class OutputComparison:
     inf_count: int = 0
     nonfinite_mismatches: int = 0
     weakness: str | None = None
+    unverified: str | None = None
+
+    @property
+    def result(self) -> str:
+        """The verdict shown for this comparison: ``ok``, ``FAILED`` or ``not verified: <why>``."""
+        if not self.passed:
+            return "FAILED"
+        return f"not verified: {self.unverified}" if self.unverified else "ok"
 
 
 @dataclass
@@ -79,12 +90,38 @@ class VerificationReport:
 
     @property
     def passed(self) -> bool:
+        """No comparison is out of tolerance (some may have checked nothing: see :attr:`verified`)."""
         return bool(self.comparisons) and all(c.passed for c in self.comparisons)
 
     @property
+    def unverified_outputs(self) -> dict[str, str]:
+        """Output name -> why, for the outputs that no run could check (NaN everywhere in every run)."""
+        reasons: dict[str, str | None] = {}
+        for c in self.comparisons:
+            if c.name not in reasons or reasons[c.name] is not None:
+                reasons[c.name] = c.unverified if c.passed else None
+        return {name: why for name, why in reasons.items() if why}
+
+    @property
+    def verified(self) -> bool:
+        """Every output was compared on some value, and every comparison is within tolerance."""
+        return self.passed and not self.unverified_outputs
+
+    @property
     def weak_outputs(self) -> list[OutputComparison]:
-        """Comparisons that passed but prove little: the output is constant or has no finite value."""
+        """Comparisons that passed on values that prove little: the output is constant or empty."""
         return [c for c in self.comparisons if c.passed and c.weakness]
+
+    @property
+    def verdict(self) -> str:
+        """The report's last line: whether every output matched, some could not be checked, or some differ."""
+        if not self.passed:
+            return "MISMATCH: some outputs are out of tolerance"
+        unverified = self.unverified_outputs
+        if unverified:
+            named = "; ".join(f"output {name!r}: {why} in every run" for name, why in unverified.items())
+            return f"NOT VERIFIED: {named}; no run compared a value of it, so the file may be wrong there (the other outputs match)"
+        return "all outputs match"
 
     @property
     def batch_sizes(self) -> list:
@@ -93,6 +130,11 @@ class VerificationReport:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["passed"] = self.passed
+        data["verified"] = self.verified
+        data["unverified_outputs"] = self.unverified_outputs
+        data["verdict"] = self.verdict
+        for entry, c in zip(data["comparisons"], self.comparisons):
+            entry["result"] = c.result
         data["rule"] = RULE
         return data
 
@@ -112,7 +154,7 @@ class VerificationReport:
                 f"{c.nan_count}/{c.inf_count}",
                 f"{c.rtol:g}",
                 f"{c.atol:.3g}",
-                "ok" if c.passed else "FAILED",
+                c.result,
             )
             for c in self.comparisons
         ]
@@ -133,7 +175,7 @@ class VerificationReport:
                     lines.append(f"    worst elements of {c.name} (index: oneflow vs onnx):")
                     lines.extend(f"      {list(i)}: {e:.7g} vs {a:.7g}" for i, e, a in c.outliers)
         lines.extend(self._weakness_lines())
-        lines.append("all outputs match" if self.passed else "MISMATCH: some outputs are out of tolerance")
+        lines.append(self.verdict)
         return "\n".join(lines)
 
     def _weakness_lines(self) -> list[str]:
@@ -145,7 +187,7 @@ class VerificationReport:
     def to_markdown(self) -> str:
         """A Markdown table, for CI logs and pull requests."""
         lines = [
-            f"**Verification with {self.verifier}: {'all outputs match' if self.passed else 'MISMATCH'}** ({RULE})",
+            f"**Verification with {self.verifier}: {self.verdict}** ({RULE})",
             "",
             "| " + " | ".join(self._HEADER) + " |",
             "|" + "|".join("---" for _ in self._HEADER) + "|",
@@ -209,6 +251,7 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray, rtol: float | N
         inf_count=int(np.isinf(want).sum()),
         nonfinite_mismatches=int(nonfinite_bad.sum()),
         weakness=_weakness(want, finite_want),
+        unverified=_unverified(want, finite_want),
     )
 
 
@@ -224,11 +267,18 @@ def _worst_elements(bad: np.ndarray, diff: np.ndarray, want: np.ndarray, got: np
     ]
 
 
+def _unverified(want: np.ndarray, finite: np.ndarray) -> str | None:
+    """Why no value of this output was checked, or ``None``: NaN matches NaN whatever the lowering computed."""
+    if finite.any():
+        return None
+    return "NaN everywhere" if np.isnan(want).all() else "no finite value"
+
+
 def _weakness(want: np.ndarray, finite: np.ndarray) -> str | None:
-    """Why matching this output proves little, or ``None``: a lowering can be wrong and still agree
-    with an output that has no finite value or the same value everywhere."""
+    """Why matching this output proves little though values were compared, or ``None``: a lowering can
+    be wrong and still agree with an output that has the same value everywhere."""
     if not finite.any():
-        return "has no finite value"
+        return None  # not checked at all: see _unverified
     if want.size > 1 and np.all(want == want.flat[0]):
         return f"is constant ({want.flat[0]:.7g} everywhere)"
     return None

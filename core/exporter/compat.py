@@ -61,7 +61,8 @@ def convert_to_onnx_and_check(
 
     Prints the per-output report (with the worst elements when ``print_outlier``) and returns the
     :class:`flow2onnx.ExportResult`; on a mismatch prints the report and raises
-    :class:`flow2onnx.VerificationError`, which carries it.
+    :class:`flow2onnx.VerificationError`, which carries it; so does an output that no verification run
+    could compare (NaN everywhere: the report says "not verified"), and nothing is written then.
     ``input_tensor_range=[low, high]`` sets the range of the random float inputs (default [0, 1)).
     ``ort_optimize`` is accepted for compatibility. ``device`` (``"cpu"``, ``"gpu"``,
     ``"cpu_global"``, ``"gpu_global"``) is checked but not needed: the placement and SBP of each input
@@ -76,6 +77,8 @@ def convert_to_onnx_and_check(
         if not low < high:
             raise ValueError(f"input_tensor_range must be [low, high] with low < high, got {input_tensor_range!r}")
         input_range = (low, high)
+    # The tutorial's check promises a comparison: an output that no run could compare (NaN
+    # everywhere) fails it, where export() only warns.
     try:
         result = export(
             graph,
@@ -85,6 +88,7 @@ def convert_to_onnx_and_check(
             external_data=external_data or None,
             verify=True,
             input_range=input_range,
+            require_verified=True,
         )
     except VerificationError as error:
         # The tutorial's tool printed its findings; this API does too, as the library itself does not.

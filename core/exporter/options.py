@@ -54,8 +54,11 @@ class ExportOptions:
     bisect: bool = False
     #: Fail, rather than warn, when an output is constant or has no finite value in every run.
     strict: bool = False
+    #: Fail, rather than warn, when some output has no finite value in every run (nothing of it was
+    #: compared): what the tutorial's ``convert_to_onnx_and_check`` promises.
+    require_verified: bool = False
     #: How the model's ops are captured, one of :data:`CAPTURES`.
-    capture: str = "graph"
+    capture: str = "auto"
     #: Run the export in a worker process (:mod:`.isolation`); read by ``export``, not by the steps.
     isolate: bool = False
 

@@ -61,6 +61,10 @@ class ExportResult:
     divergence: Any = None
     #: Whether the first-divergence finder ran.
     bisected: bool = False
+    #: How the model's ops were captured: ``"graph"`` (a compiled nn.Graph) or ``"eager"`` (an eager run's ops).
+    capture: str = "graph"
+    #: Why that capture was used (the model was an nn.Graph; OneFlow built or could not build the module as one).
+    capture_reason: str = ""
     #: Pattern name -> the plugin whose pattern lowered groups of ops as a whole (e.g. ``recurrent``).
     patterns: dict[str, str] = field(default_factory=dict)
     #: Each group of ops a pattern lowered (named after its module scope, ``model.rnn``) -> the pattern.
@@ -96,7 +100,8 @@ def export(
     bisect: bool = False,
     dynamic_axes: dict[str, dict[int, str]] | None = None,
     strict: bool = False,
-    capture: str = "graph",
+    require_verified: bool = False,
+    capture: str = "auto",
     isolate: bool = False,
 ) -> ExportResult:
     """Export a OneFlow model to an ONNX file and verify it against OneFlow.
@@ -148,13 +153,19 @@ def export(
         when verification fails and the model is an eager module); see ``result.divergence``.
     :param strict: fail, rather than warn, when an output is constant or has no finite value (NaN or
         infinities only) in a verification run: agreeing with such an output proves little.
-    :param capture: how the model's ops are recorded. ``"graph"`` (the default) compiles an
-        ``nn.Graph``; ``"eager"`` runs the eager module on ``example_inputs`` and records each OneFlow op
-        it calls, replayed in OneFlow's lazy mode (the same ops a graph holds), for modules OneFlow
-        cannot build as a graph; values the module reads back to Python (``.item()``, ``.numpy()``,
+    :param require_verified: fail, rather than warn, when some output has no finite value in every
+        verification run (NaN everywhere), so that nothing of it was compared: the report then says
+        "not verified" for it (``convert_to_onnx_and_check`` always asks for this).
+    :param capture: how the model's ops are recorded. ``"graph"`` compiles an ``nn.Graph``;
+        ``"eager"`` runs the eager module on ``example_inputs`` and records each OneFlow op it calls,
+        replayed in OneFlow's lazy mode (the same ops a graph holds), for modules OneFlow cannot
+        build as a graph; values the module reads back to Python (``.item()``, ``.numpy()``,
         ``bool(t)``, boolean masks) are frozen to the example's, each place named in
-        ``result.warnings``. ``"auto"`` compiles a graph and falls back to eager capture, with a
-        warning quoting OneFlow's error, when OneFlow cannot build it.
+        ``result.warnings``. ``"auto"`` (the default) reads an ``nn.Graph`` as it is, compiles an eager
+        module as a graph and falls back to eager capture, with a warning quoting OneFlow's error,
+        when OneFlow cannot build it; verification then checks what eager capture froze, so with
+        ``verify=False`` auto refuses to fall back. ``result.capture`` and ``result.capture_reason``
+        say which capture was used and why.
     :param isolate: export in a worker process of its own (see :mod:`flow2onnx.exporter.isolation`),
         which takes OneFlow's memory with it when it ends: OneFlow never frees a compiled graph, so a
         long-lived process that exports many models should isolate them. ``model`` is then an eager
@@ -183,6 +194,7 @@ def export(
         bundle_dir=bundle_dir,
         bisect=bisect,
         strict=strict,
+        require_verified=require_verified,
         capture=capture,
     )
     options = ExportOptions(path=path, isolate=isolate, **settings)  # checked here, before any work (or worker process)
@@ -205,7 +217,7 @@ def run_export(model, example_inputs: Sequence | None, options: ExportOptions) -
     try:
         with collector.spared():
             progress.report("capture")
-            captured = capture_model(model, example_inputs, options.capture)
+            captured = capture_model(model, example_inputs, options.capture, verified=options.verify)
             graph = captured.graph
             plan = settle_sizes(graph, plan_axes(graph, options, captured.examples))
             registry = select_plugins(options)
@@ -288,6 +300,8 @@ def _result(options, captured, graph, plan, lowered, passes, staged, verified, p
         bisected=verified.bisected,
         patterns=lowered.patterns,
         pattern_groups=lowered.pattern_groups,
+        capture=graph.capture,
+        capture_reason=captured.reason,
     )
 
 

@@ -187,7 +187,7 @@ def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Stagi
     if check.report is not None:
         log.info(
             "verified with %s on %s: %s", options.verifier, "; ".join(_run_text(run) for run in verifier.plan.runs),
-            "ok" if check.report.passed else "MISMATCH",
+            "ok" if check.report.verified else ("NOT VERIFIED" if check.report.passed else "MISMATCH"),
         )
         if options.print_outlier:
             log.info("verification report:\n%s", check.report.to_text(outliers=True))
@@ -195,6 +195,7 @@ def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Stagi
             diagnosis = diagnose(graph, options)
     if check.failed:
         raise _mismatch(check.report, diagnosis)
+    warnings += _unverified_outputs(check.report, options.strict or options.require_verified)
     warnings += _weak_outputs(check.report, options.strict)
     return Verified(
         staged=staged, report=check.report, skipped=check.skipped, post_passes=kept, warnings=tuple(warnings),
@@ -238,6 +239,21 @@ def diagnose(graph: FlowGraph, options: ExportOptions) -> Diagnosis:
 def _run_text(run) -> str:
     shapes = ", ".join(f"{name} {list(shape)}" for name, shape in run.shapes.items())
     return run.label + (f" at {shapes}" if shapes else "")
+
+
+def _unverified_outputs(report: VerificationReport | None, fail: bool) -> list[str]:
+    """A warning naming the outputs that no run could check (NaN everywhere); with ``fail``, an error."""
+    if report is None or not report.unverified_outputs:
+        return []
+    described = "; ".join(f"output {name!r} is {why}" if why == "NaN everywhere" else f"output {name!r} has {why}" for name, why in report.unverified_outputs.items())
+    message = (
+        f"NOT VERIFIED: {described} in every verification run, so no value of it was compared and the file may "
+        "compute it wrongly; verify with inputs where it is finite (input_range, CLI --input-range)"
+    )
+    if fail:
+        raise VerificationError(message + "; nothing was written", report)
+    log.warning(message)
+    return [message]
 
 
 def _weak_outputs(report: VerificationReport | None, strict: bool) -> list[str]:
