@@ -149,30 +149,42 @@ class SkipUpsample(flow.nn.Module):
     """A U-Net/FPN step: a strided branch brought back to the skip's size with ``size=`` (computed in
     Python from the input's shape), and a second one to twice a size."""
 
-    def __init__(self, mode):
+    def __init__(self, mode, twice=True):
         super().__init__()
         self.down = flow.nn.Conv2d(3, 3, 3, stride=2, padding=1)
         self.mode = mode
+        self.twice = twice
 
     def forward(self, x):
         options = {} if self.mode == "nearest" else {"align_corners": False}
         y = self.down(x)
         back = flow.nn.functional.interpolate(y, size=(x.shape[2], x.shape[3]), mode=self.mode, **options)
+        if not self.twice:
+            return x + back
         twice = flow.nn.functional.interpolate(y, size=(2 * y.shape[2], 2 * y.shape[3]), mode=self.mode, **options)
         return x + back, twice
 
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 def test_an_upsample_to_a_size_computed_from_the_input_follows_it(tmp_path, mode):
-    model = SkipUpsample(mode).eval()
+    """``back`` takes the input's own size: exported, right at sizes no compilation saw, odd ones too."""
+    model = SkipUpsample(mode, twice=False).eval()
     result = flow2onnx.export(model, random_inputs([(2, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
     assert result.report.passed
     session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    for shape in [(1, 3, 8, 24), (3, 3, 32, 20)]:
+    for shape in [(1, 3, 8, 24), (3, 3, 32, 20), (1, 3, 17, 9), (2, 3, 1, 1)]:
         x = np.random.default_rng(5).uniform(-2, 2, size=shape).astype(np.float32)
-        expected = [t.numpy() for t in model(flow.tensor(x))]
-        for got, want in zip(session.run(None, {"input": x}), expected):
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        (got,) = session.run(None, {"input": x})
+        np.testing.assert_allclose(got, model(flow.tensor(x)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_an_upsample_to_twice_a_downsampled_size_is_refused_not_exported_wrong(tmp_path):
+    """``twice`` is 2 * y.shape[2], which two compilations at even sizes cannot tell from the input's H
+    (the simpler relation, chosen): right at even sizes only. The run with every dynamic axis at 1
+    (y is 1 there, twice 2, H 1) catches it, so the file is refused rather than written wrong."""
+    with pytest.raises(flow2onnx.VerificationError, match="differ from OneFlow's"):
+        flow2onnx.export(SkipUpsample("nearest").eval(), random_inputs([(2, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    assert list(tmp_path.iterdir()) == []
 
 
 class Patches(flow.nn.Module):
@@ -237,3 +249,28 @@ def test_an_arange_over_a_size_follows_it(tmp_path):
     result = flow2onnx.export(model, random_inputs([(2, 3, 16, 16)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
     assert result.report.passed
     matches_oneflow(tmp_path / "m.onnx", model, [(1, 3, 5, 40), (3, 3, 33, 7)])
+
+
+def test_shufflenet_is_right_at_sizes_not_aligned_to_its_stride(tmp_path):
+    """flowvision's channel shuffle reshapes to sizes it reads from the tensor at hand; explained from the
+    input as H / 32 (which fits compilations at aligned sizes) the file failed in ONNX Runtime at 257 x 231."""
+    from flowvision import models
+
+    model = models.ModelCreator.create_model("shufflenet_v2_x1_0", pretrained=False).eval()
+    result = flow2onnx.export(model, random_inputs([(1, 3, 224, 224)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    assert result.report.verified
+    from flow2onnx.exporter.comparison import compare
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 257, 231), (2, 3, 97, 65)]:  # by verification's own rule (float32: rtol 1e-3, atol 1e-4 scaled)
+        x = np.random.default_rng(3).uniform(-2, 2, size=shape).astype(np.float32)
+        assert compare("output", model(flow.tensor(x)).numpy(), session.run(None, {"input": x})[0]).passed, shape
+
+
+def test_a_squeeze_that_depends_on_a_dynamic_axis_being_1_is_refused(tmp_path):
+    """x.squeeze(2) on a (2, 1, 4) example squeezes nothing, so the lowering is an Identity; at (2, 2, 1)
+    OneFlow squeezes. The run with every dynamic axis at 1 catches it: refused, nothing written."""
+    model = Lambda(lambda self, x: x.squeeze(2)).eval()
+    with pytest.raises(flow2onnx.VerificationError, match="differ from OneFlow's"):
+        flow2onnx.export(model, [flow.randn(2, 1, 4)], tmp_path / "m.onnx", dynamic_axes={"input": {0: "a", 1: "b", 2: "c"}})
+    assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,7 @@ from onnx import AttributeProto, helper, numpy_helper
 from ..errors import Flow2OnnxError, LoweringError
 from .graph import FlowGraph, FlowOp, OpArgumentError, TensorInfo, twin_names
 from .registry import Lowering, Pattern
-from .sizes import SizeExpression, explain
+from .sizes import SizeExpression, explain, simplicity
 
 if TYPE_CHECKING:
     from .patterns import PatternMatch
@@ -68,6 +68,7 @@ class LoweringContext:
         self._variant = variant
         self._variant_names = variant_names
         self._variant_ops: dict[str, FlowOp] | None = None
+        self._producers: dict[str, FlowOp] | None = None
         # Nodes and constants go straight into the model's graph, which the converter completes:
         # gathering them in lists and handing those to onnx.helper.make_graph would copy each one.
         self._model = onnx.ModelProto()
@@ -218,14 +219,49 @@ class LoweringContext:
         if other is None or other == value:
             return None
         example_sizes, other_sizes = self._dynamic_sizes()
+        local = self._input_sizes(op)
         if isinstance(value, (list, tuple)):
             if len(value) != len(other):
                 raise self.error(f"attribute {name!r} has {len(value)} elements at the example's sizes and {len(other)} at others")
-            return [None if a == b else self._explained(name, a, b, example_sizes, other_sizes) for a, b in zip(value, other)]
-        return self._explained(name, value, other, example_sizes, other_sizes)
+            return [None if a == b else self._explained(name, a, b, example_sizes, other_sizes, local) for a, b in zip(value, other)]
+        return self._explained(name, value, other, example_sizes, other_sizes, local)
 
-    def _explained(self, name, value, other, example_sizes, other_sizes) -> SizeExpression:
-        expression = explain(value, other, example_sizes, other_sizes)
+    #: How many ops up from an op its size explanations look: ``mean`` is ``reduce_sum`` then
+    #: ``scalar_mul`` by ``1 / (h * w)``, whose sizes are those of the sum's input.
+    _SIZE_DEPTH = 3
+
+    def _input_sizes(self, op: FlowOp) -> tuple[dict, dict]:
+        """The sizes of the tensors the op reads, and of those its producers read (up to
+        :attr:`_SIZE_DEPTH` ops up), along the axes that differ between the two compilations."""
+        if self._producers is None:
+            self._producers = {name: producer for producer in self._graph.ops for names in producer.outputs.values() for name in names}
+        example, other, pairs = {}, {}, set()
+        level, seen = [op], {op.name}
+        for _ in range(self._SIZE_DEPTH):
+            above = []
+            for current in level:
+                for names in current.inputs.values():
+                    for tensor in names:
+                        info, variant = self._graph.tensors.get(tensor), self.variant_shape(tensor)
+                        if info is not None and variant is not None and len(variant) == len(info.shape):
+                            for axis, (a, b) in enumerate(zip(info.shape, variant)):
+                                # One axis per pair of sizes, the nearest: a conv's output and its bias_add's
+                                # have the same height, and both would make the explanation ambiguous.
+                                if a != b and (a, b) not in pairs:
+                                    pairs.add((a, b))
+                                    example[(tensor, axis)], other[(tensor, axis)] = a, b
+                        producer = self._producers.get(tensor)
+                        if producer is not None and producer.name not in seen:
+                            seen.add(producer.name)
+                            above.append(producer)
+            level = above
+        return example, other
+
+    def _explained(self, name, value, other, example_sizes, other_sizes, local=({}, {})) -> SizeExpression:
+        # From the op's own inputs, or from the graph's inputs, whichever explains it more simply (the
+        # op's inputs on a tie: a size read from the tensor at hand holds at every size).
+        found = [e for e in (explain(value, other, *local) if local[0] else None, explain(value, other, example_sizes, other_sizes)) if e]
+        expression = min(found, key=simplicity) if found else None
         if expression is None:
             described = ", ".join(f"{n}[{a}] {example_sizes[(n, a)]} -> {other_sizes[(n, a)]}" for n, a in sorted(example_sizes))
             raise self.error(

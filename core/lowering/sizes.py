@@ -6,8 +6,12 @@ attribute. flow2onnx compiles the module a second time at other sizes of the dyn
 attribute that differs there follows the axes. :func:`explain` finds the relation that gives both
 values: a coefficient times a product of dynamic sizes, each to the power -1, 0 or 1 (``1 / (H *
 W)``, ``B``, ``H * W / 4``), the simplest first. The lowering then emits that arithmetic on
-``Shape`` of the graph's inputs (:func:`flow2onnx.lowering.helpers.size_value`), and verification
-at sizes far from both compilations checks it. A value no such relation explains is refused.
+``Shape`` of the tensors it names (:func:`flow2onnx.lowering.helpers.size_value`), and verification
+at sizes far from both compilations, and at 1, checks it. The sizes considered are those of the
+op's own inputs and those of the graph's inputs: ``n, c, h, w = y.shape; y.reshape(n, 2, c // 2, h,
+w)`` takes ``h`` from ``y`` itself, exact at any size, where ``H / 8`` of the input, which fits two
+compilations at sizes aligned to the stride, is wrong at the others. A value no such relation
+explains is refused.
 """
 
 from __future__ import annotations
@@ -80,11 +84,13 @@ def explain(example: float, other: float, example_sizes: Mapping[Axis, int], oth
             candidates.append(guess)
     if not candidates:
         return None
-    # Fewest factors first, then positive powers (a size before its reciprocal), then a coefficient of one.
-    def rank(candidate):
-        return len(candidate.factors), sum(e < 0 for _, e in candidate.factors), abs(math.log(abs(candidate.coefficient) or 1))
-
-    best = min(candidates, key=rank)
-    if sum(1 for candidate in candidates if rank(candidate) == rank(best)) > 1:
+    best = min(candidates, key=simplicity)
+    if sum(1 for candidate in candidates if simplicity(candidate) == simplicity(best)) > 1:
         return None  # two axes that changed alike: the compilations cannot tell which one the value follows
     return best
+
+
+def simplicity(expression: SizeExpression) -> tuple:
+    """How simple an explanation is, smaller first: fewest factors, then positive powers (a size before
+    its reciprocal), then a coefficient nearest one."""
+    return len(expression.factors), sum(e < 0 for _, e in expression.factors), abs(math.log(abs(expression.coefficient) or 1))
