@@ -15,7 +15,8 @@ Once flow2onnx is imported, every ``nn.Graph`` compiled in the process goes thro
 contiguous copies while it compiles (the graph captures the copies, which own their memory) and
 put back after, and the in-place ``contiguous_`` that compiling calls from Python on inputs and
 states gives the tensor a storage of its own instead. The module keeps its views, with their
-values; the graph is marked so that capture knows it was compiled safely.
+values; the graph is marked so that capture knows it was compiled safely. Python's cyclic collector
+is paused while a graph compiles (see :func:`_collector_paused`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import gc
 import importlib.abc
 import importlib.util
 import sys
@@ -94,6 +96,25 @@ def _safe_in_place_contiguous(flow):
         flow.Tensor.contiguous_ = original
 
 
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off for the block (back on after it if it was on).
+
+    An ``nn.Graph`` that the collector frees runs ``Graph.__del__``, which resets OneFlow's global
+    table of variable tensors (``ResetVariableTensorMgr``); compiling fills that table and reads it
+    back. Freed in the middle of another graph's compile, an old graph empties the table under it,
+    and the compiled job later crashes a OneFlow worker thread when it runs (seen as a segmentation
+    fault in the first-divergence finder, whose debug graph compiles while the collector is on).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def install(flow) -> None:
     """Route ``flow.nn.Graph._compile`` through the guard (once per process)."""
     global _installed
@@ -106,6 +127,7 @@ def install(flow) -> None:
         @functools.wraps(original)
         def guarded_compile(self, *args, **kwargs):
             with contextlib.ExitStack() as guards:
+                guards.enter_context(_collector_paused())
                 guards.enter_context(_safe_in_place_contiguous(flow))
                 for block in list(self._blocks.values()):
                     module = block.to(flow.nn.Module)

@@ -288,3 +288,24 @@ def test_an_uncompiled_graph_is_compiled_with_its_stride0_views_protected(onnx_p
     assert result.report.passed and result.warnings == []
     for grid, values in zip(module.grids, before):
         np.testing.assert_array_equal(grid.numpy(), values)
+
+
+def test_no_graph_is_collected_while_another_compiles():
+    """A graph freed by the cyclic collector resets OneFlow's table of variable tensors (Graph.__del__),
+    which a compile in progress fills and reads: the guard pauses the collector while a graph compiles."""
+    import gc
+
+    seen = []
+
+    class Watching(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.fc = flow.nn.Linear(3, 2)
+
+        def build(self, x):
+            seen.append(gc.isenabled())
+            return self.fc(x)
+
+    assert gc.isenabled()
+    Watching()._compile(flow.rand(2, 3))
+    assert seen == [False] and gc.isenabled()

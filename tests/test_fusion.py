@@ -122,6 +122,9 @@ def test_layer_norm_keeps_dynamic_axes_dynamic(tmp_path):
     plain = Lambda(lambda self, x: F.layer_norm(x, (x.shape[-1],)))
     result, model = exported(plain, (2, 6), tmp_path / "b.onnx", dynamic_axes={"input": {0: "batch", 1: "features"}})
     assert "LayerNormalization" in node_types(model) and "ConstantOfShape" in node_types(model)
+    # ONNX Runtime's LayerNormalization refuses to normalize one element: the run with every dynamic
+    # axis at 1 says so instead of verifying there.
+    assert any("not verified with every dynamic axis at 1" in w and "does not run there" in w for w in result.warnings)
 
 
 @pytest.mark.parametrize(

@@ -100,7 +100,16 @@ class Verifier:
             run_model = self._opened(verifier, model_path)
             for index, (run, feeds, expected) in enumerate(runs):
                 progress.report("verification", len(runs) + index, 2 * len(runs), "runs", f"{verifier.name} on {_run_text(run)}")
-                actual = self._guarded(verifier, lambda: run_model(feeds))
+                try:
+                    actual = self._guarded(verifier, lambda: run_model(feeds))
+                except Flow2OnnxError as error:
+                    if not run.ones:
+                        raise
+                    # Loud, not wrong: the file refuses that size (ONNX Runtime's LayerNormalization
+                    # over one element, say). Said in the warnings; not verified there.
+                    notes.append(f"not verified with every dynamic axis at 1 ({_run_text(run)}): the exported file does not run there ({error})")
+                    log.warning(notes[-1])
+                    continue
                 if len(actual) != len(expected):
                     raise Flow2OnnxError(f"the exported model has {len(actual)} outputs but OneFlow's graph has {len(expected)}")
                 for info, want, got in zip(self.graph.outputs, expected, actual):
