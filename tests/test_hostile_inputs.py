@@ -357,3 +357,14 @@ def test_a_misbehaving_post_pass_is_named_and_dropped_and_the_model_before_it_ke
     with pytest.raises(flow2onnx.Flow2OnnxError, match=f"post-pass '{name}' .*strict_post_passes is set"):
         export_module(model, [(4, 8)], tmp_path / "n.onnx", plugins=[MisbehavingPasses], post_passes=[name], strict_post_passes=True)
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("capture", ["graph", "eager", "auto"])
+@pytest.mark.parametrize("example", [lambda: flow.randn(0), lambda: np.zeros((2, 0, 3), np.float32)])
+def test_an_empty_example_input_is_refused_before_oneflow_aborts(tmp_path, capture, example):
+    """OneFlow 0.9 aborts the process (SIGABRT) on a model compiled or captured on an empty tensor."""
+    model = Lambda(lambda self, x: x * 2).eval()
+    with pytest.raises(flow2onnx.InvalidModelError, match=r"example_inputs\[0\] has shape \((0,|2, 0, 3)\), with no elements.*dynamic_axes"):
+        flow2onnx.export(model, [example()], tmp_path / "m.onnx", capture=capture)
+    assert os.listdir(tmp_path) == []
+    assert export_module(model, [(2, 3)], tmp_path / "m.onnx").report.verified  # the process lives on

@@ -358,6 +358,13 @@ def example_tensors(example_inputs) -> list | None:
                 f"example_inputs[{index}] is a {type(value).__name__}, not a tensor: pass oneflow tensors or numpy "
                 "arrays, one per input of the model"
             )
+        if value.numel() == 0:
+            # OneFlow 0.9 aborts the whole process (SIGABRT) compiling or capturing on an empty tensor.
+            raise InvalidModelError(
+                f"example_inputs[{index}] has shape {tuple(value.shape)}, with no elements: OneFlow 0.9 cannot compile or "
+                "capture a model on an empty tensor (it aborts the process). Pass an example with at least one element "
+                "on every axis, and make the axis dynamic (dynamic_axes) if the model must take other sizes"
+            )
         tensors.append(value)
     return tensors
 
