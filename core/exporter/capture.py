@@ -227,7 +227,7 @@ def capture(model, example_inputs: Sequence | None, how: str = "auto", verified:
     inputs = example_tensors(example_inputs)
     examples = None if inputs is None else tuple(_as_array(tensor) for tensor in inputs)
     flow = import_oneflow()
-    if how == "graph" or (how == "auto" and not (isinstance(model, flow.nn.Module) and not isinstance(model, flow.nn.Graph))):
+    if how == "graph" or (how == "auto" and not isinstance(model, flow.nn.Module)):  # an nn.Graph is no Module
         _refuse_unguarded(model)
         graph, told = read_graph(as_compiled_graph(model, inputs)), []
         reason = "capture='graph' was asked for" if how == "graph" else (

@@ -96,11 +96,8 @@ class VerificationReport:
     @property
     def unverified_outputs(self) -> dict[str, str]:
         """Output name -> why, for the outputs that no run could check (NaN everywhere in every run)."""
-        reasons: dict[str, str | None] = {}
-        for c in self.comparisons:
-            if c.name not in reasons or reasons[c.name] is not None:
-                reasons[c.name] = c.unverified if c.passed else None
-        return {name: why for name, why in reasons.items() if why}
+        checked = {c.name for c in self.comparisons if not (c.passed and c.unverified)}
+        return {c.name: c.unverified for c in self.comparisons if c.name not in checked}
 
     @property
     def verified(self) -> bool:

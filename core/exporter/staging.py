@@ -20,7 +20,6 @@ The target is checked before any work: it must be absent or a regular file.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -100,7 +99,8 @@ class Staging:
     def write(self, model: onnx.ModelProto, weights: Sequence[TensorInfo] = (), read: Callable[[str], np.ndarray] | None = None) -> Staged:
         """Write ``model`` (and ``weights``, streamed from ``read``) under the target's name, then check the file.
 
-        A later write replaces the earlier one: the staging folder holds one candidate at a time.
+        A later write replaces the earlier one as the candidate (in a folder, by overwriting it; unnamed,
+        as a new file, the earlier held open until the export ends).
         """
         started = time.perf_counter()
         staged = self._staged_path()
@@ -181,7 +181,7 @@ class Staging:
 
 
 def _open_unnamed(directory: str) -> int:
-    return os.open(directory, os.O_TMPFILE | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o666)
+    return os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o666)  # not inherited by child processes (PEP 446)
 
 
 def unnamed_files_work(directory: str) -> bool:
@@ -192,8 +192,7 @@ def unnamed_files_work(directory: str) -> bool:
     try:
         fd = _open_unnamed(directory)
     except OSError as error:  # EOPNOTSUPP, EISDIR (old kernels), EINVAL: the file system has none
-        if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT, errno.EACCES, errno.EPERM):
-            log.debug("unnamed files unavailable in %s: %s", directory, error)
+        log.debug("unnamed files unavailable in %s: %s", directory, error)
         return False
     try:
         return os.path.exists(f"/proc/self/fd/{fd}")

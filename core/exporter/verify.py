@@ -86,11 +86,7 @@ class Verifier:
                 if not run.ones:
                     raise
                 # Where OneFlow cannot run the model, no file has to: said, not verified.
-                notes.append(
-                    f"not verified with every dynamic axis at 1 ({_run_text(run)}): OneFlow cannot run "
-                    f"{self.graph.name} there ({error_text(error)})"
-                )
-                log.warning(notes[-1])
+                notes.append(_left_out(run, f"OneFlow cannot run {self.graph.name} there ({error_text(error)})"))
                 continue
             runs.append((run, feeds, expected))
         sample = (runs[0][1], runs[0][2]) if runs else None
@@ -107,8 +103,7 @@ class Verifier:
                         raise
                     # Loud, not wrong: the file refuses that size (ONNX Runtime's LayerNormalization
                     # over one element, say). Said in the warnings; not verified there.
-                    notes.append(f"not verified with every dynamic axis at 1 ({_run_text(run)}): the exported file does not run there ({error})")
-                    log.warning(notes[-1])
+                    notes.append(_left_out(run, f"the exported file does not run there ({error})"))
                     continue
                 if len(actual) != len(expected):
                     raise Flow2OnnxError(f"the exported model has {len(actual)} outputs but OneFlow's graph has {len(expected)}")
@@ -197,6 +192,9 @@ def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Stagi
     if check.failed and passes.applied:
         settled = settle_post_passes(verifier.lowered, passes.applied, staging, verifier, options.strict_post_passes)
         staged, check, kept, warnings, rewrites = settled.staged, settled.check, settled.kept, list(settled.warnings), settled.timings
+    # Logged here, once: settling the post-passes runs the verifier more than once.
+    for note in check.notes:
+        log.warning(note)
     warnings.extend(check.notes)
     if check.skipped:
         log.warning(check.skipped)
@@ -263,6 +261,11 @@ def diagnose(graph: FlowGraph, options: ExportOptions) -> Diagnosis:
 def _run_text(run) -> str:
     shapes = ", ".join(f"{name} {list(shape)}" for name, shape in run.shapes.items())
     return run.label + (f" at {shapes}" if shapes else "")
+
+
+def _left_out(run, why: str) -> str:
+    """The note for a run with every dynamic axis at 1 that was left out, and why."""
+    return f"not verified with every dynamic axis at 1 ({_run_text(run)}): {why}"
 
 
 def _unverified_outputs(report: VerificationReport | None, fail: bool) -> list[str]:

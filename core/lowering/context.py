@@ -257,10 +257,10 @@ class LoweringContext:
             level = above
         return example, other
 
-    def _explained(self, name, value, other, example_sizes, other_sizes, local=({}, {})) -> SizeExpression:
+    def _explained(self, name, value, other, example_sizes, other_sizes, local: tuple[dict, dict]) -> SizeExpression:
         # From the op's own inputs, or from the graph's inputs, whichever explains it more simply (the
         # op's inputs on a tie: a size read from the tensor at hand holds at every size).
-        found = [e for e in (explain(value, other, *local) if local[0] else None, explain(value, other, example_sizes, other_sizes)) if e]
+        found = [e for e in (explain(value, other, *local), explain(value, other, example_sizes, other_sizes)) if e]
         expression = min(found, key=simplicity) if found else None
         if expression is None:
             described = ", ".join(f"{n}[{a}] {example_sizes[(n, a)]} -> {other_sizes[(n, a)]}" for n, a in sorted(example_sizes))
