@@ -23,24 +23,9 @@ COUNT = 40
 #: Index -> (category, reason) of the programs of ``SEED`` whose finding is known. The category is
 #: ``fuzz.category`` of the result (``wrong/edge``: outputs differ on edge-value inputs).
 KNOWN: dict[int, tuple[str, str]] = {
-    3: ("wrong/edge", "flow.maximum(nan, x) is x in OneFlow; ONNX Max gives NaN"),
-    4: ("wrong/edge", "flow.minimum(nan, x) is x in OneFlow; ONNX Min gives NaN"),
     6: ("crash", "float64 interpolate lowers to Resize, which ONNX Runtime has no double kernel for"),
-    9: ("wrong/edge", "flow.minimum(nan, x) is x in OneFlow; ONNX Min gives NaN"),
-    10: ("wrong/edge", "flow.maximum(nan, x) is x in OneFlow; ONNX Max gives NaN"),
-    12: ("wrong/edge", "log_softmax of a row holding NaN: OneFlow keeps the other elements finite, ONNX gives NaN"),
     14: ("crash", "float64 conv2d lowers to Conv, which ONNX Runtime has no double kernel for"),
-    15: ("wrong/edge", "relu(inplace=True) of NaN changes the input erf reads in OneFlow, not in the graph"),
-    16: ("wrong/edge", "flow.minimum(nan, x) is x in OneFlow; ONNX Min gives NaN"),
-    21: ("wrong/edge", "hardswish(-inf) is 0 in OneFlow; ONNX HardSwish gives NaN"),
-    22: ("wrong/edge", "log_softmax of a row holding NaN: OneFlow keeps the other elements finite, ONNX gives NaN"),
-    25: ("wrong/edge", "softmax of a row holding NaN: OneFlow keeps the other elements finite, ONNX gives NaN"),
-    31: ("wrong/edge", "x.max(dim) skips NaN in OneFlow; ONNX ReduceMax gives NaN"),
-    33: ("wrong/edge", "softmax of a row holding inf: OneFlow gives 0 elsewhere, ONNX gives NaN"),
     34: ("wrong/example", "clamp_ on a narrow() view changes the tensor it views in eager OneFlow, not in the graph"),
-    35: ("wrong/edge", "log_softmax of a row holding NaN: OneFlow keeps the other elements finite, ONNX gives NaN"),
-    37: ("wrong/edge", "x.max(dim) skips NaN in OneFlow; ONNX ReduceMax gives NaN"),
-    38: ("wrong/edge", "flow.minimum(nan, x) is x in OneFlow; ONNX Min gives NaN"),
 }
 
 

@@ -132,7 +132,7 @@ def test_the_library_prints_nothing_on_a_mismatch_and_logs_no_write(tmp_path, ca
     assert capsys.readouterr().out == ""
     assert wrote_records(caplog) == [] and os.listdir(tmp_path) == []
     error = caught.value
-    assert "differ from OneFlow's beyond tolerance (3 of 3 comparisons fail; the worst: output 'output'" in str(error)
+    assert "differ from OneFlow's beyond tolerance (4 of 4 comparisons fail; the worst: output 'output'" in str(error)
     assert "nothing was written" in str(error) and "\n" not in str(error)
     assert error.divergence is not None and error.divergence.op_type == "relu"
     assert f"The first divergence is at relu op {error.divergence.op_name!r}, lowered by plugin 'WrongRelu'." in str(error)

@@ -34,7 +34,7 @@ def test_an_export_reports_each_phase_to_whoever_listens(tmp_path, capsys):
     assert [p for i, p in enumerate(phases) if p not in phases[:i]] == ["capture", "lowering", "writing", "checking", "verification"]
     lowering = [step for step in collect.steps if step.phase == "lowering"]
     assert lowering[-1].done == lowering[-1].total == 8 and lowering[-1].unit == "ops"
-    assert sum(step.phase == "verification" and "onnxruntime on" in step.detail for step in collect.steps) == 3
+    assert sum(step.phase == "verification" and "onnxruntime on" in step.detail for step in collect.steps) == 4  # example, two random draws, edge values
     assert capsys.readouterr() == ("", "")
 
 

@@ -64,6 +64,21 @@ def test_integer_inputs_used_as_indices_stay_in_range():
     assert mask.dtype == np.float32
 
 
+def test_an_index_input_reshaped_on_its_way_to_a_gather_stays_in_range(onnx_path):
+    # x[i] is expand_dims(i) then gather_nd: drawn in [0, 10) on a 4-row x, OneFlow 0.9 aborted the
+    # process (SIGABRT, measured) on the first random verification run.
+    graph = read_graph(wrap_module(Lambda(lambda self, x, i: (x[i], x[:, i.reshape(-1)])).eval(), [flow.randn(4, 6), flow.tensor([1, 3])]))
+    assert index_bounds(graph) == {"input_1": 4}
+    code = (
+        "import oneflow as flow, flow2onnx\n"
+        "from tests.helpers import Lambda\n"
+        "r = flow2onnx.export(Lambda(lambda self, x, i: x[i] * 2).eval(), [flow.randn(4, 8), flow.tensor([1, 3])], {path!r})\n"
+        "print('verified' if r.report.verified else 'not verified')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code.format(path=str(onnx_path))], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("verified") and "not" not in done.stdout, done.stderr[-2000:]
+
+
 def test_boolean_inputs_are_masks():
     from flow2onnx.lowering.graph import TensorInfo
 
@@ -75,10 +90,11 @@ def test_report_formats(onnx_path):
     result = export_module(tiny_cnn(), [(2, 3, 8, 8)], onnx_path, dynamic_batch=True)
     data = json.loads(result.report.to_json())
     assert data["passed"] is True and data["verifier"] == "onnxruntime"
-    assert [c["batch_size"] for c in data["comparisons"]] == [2, 1, 7]
+    assert [c["batch_size"] for c in data["comparisons"]] == [2, 1, 7, 2]  # the edge-value run is at the example batch
     assert {c["dtype"] for c in data["comparisons"]} == {"float32"}
     markdown = result.report.to_markdown()
-    assert markdown.splitlines()[2].startswith("| output | batch | shape | dtype |") and markdown.count("| ok |") == 3
+    assert markdown.splitlines()[2].startswith("| output | inputs | batch | shape | dtype |") and markdown.count("| ok |") == 4
+    assert [c["inputs"] for c in data["comparisons"]] == ["example", "signed", "magnitudes", "finite edges"]
     text = result.report.to_text()
     assert "max abs diff" in text and text.endswith("all outputs match")
 
@@ -168,7 +184,7 @@ def test_one_session_serves_every_run_and_goes_with_the_export(tmp_path):
     CountingSessions.opened.clear()
     CountingSessions.calls.clear()
     result = export_module(tiny_cnn(), [(2, 3, 8, 8)], tmp_path / "m.onnx", dynamic_batch=True, plugins=[CountingSessions], verifier="counting")
-    assert result.report.passed and sorted(CountingSessions.calls) == [1, 2, 7]
+    assert result.report.passed and sorted(CountingSessions.calls) == [1, 2, 2, 7]  # the edge-value run at the example batch, 2
     assert len(CountingSessions.opened) == 1
     gc.collect()
     assert CountingSessions.opened[0]() is None, "the verifier's session outlived the export"

@@ -4,6 +4,10 @@ The options name the dynamic axes; here they are checked against the graph's inp
 verification runs are chosen. The first run is always the user's own example inputs (when the
 export was given them). Then come random runs whose floats cover both signs and several orders of
 magnitude (:data:`~flow2onnx.exporter.verification.FLOAT_DRAWS`), or the ``input_range`` asked for.
+The last run puts each float dtype's edge values among the inputs (zeros of both signs, the largest
+finite values, ``exp``'s overflow points, subnormals, ±inf, NaN: :func:`~flow2onnx.exporter.
+verification.edge_values`), where lowerings such as ``log(1 + exp(x))`` break and random draws
+never reach.
 With dynamic axes, the random runs are at sizes far from the example's: a batch B at 1 (2 when B is
 1) and 2B + 3, another axis of size S at about S/2 and 3S/2, keeping S's power-of-two alignment
 (:func:`~flow2onnx.exporter.verification.far_size`), since a size baked into the model can pass
@@ -49,6 +53,17 @@ class VerificationRun:
         if self.draw == "example":
             return "example inputs"
         return f"random inputs ({_draw_text(self.draw)}{', every dynamic axis 1' if self.ones else ''})"
+
+    @property
+    def inputs(self) -> str:
+        """The report's "inputs" column: where this run's inputs come from, in a word or two."""
+        if self.draw == "example":
+            return "example"
+        if self.ones:
+            return "axes at 1"
+        if self.draw in ("edges", "finite-edges"):
+            return "edge values" if self.draw == "edges" else "finite edges"
+        return (f"[{self.draw[0]:g}, {self.draw[1]:g})" if isinstance(self.draw, tuple) else self.draw)
 
 
 @dataclass(frozen=True)
@@ -100,8 +115,13 @@ def _runs(graph: FlowGraph, axes: Mapping, options: ExportOptions, examples) -> 
     first = VerificationRun(example_batch if batched else None, {}, "example", tuple(examples)) if examples is not None else (
         VerificationRun(example_batch if batched else None, {info.name: tuple(info.shape) for info in graph.inputs} if dynamic else {}, "unit")
     )
+    # Last, a run at the example's shapes with edge values among the floats (when there are floats).
+    edge_draw = "edges" if all(op.type in ELEMENTWISE for op in graph.ops) else "finite-edges"
+    edges = [VerificationRun(first.batch, {} if not dynamic else {info.name: tuple(info.shape) for info in graph.inputs}, edge_draw)]
+    if not any(np.dtype(info.dtype).kind == "f" for info in graph.inputs):
+        edges = []
     if not dynamic:
-        return [first] + [VerificationRun(None, {}, draw) for draw in draws]
+        return [first] + [VerificationRun(None, {}, draw) for draw in draws] + edges
     if options.verify_batch_sizes:
         sizes = [(batch, (0.5, 1.5)[k % 2]) for k, batch in enumerate(options.verify_batch_sizes)]
     else:
@@ -116,7 +136,39 @@ def _runs(graph: FlowGraph, axes: Mapping, options: ExportOptions, examples) -> 
     if any(info.shape[axis] != 1 for info in graph.inputs for axis in axes.get(info.name, {}) if axis):
         ones = shapes_by_symbol(graph, axes, lambda info, axis: 1)
         runs.append(VerificationRun(1 if batched else None, ones, draws[0], ones=True))
-    return runs
+    return runs + edges
+
+
+#: The ops that compute each output element from the input elements at its own position (after
+#: broadcasting), or only move elements: there NaN, ±inf and the largest floats have one IEEE
+#: answer that OneFlow and ONNX share. Where any other op reads them, they reach its sums and
+#: selections, whose answer then depends on the order of the arithmetic (OneFlow's softmax of a
+#: row holding inf is 0 beside one NaN, ONNX's is NaN; a sum of the largest floats overflows in
+#: one order and not another), or turn into positions that OneFlow 0.9's CPU kernels read out of
+#: bounds (``deform_conv2d``'s offsets killed the process with SIGSEGV, measured). Those graphs get
+#: the finite edge values only. Ops of other plugins are not listed: they get the finite ones too.
+#: Ops that read float values as positions (sampling grids, offsets, boxes).
+POSITION_OPS = frozenset({"deform_conv2d", "grid_sample", "roi_align"})
+
+ELEMENTWISE = frozenset(
+    """
+    abs acos acosh add_n asin asinh atan atan2 atanh bias_add ceil clip_by_scalar clip_by_scalar_max
+    clip_by_scalar_min cos cosh elementwise_maximum elementwise_minimum erf erfinv exp expm1 floor
+    floordiv isfinite isinf isnan log log10 log1p log2 logical_not negative pow reciprocal
+    reciprocal_no_nan round rsqrt sign sin sinh sqrt square tan trunc
+    broadcast_add broadcast_div broadcast_equal broadcast_fmod broadcast_greater broadcast_greater_equal
+    broadcast_isclose_eq_nan broadcast_isclose_neq_nan broadcast_less broadcast_less_equal
+    broadcast_logical_and broadcast_logical_or broadcast_logical_xor broadcast_maximum broadcast_minimum
+    broadcast_mul broadcast_not_equal broadcast_pow broadcast_sub
+    scalar_add scalar_div scalar_floordiv scalar_fmod scalar_logical_and scalar_logical_equal
+    scalar_logical_greater scalar_logical_greater_equal scalar_logical_less scalar_logical_less_equal
+    scalar_logical_not_equal scalar_logical_or scalar_logical_xor scalar_mul scalar_pow scalar_reverse_pow
+    celu elu fast_gelu gelu hardshrink hardsigmoid hardswish hardtanh leaky_relu log_sigmoid mish
+    quick_gelu relu selu sigmoid silu softplus softshrink softsign tanh threshold
+    where where_scalar_x where_scalar_y where_scalar_xy masked_fill
+    broadcast_like concat expand expand_dims flip identity narrow reshape slice squeeze stack transpose
+    """.split()
+)
 
 
 def shapes_by_symbol(graph: FlowGraph, axes: Mapping, size_of) -> dict[str, tuple[int, ...]]:
@@ -146,7 +198,7 @@ def _variant_shapes(graph: FlowGraph, axes: Mapping, runs: Sequence[Verification
             run.shapes[name][axis] not in (example[name][axis], 1) for name, mapping in axes.items() for axis in mapping
         )
 
-    random_runs = [run for run in runs if run.draw != "example" and not run.ones]
+    random_runs = [run for run in runs if run.draw not in ("example", "edges", "finite-edges") and not run.ones]
     chosen = next((run for run in reversed(random_runs) if telling(run)), random_runs[-1])
     return dict(chosen.shapes)
 
@@ -166,7 +218,11 @@ def _far(info, axis: int, factor: float, order: Mapping) -> int:
 def _draw_text(draw) -> str:
     if isinstance(draw, tuple):
         return f"uniform in [{draw[0]:g}, {draw[1]:g})"
-    return {"unit": "uniform in [0, 1)", "signed": "uniform in [-1, 1)", "magnitudes": "both signs, 1e-3 to 1e2"}[draw]
+    return {
+        "unit": "uniform in [0, 1)", "signed": "uniform in [-1, 1)", "magnitudes": "both signs, 1e-3 to 1e2",
+        "edges": "both signs, 1e-3 to 1e2, with 0, ±1, the largest floats, exp's overflow points, subnormals, ±inf and NaN",
+        "finite-edges": "both signs, 1e-3 to 1e2, with 0, ±1, exp's overflow points and subnormals",
+    }[draw]
 
 
 def _check_dynamic_batch(graph: FlowGraph) -> None:

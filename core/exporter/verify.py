@@ -8,6 +8,7 @@ is kept), the first-divergence finder looks for the op to blame, and the step ra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -20,13 +21,13 @@ from .._oneflow import error_text, import_oneflow
 from ..errors import Flow2OnnxError, VerificationError
 from ..lowering.graph import FlowGraph
 from ..lowering.registry import Registry
-from .axes import AxesPlan
+from .axes import POSITION_OPS, AxesPlan
 from .bundle import write_bundle
 from .lower import Lowered
 from .options import ExportOptions
 from .passes import PassesRun, settle_post_passes
 from .staging import Staged, Staging
-from .verification import VerificationReport, compare, draw_inputs, index_bounds, run_oneflow
+from .verification import VerificationReport, compare, draw_inputs, has_reference, index_bounds, run_oneflow
 
 log = logging.getLogger("flow2onnx")
 
@@ -42,6 +43,8 @@ class Check:
     sample: tuple[dict, list] | None = None
     #: Runs left out, and why (OneFlow cannot run the model with every dynamic axis at 1).
     notes: tuple[str, ...] = ()
+    #: The first run with an output out of tolerance (the divergence finder draws its inputs alike).
+    failed_run: Any = None
 
     @property
     def failed(self) -> bool:
@@ -88,9 +91,13 @@ class Verifier:
                 # Where OneFlow cannot run the model, no file has to: said, not verified.
                 notes.append(_left_out(run, f"OneFlow cannot run {self.graph.name} there ({error_text(error)})"))
                 continue
+            if run.draw == "edges":
+                run, arrays, expected = self._edge_run(index, run, arrays, expected)
+                feeds = {info.name: array for info, array in zip(self.graph.inputs, arrays)}
             runs.append((run, feeds, expected))
         sample = (runs[0][1], runs[0][2]) if runs else None
         report = VerificationReport(verifier=verifier.name, rtol=options.rtol, atol=options.atol)
+        failed_run, from_indices = None, outputs_from_float_indices(self.graph)
         try:
             progress.report("verification", len(runs), 2 * len(runs), "runs", f"opening the model in {verifier.name}")
             run_model = self._opened(verifier, model_path)
@@ -108,10 +115,24 @@ class Verifier:
                 if len(actual) != len(expected):
                     raise Flow2OnnxError(f"the exported model has {len(actual)} outputs but OneFlow's graph has {len(expected)}")
                 for info, want, got in zip(self.graph.outputs, expected, actual):
-                    report.comparisons.append(compare(info.name, want, got, options.rtol, options.atol, batch_size=run.batch))
+                    report.comparisons.append(compare(
+                        info.name, want, got, options.rtol, options.atol, batch_size=run.batch, inputs=run.inputs,
+                        edges=run.draw in ("edges", "finite-edges"), from_indices=info.name in from_indices,
+                    ))
+                    if not report.comparisons[-1].passed and failed_run is None:
+                        failed_run = run
         except _CannotRun as cannot:
             return Check(None, skipped=cannot.reason, sample=sample, notes=tuple(notes))
-        return Check(report, sample=sample, notes=tuple(notes))
+        return Check(report, sample=sample, notes=tuple(notes), failed_run=failed_run)
+
+    def _edge_run(self, index: int, run, arrays: list, expected: list):
+        """The run at edge values: drawn again without NaN, ±inf and the largest floats where those
+        leave OneFlow no value to compare (a deep model, whose every output reads every input)."""
+        if any(has_reference(value) for value in expected):
+            return run, arrays, expected
+        run = dataclasses.replace(run, draw="finite-edges")
+        arrays = self._inputs(index, run)
+        return run, arrays, run_oneflow(self.graph, arrays)
 
     def _opened(self, verifier, model_path: str):
         """A function from feeds to the model's outputs: a session of the verifier, or one call per run."""
@@ -136,7 +157,10 @@ class Verifier:
         """The run's inputs: the user's example, or drawn at the run's shapes (seeded by the run's index)."""
         if run.arrays is not None:
             return list(run.arrays)
-        return draw_inputs(self.graph.inputs, None, seed=index, bounds=index_bounds(self.graph), shapes=run.shapes, floats=run.draw)
+        return draw_inputs(
+            self.graph.inputs, None, seed=index, bounds=index_bounds(self.graph), shapes=run.shapes, floats=run.draw,
+            within=self.options.input_range,
+        )
 
     def _cannot_run(self, verifier, error: Exception) -> str | None:
         """Why verification cannot run when the model imports a custom domain no plugin teaches the
@@ -214,7 +238,7 @@ def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Stagi
         if options.print_outlier:
             log.info("verification report:\n%s", check.report.to_text(outliers=True))
         if check.failed or options.bisect:
-            diagnosis = diagnose(graph, options)
+            diagnosis = diagnose(graph, options, check.failed_run)
     if check.failed:
         raise _mismatch(check.report, diagnosis)
     warnings += _unverified_outputs(check.report, options.strict or options.require_verified)
@@ -225,8 +249,9 @@ def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Stagi
     )
 
 
-def diagnose(graph: FlowGraph, options: ExportOptions) -> Diagnosis:
-    """Run the first-divergence finder on the eager module the graph was traced from, if there is one."""
+def diagnose(graph: FlowGraph, options: ExportOptions, failed_run=None) -> Diagnosis:
+    """Run the first-divergence finder on the eager module the graph was traced from, if there is one,
+    with inputs drawn as those of the run that failed (at the example's shapes)."""
     if graph.frozen:
         # The likeliest cause, and the finder compiles a graph, which such a module may not allow.
         return Diagnosis(None, False, (
@@ -244,11 +269,13 @@ def diagnose(graph: FlowGraph, options: ExportOptions) -> Diagnosis:
     from .bisect import find_first_divergence
 
     flow = import_oneflow()
+    floats = failed_run.draw if failed_run is not None and failed_run.draw != "example" else "unit"
     examples = [flow.tensor(a) for a in draw_inputs(graph.inputs, None, seed=99, bounds=index_bounds(graph))]
     log.info("looking for the first op whose lowering diverges")
     divergence = find_first_divergence(
         graph.eager_module, examples, opset=options.opset, dynamic_batch=options.dynamic_batch, plugins=options.plugins,
         disable_plugins=options.disable_plugins, only_plugins=options.only_plugins, rtol=options.rtol, atol=options.atol,
+        floats=floats,
     )
     if divergence is None:
         return Diagnosis(None, True, "No intermediate tensor that OneFlow exposes diverges. ")
@@ -256,6 +283,25 @@ def diagnose(graph: FlowGraph, options: ExportOptions) -> Diagnosis:
     return Diagnosis(divergence, True, (
         f"The first divergence is at {divergence.op_type} op {divergence.op_name!r}, lowered by plugin {divergence.plugin!r}. "
     ))
+
+
+def outputs_from_float_indices(graph: FlowGraph) -> set[str]:
+    """The graph outputs computed from integers that an op derived from floats (an argsort, a
+    top-k's indices, an argmax, a cast), or from positions it read from floats (a grid_sample's
+    grid): at edge values, ties and NaN make those integers, and the rounding of a position that
+    falls on a half, each runtime's own choice, and everything computed from them too. One pass
+    over the ops in order."""
+    derived: set[str] = set()
+    for op in graph.ops:
+        inputs = [name for names in op.inputs.values() for name in names]
+        outputs = [name for names in op.outputs.values() for name in names]
+        if op.type in POSITION_OPS or any(name in derived for name in inputs):
+            derived.update(outputs)
+            continue
+        if any(name in graph.tensors and np.dtype(graph.tensors[name].dtype).kind == "f" for name in inputs):
+            derived.update(name for name in outputs if name in graph.tensors and np.dtype(graph.tensors[name].dtype).kind in "iu")
+    sources = graph.output_sources or [info.name for info in graph.outputs]
+    return {info.name for info, source in zip(graph.outputs, sources) if source in derived or info.name in derived}
 
 
 def _run_text(run) -> str:
@@ -310,8 +356,9 @@ def _mismatch(report: VerificationReport, diagnosis: Diagnosis) -> VerificationE
     if failed:
         worst = max(failed, key=lambda c: c.max_abs_diff)
         at_batch = "" if worst.batch_size is None else f" at batch size {worst.batch_size}"
+        on = f" on {worst.inputs} inputs" if worst.inputs and worst.inputs != "example" else ""
         how = (
-            f"{len(failed)} of {len(report.comparisons)} comparisons fail; the worst: output {worst.name!r}{at_batch}, "
+            f"{len(failed)} of {len(report.comparisons)} comparisons fail; the worst: output {worst.name!r}{at_batch}{on}, "
             f"max abs diff {worst.max_abs_diff:.3g}"
         )
     error = VerificationError(

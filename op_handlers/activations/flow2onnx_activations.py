@@ -98,10 +98,13 @@ def lower_hardsigmoid(ctx, op):
 
 
 def lower_hardswish(ctx, op):
-    # ONNX HardSwish needs opset 14; x * hardsigmoid(x) is the same function at every opset.
+    """x * hardsigmoid(x), and 0 below -3 as OneFlow computes it: the product alone is NaN at -inf
+    (-inf * 0), and so is ONNX's HardSwish, which is that product (measured at edge values)."""
     x = op.input("in")
     (gate,) = ctx.make_node("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)
-    ctx.make_node("Mul", [x, gate], [op.output("out")])
+    (product,) = ctx.make_node("Mul", [x, gate])
+    (below,) = ctx.make_node("Less", [x, _scalar(ctx, x, -3.0, "minus_three")])
+    ctx.make_node("Where", [below, _scalar(ctx, x, 0.0, "zero"), product], [op.output("out")])
 
 
 def lower_hardtanh(ctx, op):

@@ -60,7 +60,6 @@ _UNARY = {
     "sqrt": "Sqrt",
     "reciprocal": "Reciprocal",
     "erf": "Erf",
-    "sign": "Sign",
     "round": "Round",
     "tan": "Tan",
     "asin": "Asin",
@@ -76,6 +75,17 @@ _UNARY = {
 
 def lower_unary(ctx, op, onnx_type: str):
     ctx.make_node(onnx_type, [op.input("x")], [op.output("y")])
+
+
+def lower_sign(ctx, op):
+    """Sign, and 0 at NaN as OneFlow gives it (``(x > 0) - (x < 0)``; ONNX's Sign is NaN there)."""
+    x, y = op.input("x"), op.output("y")
+    if not np.issubdtype(ctx.dtype(x), np.floating):
+        ctx.make_node("Sign", [x], [y])
+        return
+    (sign,) = ctx.make_node("Sign", [x])
+    (nan,) = ctx.make_node("IsNaN", [x])
+    ctx.make_node("Where", [nan, _constant(ctx, 0, ctx.dtype(x), "zero"), sign], [y])
 
 
 def lower_logical_not(ctx, op):
@@ -147,11 +157,18 @@ def _integer_pow(ctx, base, exponent, dtype, out):
 
 
 def lower_extremum(ctx, op, onnx_type: str):
+    """maximum and minimum. Of floats, as OneFlow computes them: ``x if x > y else y`` (``<`` for
+    the minimum), so that NaN wins only as ``y`` and -0 beats 0 as ``y`` (ONNX's Max and Min give
+    NaN for a NaN on either side: measured different at NaN)."""
     x, y = _operands(ctx, op)
     out = op.output("z")
     dtype = ctx.dtype(out)
     if ctx.dtype(x) != dtype:
         x, y = cast(ctx, x, dtype), cast(ctx, y, dtype)
+    if np.issubdtype(dtype, np.floating):
+        (x_wins,) = ctx.make_node("Greater" if onnx_type == "Max" else "Less", [x, y])
+        ctx.make_node("Where", [x_wins, x, y], [out])
+        return
     extremum(ctx, onnx_type, x, y, dtype, [out])
 
 
@@ -657,8 +674,9 @@ def lower_reciprocal_no_nan(ctx, op):
 
 
 def lower_isclose(ctx, op):
-    """|x - y| <= atol + rtol * |y| (false at NaN), or x == y (infinities); with ``equal_nan``, NaN
-    meets NaN."""
+    """|x - y| <= atol + rtol * |y| where that difference is finite (false at NaN, and for a finite
+    value against an infinity, whose tolerance is infinite too), or x == y (equal infinities); with
+    ``equal_nan``, NaN meets NaN."""
     x, y = _operands(ctx, op)
     dtype = ctx.dtype(op.input("x"))
     if dtype == np.float16:
@@ -677,8 +695,8 @@ def lower_isclose(ctx, op):
     (tolerance,) = ctx.make_node("Add", [tolerance, _constant(ctx, op.attr("atol"), dtype, "atol")])
     (beyond,) = ctx.make_node("Greater", [difference, tolerance])
     (close,) = ctx.make_node("Not", [beyond])
-    (nan,) = ctx.make_node("IsNaN", [difference])
-    (close,) = ctx.make_node("And", [close, ctx.make_node("Not", [nan])[0]])
+    (finite,) = ctx.make_node("Less", [difference, _constant(ctx, np.inf, dtype, "infinity")])
+    (close,) = ctx.make_node("And", [close, finite])
     (equal,) = ctx.make_node("Equal", [x, y])
     outputs = [op.output("z")]
     (close,) = ctx.make_node("Or", [close, equal], None if op.attr("equal_nan") else outputs)
@@ -716,6 +734,7 @@ def flow2onnx_register_lowerings(register):
         register(op_type, functools.partial(lower_unary, onnx_type=onnx_type))
     register("logical_not", lower_logical_not)
     register("rsqrt", lower_rsqrt)
+    register("sign", lower_sign)
     register("square", lower_square)
     register("log1p", lower_log1p)
     register("expm1", lower_expm1)
