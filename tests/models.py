@@ -109,3 +109,13 @@ class GraphRefuses(flow.nn.Module):
 
 def graph_refuses():
     return GraphRefuses()
+
+
+class _NanAndDouble(flow.nn.Module):
+    def forward(self, x):
+        return flow.log(-(x.abs() + 1.0)), x * 2.0
+
+
+def nan_everywhere():
+    """Two outputs: a log of negatives, NaN at every input, and a finite one."""
+    return _NanAndDouble()

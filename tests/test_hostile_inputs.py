@@ -140,6 +140,16 @@ def test_an_output_nan_everywhere_is_reported_not_verified_and_fails_the_tutoria
     assert not (tmp_path / "tutorial").exists() or os.listdir(tmp_path / "tutorial") == []
 
 
+def test_the_cli_warns_of_an_output_it_could_not_compare_and_fails_on_it_when_asked(tmp_path):
+    target = tmp_path / "m.onnx"
+    done = cli("export", "tests.models:nan_everywhere", "--input-shape", "2,3", "-o", str(target))
+    assert done.returncode == 0 and "NOT VERIFIED" in done.stderr and target.exists()
+    target.unlink()
+    line = one_error_line(cli("export", "tests.models:nan_everywhere", "--input-shape", "2,3", "-o", str(target), "--require-verified"))
+    assert "NOT VERIFIED" in line and "NaN everywhere" in line and "nothing was written" in line
+    assert os.listdir(tmp_path) == []
+
+
 def test_adaptive_pooling_stays_right_far_from_the_example(tmp_path):
     # VGG-11's AdaptiveAvgPool2d(7), once lowered for the example's size, matched at 225 and 227 and
     # failed at 256. Now its windows are computed from the input's shape: compared with OneFlow at

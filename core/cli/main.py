@@ -171,6 +171,7 @@ def _export_options(args) -> dict:
         atol=args.atol,
         input_range=args.input_range,
         strict=args.strict,
+        require_verified=args.require_verified,
         capture=args.capture,
         isolate=args.isolate,
     )
@@ -239,6 +240,10 @@ def _add_model_arguments(parser) -> None:
         "LOW is negative); default: one run in [-1, 1), one across 1e-3..1e2 of both signs",
     )
     parser.add_argument("--strict", action="store_true", help="fail when an output is constant or not finite in a verification run")
+    parser.add_argument(
+        "--require-verified", action="store_true",
+        help="fail, writing nothing, when some output could not be compared in any verification run (NaN everywhere), instead of warning",
+    )
     parser.add_argument(
         "--capture", choices=CAPTURES, default="auto",
         help="how the model's ops are recorded: compile an nn.Graph (graph), record an eager run (eager, for models OneFlow "
