@@ -1084,7 +1084,9 @@ class Runner:
             os.remove(path)
         try:
             flow.manual_seed(program["weight_seed"])
-            exported = self.flow2onnx.export(model, [flow.tensor(a) for a in example], path, verify=False, **export_kwargs(program))
+            # Without verification, unless a recheck asks what verification makes of a finding.
+            verify = bool(program.get("verify"))
+            exported = self.flow2onnx.export(model, [flow.tensor(a) for a in example], path, verify=verify, **export_kwargs(program))
         except self.flow2onnx.Flow2OnnxError as error:
             return {"outcome": "refused", "detail": f"{type(error).__name__}: {_first_line(error)}"}
         except Exception as error:
@@ -1444,12 +1446,18 @@ def main(argv=None):
     parser.add_argument("--no-shrink", action="store_true")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds a program may take before the worker is killed")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--recheck", metavar="JSON",
+        help="export every finding of a --json run again with verification on, and say which it refuses and which it would ship",
+    )
     args = parser.parse_args(argv)
     if args.worker:
         return worker_main()
     newest = max_opset()
     worker = Worker(args.timeout)
     try:
+        if args.recheck:
+            return recheck(args, worker)
         if args.replay:
             seed, index = (int(p) for p in args.replay.split(":"))
             program = generate(seed, index, newest)
@@ -1518,6 +1526,55 @@ def fuzz(args, worker, newest):
         with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
             json.dump({"summary": summary, "records": records}, f, indent=1, default=str)
     return 1 if findings else 0
+
+
+#: What verification makes of a finding, by the outcome of its export with verification on.
+RECHECK = {
+    "refused": "refused (a clear error; nothing written)",
+    "ok": "verified, and right on every input the fuzzer tries",
+    "wrong": "verified, and WRONG on some input the fuzzer tries (a silent wrong file)",
+    "crash": "crash", "abort": "abort", "oneflow-error": "OneFlow cannot run it",
+}
+
+
+def recheck(args, worker) -> int:
+    """Every finding of a ``--json`` run exported again with verification on (flow2onnx's default):
+    the run itself exports without it, to find lowering bugs; this says which of them a user would
+    meet as a clear refusal, and which as a verified file that is wrong (the worst finding)."""
+    with open(args.recheck) as f:
+        records = json.load(f)["records"]
+    found = [r for r in records if r["result"]["outcome"] in FINDINGS]
+    started, outcomes, silent, refusals = time.monotonic(), collections.Counter(), [], collections.Counter()
+    for n, record in enumerate(found):
+        program = dict(record["program"], verify=True)
+        result = worker.run(program)
+        outcomes[result["outcome"]] += 1
+        replay = f"{program['seed']}:{program['index']}"
+        if result["outcome"] == "wrong":
+            silent.append((replay, " -> ".join(ops_of(program)), result["detail"][:200]))
+        if result["outcome"] == "refused":
+            refusals[result["detail"].split(":")[0]] += 1
+        print(f"[{n + 1}/{len(found)}] {replay} was {record['result']['outcome']}, with verification {result['outcome']}", flush=True)
+    lines = [
+        f"## With verification on: {len(found)} findings exported again ({time.monotonic() - started:.0f} s)",
+        "",
+        f"`python benchmarks/fuzz.py --recheck {os.path.basename(args.recheck)}`: every program whose export without "
+        "verification was a finding, exported again as a user would (verification on), and compared the same way.",
+        "",
+        "| with verification | findings |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {RECHECK.get(outcome, outcome)} | {outcomes[outcome]} |" for outcome in RECHECK if outcomes[outcome]]
+    lines += ["", "Refusals by error type: " + ", ".join(f"{kind} {n}" for kind, n in refusals.most_common()), ""]
+    if silent:
+        lines += ["Silent wrong files:", ""] + [f"- `{replay}` ({ops}): {detail}" for replay, ops, detail in silent]
+    else:
+        lines.append("No finding became a verified wrong file.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(args.out, "w") as f:
+        f.write(text)
+    return 1 if silent else 0
 
 
 if __name__ == "__main__":
