@@ -274,3 +274,25 @@ def test_a_squeeze_that_depends_on_a_dynamic_axis_being_1_is_refused(tmp_path):
     with pytest.raises(flow2onnx.VerificationError, match="differ from OneFlow's"):
         flow2onnx.export(model, [flow.randn(2, 1, 4)], tmp_path / "m.onnx", dynamic_axes={"input": {0: "a", 1: "b", 2: "c"}})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("axes", [{2: "h"}, {2: "h", 3: "w"}, {0: "n", 3: "w"}], ids=["h", "h-w", "n-w"])
+def test_max_pool_with_ceil_mode_is_right_at_every_size_of_its_dynamic_axes(tmp_path, axes):
+    # On a 7 x 2 example, width 2 needs its last window dropped and height 7 does not: the end
+    # padding chosen there gave 3 rows at height 9, where OneFlow gives 4 (found by the fuzzer). The
+    # indices count within each plane, whose size is read from the input's shape.
+    model = Lambda(lambda self, x: flow.nn.functional.max_pool2d(x, 3, stride=3, padding=1, ceil_mode=True, return_indices=True))
+    path = tmp_path / "m.onnx"
+    flow2onnx.export(model.eval(), random_inputs([(1, 2, 7, 2)]), path, dynamic_axes={"input": axes})
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    heights = range(1, 14) if 2 in axes else [7]
+    widths = range(1, 9) if 3 in axes else [2]
+    for batch in ([1, 3] if 0 in axes else [1]):
+        for h in heights:
+            for w in widths:
+                x = rng.standard_normal((batch, 2, h, w)).astype(np.float32)
+                want = [t.numpy() for t in model(flow.tensor(x))]
+                got = session.run(None, {"input": x})
+                for a, b in zip(got, want):
+                    assert a.shape == b.shape and np.array_equal(a, b), (batch, h, w, a.shape, b.shape)

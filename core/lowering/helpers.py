@@ -212,7 +212,10 @@ def dims(ctx, x: str, axes) -> str:
 def is_dynamic(ctx, x: str, axis: int) -> bool:
     """Whether ``axis`` of ``x`` may differ at run time from the compiled shape: its size differs in
     the compilation at other sizes of the dynamic axes, or (without one, or for a tensor it lacks) it is dim 0 under
-    ``dynamic_batch`` and holds the example's batch."""
+    ``dynamic_batch`` and holds the example's batch. An axis of a graph input that the export names
+    dynamic is, whatever the second compilation shows (it may have kept that axis's size)."""
+    if axis in ctx.dynamic_axes.get(x, {}):
+        return True
     other = ctx.variant_shape(x)
     if other is not None and len(other) == len(ctx.shape(x)):
         # The second compilation decides: a batch-1 class token is not the batch of a batch-1 example.

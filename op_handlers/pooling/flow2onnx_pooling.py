@@ -6,7 +6,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import cast, cast_if_needed, dims, int64s, oldest_opsets, reduce, takes_dtype
+from flow2onnx.lowering.helpers import cast, cast_if_needed, dims, int64s, is_dynamic, oldest_opsets, reduce, takes_dtype
 
 
 class _Pooled:
@@ -64,15 +64,41 @@ def lower_max_pool(ctx, op):
     kernel, stride, dilation = list(op.attr("kernel_size")), list(op.attr("stride")), list(op.attr("dilation"))
     # Padding with -inf (MaxPool's) never wins a max, so extra end padding is exact.
     pads, ceil_mode = _ceil_pads(ctx, op, kernel, stride, dilation, list(op.attr("padding")))
+    x = op.input("x")
+    dynamic = [is_dynamic(ctx, x, 2 + axis) for axis in range(len(kernel))]
+    cut = []
+    if op.attr("ceil_mode") and any(dynamic):
+        # End padding chosen at the example's size is wrong at others (and one axis that needs it
+        # takes ceil_mode from all). ONNX Runtime's MaxPool drops a last window that starts in the
+        # padding, as OneFlow does, at every size (measured, opsets 11 to 22): ceil_mode as it is.
+        # ONNX's shape inference before opset 22 keeps that window, so a static axis where it is
+        # dropped is cut back to OneFlow's size (a no-op at run time).
+        padding = list(op.attr("padding"))
+        pads, ceil_mode = padding * 2, 1
+        for axis, (size, out, k, s, d, p) in enumerate(zip(ctx.shape(x)[2:], ctx.shape(op.output("y"))[2:], kernel, stride, dilation, padding)):
+            if not dynamic[axis] and -(-(size + 2 * p - d * (k - 1) - 1) // s) + 1 != out:
+                cut.append((2 + axis, out))
     with_indices = bool(op.attr("return_indices")) and ctx.is_read(op.output("indice"))
     pooled = _Pooled(ctx, op, "MaxPool")
-    outputs = [pooled.y, ctx.unique_name("indices")] if with_indices else [pooled.y]
+    targets = [pooled.y, ctx.unique_name("indices")] if with_indices else [pooled.y]
+    outputs = [ctx.unique_name("pooled") for _ in targets] if cut else targets
     ctx.make_node("MaxPool", [pooled.x], outputs, kernel_shape=kernel, strides=stride, pads=pads, dilations=dilation, ceil_mode=ceil_mode)
+    if cut:
+        axes, ends = [axis for axis, _ in cut], [end for _, end in cut]
+        for source, target in zip(outputs, targets):
+            if ctx.opset >= 10:
+                ctx.make_node("Slice", [source, int64s(ctx, [0] * len(axes), "starts"), int64s(ctx, ends, "ends"), int64s(ctx, axes, "axes")], [target])
+            else:
+                ctx.make_node("Slice", [source], [target], starts=[0] * len(axes), ends=ends, axes=axes)
+        outputs = targets
     pooled.done()
     if with_indices:
         # ONNX numbers the maxima over the whole tensor, OneFlow within each (N, C) plane: the
-        # remainder by the plane's size is OneFlow's index.
-        plane = ctx.constant(np.array(int(np.prod(ctx.shape(op.input("x"))[2:])), dtype=np.int64), "plane")
+        # remainder by the plane's size is OneFlow's index (from Shape where a spatial axis is dynamic).
+        if any(dynamic):
+            plane = reduce(ctx, "ReduceProd", dims(ctx, x, list(range(2, len(ctx.shape(x))))), [0], keepdims=False)
+        else:
+            plane = ctx.constant(np.array(int(np.prod(ctx.shape(x)[2:])), dtype=np.int64), "plane")
         indices = op.output("indice")
         if ctx.dtype(indices) == np.int64:
             ctx.make_node("Mod", [outputs[1], plane], [indices])
