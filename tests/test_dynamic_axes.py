@@ -218,3 +218,23 @@ def test_a_model_that_really_computes_otherwise_at_batch_one_still_fails(tmp_pat
     failed = [c for c in caught.value.report.comparisons if not c.passed]
     assert failed and {c.batch_size for c in failed} == {1}
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_module_whose_shapes_hold_only_at_the_example_batch_is_refused_not_aborted(tmp_path):
+    # A weight of the example's length broadcast against the flattened batch: OneFlow 0.9's graph
+    # compiler aborted the process (SIGABRT, found by the fuzzer) when the module was compiled at
+    # another batch; eager OneFlow raises, and it runs first.
+    code = (
+        "import oneflow as flow, flow2onnx\n"
+        "from tests.helpers import Lambda\n"
+        "weight = flow.randn(6)\n"
+        "model = Lambda(lambda self, x: flow.nn.functional.log_softmax(x.reshape(-1), dim=0) - weight).eval()\n"
+        "try:\n"
+        "    flow2onnx.export(model, [flow.randn(2, 3)], {path!r}, dynamic_batch=True)\n"
+        "except flow2onnx.InvalidModelError as error:\n"
+        "    print('refused:', error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code.format(path=str(tmp_path / "m.onnx"))], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("refused:") and "cannot stay dynamic" in done.stdout and "must match the size" in done.stdout
+    assert not (tmp_path / "m.onnx").exists()

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .._oneflow import error_text
+from .._oneflow import error_text, import_oneflow, quiet_native_output
 from ..errors import InvalidModelError, LoweringError, PluginError
 from ..lowering.graph import FlowGraph, TensorInfo, stable_tensor_name
 from ..lowering.plugin_manager import load_plugins, own_version
@@ -207,6 +207,11 @@ def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph | None:
     shapes = plan.variant_shapes
     tensors = inputs_at(graph, shapes)
     try:
+        if graph.eager_module is not None:
+            # Eagerly first: where the module's shapes do not hold at those sizes (a weight of the
+            # example's length broadcast against a flattened batch), OneFlow 0.9's graph compiler
+            # aborts the process (a failed CHECK, measured) where eager OneFlow raises.
+            _run_eagerly(graph, tensors)
         return _trace_at(graph, tensors)
     except Exception as error:
         if graph.eager_module is None:
@@ -217,10 +222,17 @@ def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph | None:
             return None
         described = {name: sorted(mapping.items()) for name, mapping in plan.symbolic_axes.items()}
         raise InvalidModelError(
-            f"the dynamic axes {described} cannot stay dynamic: OneFlow cannot build the module for inputs "
+            f"the dynamic axes {described} cannot stay dynamic: OneFlow cannot run or build the module for inputs "
             f"{ {name: list(shape) for name, shape in shapes.items()} } ({error_text(error)}); "
             "the module itself fixes those sizes. Export with those axes static."
         ) from error
+
+
+def _run_eagerly(graph: FlowGraph, tensors: list) -> None:
+    """The eager module run once on copies of ``tensors`` (its in-place ops must not change them)."""
+    flow = import_oneflow()
+    with flow.no_grad(), quiet_native_output():
+        graph.eager_module(*[t.clone() for t in tensors])
 
 
 def _trace_at(graph: FlowGraph, tensors: list) -> FlowGraph:
