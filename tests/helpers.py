@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import flow2onnx
+from flow2onnx import hookimpl
 from flow2onnx.testing import flow, random_inputs  # noqa: F401  (re-exported for the tests)
 
 
@@ -39,3 +40,15 @@ def relu_graph():
             return self.relu(x)
 
     return ReluGraph()
+
+
+def overriding(op_type, lowering, prefix="Wrong"):
+    """A plugin class that replaces the built-in lowering of ``op_type`` by ``lowering``."""
+
+    class Plugin:
+        @hookimpl
+        def flow2onnx_register_lowerings(register):
+            register(op_type, lowering, override=True)
+
+    Plugin.__name__ = f"{prefix}{op_type.title()}"
+    return Plugin

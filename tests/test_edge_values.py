@@ -11,24 +11,17 @@ import numpy as np
 import pytest
 
 import flow2onnx
-from flow2onnx import hookimpl
 from flow2onnx.exporter.comparison import compare, overflow_margin
 from flow2onnx.exporter.verification import draw_inputs, edge_values
 from flow2onnx.lowering.graph import TensorInfo
 
-from .helpers import Lambda, export_module, flow
+from .helpers import Lambda, export_module, flow, overriding
 
 F = flow.nn.functional
 
 
-def overriding(op_type, lowering):
-    class Plugin:
-        @hookimpl
-        def flow2onnx_register_lowerings(register):
-            register(op_type, lowering, override=True)
-
-    Plugin.__name__ = f"Textbook{op_type.title()}"
-    return Plugin
+def textbook(op_type, lowering):
+    return overriding(op_type, lowering, prefix="Textbook")
 
 
 def textbook_softplus(ctx, op):
@@ -49,7 +42,7 @@ def textbook_logsigmoid(ctx, op):
     [("softplus", textbook_softplus, lambda self, x: F.softplus(x)), ("log_sigmoid", textbook_logsigmoid, lambda self, x: F.logsigmoid(x))],
 )
 def test_a_textbook_formula_that_overflows_is_refused_and_the_op_named(tmp_path, op_type, lowering, forward):
-    plugin = overriding(op_type, lowering)
+    plugin = textbook(op_type, lowering)
     target = tmp_path / "m.onnx"
     with pytest.raises(flow2onnx.VerificationError) as caught:
         export_module(Lambda(forward), [(2, 3, 8)], target, plugins=[plugin])
@@ -107,7 +100,7 @@ def test_a_textbook_softplus_inside_a_model_that_sums_is_refused_too(tmp_path):
     # The finite edge values hold exp's overflow points: a softplus after a linear layer meets them.
     model = Lambda(lambda self, x: F.softplus(x * 1.0 + x.sum(-1, keepdim=True) * 0.0))
     with pytest.raises(flow2onnx.VerificationError) as caught:
-        export_module(model, [(2, 3, 8)], tmp_path / "m.onnx", plugins=[overriding("softplus", textbook_softplus)])
+        export_module(model, [(2, 3, 8)], tmp_path / "m.onnx", plugins=[textbook("softplus", textbook_softplus)])
     assert [c.inputs for c in caught.value.report.comparisons if not c.passed] == ["finite edges"]
 
 

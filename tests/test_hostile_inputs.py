@@ -19,7 +19,7 @@ from onnx import numpy_helper
 import flow2onnx
 from flow2onnx import hookimpl
 
-from .helpers import Lambda, export_module, flow, random_inputs
+from .helpers import Lambda, export_module, flow, overriding, random_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(os.path.dirname(sys.executable), "flow2onnx")
@@ -33,16 +33,6 @@ def one_error_line(done) -> str:
     lines = [line for line in done.stderr.splitlines() if line.startswith("flow2onnx: error: ")]
     assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     return lines[0]
-
-
-def overriding(op_type, lowering):
-    class Plugin:
-        @hookimpl
-        def flow2onnx_register_lowerings(register):
-            register(op_type, lowering, override=True)
-
-    Plugin.__name__ = f"Wrong{op_type.title()}"
-    return Plugin
 
 
 # ---------------------------------------------------------------- verification honesty
