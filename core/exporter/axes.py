@@ -27,7 +27,7 @@ from ..errors import InvalidModelError
 from ..lowering.graph import FlowGraph
 from .converter import dynamic_axes_of
 from .options import ExportOptions
-from .verification import draw_inputs, far_size, index_bounds
+from .verification import EDGE_DRAWS, draw_inputs, far_size, index_bounds
 
 log = logging.getLogger("flow2onnx")
 
@@ -55,13 +55,18 @@ class VerificationRun:
         return f"random inputs ({_draw_text(self.draw)}{', every dynamic axis 1' if self.ones else ''})"
 
     @property
+    def at_edges(self) -> bool:
+        """Whether this run's floats hold edge values (compared by the edge-value rule)."""
+        return self.draw in EDGE_DRAWS
+
+    @property
     def inputs(self) -> str:
         """The report's "inputs" column: where this run's inputs come from, in a word or two."""
         if self.draw == "example":
             return "example"
         if self.ones:
             return "axes at 1"
-        if self.draw in ("edges", "finite-edges"):
+        if self.at_edges:
             return "edge values" if self.draw == "edges" else "finite edges"
         return (f"[{self.draw[0]:g}, {self.draw[1]:g})" if isinstance(self.draw, tuple) else self.draw)
 
@@ -139,6 +144,9 @@ def _runs(graph: FlowGraph, axes: Mapping, options: ExportOptions, examples) -> 
     return runs + edges
 
 
+#: Ops that read float values as positions (sampling grids, offsets, boxes).
+POSITION_OPS = frozenset({"deform_conv2d", "grid_sample", "roi_align"})
+
 #: The ops that compute each output element from the input elements at its own position (after
 #: broadcasting), or only move elements: there NaN, ±inf and the largest floats have one IEEE
 #: answer that OneFlow and ONNX share. Where any other op reads them, they reach its sums and
@@ -150,9 +158,6 @@ def _runs(graph: FlowGraph, axes: Mapping, options: ExportOptions, examples) -> 
 #: Nor are ``>`` and ``>=`` of two tensors: OneFlow 0.9's float32 kernel for two tensors of one
 #: shape says ``nan > 1`` and ``1 >= nan`` are true, its float64 and broadcasting kernels say false
 #: (measured), so there is no one answer at NaN to match.
-#: Ops that read float values as positions (sampling grids, offsets, boxes).
-POSITION_OPS = frozenset({"deform_conv2d", "grid_sample", "roi_align"})
-
 ELEMENTWISE = frozenset(
     """
     abs acos acosh add_n asin asinh atan atan2 atanh bias_add ceil clip_by_scalar clip_by_scalar_max
@@ -201,7 +206,7 @@ def _variant_shapes(graph: FlowGraph, axes: Mapping, runs: Sequence[Verification
             run.shapes[name][axis] not in (example[name][axis], 1) for name, mapping in axes.items() for axis in mapping
         )
 
-    random_runs = [run for run in runs if run.draw not in ("example", "edges", "finite-edges") and not run.ones]
+    random_runs = [run for run in runs if run.draw != "example" and not run.at_edges and not run.ones]
     chosen = next((run for run in reversed(random_runs) if telling(run)), random_runs[-1])
     return dict(chosen.shapes)
 

@@ -25,7 +25,7 @@ from ..lowering.graph import FlowGraph
 from .capture import compile_graph, read_graph, run_build_eagerly
 from ..lowering.plugin_manager import load_plugins
 from ..lowering.registry import Registry
-from .verification import compare, draw_inputs, flatten_outputs, index_bounds
+from .verification import EDGE_DRAWS, compare, draw_inputs, flatten_outputs, index_bounds
 from .recording import recording_tensors
 from .writer import write_streamed
 
@@ -141,7 +141,6 @@ def _oneflow_values(graph: FlowGraph, run_eagerly, tensors) -> list:
     debug graph's very outputs (same count, shapes and dtypes); else by launching the compiled job,
     which OneFlow 0.9 can crash on (a race in its job queue, about once in thousands of launches:
     the full test suite met it in this very call)."""
-    flow = import_oneflow()
     try:
         values = [t.numpy() for t in run_eagerly(tensors)]
     except Exception:  # build needs the graph itself
@@ -194,7 +193,7 @@ def find_first_divergence(
         except Exception as error:
             raise Flow2OnnxError(f"the first-divergence finder could not run the debug model: {type(error).__name__}: {error}") from error
     claimed = {op.name: group.pattern for group in groups for op in group.match.ops}
-    return _first_divergence(graph, registry, opset, expected, actual, rtol, atol, claimed, floats == "edges")
+    return _first_divergence(graph, registry, opset, expected, actual, rtol, atol, claimed, floats in EDGE_DRAWS)
 
 
 def _first_divergence(graph: FlowGraph, registry: Registry, opset: int, expected, actual, rtol, atol, claimed: dict, edges: bool) -> Divergence | None:

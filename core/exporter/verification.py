@@ -85,6 +85,8 @@ def index_bounds(graph: FlowGraph) -> dict[str, int]:
 #: "finite-edges": the same without the values that spread through every sum (NaN, ±inf, the
 #: largest floats), for models whose outputs those make NaN everywhere.
 FLOAT_DRAWS = ("unit", "signed", "magnitudes", "edges", "finite-edges")
+#: The draws whose runs are compared by the edge-value rule (see :func:`compare`'s ``edges``).
+EDGE_DRAWS = ("edges", "finite-edges")
 
 
 def edge_values(dtype, within: tuple[float, float] | None = None, finite: bool = False) -> np.ndarray:
@@ -145,7 +147,7 @@ def draw_inputs(
 
 
 def _draw_floats(rng: np.random.Generator, shape, floats, dtype=np.float32, within=None) -> np.ndarray:
-    if floats in ("edges", "finite-edges"):
+    if floats in EDGE_DRAWS:
         drawn = _draw_floats(rng, shape, "magnitudes") if within is None else _draw_floats(rng, shape, within)
         edges = edge_values(dtype, within, finite=floats == "finite-edges")
         flat = drawn.reshape(-1)

@@ -117,7 +117,7 @@ class Verifier:
                 for info, want, got in zip(self.graph.outputs, expected, actual):
                     report.comparisons.append(compare(
                         info.name, want, got, options.rtol, options.atol, batch_size=run.batch, inputs=run.inputs,
-                        edges=run.draw in ("edges", "finite-edges"), from_indices=info.name in from_indices,
+                        edges=run.at_edges, from_indices=info.name in from_indices,
                     ))
                     if not report.comparisons[-1].passed and failed_run is None:
                         failed_run = run

@@ -49,14 +49,19 @@ def _ceil_pads(ctx, op, kernel, stride, dilation, padding):
     wanted = ctx.shape(op.output("y"))[2:]
     ends = []
     for size, out, k, s, d, p in zip(spatial, wanted, kernel, stride, dilation, padding):
-        span = size + 2 * p - d * (k - 1) - 1
-        if -(-span // s) + 1 == out:  # ONNX's ceil formula agrees
+        if _onnx_ceil_size(size, k, s, d, p) == out:  # ONNX's ceil formula agrees
             ends.append(None)
         else:
             ends.append(max(0, (out - 1) * s + d * (k - 1) + 1 - size - p))
     if all(end is None for end in ends):
         return padding + padding, 1
     return padding + [p if end is None else end for p, end in zip(padding, ends)], 0
+
+
+def _onnx_ceil_size(size: int, kernel: int, stride: int, dilation: int, padding: int) -> int:
+    """The output size ONNX's formula gives with ceil_mode (shape inference before opset 22),
+    which keeps a last window that starts in the padding."""
+    return -(-(size + 2 * padding - dilation * (kernel - 1) - 1) // stride) + 1
 
 
 def lower_max_pool(ctx, op):
@@ -76,7 +81,7 @@ def lower_max_pool(ctx, op):
         padding = list(op.attr("padding"))
         pads, ceil_mode = padding * 2, 1
         for axis, (size, out, k, s, d, p) in enumerate(zip(ctx.shape(x)[2:], ctx.shape(op.output("y"))[2:], kernel, stride, dilation, padding)):
-            if not dynamic[axis] and -(-(size + 2 * p - d * (k - 1) - 1) // s) + 1 != out:
+            if not dynamic[axis] and _onnx_ceil_size(size, k, s, d, p) != out:
                 cut.append((2 + axis, out))
     with_indices = bool(op.attr("return_indices")) and ctx.is_read(op.output("indice"))
     pooled = _Pooled(ctx, op, "MaxPool")
@@ -85,11 +90,8 @@ def lower_max_pool(ctx, op):
     ctx.make_node("MaxPool", [pooled.x], outputs, kernel_shape=kernel, strides=stride, pads=pads, dilations=dilation, ceil_mode=ceil_mode)
     if cut:
         axes, ends = [axis for axis, _ in cut], [end for _, end in cut]
-        for source, target in zip(outputs, targets):
-            if ctx.opset >= 10:
-                ctx.make_node("Slice", [source, int64s(ctx, [0] * len(axes), "starts"), int64s(ctx, ends, "ends"), int64s(ctx, axes, "axes")], [target])
-            else:
-                ctx.make_node("Slice", [source], [target], starts=[0] * len(axes), ends=ends, axes=axes)
+        for source, target in zip(outputs, targets):  # max pooling lowers from opset 10: Slice takes inputs
+            ctx.make_node("Slice", [source, int64s(ctx, [0] * len(axes), "starts"), int64s(ctx, ends, "ends"), int64s(ctx, axes, "axes")], [target])
         outputs = targets
     pooled.done()
     if with_indices:
