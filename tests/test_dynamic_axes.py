@@ -13,6 +13,7 @@ import onnxruntime
 import pytest
 
 import flow2onnx
+from flow2onnx.exporter.verification import far_size
 
 from .helpers import Lambda, flow, random_inputs, relu_graph
 
@@ -68,6 +69,27 @@ def test_a_tensor_created_with_an_input_size_follows_it(tmp_path):
     result = flow2onnx.export(model, random_inputs([(1, 3, 4, 16)]), tmp_path / "m.onnx", dynamic_axes=SPATIAL)
     assert result.report.passed
     matches_oneflow_at(tmp_path / "m.onnx", model, [(2, 3, 5, 7), (1, 3, 9, 40)])
+
+
+def test_an_axis_of_size_one_in_the_example_is_verified_at_other_sizes(tmp_path):
+    # Found by the fuzzer: an example of width 1, whose far sizes used to round back to 1, so the
+    # width stayed 1 in the second compilation and in every run; the flatten of (H, W) was then
+    # written as a copy of H, verified, and failed in ONNX Runtime at width 3.
+    conv = flow.nn.Conv2d(6, 1, 2, stride=2, padding=1)
+    model = Lambda(lambda self, x: self.conv(x).view(1, 1, -1), conv=conv).eval()
+    result = flow2onnx.export(model, random_inputs([(1, 6, 1, 1)]), tmp_path / "m.onnx", opset=11, dynamic_axes={"input": {2: "c", 3: "d"}})
+    assert result.report.passed
+    # Some run saw both axes away from 1 (the conv's output then has more than one element).
+    assert any(c.shape[2] > 2 for c in result.report.comparisons)
+    matches_oneflow_at(tmp_path / "m.onnx", model, [(1, 6, 1, 3), (1, 6, 4, 3), (1, 6, 2, 2), (1, 6, 7, 1)])
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 7, 16, 224, 299])
+def test_far_sizes_never_repeat_the_example(size):
+    for factor in (1.2, 1.5, 1.035):
+        assert far_size(size, factor) > size
+    for factor in (0.5, 0.75, 0.9):
+        assert far_size(size, factor) == 1 if size == 1 else far_size(size, factor) < size
 
 
 def test_a_size_shared_by_several_inputs_is_one_size(tmp_path):

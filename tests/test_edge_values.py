@@ -129,6 +129,22 @@ def test_every_edge_value_is_drawn_once_at_least_and_integers_are_left_alone():
     assert ints.min() >= 0 and ints.max() < 10
 
 
+def test_a_0d_input_is_drawn_as_an_array_in_every_draw():
+    infos = [TensorInfo("x", (), np.float32), TensorInfo("i", (), np.int64), TensorInfo("b", (), np.bool_)]
+    for draw in ("unit", "signed", "magnitudes", "edges", "finite-edges", (2.0, 3.0)):
+        drawn = draw_inputs(infos, None, floats=draw)
+        assert all(isinstance(a, np.ndarray) and a.shape == () for a in drawn), draw
+        assert [a.dtype for a in drawn] == [np.float32, np.int64, np.bool_]
+
+
+def test_a_model_with_a_0d_input_is_verified(tmp_path):
+    # Found by the fuzzer: a 0-d float input reached ONNX Runtime as a NumPy scalar, which it refuses.
+    model = Lambda(lambda self, x, s: flow.maximum(x, s) * s).eval()
+    inputs = [flow.tensor(np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)), flow.tensor(np.float32(0.5))]
+    result = flow2onnx.export(model, inputs, tmp_path / "m.onnx", dynamic_axes={"input_0": {0: "n"}})
+    assert result.report.passed and len(result.report.comparisons) >= 4
+
+
 def test_the_edge_rule_judges_only_where_oneflow_did_not_overflow():
     big = np.float32(overflow_margin(np.float32)) * 4
     want = np.array([np.nan, np.inf, big, 89.0, 1.0], np.float32)

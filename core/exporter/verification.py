@@ -138,17 +138,19 @@ def draw_inputs(
         if batch_size is not None and shape:
             shape[0] = batch_size
         if info.dtype == np.bool_:
-            arrays.append(rng.random(shape) < 0.5)
+            drawn = rng.random(shape) < 0.5
         elif np.issubdtype(info.dtype, np.integer):
-            arrays.append(rng.integers(0, max(1, bounds.get(info.name, 10)), size=shape).astype(info.dtype))
+            drawn = rng.integers(0, max(1, bounds.get(info.name, 10)), size=shape)
         else:
-            arrays.append(_draw_floats(rng, shape, floats, info.dtype, within).astype(info.dtype))
+            drawn = _draw_floats(rng, shape, floats, info.dtype, within)
+        # NumPy's generators give a scalar, not an array, for a 0-d shape; ONNX Runtime takes arrays only.
+        arrays.append(np.asarray(drawn).astype(info.dtype))
     return arrays
 
 
 def _draw_floats(rng: np.random.Generator, shape, floats, dtype=np.float32, within=None) -> np.ndarray:
     if floats in EDGE_DRAWS:
-        drawn = _draw_floats(rng, shape, "magnitudes") if within is None else _draw_floats(rng, shape, within)
+        drawn = np.asarray(_draw_floats(rng, shape, "magnitudes") if within is None else _draw_floats(rng, shape, within))
         edges = edge_values(dtype, within, finite=floats == "finite-edges")
         flat = drawn.reshape(-1)
         # A quarter of the places, and at least one place per edge value where there are enough;
@@ -176,12 +178,21 @@ def far_size(size: int, factor: float) -> int:
     Models often need a spatial size divisible by their total stride; the largest power of two
     (up to 32, and at most a quarter of the size) that divides the example's size is kept as the
     step, so 224 gives 128 and 320 for factors 0.5 and 1.5, 32 gives 16 and 48, and 299 gives 150
-    and 448. Never below one step.
+    and 448. Never below one step, and never the example's own size where it can differ: a factor
+    above 1 gives at least one step more (1 grows to 2, 2 to 3 at a factor of 1.2), one below 1 at
+    least one step less, down to one step. An axis seen at the example's size alone in every run
+    would never show that a size baked into the file is wrong (a flatten of an axis of 1 written as
+    a copy of another axis, found by the fuzzer).
     """
     step = 1
     while step < 32 and size % (step * 2) == 0 and size // (step * 2) >= 4:
         step *= 2
-    return max(step, int(round(size * factor / step)) * step)
+    far = max(step, int(round(size * factor / step)) * step)
+    if factor > 1:
+        return max(far, size + step)
+    if factor < 1:
+        return max(step, min(far, size - step))
+    return far
 
 
 def flatten_outputs(value) -> list:
