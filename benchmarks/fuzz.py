@@ -47,7 +47,7 @@ import traceback
 
 import numpy as np
 
-from flow2onnx.exporter.comparison import compare as compare_output, overflow_margin
+from flow2onnx.exporter.verify.comparison import compare as compare_output, overflow_margin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -1047,7 +1047,7 @@ class Runner:
 
         from flow2onnx._oneflow import import_oneflow
 
-        from flow2onnx.exporter.axes import ELEMENTWISE
+        from flow2onnx.exporter.plan.axes import ELEMENTWISE
 
         self.flow2onnx = flow2onnx
         self.elementwise = ELEMENTWISE

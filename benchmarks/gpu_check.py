@@ -13,7 +13,7 @@ judged against the same OneFlow outputs: fusion on the GPU, measured.
 
 ``run`` (needs only NumPy and onnxruntime-gpu; no OneFlow, no flow2onnx install) opens every file on
 each provider it can (CUDA with TF32 off, CUDA with its defaults, TensorRT, CPU), compares every
-output with OneFlow's by flow2onnx's own rule (``core/exporter/comparison.py``, loaded by its path),
+output with OneFlow's by flow2onnx's own rule (``core/exporter/verify/comparison.py``, loaded by its path),
 records where ONNX Runtime placed each node, and times each provider host to host (numpy in, numpy
 out) at every batch size. Where OneFlow with CUDA is importable on that machine, it times OneFlow's
 compiled ``nn.Graph`` on the GPU too; where it is not, the result says why. Results go to
@@ -129,7 +129,7 @@ def prepare(bundle: str, models: list[str], batch_sizes: list[int], variants: li
 
 def _comparison_module():
     """flow2onnx's comparison rule, loaded by path: this stage runs where flow2onnx is not installed."""
-    path = os.path.join(ROOT, "core", "exporter", "comparison.py")
+    path = os.path.join(ROOT, "core", "exporter", "verify", "comparison.py")
     spec = importlib.util.spec_from_file_location("flow2onnx_comparison", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up

@@ -117,7 +117,7 @@ def _measured_export(flow2onnx, model, path: str, verify: bool, inputs=None) -> 
 def worker(size: int, trees: list, verify: bool, eager: bool, repeat: int = 1) -> dict:
     flow2onnx = _use_tree(None)
     from flow2onnx._oneflow import import_oneflow
-    from flow2onnx.exporter.capture import as_compiled_graph
+    from flow2onnx.exporter.capture.graphs import as_compiled_graph
 
     flow = import_oneflow()
     flow.manual_seed(0)

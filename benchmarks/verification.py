@@ -45,7 +45,7 @@ def _measured(flow2onnx, graph, path: str, verify: bool) -> dict:
 def worker() -> dict:
     import flow2onnx
     from flow2onnx._oneflow import import_oneflow
-    from flow2onnx.exporter.capture import as_compiled_graph
+    from flow2onnx.exporter.capture.graphs import as_compiled_graph
     from flowvision.models import resnet50
 
     flow = import_oneflow()

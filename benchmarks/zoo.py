@@ -162,7 +162,7 @@ def run_worker(name: str, family: str, out_path: str, opset: int, dynamic_batch:
 
     import flow2onnx
     from flow2onnx._oneflow import import_oneflow, quiet_native_output
-    from flow2onnx.exporter.capture import wrap_module
+    from flow2onnx.exporter.capture.graphs import wrap_module
 
     flow = import_oneflow()
     flow.manual_seed(0)
@@ -239,7 +239,7 @@ def run_worker(name: str, family: str, out_path: str, opset: int, dynamic_batch:
         record["max_abs_diff"] = max(c.max_abs_diff for c in report.comparisons)
         # The absolute difference relative to the output's magnitude, max(1, max|output|): the
         # comparison scales its atol (DEFAULT_ATOL for float32) by that magnitude.
-        from flow2onnx.exporter.verification import DEFAULT_ATOL
+        from flow2onnx.exporter.verify.comparison import DEFAULT_ATOL
 
         record["rel_err"] = max((c.max_abs_diff / (c.atol / DEFAULT_ATOL) if c.atol > 0 else c.max_abs_diff) for c in report.comparisons)
     stage("done")

@@ -18,8 +18,9 @@ from .errors import (
     VerificationError,
 )
 from .exporter.compat import convert_to_onnx_and_check, export_onnx_model
-from .exporter.pipeline import ExportResult, export
-from .exporter.verification import VerificationReport
+from .exporter.api import export
+from .exporter.pipeline import ExportResult
+from .exporter.verify import VerificationReport
 from .lowering.context import LoweringContext
 from .lowering.graph import FlowOp
 from .lowering.hookspecs import hookimpl

@@ -44,14 +44,14 @@ class OutputPathError(Flow2OnnxError):
 class VerificationError(Flow2OnnxError):
     """ONNX Runtime's outputs differ from OneFlow's beyond tolerance; ``report`` holds the details."""
 
-    def __init__(self, message: str, report):
+    def __init__(self, message: str, report, divergence=None):
         super().__init__(message)
         self.report = report
-        #: What the first-divergence finder found, when it ran (``flow2onnx.exporter.bisect.Divergence``).
-        self.divergence = None
+        #: What the first-divergence finder found, when it ran (``flow2onnx.exporter.diagnose.Divergence``).
+        self.divergence = divergence
 
     def __reduce__(self):  # pickled whole: an isolated export sends it back from its worker process
-        return type(self), (self.args[0], self.report), self.__dict__
+        return type(self), (self.args[0], self.report, self.divergence), self.__dict__
 
 
 class ModelFileError(Flow2OnnxError):

@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from ._oneflow import import_oneflow
-from .exporter.pipeline import ExportResult, export
+from .exporter.api import export
+from .exporter.pipeline import ExportResult
 
 flow = import_oneflow()
 

@@ -10,7 +10,7 @@ import pytest
 
 import flow2onnx
 from flow2onnx import hookimpl
-from flow2onnx.exporter.bisect import find_first_divergence
+from flow2onnx.exporter.diagnose.bisect import find_first_divergence
 
 from .helpers import Lambda, flow, random_inputs
 from .test_errors import WrongRelu

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from flow2onnx.exporter.verification import VerificationReport, compare
+from flow2onnx.exporter.verify.comparison import VerificationReport, compare
 
 SPECIALS = [math.nan, math.inf, -math.inf]
 
@@ -133,14 +133,14 @@ def test_the_report_counts_nan_and_inf_per_output():
 
 
 def test_the_rule_needs_nothing_but_numpy():
-    # benchmarks/gpu_check.py loads core/exporter/comparison.py by its path on a GPU machine that has
+    # benchmarks/gpu_check.py loads core/exporter/verify/comparison.py by its path on a GPU machine that has
     # NumPy and onnxruntime-gpu but neither OneFlow nor flow2onnx: the rule must stay importable there.
     import ast
     import importlib.util
     import pathlib
     import sys
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "core" / "exporter" / "comparison.py"
+    path = pathlib.Path(__file__).resolve().parents[1] / "core" / "exporter" / "verify" / "comparison.py"
     imported = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 import flow2onnx
-from flow2onnx.exporter.capture import read_graph, wrap_module
+from flow2onnx.exporter.capture.graphs import read_graph, wrap_module
 from flow2onnx.lowering.context import LoweringContext
 from flow2onnx.lowering.registry import Lowering
 

@@ -13,7 +13,7 @@ import onnxruntime
 import pytest
 
 import flow2onnx
-from flow2onnx.exporter.verification import far_size
+from flow2onnx.exporter.plan.draws import far_size
 
 from .helpers import Lambda, flow, random_inputs, relu_graph
 

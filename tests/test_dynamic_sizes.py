@@ -259,7 +259,7 @@ def test_shufflenet_is_right_at_sizes_not_aligned_to_its_stride(tmp_path):
     model = models.ModelCreator.create_model("shufflenet_v2_x1_0", pretrained=False).eval()
     result = flow2onnx.export(model, random_inputs([(1, 3, 224, 224)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
     assert result.report.verified
-    from flow2onnx.exporter.comparison import compare
+    from flow2onnx.exporter.verify.comparison import compare
 
     session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     for shape in [(1, 3, 257, 231), (2, 3, 97, 65)]:  # by verification's own rule (float32: rtol 1e-3, atol 1e-4 scaled)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import flow2onnx
-from flow2onnx.exporter.comparison import compare, overflow_margin
-from flow2onnx.exporter.verification import draw_inputs, edge_values
+from flow2onnx.exporter.verify.comparison import compare, overflow_margin
+from flow2onnx.exporter.plan.draws import draw_inputs, edge_values
 from flow2onnx.lowering.graph import TensorInfo
 
 from .helpers import Lambda, export_module, flow, overriding

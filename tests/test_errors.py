@@ -206,7 +206,7 @@ def test_an_op_that_cannot_reach_an_old_opset_is_listed_with_the_lowest_that_wor
 def test_a_missing_kernel_is_named_with_its_device_and_dtypes():
     """OneFlow's "Cannot find the kernel" error, as a graph build raises it (text from OneFlow 0.9),
     becomes the op type, device and dtypes that the message to the user names."""
-    from flow2onnx.exporter.capture import _missing_kernel
+    from flow2onnx.exporter.capture.graphs import _missing_kernel
 
     text = (
         "Cannot find the kernel matching Current OperatorConf.  The Info of OperatorConf are \n"

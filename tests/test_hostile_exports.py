@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 import flow2onnx
-from flow2onnx.exporter.staging import remove_stale_staging
+from flow2onnx.exporter.write.staging import remove_stale_staging
 
 from .helpers import export_module, flow
 

@@ -60,7 +60,7 @@ def test_errors_come_back_with_their_details(tmp_path):
 
 
 def test_a_compiled_graph_cannot_be_isolated(tmp_path):
-    from flow2onnx.exporter.capture import wrap_module
+    from flow2onnx.exporter.capture.graphs import wrap_module
 
     graph = wrap_module(tiny_cnn(), random_inputs([(1, 3, 8, 8)]))
     with pytest.raises(flow2onnx.InvalidModelError, match="cannot move the nn.Graph"):

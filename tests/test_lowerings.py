@@ -478,7 +478,7 @@ def test_average_pool_ceil_window_in_padding_is_refused(onnx_path):
 
 def test_comparison_reports_a_real_difference():
     """Sanity of the comparison itself: a real difference is reported as a failure."""
-    from flow2onnx.exporter.verification import compare
+    from flow2onnx.exporter.verify.comparison import compare
 
     ok = compare("y", np.ones(4, np.float32), np.ones(4, np.float32) + 1e-6, 1e-3, 1e-4)
     bad = compare("y", np.ones(4, np.float32), np.array([1, 1, 1.1, 1], np.float32), 1e-3, 1e-4)

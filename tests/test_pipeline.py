@@ -91,17 +91,17 @@ def test_the_result_is_built_once_from_the_values_of_the_steps(onnx_path):
 
 
 def test_a_post_pass_dropped_after_verification_is_absent_from_the_result(onnx_path, caplog, monkeypatch):
-    import flow2onnx.exporter.lower
+    import flow2onnx.exporter.lower.stage
 
     caplog.set_level(logging.INFO, logger="flow2onnx")
     conversions = []
-    real_convert = flow2onnx.exporter.lower.convert
+    real_convert = flow2onnx.exporter.lower.stage.convert
 
     def counted_convert(*args, **kwargs):
         conversions.append(args[0].name)
         return real_convert(*args, **kwargs)
 
-    monkeypatch.setattr(flow2onnx.exporter.lower, "convert", counted_convert)
+    monkeypatch.setattr(flow2onnx.exporter.lower.stage, "convert", counted_convert)
     result = export_module(relu_model(), [(4, 8)], onnx_path, plugins=[Breaking], post_passes=["onnxoptimizer", "break-relu"])
     assert result.post_passes == ["onnxoptimizer"] and result.report.passed
     # The model from before the passes is rebuilt from the lowered model, not converted again.

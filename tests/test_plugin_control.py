@@ -228,10 +228,10 @@ def test_strict_post_passes_fail_instead(tmp_path, capsys):
 
 
 def test_post_passes_are_skipped_with_a_reason_past_the_protobuf_limit(tmp_path, monkeypatch):
-    import flow2onnx.exporter.lower
+    import flow2onnx.exporter.lower.stage
 
     # A model "over the limit" without allocating 2 GiB: lower the limit, not the check.
-    monkeypatch.setattr(flow2onnx.exporter.lower, "PROTOBUF_LIMIT", 4096)
+    monkeypatch.setattr(flow2onnx.exporter.lower.stage, "PROTOBUF_LIMIT", 4096)
     model = flow.nn.Sequential(flow.nn.Conv2d(3, 32, 3), flow.nn.ReLU())
     result = export_module(model, [(1, 3, 8, 8)], tmp_path / "m.onnx", post_passes=["onnxsim"])
     assert result.external_data and result.post_passes == []

@@ -7,7 +7,7 @@ import pytest
 
 import flow2onnx
 from flow2onnx import hookimpl
-from flow2onnx.exporter.capture import read_graph, wrap_module
+from flow2onnx.exporter.capture.graphs import read_graph, wrap_module
 from flow2onnx.lowering.graph import FlowOp, OpArgumentError
 from flow2onnx.lowering.schema import ArgSpec, AttrSpec, OpSchema, schema_from_ops
 

@@ -16,8 +16,9 @@ import pytest
 from onnx import numpy_helper
 
 import flow2onnx
-from flow2onnx.exporter.capture import read_graph, wrap_module
-from flow2onnx.exporter.verification import compare, draw_inputs, index_bounds, tolerance_for
+from flow2onnx.exporter.capture.graphs import read_graph, wrap_module
+from flow2onnx.exporter.plan.draws import draw_inputs, index_bounds
+from flow2onnx.exporter.verify.comparison import compare, tolerance_for
 
 from .helpers import Lambda, export_module, flow, random_inputs
 from .models import tiny_cnn

@@ -16,8 +16,8 @@ import pytest
 from onnx import numpy_helper
 
 import flow2onnx
-from flow2onnx.exporter.capture import read_graph, wrap_module
-from flow2onnx.exporter.converter import convert
+from flow2onnx.exporter.capture.graphs import read_graph, wrap_module
+from flow2onnx.exporter.lower.converter import convert
 from flow2onnx.lowering.plugin_manager import load_plugins
 
 from .helpers import export_module, flow, random_inputs

@@ -83,7 +83,7 @@ def test_the_checked_bytes_are_the_skeleton_and_the_file_is_the_model(tmp_path):
     matrix, a half-precision vector), and the streamed file as the model with its weights."""
     from onnx import TensorProto, helper
 
-    from flow2onnx.exporter.writer import serialized_parts, skeleton, skeleton_bytes, write_streamed
+    from flow2onnx.exporter.serialize import serialized_parts, skeleton, skeleton_bytes, write_streamed
     from flow2onnx.lowering.graph import TensorInfo
 
     weights = [

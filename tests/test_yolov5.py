@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 import flow2onnx
-from flow2onnx.exporter.comparison import compare
+from flow2onnx.exporter.verify.comparison import compare
 
 from .helpers import flow
 from .yolo import DetectionModel

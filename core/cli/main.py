@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import logging
 import os
@@ -50,8 +49,8 @@ def _parse_dynamic_axes(text: str) -> tuple[str, dict[int, str]]:
 
 def cmd_export(args) -> int:
     """Export the model that ``MODULE:CALLABLE`` returns, and describe what was written and how it verified."""
-    from ..exporter.pipeline import export
-    from ..exporter.staging import resolve_target
+    from ..exporter.api import export
+    from ..exporter.write.staging import resolve_target
 
     resolve_target(args.output)  # a path that cannot be written fails before the model is even built
     if args.isolate:  # the worker process builds the model: nothing of it is compiled here
@@ -260,7 +259,7 @@ def _add_model_arguments(parser) -> None:
 
 
 def cmd_check(args) -> int:
-    from ..exporter.staging import scratch_folder
+    from ..exporter.write.staging import scratch_folder
 
     with scratch_folder("flow2onnx-check") as directory:
         args.output = os.path.join(directory, "model.onnx")

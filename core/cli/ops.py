@@ -178,7 +178,7 @@ def read_model_ops(spec: str, shapes) -> dict:
     import numpy as np
 
     from .._oneflow import import_oneflow, quiet_native_output
-    from ..exporter.capture import compile_graph, read_graph, wrap_module
+    from ..exporter.capture.graphs import compile_graph, read_graph, wrap_module
     from .common import load_callable
 
     flow = import_oneflow()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ..errors import VerificationError
-from .pipeline import export
+from .api import export
 
 MODEL_FILE_NAME = "model.onnx"
 #: The tutorial's ``device`` values; the graph's own placement decides, so they are only checked.

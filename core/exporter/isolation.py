@@ -18,6 +18,7 @@ without arguments that builds one there (a module-level function, ``functools.pa
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -26,8 +27,11 @@ import signal
 import warnings
 from typing import Any, Sequence
 
+from .._oneflow import import_oneflow
 from ..errors import Flow2OnnxError, InvalidModelError
 from ..signals import Terminated, signals_raise
+from .options import ExportOptions
+from .pipeline import run_export
 
 #: The loggers whose records the worker sends back, with the level they have here.
 LOGGERS = ("flow2onnx", "flow2onnx.progress")
@@ -65,8 +69,6 @@ def export_isolated(model, example_inputs: Sequence | None, options: dict[str, A
 def _pickled_job(model, example_inputs, options) -> bytes:
     """The model, inputs and options pickled for the worker; refused, before any process starts, when
     they cannot be. Plain ``pickle``: OneFlow's reductions for multiprocessing fail on 0-d tensors."""
-    from .._oneflow import import_oneflow
-
     flow = import_oneflow()
     if isinstance(model, flow.nn.Graph):
         raise InvalidModelError(
@@ -165,20 +167,15 @@ def _work(sender, job: bytes, levels) -> None:
 
 
 def _export(model, example_inputs, options):
-    from .._oneflow import import_oneflow
-    from .pipeline import export
-
     flow = import_oneflow()
     if not isinstance(model, (flow.nn.Module, flow.nn.Graph)) and callable(model):
         model = model()
-    return export(model, example_inputs, **options)
+    return run_export(model, example_inputs, ExportOptions(**options))
 
 
 def _die_with_parent() -> None:
     """Ask Linux to send SIGTERM to this worker when its parent dies (killed with SIGKILL, say)."""
     try:
-        import ctypes
-
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass

@@ -222,7 +222,7 @@ class FlowGraph:
     # Scope -> the OneFlow module behind it (or None); see module().
     find_module: Callable[[str], Any] | None = field(repr=False, default=None)
     #: How the ops were captured: ``"graph"`` (an ``nn.Graph`` compiled) or ``"eager"`` (the ops an eager
-    #: run of ``eager_module`` called, each replayed in OneFlow's lazy mode; see ``flow2onnx.exporter.eager``).
+    #: run of ``eager_module`` called, each replayed in OneFlow's lazy mode; see ``flow2onnx.exporter.capture.eager``).
     capture: str = "graph"
     #: For an eager capture, each place where the module read a tensor's value back to Python, which the
     #: export froze to the example's value (``model.head: Tensor.item() (frozen to 3)``).

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-# OneFlow AttrValue field -> the type a lowering sees (see flow2onnx.exporter.capture.attribute_value).
+# OneFlow AttrValue field -> the type a lowering sees (see flow2onnx.exporter.capture.graphs.attribute_value).
 ATTR_TYPES = {
     "at_int32": "int",
     "at_int64": "int",

@@ -29,6 +29,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from ..._oneflow import import_oneflow
+
 CENSUS = pathlib.Path(__file__).with_name("op_census.json")
 
 LOWERED, TRAINING, SYSTEM, NOT_EXPRESSIBLE, TO_DO = "lowered", "training", "system", "not expressible", "to do"
@@ -110,8 +112,6 @@ def read_registry() -> list[str]:
     holds, each an identifier that OneFlow's ``OpBuilder`` accepts as an op type; anything else
     raises :class:`CensusError` rather than guess.
     """
-    from ..._oneflow import import_oneflow
-
     import_oneflow()
     import oneflow._oneflow_internal as internal
 

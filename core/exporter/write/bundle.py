@@ -11,7 +11,7 @@ import tempfile
 import numpy as np
 from onnx import numpy_helper
 
-from ..errors import OutputPathError
+from ...errors import OutputPathError
 
 
 def write_bundle(directory, model_path: str, feeds: dict, expected: list, outputs) -> str:

@@ -18,7 +18,7 @@ import contextlib
 import functools
 from typing import Iterator
 
-from .._oneflow import import_oneflow
+from ..._oneflow import import_oneflow
 
 # Tensor methods whose results are not new values of the graph, or that the recording itself uses.
 _SKIPPED_METHODS = frozenset(

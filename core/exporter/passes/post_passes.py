@@ -10,17 +10,19 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import onnx
 
-from ..errors import Flow2OnnxError, VerificationError
-from ..lowering.graph import TensorInfo
-from ..lowering.registry import NamedFunction, Registry
-from .lower import Lowered
-from .options import ExportOptions
-from .staging import Staged, Staging
-from .writer import materialize
+from ...errors import Flow2OnnxError, VerificationError
+from ...lowering.graph import TensorInfo
+from ...lowering.registry import NamedFunction, Registry
+from ..lower.stage import Lowered
+from ..options import ExportOptions
+from ..serialize import materialize
+
+if TYPE_CHECKING:  # the write stage comes after this one; the pipeline hands its writer over
+    from ..write import Staged
 
 log = logging.getLogger("flow2onnx")
 
@@ -121,15 +123,16 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def settle_post_passes(lowered: Lowered, applied, staging: Staging, verifier: Callable[[str], Any], strict: bool) -> Settled:
+def settle_post_passes(lowered: Lowered, applied, write: Callable[[onnx.ModelProto], Staged], verifier: Callable[[str], Any], strict: bool) -> Settled:
     """Re-run the applied passes one at a time, verifying after each, and keep the model from before
-    the first one whose output no longer matches OneFlow.
+    the first one whose output no longer matches OneFlow. The pipeline hands over how a candidate
+    is written (``write``, the write stage's) and checked (``verifier``, the verify stage's).
 
     The model from before the passes is rebuilt from the lowered model and OneFlow's weights, which
     the export holds anyway, rather than kept as a copy through every export.
     """
     model = _with_weights(lowered)
-    staged = staging.write(model)
+    staged = write(model)
     check = verifier(staged.path)
     writes = [staged]
     kept, warnings = [], []
@@ -138,7 +141,7 @@ def settle_post_passes(lowered: Lowered, applied, staging: Staging, verifier: Ca
     for post_pass in applied:
         # On a copy, and checked, as when it first ran (it passed these checks then).
         candidate = _run_pass(post_pass, model)
-        candidate_staged = staging.write(candidate)
+        candidate_staged = write(candidate)
         writes.append(candidate_staged)
         candidate_check = verifier(candidate_staged.path)
         if candidate_check.failed:
@@ -147,7 +150,7 @@ def settle_post_passes(lowered: Lowered, applied, staging: Staging, verifier: Ca
             if strict:
                 raise VerificationError(message + " (strict_post_passes is set, so the export stops)", candidate_check.report)
             warnings.append(_warn(message + "; the model from before it was kept"))
-            staged = staging.write(model)
+            staged = write(model)
             writes.append(staged)
             break
         model, staged, check = candidate, candidate_staged, candidate_check

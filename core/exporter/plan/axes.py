@@ -23,13 +23,18 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InvalidModelError
-from ..lowering.graph import FlowGraph
-from .converter import dynamic_axes_of
-from .options import ExportOptions
-from .verification import EDGE_DRAWS, draw_inputs, far_size, index_bounds
+from ..._oneflow import error_text
+from ...errors import InvalidModelError
+from ...lowering.graph import FlowGraph
+from ..capture import capture_again
+from ..capture.graphs import flow_inputs
+from ..options import ExportOptions
+from .draws import EDGE_DRAWS, draw_inputs, far_size, index_bounds
 
 log = logging.getLogger("flow2onnx")
+
+#: The symbol of dim 0 under ``dynamic_batch``.
+BATCH_DIM = "batch"
 
 @dataclass(frozen=True)
 class VerificationRun:
@@ -92,6 +97,16 @@ class AxesPlan:
     def batch_sizes(self) -> list:
         """The batch size of each run (``None`` entries when the batch is static)."""
         return [run.batch for run in self.runs]
+
+
+def dynamic_axes_of(graph: FlowGraph, dynamic_batch: bool, dynamic_axes) -> dict[str, dict[int, str]]:
+    """The dynamic axes of each input: ``dynamic_axes`` plus dim 0 named ``batch`` under ``dynamic_batch``."""
+    axes: dict[str, dict[int, str]] = {name: dict(mapping) for name, mapping in (dynamic_axes or {}).items()}
+    if dynamic_batch:
+        for info in graph.inputs:
+            axes.setdefault(info.name, {}).setdefault(0, BATCH_DIM)
+    return axes
+
 
 
 def plan_axes(graph: FlowGraph, options: ExportOptions, examples: Sequence[np.ndarray] | None = None) -> AxesPlan:
@@ -305,11 +320,8 @@ def settle_sizes(graph: FlowGraph, plan: AxesPlan) -> AxesPlan:
 
 def _cannot_run_at(graph: FlowGraph, shapes: Mapping) -> str | None:
     """Why the module cannot run at ``shapes`` (compiled, not run), or ``None`` when it can."""
-    from .._oneflow import error_text
-    from . import capture
-
     try:
-        probe = capture.capture_again(graph, inputs_at(graph, shapes))
+        probe = capture_again(graph, inputs_at(graph, shapes))
     except Exception as error:
         return f"OneFlow cannot build it there: {error_text(error)}"
     for info, example in zip(probe.outputs, graph.outputs):
@@ -320,6 +332,4 @@ def _cannot_run_at(graph: FlowGraph, shapes: Mapping) -> str | None:
 
 def inputs_at(graph: FlowGraph, shapes: Mapping) -> list:
     """OneFlow tensors of the given shapes for compiling the model again (index inputs in range)."""
-    from .capture import flow_inputs
-
     return flow_inputs(graph, draw_inputs(graph.inputs, None, seed=7, bounds=index_bounds(graph), shapes=shapes))

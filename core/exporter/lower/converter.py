@@ -9,17 +9,15 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .. import progress
-from ..lowering.context import LoweringContext, built_model, renames_and_reads, watch_renames
-from ..errors import LoweringError, UnsupportedOpsError
-from ..lowering.families import family_note
-from ..lowering.graph import FlowGraph, TensorInfo, twin_names
-from ..lowering.patterns import ClaimedGroup, claim_groups, output_aliases
-from ..lowering.registry import Lowering, Registry
-from .writer import weight_reader
-
-BATCH_DIM = "batch"
-
+from ... import progress
+from ...lowering.context import LoweringContext, built_model, renames_and_reads, watch_renames
+from ...errors import LoweringError, UnsupportedOpsError
+from ...lowering.families import family_note
+from ...lowering.graph import FlowGraph, TensorInfo, twin_names
+from ...lowering.patterns import ClaimedGroup, claim_groups, output_aliases
+from ...lowering.registry import Lowering, Registry
+from ..plan.axes import BATCH_DIM, dynamic_axes_of
+from ..serialize import skeleton, weight_reader
 
 class Conversion(NamedTuple):
     """What :func:`convert` gives: the model without its weights, and what made it."""
@@ -75,25 +73,26 @@ def convert(
     opset: int,
     dynamic_batch: bool = False,
     producer_version: str = "",
-    dynamic_axes: dict[str, dict[int, str]] | None = None,
+    axes: Mapping[str, Mapping[int, str]] | None = None,
     variant: FlowGraph | None = None,
 ) -> Conversion:
     """Lower every op of ``graph`` and assemble the ONNX model, without its weights.
 
     Patterns claim their groups first (:func:`~flow2onnx.lowering.patterns.claim_groups`); each
     group is lowered as a whole where it belongs among the other ops, which are lowered one by one,
-    and its outputs take stable names (``<group>/output_<k>``). ``dynamic_axes`` maps input names
-    to ``{axis: symbol}``; ``dynamic_batch`` adds ``{0: "batch"}`` for every input. Outputs get the
+    and its outputs take stable names (``<group>/output_<k>``). ``axes`` maps input names
+    to ``{axis: symbol}``, as the plan computed them (:func:`~flow2onnx.exporter.plan.axes.dynamic_axes_of`;
+    without it, ``{0: "batch"}`` for every input under ``dynamic_batch``). Outputs get the
     symbolic dims that ONNX shape inference carries through. ``variant`` is the same model compiled
     at other sizes of those axes; lowerings compare their op's attributes with it
     (``ctx.variant_attr``) to tell which sizes follow the dynamic axes. The weights the model reads
-    (as graph tensors) stay in OneFlow's memory until :mod:`flow2onnx.exporter.writer` writes them.
+    (as graph tensors) stay in OneFlow's memory until :mod:`flow2onnx.exporter.serialize` writes them.
     """
     groups = claim_groups(graph, registry, opset)
     claimed = {op.name: group for group in groups for op in group.match.ops}
     check_supported(graph, registry, opset, claimed)
     aliases = output_aliases(groups)
-    axes = dynamic_axes_of(graph, dynamic_batch, dynamic_axes)
+    axes = dynamic_axes_of(graph, dynamic_batch, None) if axes is None else axes
     batch_everywhere = bool(graph.inputs) and all(axes.get(info.name, {}).get(0) for info in graph.inputs)
     twins = None
     if variant is not None:
@@ -142,15 +141,6 @@ def convert(
     return Conversion(model, used, weights, groups, weight_reader(graph.read_weight, ctx.derived_weights))
 
 
-def dynamic_axes_of(graph: FlowGraph, dynamic_batch: bool, dynamic_axes) -> dict[str, dict[int, str]]:
-    """The dynamic axes of each input: ``dynamic_axes`` plus dim 0 named ``batch`` under ``dynamic_batch``."""
-    axes: dict[str, dict[int, str]] = {name: dict(mapping) for name, mapping in (dynamic_axes or {}).items()}
-    if dynamic_batch:
-        for info in graph.inputs:
-            axes.setdefault(info.name, {}).setdefault(0, BATCH_DIM)
-    return axes
-
-
 #: Before this opset, these operators' axis attributes must not be negative.
 NEGATIVE_AXES_OPSET = 11
 _AXIS_ATTRIBUTES = {
@@ -162,8 +152,6 @@ def _non_negative_axes(model: onnx.ModelProto, weights: list[TensorInfo]) -> Non
     """Rewrite negative ``axis``/``axes`` attributes, which operators accept only from opset 11, as
     counted from the front. Ranks come from ONNX shape inference run as at opset 11, where the
     attribute forms of these operators are the same."""
-    from .writer import skeleton
-
     nodes = [node for node in model.graph.node if any(a.name == _AXIS_ATTRIBUTES.get(node.op_type) for a in node.attribute)]
     if not any(v < 0 for node in nodes for a in node.attribute if a.name == _AXIS_ATTRIBUTES[node.op_type] for v in (list(a.ints) or [a.i])):
         return
@@ -203,8 +191,6 @@ def _non_negative_axes(model: onnx.ModelProto, weights: list[TensorInfo]) -> Non
 
 def _symbolic_outputs(model: onnx.ModelProto, weights: list[TensorInfo]) -> None:
     """Give output dims the symbols that shape inference propagates from the inputs' dynamic axes."""
-    from .writer import skeleton
-
     probe = skeleton(model, weights)
     for output in probe.graph.output:  # let inference fill the outputs' shapes from scratch
         output.type.tensor_type.ClearField("shape")

@@ -2,7 +2,7 @@
 
 A compiled graph only returns its outputs, so the finder traces the eager module again into a
 *debug graph* that also returns the output of every submodule and every tensor that an op called
-from Python produced (:mod:`.recording`), functional calls inside a ``forward`` included. That graph is converted with the
+from Python produced (:mod:`flow2onnx.exporter.capture.recording`), functional calls inside a ``forward`` included. That graph is converted with the
 same plugins and opset, and both are run once on the same inputs: every intermediate tensor that
 OneFlow returns is compared with the ONNX tensor of the same name. Walking the ops in execution
 order, the first compared tensor that is out of tolerance marks where the divergence shows; the
@@ -18,16 +18,17 @@ import types
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .._oneflow import import_oneflow, quiet_native_output
-from .converter import convert
-from ..errors import Flow2OnnxError
-from ..lowering.graph import FlowGraph
-from .capture import compile_graph, read_graph, run_build_eagerly
-from ..lowering.plugin_manager import load_plugins
-from ..lowering.registry import Registry
-from .verification import EDGE_DRAWS, compare, draw_inputs, flatten_outputs, index_bounds
-from .recording import recording_tensors
-from .writer import write_streamed
+from ..._oneflow import import_oneflow, quiet_native_output
+from ...errors import Flow2OnnxError
+from ...lowering.graph import FlowGraph
+from ...lowering.plugin_manager import load_plugins
+from ...lowering.registry import Registry
+from ..capture.graphs import compile_graph, flatten_outputs, read_graph, run_build_eagerly
+from ..capture.recording import recording_tensors
+from ..lower.converter import convert
+from ..plan.draws import EDGE_DRAWS, draw_inputs, index_bounds
+from ..verify.comparison import compare
+from ..serialize import write_streamed
 
 
 @dataclass
@@ -158,6 +159,8 @@ def find_first_divergence(
     *,
     opset: int,
     dynamic_batch: bool = False,
+    registry: Registry | None = None,
+    verifier: str = "onnxruntime",
     plugins: Sequence = (),
     disable_plugins: Sequence[str] = (),
     only_plugins: Sequence[str] | None = None,
@@ -169,27 +172,32 @@ def find_first_divergence(
     """Run the module's ops in OneFlow and ONNX Runtime side by side; ``None`` when everything matches.
 
     The inputs are drawn at the example's shapes as ``floats`` says (a draw of
-    :func:`~flow2onnx.exporter.verification.draw_inputs`): the draw of the verification run that
+    :func:`~flow2onnx.exporter.plan.draws.draw_inputs`): the draw of the verification run that
     failed finds what failed there; at edge values, tensors are compared by that run's rule.
+    ``registry`` is the export's own (its plugins are not loaded again); without it, the plugins are
+    loaded as ``plugins``, ``disable_plugins`` and ``only_plugins`` say. ``verifier`` runs the
+    debug model. It is converted at the example's shapes, with no dynamic axes: its tensors are
+    compared there only.
     """
     flow = import_oneflow()
     module.eval()
     inputs = [flow.tensor(x) if not isinstance(x, flow.Tensor) else x for x in example_inputs]
     debug, run_eagerly = _debug_graph(module, inputs)
     graph = read_graph(debug)
-    registry = load_plugins(extra_plugins=plugins, disable=disable_plugins, only=only_plugins).registry
+    if registry is None:
+        registry = load_plugins(extra_plugins=plugins, disable=disable_plugins, only=only_plugins).registry
     model, _, weights, groups, read_weight = convert(graph, registry, opset, dynamic_batch)
 
     arrays = draw_inputs(graph.inputs, None, seed=seed, bounds=index_bounds(graph), floats=floats)
     with quiet_native_output():
         expected = _oneflow_values(graph, run_eagerly, [flow.tensor(a) for a in arrays])
-    verifier = registry.verifiers["onnxruntime"]
+    runner = registry.verifiers[verifier]
     with tempfile.TemporaryDirectory(prefix="flow2onnx-bisect-") as directory:
         path = os.path.join(directory, "debug.onnx")
         write_streamed(model, weights, read_weight, path)
         libraries = [entry.path for entry in registry.runtime_libraries.values()]
         try:
-            actual = verifier.function(path, {info.name: a for info, a in zip(graph.inputs, arrays)}, libraries)
+            actual = runner.function(path, {info.name: a for info, a in zip(graph.inputs, arrays)}, libraries)
         except Exception as error:
             raise Flow2OnnxError(f"the first-divergence finder could not run the debug model: {type(error).__name__}: {error}") from error
     claimed = {op.name: group.pattern for group in groups for op in group.match.ops}

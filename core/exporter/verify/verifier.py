@@ -1,8 +1,9 @@
-"""The verify step: run the written model and OneFlow on the same random inputs and compare every
-output (the comparison and its report are :mod:`flow2onnx.exporter.verification`'s).
+"""The verify stage: run the written model and OneFlow on the same inputs and compare every output
+(the rule and the report are :mod:`.comparison`'s, OneFlow's side :mod:`.reference`'s).
 
-On a mismatch, the post-passes are settled (the model from before a pass that changed the results
-is kept), the first-divergence finder looks for the op to blame, and the step raises
+:class:`Verifier` checks one file and returns a :class:`Check`, a value whether it passed or not;
+the pipeline routes a failed check to the post-pass fallback and to the diagnose stage, and
+:func:`conclude` turns the last check into the stage's value, or raises
 :class:`VerificationError` with the report: nothing is published.
 """
 
@@ -16,18 +17,20 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .. import progress
-from .._oneflow import error_text, import_oneflow
-from ..errors import Flow2OnnxError, VerificationError
-from ..lowering.graph import FlowGraph
-from ..lowering.registry import Registry
-from .axes import POSITION_OPS, AxesPlan
-from .bundle import write_bundle
-from .lower import Lowered
-from .options import ExportOptions
-from .passes import PassesRun, settle_post_passes
-from .staging import Staged, Staging
-from .verification import VerificationReport, compare, draw_inputs, has_reference, index_bounds, run_oneflow
+from ... import progress
+from ..._oneflow import error_text
+from ...errors import Flow2OnnxError, VerificationError
+from ...lowering.graph import FlowGraph
+from ...lowering.registry import Registry
+from ..lower import Lowered
+from ..options import ExportOptions
+from ..passes import PassesRun, Settled
+from ..plan import POSITION_OPS, AxesPlan
+from ..plan.draws import draw_inputs, index_bounds
+from ..write.bundle import write_bundle
+from ..write.staging import Staged
+from .comparison import VerificationReport, compare, has_reference
+from .reference import run_oneflow
 
 log = logging.getLogger("flow2onnx")
 
@@ -198,24 +201,14 @@ class Verified:
         return cls(staged, None, None, passes.names, (), None, None, False, {})
 
 
-@dataclass(frozen=True)
-class Diagnosis:
-    """What the first-divergence finder said, with a sentence for an error message."""
-
-    divergence: Any
-    ran: bool
-    sentence: str
-
-
-def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Staging) -> Verified:
-    """Verify the staged model; raise :class:`VerificationError` when it differs from OneFlow."""
+def conclude(check: Check, staged: Staged, settled: Settled | None, passes: PassesRun, verifier: Verifier, diagnosis, started: float) -> Verified:
+    """The verify stage's value from the last check of the file (after the post-passes were settled,
+    when they had to be) and the diagnosis of a failure; raises :class:`VerificationError` when the
+    file differs from OneFlow, or when ``strict``/``require_verified`` refuse what it proved."""
     graph, options = verifier.graph, verifier.options
-    started = time.perf_counter()
-    check = verifier(staged.path)
     kept, warnings, rewrites = passes.names, [], {}
-    if check.failed and passes.applied:
-        settled = settle_post_passes(verifier.lowered, passes.applied, staging, verifier, options.strict_post_passes)
-        staged, check, kept, warnings, rewrites = settled.staged, settled.check, settled.kept, list(settled.warnings), settled.timings
+    if settled is not None:
+        kept, warnings, rewrites = settled.kept, list(settled.warnings), settled.timings
     # Logged here, once: settling the post-passes runs the verifier more than once.
     for note in check.notes:
         log.warning(note)
@@ -229,7 +222,6 @@ def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Stagi
         # Written whatever the verdict: a failing bundle is the one worth sending.
         bundle_dir = write_bundle(options.bundle_dir, staged.path, *check.sample, graph.outputs)
         log.info("wrote the repro bundle %s", bundle_dir)
-    diagnosis = Diagnosis(None, False, "")
     if check.report is not None:
         log.info(
             "verified with %s on %s: %s", options.verifier, "; ".join(_run_text(run) for run in verifier.plan.runs),
@@ -237,52 +229,14 @@ def verify(staged: Staged, passes: PassesRun, verifier: Verifier, staging: Stagi
         )
         if options.print_outlier:
             log.info("verification report:\n%s", check.report.to_text(outliers=True))
-        if check.failed or options.bisect:
-            diagnosis = diagnose(graph, options, check.failed_run)
     if check.failed:
-        raise _mismatch(check.report, diagnosis)
+        raise _mismatch(check.report, diagnosis.sentence, diagnosis.divergence)
     warnings += _unverified_outputs(check.report, options.strict or options.require_verified)
     warnings += _weak_outputs(check.report, options.strict)
     return Verified(
         staged=staged, report=check.report, skipped=check.skipped, post_passes=kept, warnings=tuple(warnings),
         bundle_dir=bundle_dir, divergence=diagnosis.divergence, bisected=diagnosis.ran, timings=timings,
     )
-
-
-def diagnose(graph: FlowGraph, options: ExportOptions, failed_run=None) -> Diagnosis:
-    """Run the first-divergence finder on the eager module the graph was traced from, if there is one,
-    with inputs drawn as those of the run that failed (at the example's shapes)."""
-    if graph.frozen:
-        # The likeliest cause, and the finder compiles a graph, which such a module may not allow.
-        return Diagnosis(None, False, (
-            f"The module reads tensor values back to Python, and the export froze them to the example's: "
-            f"{'; '.join(graph.frozen)}. At other inputs the module takes another path or size there, which one "
-            "ONNX graph cannot follow: make that code tensor-only, or export with static inputs and accept the freeze. "
-        ))
-    if graph.eager_module is None:
-        return Diagnosis(None, False, (
-            "The first-divergence finder needs the eager module the graph was built from: export the "
-            "nn.Module (with example_inputs) rather than the compiled graph to have it name the op. "
-        ))
-    if graph.capture == "eager":
-        return Diagnosis(None, False, "The first-divergence finder compiles the module as an nn.Graph, so it does not run on an eager capture. ")
-    from .bisect import find_first_divergence
-
-    flow = import_oneflow()
-    floats = failed_run.draw if failed_run is not None and failed_run.draw != "example" else "unit"
-    examples = [flow.tensor(a) for a in draw_inputs(graph.inputs, None, seed=99, bounds=index_bounds(graph))]
-    log.info("looking for the first op whose lowering diverges")
-    divergence = find_first_divergence(
-        graph.eager_module, examples, opset=options.opset, dynamic_batch=options.dynamic_batch, plugins=options.plugins,
-        disable_plugins=options.disable_plugins, only_plugins=options.only_plugins, rtol=options.rtol, atol=options.atol,
-        floats=floats,
-    )
-    if divergence is None:
-        return Diagnosis(None, True, "No intermediate tensor that OneFlow exposes diverges. ")
-    log.info("first divergence: %s op %r, lowered by plugin %r", divergence.op_type, divergence.op_name, divergence.plugin)
-    return Diagnosis(divergence, True, (
-        f"The first divergence is at {divergence.op_type} op {divergence.op_name!r}, lowered by plugin {divergence.plugin!r}. "
-    ))
 
 
 def outputs_from_float_indices(graph: FlowGraph) -> set[str]:
@@ -350,7 +304,7 @@ def _weak_outputs(report: VerificationReport | None, strict: bool) -> list[str]:
     return [message]
 
 
-def _mismatch(report: VerificationReport, diagnosis: Diagnosis) -> VerificationError:
+def _mismatch(report: VerificationReport, sentence: str, divergence) -> VerificationError:
     failed = [c for c in report.comparisons if not c.passed]
     how = "the model has no outputs to compare"
     if failed:
@@ -361,10 +315,8 @@ def _mismatch(report: VerificationReport, diagnosis: Diagnosis) -> VerificationE
             f"{len(failed)} of {len(report.comparisons)} comparisons fail; the worst: output {worst.name!r}{at_batch}{on}, "
             f"max abs diff {worst.max_abs_diff:.3g}"
         )
-    error = VerificationError(
+    return VerificationError(
         f"the exported model's outputs differ from OneFlow's beyond tolerance ({how}); nothing was written. "
-        + diagnosis.sentence + "Pass verify=False (CLI: --no-verify) to write it anyway.",
-        report,
+        + sentence + "Pass verify=False (CLI: --no-verify) to write it anyway.",
+        report, divergence=divergence,
     )
-    error.divergence = diagnosis.divergence
-    return error

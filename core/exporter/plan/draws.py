@@ -1,37 +1,17 @@
-"""Comparing an exported model with OneFlow on the same inputs, output by output.
+"""The inputs verification runs on: random draws of several kinds, the edge values of each float
+dtype, sizes far from the example's, and the bounds of index inputs.
 
-The comparison is ``|onnx - oneflow| <= atol + rtol * |oneflow|`` element-wise, with ``atol`` scaled
-by the output's magnitude (``atol * max(1, max|oneflow|)``): random weights can give outputs around
-1e26, where a fixed absolute tolerance says nothing. Tolerances depend on the output's dtype
-(:data:`TOLERANCES`); integer and boolean outputs must match exactly.
+The plan (:mod:`.axes`) chooses which runs there are; the verifier and the divergence finder draw
+their inputs here, so that all three see the same values for the same run.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 import numpy as np
 
-from .._oneflow import error_text, import_oneflow, quiet_native_output
-from ..lowering.graph import FlowGraph, TensorInfo
-from .capture import flow_inputs, run_build_eagerly
-
-from .comparison import (  # noqa: F401  (re-exported: verification is where callers look)
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
-    OUTLIERS_SHOWN,
-    RULE,
-    TOLERANCES,
-    OutputComparison,
-    VerificationReport,
-    compare,
-    has_reference,
-    overflow_margin,
-    tolerance_for,
-)
-
-log = logging.getLogger("flow2onnx")
+from ...lowering.graph import FlowGraph, TensorInfo
 
 # OneFlow argument names under which ops take indices, and the argument holding what they index.
 _INDEX_ARGS = ("indices", "index", "ids")
@@ -193,74 +173,3 @@ def far_size(size: int, factor: float) -> int:
     if factor < 1:
         return max(step, min(far, size - step))
     return far
-
-
-def flatten_outputs(value) -> list:
-    """OneFlow's return value flattened in the order the graph's output ops were made."""
-    if isinstance(value, dict):
-        return [leaf for item in value.values() for leaf in flatten_outputs(item)]
-    if isinstance(value, (list, tuple)):
-        return [leaf for item in value for leaf in flatten_outputs(item)]
-    # None (e.g. GoogLeNet's absent auxiliary outputs in eval mode) makes no graph output.
-    return [] if value is None else [value]
-
-
-def run_oneflow(graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """OneFlow's outputs for ``arrays``: from the eager module when there is one, else from the graph."""
-    flow = import_oneflow()
-    with quiet_native_output():
-        if graph.eager_module is not None:
-            with flow.no_grad():
-                outputs = graph.eager_module(*flow_inputs(graph, arrays))
-            return [t.numpy() for t in flatten_outputs(outputs)]
-        if graph.flow_graph is not None:
-            replayed = _replay_build(flow, graph, arrays)
-            if replayed is not None:
-                return replayed
-        return _run_compiled_graph(flow, graph, arrays)
-
-
-def _replay_build(flow, graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarray] | None:
-    """The user graph's ``build`` run eagerly (see :func:`capture.run_build_eagerly`), or ``None``
-    when it cannot run outside the graph or returns other outputs than the compiled graph has."""
-    try:
-        outputs = flatten_outputs(run_build_eagerly(graph.flow_graph, flow_inputs(graph, arrays)))
-    except Exception as error:  # build needs the graph itself: the compiled graph is run instead
-        log.debug("running %s.build eagerly failed (%s); running the compiled graph", type(graph.flow_graph).__name__, error_text(error))
-        return None
-    if len(outputs) != len(graph.outputs) or not all(isinstance(t, flow.Tensor) for t in outputs):
-        return None
-    return [t.numpy() for t in outputs]
-
-
-def _run_compiled_graph(flow, graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Run the compiled graph, which only takes the example's static shapes.
-
-    For a batch size other than the example's, the inputs are cut into chunks of the example batch
-    (the last one padded by repeating its first sample), run chunk by chunk and the outputs joined:
-    per-sample results of an inference graph do not depend on their neighbours in the batch.
-    """
-    example = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else None
-    batch = arrays[0].shape[0] if arrays and arrays[0].ndim else None
-    if example is None or batch is None or batch == example:
-        chunks = [list(arrays)]
-    else:
-        chunks = []
-        for start in range(0, batch, example):
-            chunk = []
-            for array in arrays:
-                part = array[start : start + example]
-                if part.shape[0] < example:
-                    pad = np.repeat(part[:1], example - part.shape[0], axis=0)
-                    part = np.concatenate([part, pad], axis=0)
-                chunk.append(part)
-            chunks.append(chunk)
-    results: list[list[np.ndarray]] = []
-    for chunk in chunks:
-        outputs = graph.flow_graph(*flow_inputs(graph, chunk))
-        # Copies: the graph reuses its output buffers on later runs.
-        results.append([t.numpy().copy() for t in flatten_outputs(outputs)])
-    if len(chunks) == 1 and (batch is None or batch == example):
-        return results[0]
-    # Joined and cut back to the batch asked for: a single chunk too, when it was padded.
-    return [np.concatenate([r[i] for r in results], axis=0)[:batch] for i in range(len(results[0]))]

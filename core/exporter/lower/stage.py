@@ -18,17 +18,18 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .._oneflow import error_text, import_oneflow, quiet_native_output
-from ..errors import InvalidModelError, LoweringError, PluginError
-from ..lowering.graph import FlowGraph, TensorInfo, stable_tensor_name
-from ..lowering.plugin_manager import load_plugins, own_version
-from ..lowering.patterns import claim_groups
-from ..lowering.registry import Registry
-from . import capture
-from .axes import AxesPlan, inputs_at
+from ..._oneflow import error_text, import_oneflow, quiet_native_output
+from ...errors import InvalidModelError, LoweringError, PluginError
+from ...lowering.graph import FlowGraph, TensorInfo, stable_tensor_name
+from ...lowering.plugin_manager import load_plugins, own_version
+from ...lowering.patterns import claim_groups
+from ...lowering.registry import Registry
+from ..capture import capture_again
+from ..capture.graphs import read_graph, recompile_graph
+from ..options import ExportOptions
+from ..plan.axes import AxesPlan, inputs_at
+from ..serialize import weights_nbytes
 from .converter import convert
-from .options import ExportOptions
-from .writer import weights_nbytes
 
 log = logging.getLogger("flow2onnx")
 
@@ -165,7 +166,7 @@ def _lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: Export
     try:
         model, used, weights, groups, read_weight = convert(
             graph, registry, options.opset, options.dynamic_batch, producer_version=own_version(),
-            dynamic_axes=options.dynamic_axes, variant=variant,
+            axes=plan.axes, variant=variant,
         )
     except LoweringError as error:
         other_path = _other_path(graph, variant, registry, options.opset) if variant is not None else ""
@@ -237,10 +238,10 @@ def _run_eagerly(graph: FlowGraph, tensors: list) -> None:
 
 def _trace_at(graph: FlowGraph, tensors: list) -> FlowGraph:
     """The model traced again on ``tensors``, the way it was captured: a compiled graph rebuilt and
-    compiled (see :func:`capture.recompile_graph`), an eager module captured again."""
+    compiled (see :func:`~flow2onnx.exporter.capture.graphs.recompile_graph`), an eager module captured again."""
     if graph.eager_module is None:
-        return capture.read_graph(capture.recompile_graph(graph.flow_graph, tensors))
-    return capture.capture_again(graph, tensors)
+        return read_graph(recompile_graph(graph.flow_graph, tensors))
+    return capture_again(graph, tensors)
 
 
 def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Registry, options: ExportOptions) -> None:
@@ -248,7 +249,7 @@ def _check_sizes_follow_axes(graph, variant, plan: AxesPlan, model, registry: Re
     with those sizes has baked them in, and the model would be wrong (or fail) at other shapes."""
     described, example, other_shapes = _in_words(plan, graph)
     try:
-        other = convert(variant, registry, options.opset, options.dynamic_batch, dynamic_axes=options.dynamic_axes, variant=graph).model
+        other = convert(variant, registry, options.opset, options.dynamic_batch, axes=plan.axes, variant=graph).model
     except LoweringError as error:
         raise LoweringError(
             f"the dynamic axes ({described}) cannot stay dynamic: with inputs {other_shapes} instead of {example}, {error}"

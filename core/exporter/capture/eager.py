@@ -7,7 +7,7 @@ time, right after, in OneFlow's lazy mode, on the lazy twins of its tensor argum
 same other arguments. Lazy mode is what ``nn.Graph`` builds its job with: each such call adds to an
 open job the same user ops, with the same op types, attributes and argument names, that the graph
 compiler would have made for that call. The job is then completed and read like a compiled graph's
-(:func:`~flow2onnx.exporter.capture.graph_from_job`), so every lowering and plugin works unchanged.
+(:func:`~flow2onnx.exporter.capture.graphs.graph_from_job`), so every lowering and plugin works unchanged.
 
 Parameters and buffers become variables named by module path (``model.layer1.0.conv1.weight``, as
 graph capture names them), read from the module when the file is written. Other tensors an op meets
@@ -28,11 +28,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._oneflow import import_oneflow, quiet_native_output
-from ..errors import InvalidModelError
-from ..lowering.graph import FlowGraph
+from ..._oneflow import error_text, import_oneflow, quiet_native_output
+from ...errors import InvalidModelError
+from ...lowering.graph import FlowGraph
+from .graphs import flatten_outputs, graph_from_job
 from .recording import _SKIPPED_METHODS, _patch_functions, _patch_tensor_methods
-from .weights import StateWeights
+from ..weights import StateWeights
 
 # The module's name in the graph, as graph capture's wrapper graph calls its attribute.
 ROOT = "model"
@@ -91,14 +92,10 @@ def capture_eagerly(module, inputs: Sequence, name: str | None = None) -> EagerC
             tracer.bind(tensor, lazy, dependent=True)
         with flow._oneflow_internal.lazy_mode.guard(False), tracer.patched():
             outputs = module(*inputs)
-        from .verification import flatten_outputs
-
         for index, tensor in enumerate(flatten_outputs(outputs)):
             build_util.build_graph_output(f"_output.{index}", tracer.twin(tensor))
         flow._oneflow_internal.CurJobBuildAndInferCtx_Complete()
         job = c_api_util.GetCurrentJob()
-    from .capture import graph_from_job
-
     _drop_unread_ops(job)
     graph = graph_from_job(
         job, name=name or type(module).__name__, read_weight=tracer.weight_reader(), eager_module=module,
@@ -409,8 +406,6 @@ def _shape_text(result) -> str:
 
 
 def _not_replayed(label: str, scope: str, error: Exception) -> InvalidModelError:
-    from .._oneflow import error_text
-
     return InvalidModelError(
         f"eager capture cannot record the call {label} made in {scope}: OneFlow's lazy mode refused it "
         f"({error_text(error)}); this call has no graph form in OneFlow 0.9"

@@ -34,11 +34,11 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import onnx
 
-from .. import progress
-from ..errors import Flow2OnnxError, OutputPathError
-from ..lowering.graph import TensorInfo
-from ..signals import deferred, signals_raise
-from .writer import serialized_parts, skeleton_bytes, write_external, write_streamed
+from ... import progress
+from ...errors import Flow2OnnxError, OutputPathError
+from ...lowering.graph import TensorInfo
+from ...signals import deferred, signals_raise
+from ..serialize import serialized_parts, skeleton_bytes, write_external, write_streamed
 
 log = logging.getLogger("flow2onnx")
 
