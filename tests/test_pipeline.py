@@ -8,13 +8,15 @@ import inspect
 import logging
 import os
 import pathlib
+import re
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 import flow2onnx
-from flow2onnx.exporter.options import ExportOptions
+from flow2onnx.cli.main import _export_options, build_parser
+from flow2onnx.exporter.options import ExportOptions, flags
 from flow2onnx.lowering.registry import DEFAULT_OPSET
 
 from .helpers import Lambda, export_module, flow, relu_graph
@@ -72,6 +74,36 @@ def test_export_keywords_and_the_options_are_the_same_set_with_the_same_defaults
     fields = {f.name: f.default for f in dataclasses.fields(ExportOptions)}
     assert list(parameters)[:3] == ["model", "example_inputs", "path"]
     assert {**keywords, "path": parameters["path"].default} == fields
+
+
+def test_every_option_is_documented_once_in_exports_docstring():
+    documented = re.findall(r"^:param (\w+):", flow2onnx.export.__doc__, flags=re.M)
+    assert documented == list(inspect.signature(flow2onnx.export).parameters)
+    assert all(f.metadata["summary"] for f in dataclasses.fields(ExportOptions))
+
+
+def test_the_command_lines_flags_come_from_the_declaration():
+    # Each option with a flag is on `flow2onnx export`, set from the parsed value; `check` has
+    # those that do not concern the kept file.
+    parser = build_parser()
+    export_args = parser.parse_args(["export", "m:f", "--opset", "13", "--no-verify", "--dynamic-axes", "input=0:n,2:h",
+                                     "--post-pass", "onnxsim", "--only-plugins", "a, b", "--capture", "eager"])
+    options = _export_options(export_args)
+    assert {name for name, _, _ in flags()} <= set(options)
+    assert options["opset"] == 13 and options["verify"] is False and options["dynamic_axes"] == {"input": {0: "n", 2: "h"}}
+    assert options["post_passes"] == ("onnxsim",) and options["only_plugins"] == ("a", "b") and options["capture"] == "eager"
+    assert options["external_data"] is None and options["bundle_dir"] is None
+    ExportOptions(**options)  # what the CLI sets is a valid set of options
+    check_options = _export_options(parser.parse_args(["check", "m:f"]))
+    assert "verify" not in check_options and "bundle_dir" not in check_options and check_options["capture"] == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["check", "m:f", "--no-verify"])
+
+
+def test_an_unknown_option_names_the_nearest(tmp_path):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'opsett'; did you mean 'opset'\?"):
+        flow2onnx.export(None, None, tmp_path / "m.onnx", opsett=13)
+    assert os.listdir(tmp_path) == []
 
 
 # ---- the result ----

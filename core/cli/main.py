@@ -15,34 +15,13 @@ import numpy as np
 
 from .._oneflow import exit_past_teardown
 from ..errors import Flow2OnnxError, VerificationError
-from ..exporter.options import CAPTURES
+from ..exporter.options import flags, parse_names, summary_of
 from .common import last_line, load_callable, parse_shape
 from .progress import status_line
 from ..signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, signals_raise
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-
-
-
-
-def _parse_range(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a range LOW,HIGH like -1,1") from None
-    return low, high
-
-
-def _parse_dynamic_axes(text: str) -> tuple[str, dict[int, str]]:
-    name, sep, rest = text.partition("=")
-    try:
-        mapping = {int(axis): symbol for axis, _, symbol in (item.partition(":") for item in rest.split(","))}
-    except ValueError:
-        mapping = {}
-    if not sep or not name or not mapping or any(not symbol for symbol in mapping.values()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not INPUT=AXIS:NAME,... like input=0:batch,2:height")
-    return name, mapping
 
 
 
@@ -153,27 +132,41 @@ def _available_memory() -> int | None:
 
 
 def _export_options(args) -> dict:
-    """The keyword options of ``flow2onnx.export`` that the command line sets."""
-    return dict(
-        opset=args.opset,
-        dynamic_batch=args.dynamic_batch,
-        dynamic_axes=dict(args.dynamic_axes) if args.dynamic_axes else None,
-        verify=not args.no_verify,
-        external_data=True if args.external_data else None,
-        post_passes=args.post_pass or (),
-        strict_post_passes=args.strict_post_passes,
-        disable_plugins=args.disable_plugin or (),
-        only_plugins=_split(args.only_plugins),
-        bundle_dir=args.bundle,
-        bisect=args.bisect,
-        rtol=args.rtol,
-        atol=args.atol,
-        input_range=args.input_range,
-        strict=args.strict,
-        require_verified=args.require_verified,
-        capture=args.capture,
-        isolate=args.isolate,
-    )
+    """The options of ``flow2onnx.export`` that the command line set (an absent flag: the option's default)."""
+    return {
+        name: flag.to_option(getattr(args, flag.dest)) if flag.to_option else getattr(args, flag.dest)
+        for name, flag, _ in flags() if hasattr(args, flag.dest)
+    }
+
+
+def _add_option_flags(parser, keeps_file: bool, names=None) -> None:
+    """The flags of the export options (all, or those ``names``), from their one declaration."""
+    for name, flag, default in flags(keeps_file):
+        if names is not None and name not in names:
+            continue
+        keywords = {"help": flag.describe(summary_of(name))}
+        if flag.action:
+            keywords["action"] = flag.action
+        if flag.type is not None:
+            keywords["type"] = flag.type if flag.type in (int, float) else _argument_type(flag.type)
+        if flag.metavar:
+            keywords["metavar"] = flag.metavar
+        if flag.choices:
+            keywords["choices"], keywords["default"] = flag.choices, default
+        parser.add_argument(flag.name, **keywords)
+
+
+def _argument_type(parse):
+    """``parse`` for argparse: its ValueError's message becomes the usage error."""
+
+    def parsed(text: str):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parsed.__name__ = parse.__name__
+    return parsed
 
 
 def _print_summary(args, result, elapsed: float) -> None:
@@ -219,43 +212,13 @@ def _write_report(report, path: str) -> None:
         raise Flow2OnnxError(f"cannot write the report to {path}: {error.strerror or error}") from error
 
 
-def _add_model_arguments(parser) -> None:
+def _add_model_arguments(parser, keeps_file: bool) -> None:
     parser.add_argument("model", metavar="MODULE:CALLABLE", help="a callable returning a oneflow.nn.Module or nn.Graph, e.g. flowvision.models:resnet18")
     parser.add_argument("--input-shape", type=parse_shape, action="append", metavar="N,C,H,W", help="shape of an example input (repeat for several inputs; default 1,3,224,224)")
-    parser.add_argument("--opset", type=int, default=None, help="target ONNX opset (default 17)")
-    parser.add_argument("--dynamic-batch", action="store_true", help="make dim 0 of every input and output symbolic")
-    parser.add_argument(
-        "--dynamic-axes", type=_parse_dynamic_axes, action="append", metavar="INPUT=AXIS:NAME,...",
-        help="axes of an input to keep symbolic, e.g. input=0:batch,2:height,3:width (repeat for other inputs)",
-    )
-    parser.add_argument("--post-pass", action="append", metavar="NAME", help="run a registered post-pass (onnxsim, onnxoptimizer); repeatable")
-    parser.add_argument("--strict-post-passes", action="store_true", help="fail when a post-pass fails or changes results, instead of skipping it")
-    parser.add_argument("--print-outlier", action="store_true", help="show the worst elements of each output")
-    parser.add_argument("--rtol", type=float, metavar="R", help="relative tolerance of verification (default by output dtype: 1e-3 for float32)")
-    parser.add_argument("--atol", type=float, metavar="A", help="absolute tolerance, scaled by the output's largest magnitude (default 1e-4 for float32)")
-    parser.add_argument(
-        "--input-range", type=_parse_range, metavar="LOW,HIGH",
-        help="draw verification's random float inputs uniformly in [LOW, HIGH), e.g. --input-range=-1,1 (with '=' when "
-        "LOW is negative); default: one run in [-1, 1), one across 1e-3..1e2 of both signs",
-    )
-    parser.add_argument("--strict", action="store_true", help="fail when an output is constant or not finite in a verification run")
-    parser.add_argument(
-        "--require-verified", action="store_true",
-        help="fail, writing nothing, when some output could not be compared in any verification run (NaN everywhere), instead of warning",
-    )
-    parser.add_argument(
-        "--capture", choices=CAPTURES, default="auto",
-        help="how the model's ops are recorded: compile an nn.Graph (graph), record an eager run (eager, for models OneFlow "
-        "cannot build as a graph; values read back to Python are frozen and named), or graph falling back to eager when "
-        "OneFlow cannot build it (auto, the default; with --no-verify it does not fall back)",
-    )
+    if keeps_file:
+        parser.add_argument("-o", "--output", default="model.onnx", help="the .onnx file to write (default: model.onnx)")
+    _add_option_flags(parser, keeps_file)
     parser.add_argument("--report", metavar="FILE", help="also write the verification report: .json, .md (Markdown) or text")
-    parser.add_argument("--bisect", action="store_true", help="run the first-divergence finder even if verification passes (it runs on a mismatch anyway)")
-    parser.add_argument(
-        "--isolate", action="store_true",
-        help="build and export the model in a worker process, which takes OneFlow's memory with it when it ends",
-    )
-    _add_plugin_selection(parser)
 
 
 def cmd_check(args) -> int:
@@ -266,14 +229,10 @@ def cmd_check(args) -> int:
         return cmd_export(args)
 
 
-def _split(text):
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
-
-
 def cmd_plugins(args) -> int:
     from ..lowering.plugin_manager import load_plugins
 
-    print(plugins_table(load_plugins(disable=args.disable_plugin or (), only=_split(args.only_plugins))), end="")
+    print(plugins_table(load_plugins(disable=args.disable_plugin or (), only=parse_names(args.only_plugins))), end="")
     return 0
 
 
@@ -294,30 +253,21 @@ def plugins_table(loaded) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-def _add_plugin_selection(parser) -> None:
-    parser.add_argument("--disable-plugin", action="append", metavar="NAME", help="do not load this plugin (repeatable; also $FLOW2ONNX_DISABLE_PLUGINS)")
-    parser.add_argument("--only-plugins", metavar="NAME,...", help="load only these plugins and the essential ones (also $FLOW2ONNX_PLUGINS)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flow2onnx", description="Export OneFlow models to ONNX, verified on ONNX Runtime.")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
     export = commands.add_parser("export", help="export a model returned by MODULE:CALLABLE")
-    _add_model_arguments(export)
-    export.add_argument("-o", "--output", default="model.onnx", help="the .onnx file to write (default: model.onnx)")
-    export.add_argument("--no-verify", action="store_true", help="write the model without comparing it with OneFlow")
-    export.add_argument("--external-data", action="store_true", help="store the weights in <output>.data")
-    export.add_argument("--bundle", metavar="DIR", help="also write a repro bundle: the model with test_data_set_0/ (inputs, OneFlow's outputs)")
+    _add_model_arguments(export, keeps_file=True)
     export.set_defaults(run=cmd_export)
 
     check = commands.add_parser("check", help="export to a temporary file and verify, without keeping the model")
-    _add_model_arguments(check)
-    check.set_defaults(run=cmd_check, no_verify=False, external_data=False, bundle=None)
+    _add_model_arguments(check, keeps_file=False)
+    check.set_defaults(run=cmd_check)
 
     plugins = commands.add_parser("plugins", help="list the plugins loaded and what they register")
-    _add_plugin_selection(plugins)
+    _add_option_flags(plugins, keeps_file=False, names=("disable_plugins", "only_plugins"))
     plugins.set_defaults(run=cmd_plugins)
 
     from .run import add_runtime_commands
