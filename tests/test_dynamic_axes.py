@@ -84,6 +84,24 @@ def test_an_axis_of_size_one_in_the_example_is_verified_at_other_sizes(tmp_path)
     matches_oneflow_at(tmp_path / "m.onnx", model, [(1, 6, 1, 3), (1, 6, 4, 3), (1, 6, 2, 2), (1, 6, 7, 1)])
 
 
+def test_a_mean_over_one_of_several_axes_of_one_follows_that_axis(tmp_path):
+    # Found by the fuzzer (4:11333): every axis 1 in the example grew to 2 in the second compilation,
+    # so the mean's 1/2 could follow any of them, and the file divided by the wrong one at b=1.
+    model = Lambda(lambda self, x: flow.mean(x, dim=1)).eval()
+    result = flow2onnx.export(model, random_inputs([(1, 1, 1)]), tmp_path / "m.onnx", dynamic_axes={"input": {0: "a", 1: "b", 2: "c"}})
+    assert result.report.passed
+    matches_oneflow_at(tmp_path / "m.onnx", model, [(1, 3, 1), (4, 1, 2), (2, 5, 3), (3, 2, 7)])
+
+
+def test_a_slice_from_the_end_of_an_axis_of_one_is_not_verified_wrong(tmp_path):
+    # Found by the fuzzer (4:17348): x[:, :, -2:] starts at 0 at every size up to 2, so a second
+    # compilation at 2 could not show that the start follows the axis; it is refused now.
+    model = Lambda(lambda self, x: x[:, :, -2:]).eval()
+    with pytest.raises(flow2onnx.Flow2OnnxError):
+        flow2onnx.export(model, random_inputs([(1, 1, 1, 1)]), tmp_path / "m.onnx", opset=17, dynamic_axes={"input": {0: "a", 2: "c"}})
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 7, 16, 224, 299])
 def test_far_sizes_never_repeat_the_example(size):
     for factor in (1.2, 1.5, 1.035):
@@ -215,11 +233,12 @@ class PositionAdded(flow.nn.Module):
 
 
 @pytest.mark.parametrize("capture", ["graph", "eager"])
-def test_a_batch_of_one_that_changes_oneflows_ops_is_traced_again_at_two(tmp_path, capture, caplog):
+def test_a_batch_of_one_that_changes_oneflows_ops_is_traced_again_at_another_size(tmp_path, capture, caplog):
     caplog.set_level("INFO", logger="flow2onnx")
     module = PositionAdded().eval()
     result = flow2onnx.export(module, random_inputs([(1, 4, 8)]), tmp_path / "m.onnx", dynamic_batch=True, capture=capture)
-    assert "tracing the model again at {'input': (2, 4, 8)}" in caplog.text
+    # Traced again at a batch above the second compilation's (5), so that the two tell what follows the batch.
+    assert "tracing the model again at {'input': (6, 4, 8)}" in caplog.text
     # Verified at the example's batch of 1 too, against OneFlow at that batch.
     assert result.report.passed and result.report.batch_sizes == [1, 2, 5]
     saved = onnx.load(str(tmp_path / "m.onnx"))

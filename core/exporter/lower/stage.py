@@ -27,7 +27,7 @@ from ...lowering.registry import Registry
 from ..capture import capture_again
 from ..capture.graphs import read_graph, recompile_graph
 from ..options import ExportOptions
-from ..plan.axes import AxesPlan, inputs_at
+from ..plan.axes import AxesPlan, inputs_at, telling_ratio
 from ..serialize import weights_nbytes
 from .converter import convert
 
@@ -124,7 +124,7 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
         ones = _size_one_axes(plan, graph)
         if not ones:
             raise
-        shapes = {info.name: tuple(2 if axis in plan.symbolic_axes.get(info.name, {}) and size == 1 else size for axis, size in enumerate(info.shape)) for info in graph.inputs}
+        shapes = _without_ones(plan, graph)
         retraced = _traced_again(graph, shapes)
         if retraced is None:
             raise
@@ -136,6 +136,40 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
             return _lower(retraced, plan, registry, options)
         except _SizesChangeOps:
             raise error from None
+
+
+def _without_ones(plan: AxesPlan, graph: FlowGraph) -> dict[str, tuple[int, ...]]:
+    """The example's shapes with each dynamic axis of size 1 at a size larger than the second
+    compilation's dynamic sizes, one that grows (from that compilation to these sizes) by a ratio no other axis
+    grows by, nor its inverse: this graph is compared with that compilation, and an axis of equal
+    or swapped sizes in both could not show which axis a value follows (fuzzer 4:11333: a mean's
+    1/2 was baked in at 2, then explained by the wrong axis at 3)."""
+    variant = plan.variant_shapes or {}
+    start = 1 + max(
+        (variant[name][axis] for name, axes in plan.symbolic_axes.items() if name in variant for axis in axes), default=1
+    )
+    symbols: dict[str, int] = {}
+    ratios = [
+        size / variant[info.name][axis]
+        for info in graph.inputs for axis, size in enumerate(info.shape)
+        if axis in plan.symbolic_axes.get(info.name, {}) and size != 1 and info.name in variant
+    ]
+    shapes = {}
+    for info in graph.inputs:
+        axes, shape = plan.symbolic_axes.get(info.name, {}), list(info.shape)
+        for axis, size in enumerate(info.shape):
+            if axis not in axes or size != 1:
+                continue
+            if axes[axis] not in symbols:
+                other = variant[info.name][axis] if info.name in variant else 1
+                chosen = max(start, *symbols.values()) if symbols else start
+                while not telling_ratio(chosen / other, ratios) or chosen in symbols.values():
+                    chosen += 1
+                symbols[axes[axis]] = chosen
+                ratios.append(chosen / other)
+            shape[axis] = symbols[axes[axis]]
+        shapes[info.name] = tuple(shape)
+    return shapes
 
 
 def _traced_again(graph: FlowGraph, shapes: Mapping[str, tuple[int, ...]]) -> FlowGraph | None:
@@ -322,7 +356,9 @@ def _first_size_dependent_node(model, other, stable: dict[str, str], other_stabl
     other_nodes = {twin(node.name): node for node in other.graph.node}
     for node in model.graph.node:
         other_node = other_nodes.get(same(node.name))
-        if other_node is None or other_node.op_type != node.op_type or [twin(n) for n in other_node.input] != [same(n) for n in node.input]:
+        if other_node is None or other_node.op_type != node.op_type or [twin(n) for n in other_node.input] != [same(n) for n in node.input] or (
+            [twin(n) for n in other_node.output] != [same(n) for n in node.output]
+        ):
             return node.name, "the nodes it emits"
         if sorted(a.SerializeToString() for a in node.attribute) != sorted(a.SerializeToString() for a in other_node.attribute):
             return node.name, f"the attributes of its {node.op_type} node"
@@ -332,4 +368,10 @@ def _first_size_dependent_node(model, other, stable: dict[str, str], other_stabl
                 a, b = numpy_helper.to_array(constants[name]), None if b is None else numpy_helper.to_array(b)
                 if b is None or a.shape != b.shape or not np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"):
                     return node.name, f"the constant {name!r} of its {node.op_type} node"
+    # Nodes only the other sizes emit (OneFlow's mean over an axis of 1 is a sum alone, a multiply
+    # by 1/n follows it elsewhere, fuzzer 4:11333): the example's conversion lacks them.
+    ours = {same(node.name) for node in model.graph.node}
+    extra = next((node for node in other.graph.node if twin(node.name) not in ours), None)
+    if extra is not None:
+        return extra.name, f"the nodes emitted (a {extra.op_type} node at the other sizes only)"
     return None

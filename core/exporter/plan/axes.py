@@ -29,7 +29,7 @@ from ...lowering.graph import FlowGraph
 from ..capture import capture_again
 from ..capture.graphs import flow_inputs
 from ..options import ExportOptions
-from .draws import EDGE_DRAWS, draw_inputs, far_size, index_bounds
+from .draws import EDGE_DRAWS, alignment_step, draw_inputs, far_size, index_bounds
 
 log = logging.getLogger("flow2onnx")
 
@@ -149,7 +149,9 @@ def _runs(graph: FlowGraph, axes: Mapping, options: ExportOptions, examples) -> 
     runs = [first]
     order = {key: index for index, key in enumerate((info.name, axis) for info in graph.inputs for axis in sorted(axes.get(info.name, {})) if axis)}
     for k, (batch, factor) in enumerate(sizes):
-        shapes = shapes_by_symbol(graph, axes, lambda info, axis: batch if axis == 0 else _far(info, axis, factor, order))
+        shapes = shapes_by_symbol(graph, axes, _distinct_sizes(batch, factor, order) if factor > 1 else (
+            lambda info, axis: batch if axis == 0 else _far(info, axis, factor, order)
+        ))
         runs.append(VerificationRun(batch if batched else None, shapes, draws[k % 2]))
     # Each dynamic axis must be seen at 1 and at another size: the runs above give the batch 1 but
     # keep the other axes near the example's sizes, so one more run puts every dynamic axis at 1.
@@ -231,6 +233,38 @@ def _variant_shapes(graph: FlowGraph, axes: Mapping, runs: Sequence[Verification
 # that follows one of them can then be told from one that follows the other, and a model that
 # needs them equal is found out.
 _SPREAD = (1.0, 0.8, 1.15, 0.9)
+
+
+def _distinct_sizes(batch: int, factor: float, order: Mapping):
+    """Far sizes for the larger run, where the module is compiled a second time, one per symbol and
+    each a size no other symbol has: a value that follows one axis is then told from one that
+    follows another. Small examples need it: axes of 1 all grow to 2, and a mean over one of them,
+    divided by 1/2, could not say which (fuzzer 4:11333: the file divided by the wrong one). Nor
+    may two axes grow by the same ratio, or by inverse ones (see :func:`telling_ratio`). A size
+    taken is moved up by the axis's alignment step; the batch keeps its size."""
+    used: set[int] = set()
+    ratios: list[float] = []
+
+    def size_of(info, axis: int) -> int:
+        example = info.shape[axis]
+        if axis == 0:
+            size = batch
+        else:
+            size, step = _far(info, axis, factor, order), alignment_step(example)
+            while size in used or not telling_ratio(size / example, ratios):
+                size += step
+        used.add(size)
+        ratios.append(size / example)
+        return size
+
+    return size_of
+
+
+def telling_ratio(ratio: float, others: Sequence[float]) -> bool:
+    """Whether an axis that grows by ``ratio`` between two compilations can be told from axes that
+    grow by ``others``: a value proportional to one axis (or to its inverse, a mean's 1/n) has the
+    same two values as one proportional to another axis of the same ratio (or of its inverse)."""
+    return all(abs(ratio - other) > 1e-9 and abs(ratio * other - 1) > 1e-9 for other in others)
 
 
 def _far(info, axis: int, factor: float, order: Mapping) -> int:
