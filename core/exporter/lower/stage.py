@@ -27,7 +27,7 @@ from ...lowering.registry import Registry
 from ..capture import capture_again
 from ..capture.graphs import read_graph, recompile_graph
 from ..options import ExportOptions
-from ..plan.axes import AxesPlan, inputs_at, telling_ratio
+from ..plan.axes import AxesPlan, inputs_at, telling_size
 from ..serialize import weights_nbytes
 from .converter import convert
 
@@ -113,8 +113,8 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
     With dynamic axes, a size of 1 in the example is a degenerate case for broadcasting: OneFlow
     adds two tensors of the same shape with ``add_n`` where, at other sizes, one of them broadcasts
     (a ViT's position embedding at batch 1). When the two compilations differ in their ops and the
-    example has size 1 on a dynamic axis, the model is traced again with 2 there and that graph is
-    lowered and checked instead; the example's own size stays the first verification run, so the
+    example has size 1 on a dynamic axis, the model is traced again with another size there
+    (:func:`_without_ones`) and that graph is lowered and checked instead; the example's own size stays the first verification run, so the
     file is still compared with OneFlow at size 1 (where a model that really branches on size 1
     then fails verification rather than passing).
     """
@@ -140,10 +140,10 @@ def lower(graph: FlowGraph, plan: AxesPlan, registry: Registry, options: ExportO
 
 def _without_ones(plan: AxesPlan, graph: FlowGraph) -> dict[str, tuple[int, ...]]:
     """The example's shapes with each dynamic axis of size 1 at a size larger than the second
-    compilation's dynamic sizes, one that grows (from that compilation to these sizes) by a ratio no other axis
-    grows by, nor its inverse: this graph is compared with that compilation, and an axis of equal
-    or swapped sizes in both could not show which axis a value follows (fuzzer 4:11333: a mean's
-    1/2 was baked in at 2, then explained by the wrong axis at 3)."""
+    compilation's dynamic sizes, growing from that compilation by a ratio no other axis grows by,
+    nor its inverse: this graph is compared with that compilation, and an axis of equal or swapped
+    sizes in both could not show which axis a value follows (fuzzer 4:11333: a mean's 1/2 was
+    baked in at 2, then explained by the wrong axis at 3)."""
     variant = plan.variant_shapes or {}
     start = 1 + max(
         (variant[name][axis] for name, axes in plan.symbolic_axes.items() if name in variant for axis in axes), default=1
@@ -162,9 +162,7 @@ def _without_ones(plan: AxesPlan, graph: FlowGraph) -> dict[str, tuple[int, ...]
                 continue
             if axes[axis] not in symbols:
                 other = variant[info.name][axis] if info.name in variant else 1
-                chosen = max(start, *symbols.values()) if symbols else start
-                while not telling_ratio(chosen / other, ratios) or chosen in symbols.values():
-                    chosen += 1
+                chosen = telling_size(max(start, *symbols.values()) if symbols else start, 1, other, set(symbols.values()), ratios)
                 symbols[axes[axis]] = chosen
                 ratios.append(chosen / other)
             shape[axis] = symbols[axes[axis]]

@@ -250,14 +250,20 @@ def _distinct_sizes(batch: int, factor: float, order: Mapping):
         if axis == 0:
             size = batch
         else:
-            size, step = _far(info, axis, factor, order), alignment_step(example)
-            while size in used or not telling_ratio(size / example, ratios):
-                size += step
+            size = telling_size(_far(info, axis, factor, order), alignment_step(example), example, used, ratios)
         used.add(size)
         ratios.append(size / example)
         return size
 
     return size_of
+
+
+def telling_size(size: int, step: int, base: int, used, ratios: Sequence[float]) -> int:
+    """The first of ``size``, ``size + step``, ... that no other symbol has (``used``) and that
+    grows from ``base`` by a ratio telling it from the ``ratios`` of the others (:func:`telling_ratio`)."""
+    while size in used or not telling_ratio(size / base, ratios):
+        size += step
+    return size
 
 
 def telling_ratio(ratio: float, others: Sequence[float]) -> bool:

@@ -175,8 +175,8 @@ def far_size(size: int, factor: float) -> int:
     (up to 32, and at most a quarter of the size) that divides the example's size is kept as the
     step, so 224 gives 128 and 320 for factors 0.5 and 1.5, 32 gives 16 and 48, and 299 gives 150
     and 448. Never below one step, and never the example's own size where it can differ: a factor
-    above 1 gives at least one step more (1 grows to 2, 2 to 3 at a factor of 1.2), one below 1 at
-    least one step less, down to one step. An axis seen at the example's size alone in every run
+    above 1 gives at least one step more (and 1 or 2 grow to :data:`SMALLEST_GROWN` at least), one
+    below 1 at least one step less, down to one step. An axis seen at the example's size alone in every run
     would never show that a size baked into the file is wrong (a flatten of an axis of 1 written as
     a copy of another axis, found by the fuzzer).
     """
