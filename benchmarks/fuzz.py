@@ -47,7 +47,8 @@ import traceback
 
 import numpy as np
 
-from flow2onnx.exporter.verify.comparison import compare as compare_output, overflow_margin
+from flow2onnx.exporter.plan.draws import edge_values as verification_edge_values
+from flow2onnx.exporter.verify.comparison import compare as compare_output
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -980,14 +981,17 @@ INDEX_OPS = frozenset({"top_k", "arg_sort", "argmax", "argmin", "cast", "median_
 
 
 def finite_edges(array):
-    """An edge array for a program that sums or selects: NaN becomes 0.5, ±inf and the values past
-    flow2onnx's overflow margin become ±88.8 (exp's overflow point), as verification's finite edge
-    values leave them out. Deterministic, so that a program's random stream is unchanged."""
+    """An edge array for a program that sums or selects, held to what verification promises there:
+    its finite edge values (``edge_values(dtype, finite=True)``) reach ``log(max) + 0.5`` in
+    magnitude and hold no NaN or infinity. So NaN becomes 0.5, and every magnitude above that
+    largest finite edge (1e30, the largest floats, ±inf) becomes it, with its sign; the tiny and
+    subnormal values stay, as verification draws them too. Deterministic, so that a program's
+    random stream is unchanged."""
     if array.dtype.kind != "f":
         return array
-    margin = overflow_margin(array.dtype)
+    largest = float(np.abs(verification_edge_values(array.dtype, finite=True)).max())
     out = np.where(np.isnan(array), 0.5, array)
-    return np.where(np.abs(out) >= margin, np.sign(out) * 88.8, out).astype(array.dtype)
+    return np.where(np.abs(out) > largest, np.sign(out) * largest, out).astype(array.dtype)
 
 
 def edge_values(arrays) -> list[str]:
