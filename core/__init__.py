@@ -2,8 +2,8 @@
 
 The programmatic entry point is :func:`export`. Code written for OneFlow's tutorial tool
 (``oneflow_onnx``) works by changing its import to ``from flow2onnx import export_onnx_model,
-convert_to_onnx_and_check``. Plugin authors implement the hooks of :mod:`flow2onnx.lowering.hookspecs` with
-the :data:`hookimpl` marker.
+convert_to_onnx_and_check``. Plugin authors find everything they need in :mod:`flow2onnx.plugin`.
+:mod:`flow2onnx.runtime` runs exported files, and imports without the exporter.
 """
 
 from . import compile_guard
@@ -17,15 +17,44 @@ from .errors import (
     UnsupportedOpsError,
     VerificationError,
 )
-from .exporter.compat import convert_to_onnx_and_check, export_onnx_model
-from .exporter.api import export
-from .exporter.pipeline import ExportResult
-from .exporter.verify import VerificationReport
-from .lowering.context import LoweringContext
-from .lowering.graph import FlowOp
-from .lowering.hookspecs import hookimpl
 from .lowering.registry import DEFAULT_OPSET, DEFAULT_SINCE_OPSET, MIN_OPSET, max_opset
-from .lowering.schema import OpSchema
+
+#: The names loaded on first use: the exporter and the lowering API load only when used, so that
+#: ``flow2onnx.runtime`` (running exported files) starts without them.
+_LAZY = (
+    "convert_to_onnx_and_check", "export_onnx_model", "export", "ExportResult", "VerificationReport",
+    "LoweringContext", "FlowOp", "hookimpl", "OpSchema",
+)
+
+
+def __getattr__(name: str):
+    # Imports written out, not computed, so that the import graph read from the source sees them.
+    if name in ("convert_to_onnx_and_check", "export_onnx_model"):
+        from .exporter import compat as module
+    elif name == "export":
+        from .exporter import api as module
+    elif name == "ExportResult":
+        from .exporter import pipeline as module
+    elif name == "VerificationReport":
+        from .exporter import verify as module
+    elif name == "LoweringContext":
+        from .lowering import context as module
+    elif name == "FlowOp":
+        from .lowering import graph as module
+    elif name == "hookimpl":
+        from .lowering import hookspecs as module
+    elif name == "OpSchema":
+        from .lowering import schema as module
+    else:
+        raise AttributeError(f"module 'flow2onnx' has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value  # later lookups find it without calling __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 # Graphs compiled in this process from now on are compiled safely (see flow2onnx.compile_guard).
 compile_guard.install_when_imported()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -42,7 +44,9 @@ def _is_type_checking(node: ast.AST) -> bool:
 
 
 def _imports(name: str, path: pathlib.Path):
-    """(imported flow2onnx module, inside a function?, line) for each import in the module."""
+    """(imported flow2onnx module, where, line) for each import in the module: where is False at
+    the top level, "lazy" inside a module's own ``__getattr__`` (PEP 562: a name loaded on first
+    use), "function" inside any other function."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = []
 
@@ -50,7 +54,10 @@ def _imports(name: str, path: pathlib.Path):
         for child in ast.iter_child_nodes(node):
             if _is_type_checking(child):
                 continue
-            inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            inside = in_function
+            if not inside and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                lazy = node is tree and isinstance(child, ast.FunctionDef) and child.name == "__getattr__"
+                inside = "lazy" if lazy else "function"
             if isinstance(child, ast.ImportFrom):
                 base = package.split(".")
                 if child.level:
@@ -65,7 +72,8 @@ def _imports(name: str, path: pathlib.Path):
                 found.extend((alias.name, inside, child.lineno) for alias in child.names)
             visit(child, inside)
 
-    visit(ast.parse(path.read_text()), False)
+    tree = ast.parse(path.read_text())
+    visit(tree, False)
     return [(target, inside, line) for target, inside, line in found if target in MODULES]
 
 
@@ -138,11 +146,13 @@ def test_the_circle_finder_finds_a_circle():
 
 def test_only_the_cli_imports_flow2onnx_modules_inside_functions():
     # The CLI loads a command's modules when that command runs, so that `flow2onnx --help` and
-    # `flow2onnx run` start quickly; nowhere else does an import wait inside a function.
+    # `flow2onnx run` start quickly, and a package's __getattr__ loads a name on first use (the
+    # exporter behind `flow2onnx.export`, so that `flow2onnx.runtime` starts without it); nowhere
+    # else does an import wait inside a function. Those lazy edges still count for circles.
     inside = [
         f"{name}:{line} imports {target}"
         for name, imports in IMPORTS.items() if not name.startswith("flow2onnx.cli")
-        for target, in_function, line in imports if in_function
+        for target, where, line in imports if where == "function"
     ]
     assert inside == []
 
@@ -167,3 +177,46 @@ def test_each_stage_imports_only_the_stages_before_it(stage):
 def test_the_exporter_has_no_loose_modules():
     loose = {name.split(".")[2] for name in MODULES if _stage_of(name) is not None and name.count(".") == 2}
     assert loose <= set(STAGES) | SHARED | ABOVE, sorted(loose - set(STAGES) - SHARED - ABOVE)
+
+
+def test_the_runtime_imports_without_the_exporter_or_oneflow():
+    # Serving an exported file needs ONNX Runtime, not OneFlow or the exporter (flow2onnx's
+    # package __init__ loads those on first use only).
+    code = (
+        "import sys, flow2onnx.runtime, flow2onnx.plugin\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('flow2onnx.exporter', 'oneflow', 'flow2onnx.testing')))\n"
+        "print(loaded)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_lazy_names_of_the_package_resolve():
+    import flow2onnx
+    import flow2onnx.plugin
+
+    for name in flow2onnx.__all__:
+        assert getattr(flow2onnx, name) is not None, name
+    for name in flow2onnx.plugin.__all__:
+        assert getattr(flow2onnx.plugin, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'exprot'"):
+        flow2onnx.exprot
+
+
+#: The longest a function may be, docstring included: past it, a function does several things
+#: that each want a name.
+LONGEST_FUNCTION = 60
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    folders = [*SOURCES.values(), ROOT / "op_handlers"]
+    long = []
+    for folder in folders:
+        for path in folder.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > LONGEST_FUNCTION:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == []

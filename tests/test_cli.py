@@ -30,6 +30,24 @@ def test_plugins_lists_builtins_with_their_registrations():
     assert any("onnxsim" in line and "register_post_passes" in line for line in lines)
 
 
+def test_version_names_the_core_each_family_and_the_libraries():
+    import importlib.metadata
+
+    from flow2onnx.lowering.families import family_names
+
+    done = run("--version")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    core = importlib.metadata.version("flow2onnx-core")
+    assert lines[0].startswith(f"flow2onnx {core} (Python {sys.version.split()[0]})")
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert rows["flow2onnx-core"] == [core, "core"]
+    for family in family_names():
+        assert rows[family] == [importlib.metadata.version(family), "family"], family
+    for library in ("oneflow", "onnx", "onnxruntime"):
+        assert rows[library] == [importlib.metadata.version(library), "library"]
+
+
 def test_export_verifies_and_reports(tmp_path):
     output = tmp_path / "tiny.onnx"
     done = run("export", "tests.models:tiny_cnn", "--input-shape", "2,3,16,16", "-o", str(output), "--dynamic-batch", "--opset", "13")

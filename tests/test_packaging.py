@@ -16,7 +16,7 @@ import sysconfig
 import pytest
 
 from flow2onnx.lowering.families import CATALOGUE, family_names, family_of
-from flow2onnx.lowering.families.__main__ import checkout_families, render
+from tools.families import checkout_families, render
 from flow2onnx.lowering.plugin_manager import ENTRY_POINT_GROUP, load_plugins
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ def test_the_flow2onnx_distribution_is_the_core_with_every_family_at_one_version
 def test_family_catalogue_is_current():
     families = checkout_families()
     expected = render(load_plugins(only=families).registry, families)
-    assert CATALOGUE.read_text() == expected, f"{CATALOGUE} is out of date: run `python -m flow2onnx.lowering.families`"
+    assert CATALOGUE.read_text() == expected, f"{CATALOGUE} is out of date: run `python -m tools.families`"
 
 
 def test_plugins_command_shows_each_family_with_its_distribution_and_version():

@@ -12,7 +12,7 @@ import sys
 import onnx
 import pytest
 
-from flow2onnx.lowering import plugin_docs
+from tools import plugin_docs
 from flow2onnx.lowering.context import LoweringContext
 from flow2onnx.lowering.graph import FlowOp
 
@@ -30,7 +30,7 @@ def read(path):
 def test_generated_references_are_current():
     """The hook reference and the lowering API reference match the docstrings they come from."""
     text = read(DOCS)
-    assert plugin_docs.update(text) == text, "run: python -m flow2onnx.lowering.plugin_docs docs/plugins.md"
+    assert plugin_docs.update(text) == text, "run: python -m tools.plugin_docs docs/plugins.md"
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import numpy as np
 from .._oneflow import exit_past_teardown
 from ..errors import Flow2OnnxError, VerificationError
 from ..exporter.options import flags, parse_names, summary_of
+from ..lowering.plugin_manager import installed_versions
 from .common import last_line, load_callable, parse_shape
 from .progress import status_line
 from ..signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, signals_raise
@@ -253,9 +254,25 @@ def plugins_table(loaded) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: one line per installed distribution, as ``pip --version`` and ``pytest --version`` do."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        rows = installed_versions()
+        width = max(len(name) for name, _, _ in rows)
+        print(f"flow2onnx {rows[0][1]} (Python {sys.version.split()[0]})")
+        for name, version, what in rows:
+            print(f"  {name.ljust(width)}  {version:<14} {what}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flow2onnx", description="Export OneFlow models to ONNX, verified on ONNX Runtime.")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    parser.add_argument("--version", action=_VersionAction, help="print the versions of flow2onnx, its plugin families and the libraries it runs on, and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     export = commands.add_parser("export", help="export a model returned by MODULE:CALLABLE")

@@ -91,6 +91,23 @@ def render_markdown(registry, registered=None) -> str:
     lines += [f"| {_CLASS_TITLES[cls]} | {counts[cls]} |" for cls in CLASSES]
     if unclassified:
         lines.append(f"| not classified | {unclassified} |")
+    lines += _lowering_lines(registry)
+    lines += [""] + dtype_matrix(set(registry.lowerings))
+    for cls in CLASSES:
+        if cls == LOWERED:
+            continue
+        title = _CLASS_TITLES[cls]
+        lines += ["", f"## {title[0].upper() + title[1:]}", "", "| reason | count | op types |", "| --- | ---: | --- |"]
+        for group in groups():
+            op_types = [op_type for op_type, entry in entries.items() if entry.group is group]
+            if group.cls == cls and op_types:
+                lines.append(f"| {group.reason} | {len(op_types)} | {', '.join(f'`{op_type}`' for op_type in op_types)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _lowering_lines(registry) -> list[str]:
+    """The supported-ops page's lowerings by family, and its patterns."""
+    lines: list[str] = []
     rows = support_matrix(registry)
     lines += [
         "",
@@ -120,17 +137,7 @@ def render_markdown(registry, registered=None) -> str:
             "| --- | --- | --- | --- |",
         ]
         lines += [f"| `{name}` | {plugin} | {opsets} | {summary.replace('``', '`')} |" for name, plugin, opsets, summary in patterns]
-    lines += [""] + dtype_matrix(set(registry.lowerings))
-    for cls in CLASSES:
-        if cls == LOWERED:
-            continue
-        title = _CLASS_TITLES[cls]
-        lines += ["", f"## {title[0].upper() + title[1:]}", "", "| reason | count | op types |", "| --- | ---: | --- |"]
-        for group in groups():
-            op_types = [op_type for op_type, entry in entries.items() if entry.group is group]
-            if group.cls == cls and op_types:
-                lines.append(f"| {group.reason} | {len(op_types)} | {', '.join(f'`{op_type}`' for op_type in op_types)} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def render_text(registry) -> str:

@@ -290,16 +290,3 @@ def reshaped_weight(ctx, x: str, output: str) -> bool:
         return False
     ctx.derived_weight(x, lambda array: array.reshape(shape), shape, output)
     return True
-
-
-def oldest_opsets(register, oldest):
-    """``register`` (a ``flow2onnx_register_lowerings`` callback) that takes ``since_opset`` from
-    ``oldest`` (op type -> the oldest opset the lowering's nodes can be expressed in, 9 or 10) for
-    the registrations that give none; other op types keep the default."""
-
-    def registering(op_type, lowering, **options):
-        if op_type in oldest:
-            options.setdefault("since_opset", oldest[op_type])
-        return register(op_type, lowering, **options)
-
-    return registering

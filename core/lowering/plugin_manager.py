@@ -131,6 +131,33 @@ def own_version() -> str:
         return "unknown"
 
 
+#: Libraries whose versions ``flow2onnx --version`` reports beside flow2onnx's own.
+REPORTED_LIBRARIES = ("oneflow", "onnx", "onnxruntime", "pluggy", "numpy")
+
+
+def installed_versions() -> list[tuple[str, str, str]]:
+    """(distribution, version, what it is) for the core, each installed plugin distribution (the
+    families and third parties, with their entry-point names) and the libraries flow2onnx runs on;
+    read from the installed metadata, without importing any plugin."""
+    rows = [(CORE_DISTRIBUTION, own_version(), "core")]
+    by_distribution: dict[tuple[str, str], list[str]] = {}
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(entry_point, "dist", None)
+        key = (dist.metadata["Name"], dist.version) if dist is not None else (entry_point.value, "unknown")
+        by_distribution.setdefault(key, []).append(entry_point.name)
+    families = set(family_names())
+    for (name, version), names in sorted(by_distribution.items(), key=lambda item: (not set(item[1]) & families, item[0])):
+        kind = "family" if set(names) <= families else "plugin"
+        shown = [n for n in sorted(names) if n != name]  # entry-point names where they differ from the distribution's
+        rows.append((name, version, f"{kind} ({', '.join(shown)})" if shown else kind))
+    for library in REPORTED_LIBRARIES:
+        try:
+            rows.append((library, importlib.metadata.version(library), "library"))
+        except importlib.metadata.PackageNotFoundError:
+            rows.append((library, "not installed", "library"))
+    return rows
+
+
 def _names_from_env(variable: str) -> list[str]:
     return [name.strip() for name in os.environ.get(variable, "").split(",") if name.strip()]
 

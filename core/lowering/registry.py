@@ -27,9 +27,9 @@ DEFAULT_SINCE_OPSET = 11
 # 1.12+, so it covers today's deployment targets without needing the newest runtime.
 DEFAULT_OPSET = 17
 
-_OP_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+OP_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Pattern names may read like distribution names ("lstm-gru-rnn", "fused.layer_norm").
-_PATTERN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+PATTERN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
 def max_opset() -> int:
@@ -155,7 +155,7 @@ class Registry:
         plugin may stack several lowerings of an op type with different ``since_opset``.
         """
         who = _who(plugin, origin)
-        if not isinstance(op_type, str) or not _OP_TYPE.match(op_type):
+        if not isinstance(op_type, str) or not OP_TYPE.match(op_type):
             raise PluginError(f"{who} registered a lowering for {op_type!r}, which is not a OneFlow op type name")
         if not callable(function):
             raise PluginError(f"{who} registered a lowering for {op_type!r} that is not callable: {function!r}")
@@ -172,7 +172,7 @@ class Registry:
         error unless ``override``, and one plugin may stack registrations for different opsets.
         """
         who = _who(plugin, origin)
-        if not isinstance(name, str) or not _PATTERN_NAME.match(name):
+        if not isinstance(name, str) or not PATTERN_NAME.match(name):
             raise PluginError(f"{who} registered a pattern named {name!r}; use letters, digits, '_', '.' and '-'")
         for role, function in (("match", match), ("lowering", lowering)):
             if not callable(function):

@@ -166,19 +166,6 @@ def python_type(value: Any) -> str:
     return type(value).__name__
 
 
-def schemas_of_user_confs(user_confs: Iterable) -> dict[str, OpSchema]:
-    """One schema per op type, from the ``user_conf`` of every user op of a compiled OneFlow job."""
-    return schemas_of_bindings(
-        (
-            conf.op_type_name,
-            {arg: list(value.s) for arg, value in conf.input.items()},
-            {arg: list(value.s) for arg, value in conf.output.items()},
-            {name: ATTR_TYPES.get(value.WhichOneof("value"), "unknown") for name, value in conf.attr.items()},
-        )
-        for conf in user_confs
-    )
-
-
 def binding_key(inputs: Mapping, outputs: Mapping, attrs: tuple) -> tuple:
     """What one op says about its type's schema: its arguments, which of them are bound, and its
     attributes (``attrs``: their names and types, in any hashable form). Ops with equal keys say the same."""

@@ -399,46 +399,12 @@ class Model:
     def _open(self, providers):
         explicit = providers is not None
         if explicit:
-            requested = [_normalise(spec) for spec in providers]
-            if not requested:
-                raise ProviderError("the providers list is empty; name at least one (e.g. cpu), or pass None to choose automatically")
-            candidates = [(name, opts) for name, opts in requested if name in self._available]
-            missing = [name for name, _ in requested if name not in self._available]
-            if not candidates:
-                raise ProviderError(
-                    f"none of the requested execution providers ({_short(missing)}) is available in this onnxruntime "
-                    f"(available: {_short(self._available)}); {_GPU_ADVICE}, or leave the providers out to choose automatically"
-                )
-            for name in missing:
-                self.provider_failures[name] = "is not available in this onnxruntime"
-                log.warning("%s is not available in this onnxruntime (available: %s); skipping it", name, _short(self._available))
+            candidates = self._candidates(providers)
         else:
             candidates = [(name, {}) for name in PREFERRED_PROVIDERS if name in self._available or name == CPU]
-
         attempt = [(name, self._precision(name, opts)) for name, opts in candidates]
         self.requested_providers = list(attempt)
-        while True:
-            try:
-                session = self._session(attempt)
-                break
-            except Exception as error:  # onnxruntime's pybind errors share no useful base class
-                fault = self._model_fault(error)
-                if fault is not None:
-                    raise fault from error
-                failed = attempt[0][0]
-                if len(attempt) == 1:
-                    if failed == CPU:
-                        raise ModelFileError(
-                            f"onnxruntime cannot load {self.path}: {_first_line(error)}; if the model uses an opset or op "
-                            "this onnxruntime does not know, upgrade onnxruntime or export with a lower opset"
-                        ) from error
-                    raise ProviderError(
-                        f"{failed} could not open {self.path}: {_first_line(error)}; add cpu to the providers to fall back"
-                    ) from error
-                self.provider_failures[failed] = f"could not open the model ({_first_line(error)})"
-                log.warning("%s could not open the model (%s); trying %s", failed, _first_line(error), attempt[1][0])
-                attempt = attempt[1:]
-
+        session, attempt = self._first_session(attempt)
         active = list(session.get_providers())
         for name, _ in attempt:
             if name not in active:
@@ -457,6 +423,47 @@ class Model:
         self.provider_note = self._explain(explicit)
         log.info("%s: running on %s: %s", os.path.basename(self.path), active[0], self.provider_note)
         return session
+
+    def _candidates(self, providers) -> list[tuple[str, dict]]:
+        """The providers asked for that this onnxruntime has, in the order asked; the others noted."""
+        requested = [_normalise(spec) for spec in providers]
+        if not requested:
+            raise ProviderError("the providers list is empty; name at least one (e.g. cpu), or pass None to choose automatically")
+        candidates = [(name, opts) for name, opts in requested if name in self._available]
+        missing = [name for name, _ in requested if name not in self._available]
+        if not candidates:
+            raise ProviderError(
+                f"none of the requested execution providers ({_short(missing)}) is available in this onnxruntime "
+                f"(available: {_short(self._available)}); {_GPU_ADVICE}, or leave the providers out to choose automatically"
+            )
+        for name in missing:
+            self.provider_failures[name] = "is not available in this onnxruntime"
+            log.warning("%s is not available in this onnxruntime (available: %s); skipping it", name, _short(self._available))
+        return candidates
+
+    def _first_session(self, attempt):
+        """A session on the first provider of ``attempt`` that opens the model, falling back along
+        it; the session and the providers left from the one that opened it."""
+        while True:
+            try:
+                return self._session(attempt), attempt
+            except Exception as error:  # onnxruntime's pybind errors share no useful base class
+                fault = self._model_fault(error)
+                if fault is not None:
+                    raise fault from error
+                failed = attempt[0][0]
+                if len(attempt) == 1:
+                    if failed == CPU:
+                        raise ModelFileError(
+                            f"onnxruntime cannot load {self.path}: {_first_line(error)}; if the model uses an opset or op "
+                            "this onnxruntime does not know, upgrade onnxruntime or export with a lower opset"
+                        ) from error
+                    raise ProviderError(
+                        f"{failed} could not open {self.path}: {_first_line(error)}; add cpu to the providers to fall back"
+                    ) from error
+                self.provider_failures[failed] = f"could not open the model ({_first_line(error)})"
+                log.warning("%s could not open the model (%s); trying %s", failed, _first_line(error), attempt[1][0])
+                attempt = attempt[1:]
 
     def _precision(self, name: str, options: dict) -> dict:
         """The provider's options with float32 kept full precision on CUDA, unless asked otherwise."""

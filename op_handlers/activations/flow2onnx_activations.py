@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
-from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import oldest_opsets
+from flow2onnx.plugin import Lowerings, hookimpl
 
-# OneFlow op type -> (ONNX op type, OneFlow input argument, OneFlow output argument)
-_UNARY = {
-    "relu": ("Relu", "x", "y"),
-    "sigmoid": ("Sigmoid", "x", "y"),
-    "tanh": ("Tanh", "x", "y"),
-    "selu": ("Selu", "in", "out"),  # ONNX's default alpha and gamma are SELU's constants
-    "softsign": ("Softsign", "in", "out"),
-}
+# since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
+# the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
+# Runtime). A lowering without since_opset is valid from the default, 11.
+LOWERINGS = Lowerings()
 
 
 def lower_unary(ctx, op, onnx_type: str, input_arg: str, output_arg: str):
     ctx.make_node(onnx_type, [op.input(input_arg)], [op.output(output_arg)])
+
+
+# OneFlow op type -> (ONNX op type, OneFlow input argument, OneFlow output argument, since_opset)
+_UNARY = {
+    "relu": ("Relu", "x", "y", 9),
+    "sigmoid": ("Sigmoid", "x", "y", 9),
+    "tanh": ("Tanh", "x", "y", 9),
+    "selu": ("Selu", "in", "out", 9),  # ONNX's default alpha and gamma are SELU's constants
+    "softsign": ("Softsign", "in", "out", 9),
+}
+for op_type, (onnx_type, input_arg, output_arg, since) in _UNARY.items():
+    LOWERINGS.add(op_type, lower_unary, since_opset=since, onnx_type=onnx_type, input_arg=input_arg, output_arg=output_arg)
 
 
 def _scalar(ctx, x, value, hint="scalar"):
@@ -29,6 +35,7 @@ def _scalar(ctx, x, value, hint="scalar"):
     return ctx.constant(np.array(value, dtype=ctx.dtype(x)), hint, shared=True)
 
 
+@LOWERINGS.op("gelu", since_opset=9)
 def lower_gelu(ctx, op):
     """Exact GELU: x * (1 + erf(x / sqrt(2))) / 2."""
     x = op.input("in")
@@ -39,6 +46,7 @@ def lower_gelu(ctx, op):
     ctx.make_node("Mul", [half, shifted], [op.output("out")])
 
 
+@LOWERINGS.op("fast_gelu", since_opset=9)
 def lower_fast_gelu(ctx, op):
     """GELU's tanh form: x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) / 2."""
     x = op.input("in")
@@ -57,6 +65,7 @@ def lower_fast_gelu(ctx, op):
 GELU_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
+@LOWERINGS.op("gelu", since_opset=20)
 def lower_gelu_20(ctx, op):
     """ONNX Gelu, from opset 20: one node, which runtimes have a kernel for."""
     if ctx.dtype(op.input("in")) not in GELU_DTYPES:
@@ -64,6 +73,7 @@ def lower_gelu_20(ctx, op):
     ctx.make_node("Gelu", [op.input("in")], [op.output("out")], approximate="none")
 
 
+@LOWERINGS.op("fast_gelu", since_opset=20)
 def lower_fast_gelu_20(ctx, op):
     """ONNX Gelu with its tanh approximation, from opset 20."""
     if ctx.dtype(op.input("in")) not in GELU_DTYPES:
@@ -71,6 +81,7 @@ def lower_fast_gelu_20(ctx, op):
     ctx.make_node("Gelu", [op.input("in")], [op.output("out")], approximate="tanh")
 
 
+@LOWERINGS.op("quick_gelu", since_opset=9)
 def lower_quick_gelu(ctx, op):
     """GELU's sigmoid form, as CLIP uses it: x * sigmoid(1.702 x)."""
     x = op.input("x")
@@ -79,12 +90,14 @@ def lower_quick_gelu(ctx, op):
     ctx.make_node("Mul", [x, gate], [op.output("y")])
 
 
+@LOWERINGS.op("silu", since_opset=9)
 def lower_silu(ctx, op):
     x = op.input("in")
     (gate,) = ctx.make_node("Sigmoid", [x])
     ctx.make_node("Mul", [x, gate], [op.output("out")])
 
 
+@LOWERINGS.op("mish", since_opset=9)
 def lower_mish(ctx, op):
     x = op.input("in")
     (softplus,) = ctx.make_node("Softplus", [x])
@@ -92,11 +105,13 @@ def lower_mish(ctx, op):
     ctx.make_node("Mul", [x, gate], [op.output("out")])
 
 
+@LOWERINGS.op("hardsigmoid", since_opset=9)
 def lower_hardsigmoid(ctx, op):
     # relu6(x + 3) / 6 == clip(x / 6 + 1/2, 0, 1)
     ctx.make_node("HardSigmoid", [op.input("in")], [op.output("out")], alpha=1.0 / 6.0, beta=0.5)
 
 
+@LOWERINGS.op("hardswish", since_opset=9)
 def lower_hardswish(ctx, op):
     """x * hardsigmoid(x), and 0 below -3 as OneFlow computes it: the product alone is NaN at -inf
     (-inf * 0), and so is ONNX's HardSwish, which is that product (measured at edge values)."""
@@ -107,20 +122,24 @@ def lower_hardswish(ctx, op):
     ctx.make_node("Where", [below, _scalar(ctx, x, 0.0, "zero"), product], [op.output("out")])
 
 
+@LOWERINGS.op("hardtanh")
 def lower_hardtanh(ctx, op):
     x = op.input("in")
     low, high = _scalar(ctx, x, op.attr("min_val"), "min"), _scalar(ctx, x, op.attr("max_val"), "max")
     ctx.make_node("Clip", [x, low, high], [op.output("out")])
 
 
+@LOWERINGS.op("leaky_relu", since_opset=9)
 def lower_leaky_relu(ctx, op):
     ctx.make_node("LeakyRelu", [op.input("x")], [op.output("y")], alpha=float(op.attr("alpha")))
 
 
+@LOWERINGS.op("elu", since_opset=9)
 def lower_elu(ctx, op):
     ctx.make_node("Elu", [op.input("in")], [op.output("out")], alpha=float(op.attr("alpha")))
 
 
+@LOWERINGS.op("celu", since_opset=9)
 def lower_celu(ctx, op):
     """max(0, x) + min(0, alpha * (exp(x / alpha) - 1)), written out: ONNX Celu needs opset 12 and takes float only."""
     x = op.input("in")
@@ -130,6 +149,7 @@ def lower_celu(ctx, op):
     ctx.make_node("Mul", [elu, _scalar(ctx, x, alpha, "alpha")], [op.output("out")])
 
 
+@LOWERINGS.op("softplus", since_opset=9)
 def lower_softplus(ctx, op):
     """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as OneFlow computes it)."""
     x = op.input("in")
@@ -141,6 +161,7 @@ def lower_softplus(ctx, op):
     ctx.make_node("Where", [linear, x, soft], [op.output("out")])
 
 
+@LOWERINGS.op("log_sigmoid", since_opset=9)
 def lower_log_sigmoid(ctx, op):
     # log(sigmoid(x)) = -softplus(-x), which stays finite for large |x|.
     x = op.input("x")
@@ -149,6 +170,7 @@ def lower_log_sigmoid(ctx, op):
     ctx.make_node("Neg", [soft], [op.output("y")])
 
 
+@LOWERINGS.op("hardshrink", since_opset=9)
 def lower_hardshrink(ctx, op):
     x = op.input("in")
     (magnitude,) = ctx.make_node("Abs", [x])
@@ -156,12 +178,14 @@ def lower_hardshrink(ctx, op):
     ctx.make_node("Where", [keep, x, _scalar(ctx, x, 0, "zero")], [op.output("out")])
 
 
+@LOWERINGS.op("softshrink")
 def lower_softshrink(ctx, op):
     """x - alpha above alpha, x + alpha below -alpha, 0 between: ONNX Shrink with bias alpha."""
     alpha = float(op.attr("alpha"))
     ctx.make_node("Shrink", [op.input("in")], [op.output("out")], lambd=alpha, bias=alpha)
 
 
+@LOWERINGS.op("threshold")
 def lower_threshold(ctx, op):
     """x above the threshold, ``value`` elsewhere."""
     x = op.input("in")
@@ -169,6 +193,7 @@ def lower_threshold(ctx, op):
     ctx.make_node("Where", [keep, x, _scalar(ctx, x, op.attr("value"), "value")], [op.output("out")])
 
 
+@LOWERINGS.op("prelu", since_opset=9)
 def lower_prelu(ctx, op):
     x, alpha = op.input("x"), op.input("alpha")
     rank = ctx.rank(x)
@@ -179,62 +204,15 @@ def lower_prelu(ctx, op):
     ctx.make_node("PRelu", [x, alpha], [op.output("y")])
 
 
+@LOWERINGS.op("softmax", since_opset=9, onnx_type="Softmax", output_arg="out")
+@LOWERINGS.op("log_softmax", since_opset=9, onnx_type="LogSoftmax", output_arg="prob")
 def lower_softmax(ctx, op, onnx_type: str, output_arg: str):
     # OneFlow's softmax ops always normalize the last axis (it transposes around them for other
     # axes). Before opset 13 ONNX flattens the input to 2-D at `axis`; for the last axis that
     # flattening is exactly a last-axis softmax, so one form serves every opset.
     ctx.make_node(onnx_type, [op.input("in")], [op.output(output_arg)], axis=-1)
 
-# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
-# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
-OLDEST_OPSETS = {
-    "celu": 9,
-    "elu": 9,
-    "fast_gelu": 9,
-    "gelu": 9,
-    "hardshrink": 9,
-    "hardsigmoid": 9,
-    "hardswish": 9,
-    "leaky_relu": 9,
-    "log_sigmoid": 9,
-    "log_softmax": 9,
-    "mish": 9,
-    "prelu": 9,
-    "quick_gelu": 9,
-    "relu": 9,
-    "selu": 9,
-    "sigmoid": 9,
-    "silu": 9,
-    "softmax": 9,
-    "softplus": 9,
-    "softsign": 9,
-    "tanh": 9,
-}
-
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    register = oldest_opsets(register, OLDEST_OPSETS)
-    for op_type, (onnx_type, input_arg, output_arg) in _UNARY.items():
-        register(op_type, functools.partial(lower_unary, onnx_type=onnx_type, input_arg=input_arg, output_arg=output_arg))
-    register("gelu", lower_gelu)
-    register("gelu", lower_gelu_20, since_opset=20)
-    register("fast_gelu", lower_fast_gelu)
-    register("fast_gelu", lower_fast_gelu_20, since_opset=20)
-    register("quick_gelu", lower_quick_gelu)
-    register("silu", lower_silu)
-    register("mish", lower_mish)
-    register("hardsigmoid", lower_hardsigmoid)
-    register("hardswish", lower_hardswish)
-    register("hardtanh", lower_hardtanh)
-    register("leaky_relu", lower_leaky_relu)
-    register("elu", lower_elu)
-    register("celu", lower_celu)
-    register("softplus", lower_softplus)
-    register("log_sigmoid", lower_log_sigmoid)
-    register("hardshrink", lower_hardshrink)
-    register("softshrink", lower_softshrink)
-    register("threshold", lower_threshold)
-    register("prelu", lower_prelu)
-    register("softmax", functools.partial(lower_softmax, onnx_type="Softmax", output_arg="out"))
-    register("log_softmax", functools.partial(lower_softmax, onnx_type="LogSoftmax", output_arg="prob"))
+    LOWERINGS.register_lowerings(register)

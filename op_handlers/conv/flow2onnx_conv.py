@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import int64s, is_dynamic, newer_form, oldest_opsets, unsqueeze
+from flow2onnx.plugin import Lowerings, hookimpl, int64s, is_dynamic, newer_form, unsqueeze
+
+# since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
+# the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
+# Runtime). A lowering without since_opset is valid from the default, 11.
+LOWERINGS = Lowerings()
 
 
 def _convolution(ctx, op, onnx_type: str, **extra):
@@ -30,10 +34,12 @@ def _convolution(ctx, op, onnx_type: str, **extra):
     )
 
 
+@LOWERINGS.op("conv1d", "conv2d", "conv3d", since_opset=9)
 def lower_conv(ctx, op):
     _convolution(ctx, op, "Conv")
 
 
+@LOWERINGS.op("deconv1d", "deconv2d", "deconv3d", since_opset=9)
 def lower_deconv(ctx, op):
     """Transposed convolution; the weight is [in, out / groups, k...] in both OneFlow and ONNX."""
     padding = op.attr("padding_before")
@@ -60,6 +66,7 @@ def _window_attributes(op) -> dict:
     )
 
 
+@LOWERINGS.op("unfold", since_opset=9)
 def lower_unfold(ctx, op):
     """im2col: (N, C, H, W) -> (N, C * kh * kw, L), as a grouped Conv and a Reshape."""
     x, y = op.input("x"), op.output("y")
@@ -72,6 +79,7 @@ def lower_unfold(ctx, op):
     ctx.make_node("Reshape", [patches, shape], [y])
 
 
+@LOWERINGS.op("fold", since_opset=9)
 def lower_fold(ctx, op):
     """col2im: (N, C * kh * kw, L) -> (N, C, H, W), as a Reshape to the window grid and a grouped
     ConvTranspose with the same one-hot weights, which sums overlapping windows as fold does."""
@@ -102,6 +110,7 @@ def lower_fold(ctx, op):
         **attributes,
     )
 
+@LOWERINGS.op("deform_conv2d", since_opset=16)
 def lower_deform_conv2d(ctx, op):
     """Deformable convolution (v1, and v2 with a mask) as bilinear sampling and a matrix product.
 
@@ -147,27 +156,6 @@ def lower_deform_conv2d(ctx, op):
     ctx.make_node("Reshape", [product, int64s(ctx, [-1, out_channels, out_h, out_w], "shape")], [op.output("output")])
 
 
-# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
-# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
-OLDEST_OPSETS = {
-    "conv1d": 9,
-    "conv2d": 9,
-    "conv3d": 9,
-    "deconv1d": 9,
-    "deconv2d": 9,
-    "deconv3d": 9,
-    "fold": 9,
-    "unfold": 9,
-}
-
-
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    register = oldest_opsets(register, OLDEST_OPSETS)
-    register("unfold", lower_unfold)
-    register("fold", lower_fold)
-    register("deform_conv2d", lower_deform_conv2d, since_opset=16)
-    for op_type in ("conv1d", "conv2d", "conv3d"):
-        register(op_type, lower_conv)
-    for op_type in ("deconv1d", "deconv2d", "deconv3d"):
-        register(op_type, lower_deconv)
+    LOWERINGS.register_lowerings(register)

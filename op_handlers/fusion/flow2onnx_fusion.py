@@ -35,9 +35,10 @@ import math
 import numpy as np
 from onnx import numpy_helper
 
-from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import dims, is_dynamic
-from flow2onnx.lowering.patterns import PatternMatch
+from flow2onnx.plugin import Lowerings, PatternMatch, dims, hookimpl, is_dynamic
+
+LOWERINGS = Lowerings()
+
 
 #: Dtypes ONNX Runtime's CPU provider runs LayerNormalization and Gelu in (Gelu in float64 expands
 #: into an Erf it has no kernel for).
@@ -251,6 +252,7 @@ def match_layer_norm(graph):
             yield PatternMatch(ops, data=data)
 
 
+@LOWERINGS.pattern("layer-norm", match_layer_norm, since_opset=17)
 def lower_layer_norm(ctx, match):
     """LayerNorm over trailing axes (OneFlow's mean/var/rsqrt ops, or written out with sqrt), with its scale and bias, as one LayerNormalization."""
     found = match.data
@@ -396,6 +398,7 @@ def match_gelu(graph):
             yield PatternMatch(ops, data={"x": x, "approximate": approximate})
 
 
+@LOWERINGS.pattern("gelu", match_gelu, since_opset=20)
 def lower_gelu(ctx, match):
     """GELU written out with erf or tanh (any order of products and sums) as one Gelu."""
     found = match.data
@@ -494,6 +497,7 @@ def match_attention(graph):
             yield PatternMatch(ops, name=softmax.scope, data=data)
 
 
+@LOWERINGS.pattern("attention", match_attention, since_opset=13)
 def lower_attention(ctx, match):
     """Self-attention with a packed Q, K, V projection, written with separate Q, K and V paths (the form ONNX Runtime fuses to Attention)."""
     found = match.data
@@ -519,6 +523,4 @@ def lower_attention(ctx, match):
 
 @hookimpl
 def flow2onnx_register_patterns(register):
-    register("layer-norm", match_layer_norm, lower_layer_norm, since_opset=17)
-    register("gelu", match_gelu, lower_gelu, since_opset=20)
-    register("attention", match_attention, lower_attention, since_opset=13)
+    LOWERINGS.register_patterns(register)

@@ -3,34 +3,39 @@ where, masked_fill, tril/triu, diag, diagonal, and the scatters (dim_scatter_*, 
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from flow2onnx import hookimpl
+from flow2onnx.plugin import Lowerings, cast_if_needed, dims, hookimpl, int64s, is_dynamic, normalize_axes, reduce, scalar_like, select, unsqueeze
 
-from flow2onnx.lowering.helpers import cast_if_needed, dims, int64s, is_dynamic, normalize_axes, oldest_opsets, reduce, scalar_like, select, unsqueeze
+# since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
+# the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
+# Runtime). A lowering without since_opset is valid from the default, 11.
+LOWERINGS = Lowerings()
 
 
+@LOWERINGS.op("gather", since_opset=9)
 def lower_gather(ctx, op):
     x = op.input("in")
     axis = normalize_axes([op.attr("axis")], ctx.rank(x))[0]
     ctx.make_node("Gather", [x, op.input("indices")], [op.output("out")], axis=axis)
 
 
+@LOWERINGS.op("dim_gather")
 def lower_dim_gather(ctx, op):
     x = op.input("input")
     axis = normalize_axes([op.attr("dim")], ctx.rank(x))[0]
     ctx.make_node("GatherElements", [x, op.input("index")], [op.output("output")], axis=axis)
 
 
+@LOWERINGS.op("gather_nd")
 def lower_gather_nd(ctx, op):
     indices = cast_if_needed(ctx, op.input("indices"), np.int64)
     ctx.make_node("GatherND", [op.input("params"), indices], [op.output("out")])
 
 
+@LOWERINGS.op("where", since_opset=9)
 def lower_where(ctx, op):
     condition = cast_if_needed(ctx, op.input("condition"), np.bool_)
     out = op.output("out")
@@ -38,6 +43,9 @@ def lower_where(ctx, op):
     select(ctx, condition, x, y, ctx.dtype(out), [out])
 
 
+@LOWERINGS.op("where_scalar_x", since_opset=9, x_scalar=True, y_scalar=False)
+@LOWERINGS.op("where_scalar_y", since_opset=9, x_scalar=False, y_scalar=True)
+@LOWERINGS.op("where_scalar_xy", since_opset=9, x_scalar=True, y_scalar=True)
 def lower_where_scalar(ctx, op, x_scalar: bool, y_scalar: bool):
     """where with a Python scalar for x, y or both (OneFlow keeps the scalars as attributes)."""
     condition = cast_if_needed(ctx, op.input("condition"), np.bool_)
@@ -56,6 +64,7 @@ def lower_where_scalar(ctx, op, x_scalar: bool, y_scalar: bool):
     select(ctx, condition, operand("x", x_scalar), operand("y", y_scalar), dtype, [out])
 
 
+@LOWERINGS.op("masked_fill", since_opset=9)
 def lower_masked_fill(ctx, op):
     x = op.input("x")
     dtype = ctx.dtype(x)
@@ -69,6 +78,8 @@ def lower_masked_fill(ctx, op):
     select(ctx, mask, ctx.constant(np.array(value, dtype), "value"), x, dtype, [op.output("out")])
 
 
+@LOWERINGS.op("tril", since_opset=9, lower=True)
+@LOWERINGS.op("triu", since_opset=9, lower=False)
 def lower_triangle(ctx, op, lower: bool):
     """tril / triu as a select against a constant mask of the last two axes (ONNX Trilu needs opset 14 and fills only 0)."""
     x = op.input("in")
@@ -86,6 +97,7 @@ def lower_triangle(ctx, op, lower: bool):
     select(ctx, ctx.constant(keep, "mask"), x, ctx.constant(np.array(fill, dtype), "fill"), dtype, [op.output("out")])
 
 
+@LOWERINGS.op("diag")
 def lower_diag(ctx, op):
     """diag: a vector onto the ``diagonal``-th diagonal of a square matrix, or that diagonal of a matrix out.
 
@@ -120,25 +132,14 @@ def lower_diag(ctx, op):
         raise ctx.error(f"diagonal {offset} of a {rows}x{columns} matrix has no element {length - 1}")
     ctx.make_node("GatherND", [x, ctx.constant(indices.reshape(length, 2), "indices")], [out])
 
-# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
-# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
-OLDEST_OPSETS = {
-    "gather": 9,
-    "masked_fill": 9,
-    "tril": 9,
-    "triu": 9,
-    "where": 9,
-    "where_scalar_x": 9,
-    "where_scalar_xy": 9,
-    "where_scalar_y": 9,
-}
 
-
+@LOWERINGS.op("embedding")
 def lower_embedding(ctx, op):
     """Rows of the weight (padding_idx matters only to gradients)."""
     ctx.make_node("Gather", [op.input("weight"), op.input("indices")], [op.output("out")], axis=0)
 
 
+@LOWERINGS.op("one_hot")
 def lower_one_hot(ctx, op):
     dtype = np.dtype(op.attr("dtype"))
     prefix = "floating" if np.issubdtype(dtype, np.floating) else "integer"
@@ -147,6 +148,7 @@ def lower_one_hot(ctx, op):
     ctx.make_node("OneHot", [cast_if_needed(ctx, op.input("indices"), np.int64), depth, values], [op.output("out")], axis=-1)
 
 
+@LOWERINGS.op("batch_gather", since_opset=12)
 def lower_batch_gather(ctx, op):
     """Gather along the first axis after the indices' batch axes: GatherND with batch_dims (opset 12)."""
     indices = cast_if_needed(ctx, op.input("indices"), np.int64)
@@ -154,6 +156,7 @@ def lower_batch_gather(ctx, op):
     ctx.make_node("GatherND", [op.input("in"), unsqueeze(ctx, indices, [-1])], [op.output("out")], batch_dims=batch_dims)
 
 
+@LOWERINGS.op("diagonal")
 def lower_diagonal(ctx, op):
     """The diagonal of axes 0 and 1 at ``offset``, as the last axis (OneFlow moves the two axes first)."""
     x, offset = op.input("in"), int(op.attr("offset"))
@@ -176,6 +179,9 @@ def _scatter_updates(ctx, op, index):
     return ctx.make_node("Slice", [src, zeros, size])[0]
 
 
+@LOWERINGS.op("dim_scatter_update", "dim_scatter_update_scalar")
+@LOWERINGS.op("dim_scatter_add", since_opset=16, reduction="add")
+@LOWERINGS.op("dim_scatter_mul", since_opset=16, reduction="mul")
 def lower_dim_scatter(ctx, op, reduction: str | None = None):
     """scatter, scatter_add and scatter(reduce="multiply") along ``dim``: ScatterElements (the
     reductions from opset 16)."""
@@ -196,6 +202,7 @@ def lower_dim_scatter(ctx, op, reduction: str | None = None):
     ctx.make_node("ScatterElements", [x, index, updates], [op.output("output")], axis=axis, **attributes)
 
 
+@LOWERINGS.op("scatter_nd")
 def lower_scatter_nd(ctx, op):
     """Updates written into zeros of ``shape``."""
     updates = op.input("updates")
@@ -203,10 +210,12 @@ def lower_scatter_nd(ctx, op):
     ctx.make_node("ScatterND", [zeros, cast_if_needed(ctx, op.input("indices"), np.int64), updates], [op.output("out")])
 
 
+@LOWERINGS.op("tensor_scatter_nd_update")
 def lower_tensor_scatter_nd_update(ctx, op):
     ctx.make_node("ScatterND", [op.input("params"), cast_if_needed(ctx, op.input("indices"), np.int64), op.input("updates")], [op.output("out")])
 
 
+@LOWERINGS.op("index_add", since_opset=16)
 def lower_index_add(ctx, op):
     """input with ``alpha * source`` added at ``index`` along ``dim`` (repeated indices add up):
     ScatterElements adding (opset 16), the index broadcast over source's other axes."""
@@ -226,6 +235,7 @@ def lower_index_add(ctx, op):
     ctx.make_node("ScatterElements", [x, index, source], [op.output("output")], axis=axis, reduction="add")
 
 
+@LOWERINGS.op("unsorted_segment_sum", since_opset=16)
 def lower_unsorted_segment_sum(ctx, op):
     """The slices of ``data`` along ``axis`` summed into ``num_segments`` segments by id (ids past
     the last segment dropped, as OneFlow does): ScatterND adding (opset 16) into zeros, with the
@@ -249,6 +259,7 @@ def lower_unsorted_segment_sum(ctx, op):
         ctx.make_node("Transpose", [summed], [op.output("out")], perm=list(range(1, axis + 1)) + [0] + list(range(axis + 1, out_rank)))
 
 
+@LOWERINGS.op("ctc_greedy_decoder")
 def lower_ctc_greedy_decoder(ctx, op):
     """Greedy CTC decoding of log_probs [T, N, C]: per sequence, the best label at each of its first
     ``input_lengths`` steps, blanks (label C-1) dropped and, with ``merge_repeated``, a label equal
@@ -298,28 +309,4 @@ def _segment_shape(ctx, data: str, rest_axes: list[int], segments: int) -> str:
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    register = oldest_opsets(register, OLDEST_OPSETS)
-    register("gather", lower_gather)
-    register("dim_gather", lower_dim_gather)
-    register("gather_nd", lower_gather_nd)
-    register("where", lower_where)
-    register("where_scalar_x", lambda ctx, op: lower_where_scalar(ctx, op, True, False))
-    register("where_scalar_y", lambda ctx, op: lower_where_scalar(ctx, op, False, True))
-    register("where_scalar_xy", lambda ctx, op: lower_where_scalar(ctx, op, True, True))
-    register("masked_fill", lower_masked_fill)
-    register("tril", lambda ctx, op: lower_triangle(ctx, op, lower=True))
-    register("triu", lambda ctx, op: lower_triangle(ctx, op, lower=False))
-    register("diag", lower_diag)
-    register("embedding", lower_embedding)
-    register("one_hot", lower_one_hot)
-    register("batch_gather", lower_batch_gather, since_opset=12)
-    register("diagonal", lower_diagonal)
-    register("dim_scatter_update", lower_dim_scatter)
-    register("dim_scatter_update_scalar", lower_dim_scatter)
-    register("dim_scatter_add", functools.partial(lower_dim_scatter, reduction="add"), since_opset=16)
-    register("dim_scatter_mul", functools.partial(lower_dim_scatter, reduction="mul"), since_opset=16)
-    register("scatter_nd", lower_scatter_nd)
-    register("tensor_scatter_nd_update", lower_tensor_scatter_nd_update)
-    register("index_add", lower_index_add, since_opset=16)
-    register("unsorted_segment_sum", lower_unsorted_segment_sum, since_opset=16)
-    register("ctc_greedy_decoder", lower_ctc_greedy_decoder)
+    LOWERINGS.register_lowerings(register)

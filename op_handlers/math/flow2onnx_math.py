@@ -3,80 +3,53 @@ matmul and vector products, the cross product, cumulative sums and products, ata
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 from onnx import helper, numpy_helper
 
-from flow2onnx import hookimpl
+from flow2onnx.plugin import DEFAULT_SINCE_OPSET, Lowerings, accepted_dtype, cast, cast_if_needed, clip, dims, extremum, hookimpl, normalize_axes, size_value, typed_node
 
-from flow2onnx.lowering.helpers import accepted_dtype, cast, cast_if_needed, clip, dims, extremum, normalize_axes, oldest_opsets, size_value, typed_node
-
-_BINARY = {
-    "broadcast_add": "Add",
-    "broadcast_sub": "Sub",
-    "broadcast_mul": "Mul",
-    "broadcast_div": "Div",
-    "pow": "Pow",
-}
-_EXTREMUM = {
-    "elementwise_maximum": "Max",
-    "elementwise_minimum": "Min",
-    "broadcast_maximum": "Max",
-    "broadcast_minimum": "Min",
-}
-_COMPARE = {
-    "broadcast_equal": "Equal",
-    "broadcast_greater": "Greater",
-    "broadcast_less": "Less",
-}
-_LOGICAL = {
-    "broadcast_logical_and": "And",
-    "broadcast_logical_or": "Or",
-    "broadcast_logical_xor": "Xor",
-}
-_SCALAR = {
-    "scalar_add": "Add",
-    "scalar_mul": "Mul",
-    "scalar_div": "Div",
-    "scalar_pow": "Pow",
-}
-_SCALAR_COMPARE = {
-    "scalar_logical_equal": "Equal",
-    "scalar_logical_greater": "Greater",
-    "scalar_logical_less": "Less",
-}
-# Element-wise unary ops that map onto one ONNX op (inputs "x", outputs "y").
-_UNARY = {
-    "sin": "Sin",
-    "cos": "Cos",
-    "abs": "Abs",
-    "ceil": "Ceil",
-    "floor": "Floor",
-    "exp": "Exp",
-    "log": "Log",
-    "negative": "Neg",
-    "sqrt": "Sqrt",
-    "reciprocal": "Reciprocal",
-    "erf": "Erf",
-    "round": "Round",
-    "tan": "Tan",
-    "asin": "Asin",
-    "acos": "Acos",
-    "atan": "Atan",
-    "sinh": "Sinh",
-    "cosh": "Cosh",
-    "asinh": "Asinh",
-    "acosh": "Acosh",
-    "atanh": "Atanh",
-}
+# since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
+# the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
+# Runtime). A lowering without since_opset is valid from the default, 11.
+LOWERINGS = Lowerings()
 
 
 def lower_unary(ctx, op, onnx_type: str):
     ctx.make_node(onnx_type, [op.input("x")], [op.output("y")])
 
 
+# Element-wise unary ops that map onto one ONNX op (inputs "x", outputs "y"): OneFlow op type ->
+# (ONNX op type, since_opset); Round is ONNX's from opset 11.
+_UNARY = {
+    "sin": ("Sin", 9),
+    "cos": ("Cos", 9),
+    "abs": ("Abs", 9),
+    "ceil": ("Ceil", 9),
+    "floor": ("Floor", 9),
+    "exp": ("Exp", 9),
+    "log": ("Log", 9),
+    "negative": ("Neg", 9),
+    "sqrt": ("Sqrt", 9),
+    "reciprocal": ("Reciprocal", 9),
+    "erf": ("Erf", 9),
+    "round": ("Round", DEFAULT_SINCE_OPSET),
+    "tan": ("Tan", 9),
+    "asin": ("Asin", 9),
+    "acos": ("Acos", 9),
+    "atan": ("Atan", 9),
+    "sinh": ("Sinh", 9),
+    "cosh": ("Cosh", 9),
+    "asinh": ("Asinh", 9),
+    "acosh": ("Acosh", 9),
+    "atanh": ("Atanh", 9),
+}
+for op_type, (onnx_type, since) in _UNARY.items():
+    LOWERINGS.add(op_type, lower_unary, since_opset=since, onnx_type=onnx_type)
+
+
+@LOWERINGS.op("sign", since_opset=9)
 def lower_sign(ctx, op):
     """Sign, and 0 at NaN as OneFlow gives it (``(x > 0) - (x < 0)``; ONNX's Sign is NaN there)."""
     x, y = op.input("x"), op.output("y")
@@ -88,26 +61,31 @@ def lower_sign(ctx, op):
     ctx.make_node("Where", [nan, _constant(ctx, 0, ctx.dtype(x), "zero"), sign], [y])
 
 
+@LOWERINGS.op("logical_not", since_opset=9)
 def lower_logical_not(ctx, op):
     ctx.make_node("Not", [cast_if_needed(ctx, op.input("x"), np.bool_)], [op.output("y")])
 
 
+@LOWERINGS.op("rsqrt", since_opset=9)
 def lower_rsqrt(ctx, op):
     (root,) = ctx.make_node("Sqrt", [op.input("x")])
     ctx.make_node("Reciprocal", [root], [op.output("y")])
 
 
+@LOWERINGS.op("square", since_opset=9)
 def lower_square(ctx, op):
     x = op.input("x")
     ctx.make_node("Mul", [x, x], [op.output("y")])
 
 
+@LOWERINGS.op("log1p", since_opset=9)
 def lower_log1p(ctx, op):
     x = op.input("x")
     (shifted,) = ctx.make_node("Add", [x, ctx.constant(np.array(1, ctx.dtype(x)), "one")])
     ctx.make_node("Log", [shifted], [op.output("y")])
 
 
+@LOWERINGS.op("expm1", since_opset=9)
 def lower_expm1(ctx, op):
     x = op.input("x")
     (exp,) = ctx.make_node("Exp", [x])
@@ -120,6 +98,7 @@ def _operands(ctx, op):
     return x, cast_if_needed(ctx, y, ctx.dtype(x))
 
 
+@LOWERINGS.op("broadcast_pow", onnx_type="Pow")
 def lower_binary(ctx, op, onnx_type: str):
     x, y = _operands(ctx, op)
     out = op.output("z")
@@ -134,6 +113,18 @@ def lower_binary(ctx, op, onnx_type: str):
         _boolean_arithmetic(ctx, onnx_type, x, y, out)
         return
     typed_node(ctx, onnx_type, [x, y], ctx.dtype(out), [out])
+
+
+# OneFlow op type -> (ONNX op type, since_opset)
+_BINARY = {
+    "broadcast_add": ("Add", 9),
+    "broadcast_sub": ("Sub", 9),
+    "broadcast_mul": ("Mul", 9),
+    "broadcast_div": ("Div", 9),
+    "pow": ("Pow", 9),
+}
+for op_type, (onnx_type, since) in _BINARY.items():
+    LOWERINGS.add(op_type, lower_binary, since_opset=since, onnx_type=onnx_type)
 
 
 def _boolean_arithmetic(ctx, onnx_type, x, y, out):
@@ -172,11 +163,23 @@ def lower_extremum(ctx, op, onnx_type: str):
     extremum(ctx, onnx_type, x, y, dtype, [out])
 
 
+# OneFlow op type -> (ONNX op type, since_opset)
+_EXTREMUM = {
+    "elementwise_maximum": ("Max", 9),
+    "elementwise_minimum": ("Min", 9),
+    "broadcast_maximum": ("Max", 9),
+    "broadcast_minimum": ("Min", 9),
+}
+for op_type, (onnx_type, since) in _EXTREMUM.items():
+    LOWERINGS.add(op_type, lower_extremum, since_opset=since, onnx_type=onnx_type)
+
+
 def _compared(ctx, onnx_type: str, x: str, y: str, dtype, outputs=None) -> str:
     """``onnx_type`` (Greater, Less, Equal, ...) of x and y, booleans and small integers widened where ONNX wants."""
     return typed_node(ctx, onnx_type, [x, y], dtype, outputs, result_dtype=False)
 
 
+@LOWERINGS.op("broadcast_not_equal", onnx_type="Equal", negate=True)
 def lower_compare(ctx, op, onnx_type: str, negate: bool = False):
     x, y = _operands(ctx, op)
     dtype = ctx.dtype(op.input("x"))
@@ -187,6 +190,18 @@ def lower_compare(ctx, op, onnx_type: str, negate: bool = False):
         _compared(ctx, onnx_type, x, y, dtype, [op.output("z")])
 
 
+# OneFlow op type -> (ONNX op type, since_opset)
+_COMPARE = {
+    "broadcast_equal": ("Equal", DEFAULT_SINCE_OPSET),
+    "broadcast_greater": ("Greater", 9),
+    "broadcast_less": ("Less", 9),
+}
+for op_type, (onnx_type, since) in _COMPARE.items():
+    LOWERINGS.add(op_type, lower_compare, since_opset=since, onnx_type=onnx_type)
+
+
+@LOWERINGS.op("broadcast_greater_equal", onnx_type="Greater")
+@LOWERINGS.op("broadcast_less_equal", onnx_type="Less")
 def lower_compare_or_equal(ctx, op, onnx_type: str):
     """>= and <= before opset 12: (x > y) or (x == y), which is also false for NaN, like OneFlow's."""
     x, y = _operands(ctx, op)
@@ -196,6 +211,8 @@ def lower_compare_or_equal(ctx, op, onnx_type: str):
     ctx.make_node("Or", [strict, equal], [op.output("z")])
 
 
+@LOWERINGS.op("broadcast_greater_equal", since_opset=12, onnx_type="GreaterOrEqual")
+@LOWERINGS.op("broadcast_less_equal", since_opset=12, onnx_type="LessOrEqual")
 def lower_compare_12(ctx, op, onnx_type: str):
     x, y = _operands(ctx, op)
     _compared(ctx, onnx_type, x, y, ctx.dtype(op.input("x")), [op.output("z")])
@@ -206,7 +223,17 @@ def lower_logical(ctx, op, onnx_type: str):
     ctx.make_node(onnx_type, [x, y], [op.output("z")])
 
 
+# OneFlow op type -> (ONNX op type, since_opset)
+_LOGICAL = {
+    "broadcast_logical_and": ("And", 9),
+    "broadcast_logical_or": ("Or", 9),
+    "broadcast_logical_xor": ("Xor", 9),
+}
+for op_type, (onnx_type, since) in _LOGICAL.items():
+    LOWERINGS.add(op_type, lower_logical, since_opset=since, onnx_type=onnx_type)
 
+
+@LOWERINGS.op("broadcast_fmod", since_opset=10)
 def lower_fmod(ctx, op):
     """C's fmod (the result takes the dividend's sign)."""
     x, y = _operands(ctx, op)
@@ -242,6 +269,7 @@ def _scalar_input(ctx, op):
     return x, ctx.constant(np.array(value, dtype=dtype), "operand"), np.dtype(dtype)
 
 
+@LOWERINGS.op("scalar_reverse_pow", since_opset=9, onnx_type="Pow", reverse=True)
 def lower_scalar(ctx, op, onnx_type: str, reverse: bool = False):
     x, operand, dtype = _scalar_input(ctx, op)
     out = op.output("out")
@@ -254,6 +282,18 @@ def lower_scalar(ctx, op, onnx_type: str, reverse: bool = False):
     typed_node(ctx, onnx_type, inputs, dtype, [out], result_dtype=ctx.dtype(out))
 
 
+# OneFlow op type -> (ONNX op type, since_opset)
+_SCALAR = {
+    "scalar_add": ("Add", 9),
+    "scalar_mul": ("Mul", 9),
+    "scalar_div": ("Div", 9),
+    "scalar_pow": ("Pow", 9),
+}
+for op_type, (onnx_type, since) in _SCALAR.items():
+    LOWERINGS.add(op_type, lower_scalar, since_opset=since, onnx_type=onnx_type)
+
+
+@LOWERINGS.op("scalar_floordiv", since_opset=9)
 def lower_scalar_floordiv(ctx, op):
     x, operand, dtype = _scalar_input(ctx, op)
     out = op.output("out")
@@ -269,6 +309,9 @@ def lower_scalar_floordiv(ctx, op):
         cast(ctx, floor, ctx.dtype(out), [out])
 
 
+@LOWERINGS.op("scalar_logical_not_equal", onnx_type="Equal", negate=True)
+@LOWERINGS.op("scalar_logical_greater_equal", onnx_type="Greater", or_equal=True)
+@LOWERINGS.op("scalar_logical_less_equal", onnx_type="Less", or_equal=True)
 def lower_scalar_compare(ctx, op, onnx_type: str, negate: bool = False, or_equal: bool = False):
     x, operand, dtype = _scalar_input(ctx, op)
     out = op.output("out")
@@ -283,7 +326,19 @@ def lower_scalar_compare(ctx, op, onnx_type: str, negate: bool = False, or_equal
         _compared(ctx, onnx_type, x, operand, dtype, [out])
 
 
+# OneFlow op type -> (ONNX op type, since_opset)
+_SCALAR_COMPARE = {
+    "scalar_logical_equal": ("Equal", DEFAULT_SINCE_OPSET),
+    "scalar_logical_greater": ("Greater", 9),
+    "scalar_logical_less": ("Less", 9),
+}
+for op_type, (onnx_type, since) in _SCALAR_COMPARE.items():
+    LOWERINGS.add(op_type, lower_scalar_compare, since_opset=since, onnx_type=onnx_type)
 
+
+@LOWERINGS.op("clip_by_scalar", low=True, high=True)
+@LOWERINGS.op("clip_by_scalar_min", low=True, high=False)
+@LOWERINGS.op("clip_by_scalar_max", low=False, high=True)
 def lower_clip(ctx, op, low: bool, high: bool):
     x = op.input("x")
     dtype = ctx.dtype(x)
@@ -296,6 +351,7 @@ def lower_clip(ctx, op, low: bool, high: bool):
     clip(ctx, x, *bounds, outputs=[op.output("y")])
 
 
+@LOWERINGS.op("add_n", since_opset=9)
 def lower_add_n(ctx, op):
     inputs, out = op.input_list("in"), op.output("out")
     dtype = ctx.dtype(out)
@@ -327,6 +383,7 @@ def lower_add_n(ctx, op):
         cast(ctx, clip(ctx, total, *bounds, dtype=compute), dtype, [out])
 
 
+@LOWERINGS.op("bias_add", since_opset=9)
 def lower_bias_add(ctx, op):
     a, b = op.input("a"), op.input("b")
     rank = ctx.rank(a)
@@ -347,6 +404,7 @@ def _swap_last_two(ctx, x):
     return ctx.make_node("Transpose", [x], perm=perm)[0]
 
 
+@LOWERINGS.op("matmul", "batch_matmul", "broadcast_matmul", since_opset=9)
 def lower_matmul(ctx, op):
     """matmul (2-D: Gemm), batch_matmul and broadcast_matmul (N-D: MatMul with numpy broadcasting)."""
     a, b = op.input("a"), op.input("b")
@@ -371,6 +429,7 @@ def lower_matmul(ctx, op):
         ctx.make_node("Mul", [product, ctx.constant(np.array(alpha, ctx.dtype(a)), "alpha")], [out])
 
 
+@LOWERINGS.op("cumsum")
 def lower_cumsum(ctx, op):
     x, out = op.input("x"), op.output("y")
     dtype = ctx.dtype(out)
@@ -381,7 +440,6 @@ def lower_cumsum(ctx, op):
         return
     (total,) = ctx.make_node("CumSum", [cast_if_needed(ctx, x, compute), axis])
     cast(ctx, total, dtype, [out])
-
 
 
 def _constant(ctx, value, dtype, hint):
@@ -397,6 +455,7 @@ def _sign_bit(ctx, x, dtype):
     return ctx.make_node("Or", [negative, negative_zero])[0]
 
 
+@LOWERINGS.op("atan2")
 def lower_atan2(ctx, op):
     """atan2(x, y), the angle of the point (y, x), as C's atan2 gives it in every quadrant.
 
@@ -455,6 +514,7 @@ def _polynomial(ctx, t, coefficients, dtype, hint):
     return value
 
 
+@LOWERINGS.op("erfinv")
 def lower_erfinv(ctx, op):
     """The inverse error function (ONNX has none): a polynomial in float32 arithmetic (see
     ``_ERFINV_CENTRAL``); erfinv(+-1) is +-inf, and |x| > 1 and NaN give NaN."""
@@ -496,6 +556,7 @@ def lower_erfinv(ctx, op):
         cast(ctx, value, dtype, [out])
 
 
+@LOWERINGS.op("cumprod", since_opset=10)
 def lower_cumprod(ctx, op):
     """Cumulative product along ``dim`` as a Scan that multiplies one slice at a time, in order.
 
@@ -539,67 +600,9 @@ def lower_cumprod(ctx, op):
     if products != out:
         cast(ctx, products, ctx.dtype(out), [out])
 
-# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
-# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
-OLDEST_OPSETS = {
-    "abs": 9,
-    "acos": 9,
-    "acosh": 9,
-    "add_n": 9,
-    "asin": 9,
-    "asinh": 9,
-    "atan": 9,
-    "atanh": 9,
-    "batch_matmul": 9,
-    "bias_add": 9,
-    "broadcast_add": 9,
-    "broadcast_div": 9,
-    "broadcast_fmod": 10,
-    "broadcast_greater": 9,
-    "broadcast_less": 9,
-    "broadcast_logical_and": 9,
-    "broadcast_logical_or": 9,
-    "broadcast_logical_xor": 9,
-    "broadcast_matmul": 9,
-    "broadcast_maximum": 9,
-    "broadcast_minimum": 9,
-    "broadcast_mul": 9,
-    "broadcast_sub": 9,
-    "ceil": 9,
-    "cos": 9,
-    "cosh": 9,
-    "cumprod": 10,
-    "elementwise_maximum": 9,
-    "elementwise_minimum": 9,
-    "erf": 9,
-    "exp": 9,
-    "expm1": 9,
-    "floor": 9,
-    "log": 9,
-    "log1p": 9,
-    "logical_not": 9,
-    "matmul": 9,
-    "negative": 9,
-    "pow": 9,
-    "reciprocal": 9,
-    "rsqrt": 9,
-    "scalar_add": 9,
-    "scalar_div": 9,
-    "scalar_floordiv": 9,
-    "scalar_logical_greater": 9,
-    "scalar_logical_less": 9,
-    "scalar_mul": 9,
-    "scalar_pow": 9,
-    "scalar_reverse_pow": 9,
-    "sign": 9,
-    "sin": 9,
-    "sinh": 9,
-    "sqrt": 9,
-    "square": 9,
-    "tan": 9,
-}
 
-
+@LOWERINGS.op("log2", base=2.0)
+@LOWERINGS.op("log10", base=10.0)
 def lower_log_base(ctx, op, base: float):
     """log2 and log10: Log divided by the base's natural log."""
     x = op.input("x")
@@ -615,20 +618,24 @@ def _nan_or_inf(ctx, x, test: str) -> str:
     return ctx.make_node("ConstantOfShape", [shape], value=numpy_helper.from_array(np.array([False])))[0]
 
 
+@LOWERINGS.op("isnan")
 def lower_isnan(ctx, op):
     ctx.make_node("Identity", [_nan_or_inf(ctx, op.input("in"), "IsNaN")], [op.output("out")])
 
 
+@LOWERINGS.op("isinf")
 def lower_isinf(ctx, op):
     ctx.make_node("Identity", [_nan_or_inf(ctx, op.input("in"), "IsInf")], [op.output("out")])
 
 
+@LOWERINGS.op("isfinite")
 def lower_isfinite(ctx, op):
     x = op.input("in")
     (either,) = ctx.make_node("Or", [_nan_or_inf(ctx, x, "IsNaN"), _nan_or_inf(ctx, x, "IsInf")])
     ctx.make_node("Not", [either], [op.output("out")])
 
 
+@LOWERINGS.op("trunc")
 def lower_trunc(ctx, op):
     """Rounding toward zero (ONNX has no Trunc): Ceil below zero, Floor elsewhere."""
     x = op.input("in")
@@ -638,6 +645,7 @@ def lower_trunc(ctx, op):
     ctx.make_node("Where", [negative, up, down], [op.output("out")])
 
 
+@LOWERINGS.op("floordiv")
 def lower_floordiv(ctx, op):
     """x // y of two tensors: floor(x / y) for floats; integers divide as OneFlow's scalar_floordiv
     does, truncating toward zero (C division), which is ONNX Div on integers."""
@@ -651,12 +659,16 @@ def lower_floordiv(ctx, op):
     ctx.make_node("Floor", [quotient], [out])
 
 
+@LOWERINGS.op("scalar_fmod")
 def lower_scalar_fmod(ctx, op):
     """C's fmod by a scalar (the result takes the dividend's sign)."""
     x, operand, dtype = _scalar_input(ctx, op)
     typed_node(ctx, "Mod", [x, operand], dtype, [op.output("out")], result_dtype=ctx.dtype(op.output("out")), fmod=1)
 
 
+@LOWERINGS.op("scalar_logical_and", onnx_type="And")
+@LOWERINGS.op("scalar_logical_or", onnx_type="Or")
+@LOWERINGS.op("scalar_logical_xor", onnx_type="Xor")
 def lower_scalar_logical(ctx, op, onnx_type: str):
     """And, Or, Xor of a tensor's truth and a scalar's."""
     x = cast_if_needed(ctx, op.input("in"), np.bool_)
@@ -664,6 +676,7 @@ def lower_scalar_logical(ctx, op, onnx_type: str):
     ctx.make_node(onnx_type, [x, operand], [op.output("out")])
 
 
+@LOWERINGS.op("reciprocal_no_nan")
 def lower_reciprocal_no_nan(ctx, op):
     """1 / x, and 0 where x is 0."""
     x = op.input("x")
@@ -673,6 +686,7 @@ def lower_reciprocal_no_nan(ctx, op):
     ctx.make_node("Where", [is_zero, zero, reciprocal], [op.output("y")])
 
 
+@LOWERINGS.op("broadcast_isclose_eq_nan", "broadcast_isclose_neq_nan")
 def lower_isclose(ctx, op):
     """|x - y| <= atol + rtol * |y| where that difference is finite (false at NaN, and for a finite
     value against an infinity, whose tolerance is infinite too), or x == y (equal infinities); with
@@ -705,12 +719,15 @@ def lower_isclose(ctx, op):
         ctx.make_node("Or", [close, both], outputs)
 
 
+@LOWERINGS.op("dot", a="x", b="y")
+@LOWERINGS.op("matrix_vector_product", "vector_matrix_product", a="a", b="b")
 def lower_vector_product(ctx, op, a: str, b: str):
     """dot (vector . vector), matrix_vector_product and vector_matrix_product: one MatMul."""
     out = op.output("out")
     typed_node(ctx, "MatMul", [op.input(a), op.input(b)], ctx.dtype(out), [out])
 
 
+@LOWERINGS.op("linalg_cross")
 def lower_linalg_cross(ctx, op):
     """The cross product along ``dim`` (of size 3): a[1, 2, 0] * b[2, 0, 1] - a[2, 0, 1] * b[1, 2, 0]."""
     a, b, out = op.input("input"), op.input("other"), op.output("out")
@@ -729,64 +746,4 @@ def lower_linalg_cross(ctx, op):
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    register = oldest_opsets(register, OLDEST_OPSETS)
-    for op_type, onnx_type in _UNARY.items():
-        register(op_type, functools.partial(lower_unary, onnx_type=onnx_type))
-    register("logical_not", lower_logical_not)
-    register("rsqrt", lower_rsqrt)
-    register("sign", lower_sign)
-    register("square", lower_square)
-    register("log1p", lower_log1p)
-    register("expm1", lower_expm1)
-    for op_type, onnx_type in _BINARY.items():
-        register(op_type, functools.partial(lower_binary, onnx_type=onnx_type))
-    for op_type, onnx_type in _EXTREMUM.items():
-        register(op_type, functools.partial(lower_extremum, onnx_type=onnx_type))
-    for op_type, onnx_type in _COMPARE.items():
-        register(op_type, functools.partial(lower_compare, onnx_type=onnx_type))
-    register("broadcast_not_equal", functools.partial(lower_compare, onnx_type="Equal", negate=True))
-    register("broadcast_greater_equal", functools.partial(lower_compare_or_equal, onnx_type="Greater"))
-    register("broadcast_less_equal", functools.partial(lower_compare_or_equal, onnx_type="Less"))
-    register("broadcast_greater_equal", functools.partial(lower_compare_12, onnx_type="GreaterOrEqual"), since_opset=12)
-    register("broadcast_less_equal", functools.partial(lower_compare_12, onnx_type="LessOrEqual"), since_opset=12)
-    for op_type, onnx_type in _LOGICAL.items():
-        register(op_type, functools.partial(lower_logical, onnx_type=onnx_type))
-    register("broadcast_fmod", lower_fmod)
-    for op_type, onnx_type in _SCALAR.items():
-        register(op_type, functools.partial(lower_scalar, onnx_type=onnx_type))
-    register("scalar_reverse_pow", functools.partial(lower_scalar, onnx_type="Pow", reverse=True))
-    register("scalar_floordiv", lower_scalar_floordiv)
-    for op_type, onnx_type in _SCALAR_COMPARE.items():
-        register(op_type, functools.partial(lower_scalar_compare, onnx_type=onnx_type))
-    register("scalar_logical_not_equal", functools.partial(lower_scalar_compare, onnx_type="Equal", negate=True))
-    register("scalar_logical_greater_equal", functools.partial(lower_scalar_compare, onnx_type="Greater", or_equal=True))
-    register("scalar_logical_less_equal", functools.partial(lower_scalar_compare, onnx_type="Less", or_equal=True))
-    register("clip_by_scalar", functools.partial(lower_clip, low=True, high=True))
-    register("clip_by_scalar_min", functools.partial(lower_clip, low=True, high=False))
-    register("clip_by_scalar_max", functools.partial(lower_clip, low=False, high=True))
-    register("add_n", lower_add_n)
-    register("bias_add", lower_bias_add)
-    for op_type in ("matmul", "batch_matmul", "broadcast_matmul"):
-        register(op_type, lower_matmul)
-    register("cumsum", lower_cumsum)
-    register("cumprod", lower_cumprod)
-    register("atan2", lower_atan2)
-    register("erfinv", lower_erfinv)
-    register("log2", functools.partial(lower_log_base, base=2.0))
-    register("log10", functools.partial(lower_log_base, base=10.0))
-    register("isnan", lower_isnan)
-    register("isinf", lower_isinf)
-    register("isfinite", lower_isfinite)
-    register("trunc", lower_trunc)
-    register("floordiv", lower_floordiv)
-    register("scalar_fmod", lower_scalar_fmod)
-    for op_type, onnx_type in (("scalar_logical_and", "And"), ("scalar_logical_or", "Or"), ("scalar_logical_xor", "Xor")):
-        register(op_type, functools.partial(lower_scalar_logical, onnx_type=onnx_type))
-    register("reciprocal_no_nan", lower_reciprocal_no_nan)
-    register("broadcast_pow", functools.partial(lower_binary, onnx_type="Pow"))
-    register("broadcast_isclose_eq_nan", lower_isclose)
-    register("broadcast_isclose_neq_nan", lower_isclose)
-    register("dot", functools.partial(lower_vector_product, a="x", b="y"))
-    register("matrix_vector_product", functools.partial(lower_vector_product, a="a", b="b"))
-    register("vector_matrix_product", functools.partial(lower_vector_product, a="a", b="b"))
-    register("linalg_cross", lower_linalg_cross)
+    LOWERINGS.register_lowerings(register)

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import normalize_axes, oldest_opsets, reduce
+from flow2onnx.plugin import Lowerings, hookimpl, normalize_axes, reduce
+
+# since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
+# the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
+# Runtime). A lowering without since_opset is valid from the default, 11.
+LOWERINGS = Lowerings()
 
 
+@LOWERINGS.op("normalization", since_opset=9)
 def lower_normalization(ctx, op):
     if op.attr("training"):
         raise ctx.error("training=True: batch statistics cannot be exported; put the module in eval mode")
@@ -53,6 +58,7 @@ def _layer_norm_parts(ctx, op):
     return x, axis, gamma, beta, float(op.attr("epsilon"))
 
 
+@LOWERINGS.op("layer_norm")
 def lower_layer_norm(ctx, op):
     """(x - mean) / sqrt(var + eps) * gamma + beta over the axes from begin_norm_axis on."""
     x, axis, gamma, beta, epsilon = _layer_norm_parts(ctx, op)
@@ -73,6 +79,7 @@ def lower_layer_norm(ctx, op):
         ctx.make_node("Add", [normalized, beta], [out])
 
 
+@LOWERINGS.op("layer_norm", since_opset=17)
 def lower_layer_norm_17(ctx, op):
     x, axis, gamma, beta, epsilon = _layer_norm_parts(ctx, op)
     dtype = ctx.dtype(x)
@@ -81,13 +88,8 @@ def lower_layer_norm_17(ctx, op):
     inputs = [x, gamma] + ([beta] if beta else [])
     ctx.make_node("LayerNormalization", inputs, [op.output("y")], axis=axis, epsilon=epsilon)
 
-# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
-# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
-OLDEST_OPSETS = {
-    "normalization": 9,
-}
 
-
+@LOWERINGS.op("l2_normalize")
 def lower_l2_normalize(ctx, op):
     """x / sqrt(max(sum(x^2), epsilon)) along ``axis`` (F.normalize), and the sum of squares."""
     x = op.input("x")
@@ -104,8 +106,4 @@ def lower_l2_normalize(ctx, op):
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    register = oldest_opsets(register, OLDEST_OPSETS)
-    register("normalization", lower_normalization)
-    register("layer_norm", lower_layer_norm)
-    register("layer_norm", lower_layer_norm_17, since_opset=17)
-    register("l2_normalize", lower_l2_normalize)
+    LOWERINGS.register_lowerings(register)

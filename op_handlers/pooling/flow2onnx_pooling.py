@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 from onnx import numpy_helper
 
-from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import cast, cast_if_needed, dims, int64s, is_dynamic, oldest_opsets, reduce, takes_dtype
+from flow2onnx.plugin import Lowerings, cast, cast_if_needed, dims, hookimpl, int64s, is_dynamic, reduce, takes_dtype
+
+# since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
+# the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
+# Runtime). A lowering without since_opset is valid from the default, 11.
+LOWERINGS = Lowerings()
 
 
 class _Pooled:
@@ -64,6 +68,7 @@ def _onnx_ceil_size(size: int, kernel: int, stride: int, dilation: int, padding:
     return -(-(size + 2 * padding - dilation * (kernel - 1) - 1) // stride) + 1
 
 
+@LOWERINGS.op("max_pool_1d", "max_pool_2d", "max_pool_3d", since_opset=10)
 def lower_max_pool(ctx, op):
     _check_layout(ctx, op)
     kernel, stride, dilation = list(op.attr("kernel_size")), list(op.attr("stride")), list(op.attr("dilation"))
@@ -108,6 +113,7 @@ def lower_max_pool(ctx, op):
             cast(ctx, ctx.make_node("Mod", [outputs[1], plane])[0], ctx.dtype(indices), [indices])
 
 
+@LOWERINGS.op("avg_pool_1d", "avg_pool_2d", "avg_pool_3d", since_opset=10)
 def lower_avg_pool(ctx, op):
     _check_layout(ctx, op)
     if op.attr("divisor_override"):
@@ -208,33 +214,21 @@ def _dynamic_windows(ctx, x, axis: int, out: int) -> list[tuple[str, str]]:
     ]
 
 
+@LOWERINGS.op("adaptive_avg_pool1d", since_opset=9)
+@LOWERINGS.op("adaptive_avg_pool2d", "adaptive_avg_pool3d", since_opset=10)
 def lower_adaptive_avg_pool(ctx, op):
     _adaptive_pool(ctx, op, "GlobalAveragePool", "AveragePool", "ReduceMean")
 
 
+@LOWERINGS.op("adaptive_max_pool1d", "adaptive_max_pool3d", since_opset=9)
+@LOWERINGS.op("adaptive_max_pool2d", since_opset=10)
 def lower_adaptive_max_pool(ctx, op):
     if op.has_output("index") and ctx.is_read(op.output("index")):
         raise ctx.error("the pooling indices are used: ONNX MaxPool numbers them differently, so they cannot be exported")
     _adaptive_pool(ctx, op, "GlobalMaxPool", "MaxPool", "ReduceMax")
 
-# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
-# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
-OLDEST_OPSETS = {
-    "adaptive_avg_pool1d": 9,
-    "adaptive_avg_pool2d": 10,
-    "adaptive_avg_pool3d": 10,
-    "adaptive_max_pool1d": 9,
-    "adaptive_max_pool2d": 10,
-    "adaptive_max_pool3d": 9,
-    "avg_pool_1d": 10,
-    "avg_pool_2d": 10,
-    "avg_pool_3d": 10,
-    "max_pool_1d": 10,
-    "max_pool_2d": 10,
-    "max_pool_3d": 10,
-}
 
-
+@LOWERINGS.op("max_unpool_1d", "max_unpool_2d", "max_unpool_3d")
 def lower_max_unpool(ctx, op):
     """Each value written at its index within its channel's plane, zeros elsewhere: ScatterElements
     over the flattened spatial axes (OneFlow's indices count within one plane; ONNX MaxUnpool's
@@ -254,14 +248,4 @@ def lower_max_unpool(ctx, op):
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    register = oldest_opsets(register, OLDEST_OPSETS)
-    for op_type in ("adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d"):
-        register(op_type, lower_adaptive_max_pool)
-    for op_type in ("max_pool_1d", "max_pool_2d", "max_pool_3d"):
-        register(op_type, lower_max_pool)
-    for op_type in ("avg_pool_1d", "avg_pool_2d", "avg_pool_3d"):
-        register(op_type, lower_avg_pool)
-    for op_type in ("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d"):
-        register(op_type, lower_adaptive_avg_pool)
-    for op_type in ("max_unpool_1d", "max_unpool_2d", "max_unpool_3d"):
-        register(op_type, lower_max_unpool)
+    LOWERINGS.register_lowerings(register)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from flow2onnx import hookimpl
+from flow2onnx.plugin import Lowerings, hookimpl, reduce, scalar_like
 
-from flow2onnx.lowering.helpers import reduce, scalar_like
+LOWERINGS = Lowerings()
 
 
 def _check_formula(ctx, op):
@@ -45,6 +45,7 @@ def _scale_and_zero_point(ctx, op, maximum: str, minimum: str | None):
     ctx.make_node("Neg", [rounded], [zero_out])
 
 
+@LOWERINGS.op("min_max_observer")
 def lower_min_max_observer(ctx, op):
     _check_formula(ctx, op)
     x = op.input("in")
@@ -64,6 +65,7 @@ def lower_min_max_observer(ctx, op):
         _scale_and_zero_point(ctx, op, observed("ReduceMax", x), observed("ReduceMin", x))
 
 
+@LOWERINGS.op("moving_average_min_max_observer")
 def lower_moving_average_min_max_observer(ctx, op):
     """In inference the observer reports the scale of its stored moving maximum and minimum."""
     _check_formula(ctx, op)
@@ -95,11 +97,13 @@ def _quantized(ctx, op, outputs=None) -> tuple[str, str, str]:
     return levels, scale, zero_point
 
 
+@LOWERINGS.op("quantization")
 def lower_quantization(ctx, op):
     """The quantized levels, in the input's float type."""
     _quantized(ctx, op, [op.output("out")])
 
 
+@LOWERINGS.op("fake_quantization")
 def lower_fake_quantization(ctx, op):
     """Quantize and dequantize: the values the quantized model computes with."""
     levels, scale, zero_point = _quantized(ctx, op)
@@ -110,7 +114,4 @@ def lower_fake_quantization(ctx, op):
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    register("min_max_observer", lower_min_max_observer)
-    register("moving_average_min_max_observer", lower_moving_average_min_max_observer)
-    register("quantization", lower_quantization)
-    register("fake_quantization", lower_fake_quantization)
+    LOWERINGS.register_lowerings(register)

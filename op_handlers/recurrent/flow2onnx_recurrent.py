@@ -26,9 +26,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import int64s, squeeze
-from flow2onnx.lowering.patterns import PatternMatch
+from flow2onnx.plugin import Lowerings, PatternMatch, hookimpl, import_oneflow, int64s, squeeze
+
+LOWERINGS = Lowerings()
+
 
 log = logging.getLogger("flow2onnx")
 
@@ -122,8 +123,6 @@ def match_recurrent(graph):
 
 
 def _recurrent_class(module):
-    from flow2onnx._oneflow import import_oneflow
-
     if module is None:
         return None
     nn = import_oneflow().nn
@@ -294,6 +293,7 @@ def _is_lstm_hidden(graph, tensor: str) -> bool:
 # ---- lowering ----
 
 
+@LOWERINGS.pattern("recurrent", match_recurrent)
 def lower_recurrent(ctx, match):
     """An ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` as one ONNX LSTM, GRU or RNN node per layer, any sequence length."""
     module: Recurrent = match.data
@@ -388,4 +388,4 @@ def _merge_directions(ctx, module: Recurrent, y: str, batch_first: bool, output:
 
 @hookimpl
 def flow2onnx_register_patterns(register):
-    register("recurrent", match_recurrent, lower_recurrent)
+    LOWERINGS.register_patterns(register)

@@ -7,20 +7,14 @@ registered once.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from flow2onnx import hookimpl
+from flow2onnx.plugin import Lowerings, accepted_dtype, cast, cast_if_needed, dims, hookimpl, int64s, is_dynamic, normalize_axes, reduce, unsqueeze
 
-from flow2onnx.lowering.helpers import accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, oldest_opsets, reduce, unsqueeze
-
-_REDUCE = {
-    "reduce_sum": "ReduceSum",
-    "reduce_max": "ReduceMax",
-    "reduce_min": "ReduceMin",
-    "reduce_prod": "ReduceProd",
-}
+# since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
+# the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
+# Runtime). A lowering without since_opset is valid from the default, 11.
+LOWERINGS = Lowerings()
 
 
 def _axes(ctx, x, axes):
@@ -43,6 +37,19 @@ def lower_reduce(ctx, op, onnx_type: str):
     cast(ctx, result, ctx.dtype(out), [out])
 
 
+# OneFlow op type -> (ONNX op type, since_opset)
+_REDUCE = {
+    "reduce_sum": ("ReduceSum", 9),
+    "reduce_max": ("ReduceMax", 9),
+    "reduce_min": ("ReduceMin", 9),
+    "reduce_prod": ("ReduceProd", 9),
+}
+for op_type, (onnx_type, since) in _REDUCE.items():
+    LOWERINGS.add(op_type, lower_reduce, since_opset=since, onnx_type=onnx_type)
+
+
+@LOWERINGS.op("reduce_any", since_opset=9, onnx_type="ReduceMax")
+@LOWERINGS.op("reduce_all", since_opset=9, onnx_type="ReduceMin")
 def lower_reduce_bool(ctx, op, onnx_type: str):
     """any / all: the max / min of the values as 0/1 integers."""
     x = op.input("input_tensor")
@@ -52,6 +59,7 @@ def lower_reduce_bool(ctx, op, onnx_type: str):
     cast(ctx, result, np.bool_, [op.output("output_tensor")])
 
 
+@LOWERINGS.op("var", since_opset=9)
 def lower_var(ctx, op):
     """Two-pass variance: mean of the squared deviations, divided by N - 1 when unbiased."""
     x = op.input("input")
@@ -76,6 +84,7 @@ def lower_var(ctx, op):
     ctx.make_node("Div", [total, ctx.constant(np.array(count, dtype), "count")], [op.output("output")])
 
 
+@LOWERINGS.op("argmax", since_opset=9, onnx_type="ArgMax")
 def lower_arg(ctx, op, onnx_type: str):
     """OneFlow's argmax reduces the last axis without keeping it (it transposes for others).
 
@@ -99,6 +108,7 @@ def _indices_out(ctx, indices, out):
         cast(ctx, indices, ctx.dtype(out), [out])
 
 
+@LOWERINGS.op("top_k")
 def lower_top_k(ctx, op):
     """OneFlow's top_k returns only the indices (of the last axis); the values come from a dim_gather."""
     x = op.input("in")
@@ -111,6 +121,7 @@ def lower_top_k(ctx, op):
     _indices_out(ctx, indices, op.output("out"))
 
 
+@LOWERINGS.op("arg_sort")
 def lower_arg_sort(ctx, op):
     x = op.input("in")
     if is_dynamic(ctx, x, ctx.rank(x) - 1):
@@ -146,6 +157,7 @@ def _insertion_points(ctx, op, sequence, values, out, axis):
     reduce(ctx, "ReduceSum", cast(ctx, before, dtype), [axis], False, [out])
 
 
+@LOWERINGS.op("searchsorted")
 def lower_searchsorted(ctx, op):
     """searchsorted by broadcast comparison: values (..., K) against the sequence (..., M) as
     (..., K, 1) against (..., 1, M), or against a 1-D sequence directly, summed over M."""
@@ -158,6 +170,7 @@ def lower_searchsorted(ctx, op):
     _insertion_points(ctx, op, unsqueeze(ctx, sequence, [rank - 1]), unsqueeze(ctx, values_in, [rank]), out, rank)
 
 
+@LOWERINGS.op("searchsorted_scalar")
 def lower_searchsorted_scalar(ctx, op):
     """searchsorted of one Python number in a 1-D sequence; OneFlow converts the number to the
     sequence's dtype first (2.5 in an int64 sequence is searched as 2)."""
@@ -165,20 +178,8 @@ def lower_searchsorted_scalar(ctx, op):
     value = ctx.constant(np.array(op.attr("values")).astype(ctx.dtype(sequence)), "value")
     _insertion_points(ctx, op, sequence, value, out, 0)
 
-# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
-# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
-OLDEST_OPSETS = {
-    "argmax": 9,
-    "reduce_all": 9,
-    "reduce_any": 9,
-    "reduce_max": 9,
-    "reduce_min": 9,
-    "reduce_prod": 9,
-    "reduce_sum": 9,
-    "var": 9,
-}
 
-
+@LOWERINGS.op("reduce_nansum")
 def lower_reduce_nansum(ctx, op):
     """A sum that counts NaN as 0."""
     x, out = op.input("input_tensor"), op.output("output_tensor")
@@ -203,12 +204,14 @@ def _lower_median(ctx, x, values_out, indices_out=None):
         ctx.make_node("Gather", [indices, kth], [indices_out], axis=-1)
 
 
+@LOWERINGS.op("median")
 def lower_median(ctx, op):
     """The median of every element."""
     (flat,) = ctx.make_node("Reshape", [op.input("input"), int64s(ctx, [-1], "flat")])
     _lower_median(ctx, flat, op.output("output"))
 
 
+@LOWERINGS.op("median_with_indices")
 def lower_median_with_indices(ctx, op):
     """The median along the last axis and its index (OneFlow moves the reduced axis last first)."""
     _lower_median(ctx, op.input("input"), op.output("values"), op.output("indices"))
@@ -216,18 +219,4 @@ def lower_median_with_indices(ctx, op):
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    register = oldest_opsets(register, OLDEST_OPSETS)
-    for op_type, onnx_type in _REDUCE.items():
-        lowering = functools.partial(lower_reduce, onnx_type=onnx_type)
-        register(op_type, lowering)
-    for op_type, onnx_type in (("reduce_any", "ReduceMax"), ("reduce_all", "ReduceMin")):
-        register(op_type, functools.partial(lower_reduce_bool, onnx_type=onnx_type))
-    register("var", lower_var)
-    register("argmax", functools.partial(lower_arg, onnx_type="ArgMax"))
-    register("top_k", lower_top_k)
-    register("arg_sort", lower_arg_sort)
-    register("searchsorted", lower_searchsorted)
-    register("searchsorted_scalar", lower_searchsorted_scalar)
-    register("reduce_nansum", lower_reduce_nansum)
-    register("median", lower_median)
-    register("median_with_indices", lower_median_with_indices)
+    LOWERINGS.register_lowerings(register)

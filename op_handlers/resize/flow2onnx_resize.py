@@ -9,24 +9,13 @@ where it follows the dynamic axes (``F.interpolate(x, size=skip.shape[2:])``).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from flow2onnx import hookimpl
+from flow2onnx.plugin import Lowerings, dims, hookimpl, int64s, newer_form, resize, sizes_attr
 
-from flow2onnx.lowering.helpers import dims, int64s, newer_form, resize, sizes_attr
+LOWERINGS = Lowerings()
 
-# OneFlow op type -> (ONNX Resize mode, number of spatial axes)
-_UPSAMPLE = {
-    "upsample_nearest_1d": ("nearest", 1),
-    "upsample_nearest_2d": ("nearest", 2),
-    "upsample_nearest_3d": ("nearest", 3),
-    "upsample_linear_1d": ("linear", 1),
-    "upsample_bilinear_2d": ("linear", 2),
-    "upsample_trilinear_3d": ("linear", 3),
-    "upsample_bicubic_2d": ("cubic", 2),
-}
+
 _SCALE_ATTRS = {1: ["scale_factor"], 2: ["height_scale", "width_scale"], 3: ["depth_scale", "height_scale", "width_scale"]}
 
 
@@ -58,10 +47,25 @@ def lower_upsample(ctx, op, mode: str, spatial: int):
     resize(ctx, x, roi, scale_input, outputs=[op.output("y")], **attributes)
 
 
+# OneFlow op type -> (ONNX Resize mode, number of spatial axes)
+_UPSAMPLE = {
+    "upsample_nearest_1d": ("nearest", 1),
+    "upsample_nearest_2d": ("nearest", 2),
+    "upsample_nearest_3d": ("nearest", 3),
+    "upsample_linear_1d": ("linear", 1),
+    "upsample_bilinear_2d": ("linear", 2),
+    "upsample_trilinear_3d": ("linear", 3),
+    "upsample_bicubic_2d": ("cubic", 2),
+}
+for op_type, (mode, spatial) in _UPSAMPLE.items():
+    LOWERINGS.add(op_type, lower_upsample, mode=mode, spatial=spatial)
+
+
 # OneFlow's grid_sample interpolation mode -> ONNX GridSample's mode before opset 20 and from 20.
 _GRID_SAMPLE_MODES = {"bilinear": ("bilinear", "linear"), "nearest": ("nearest", "nearest"), "bicubic": ("bicubic", "cubic")}
 
 
+@LOWERINGS.op("grid_sample", since_opset=16)
 def lower_grid_sample(ctx, op):
     """grid_sample as GridSample (opset 16). ONNX's modes and padding modes are OneFlow's, with the
     same align_corners; volumetric (5-D) input needs opset 20, where GridSample takes any rank."""
@@ -92,6 +96,7 @@ def _grid_coordinates(size: int, align_corners: bool) -> np.ndarray:
     return steps if align_corners else steps * (size - 1) / size
 
 
+@LOWERINGS.op("affine_grid")
 def lower_affine_grid(ctx, op):
     """affine_grid: the base grid of (x, y[, z], 1) coordinates, a constant of the output's spatial
     size, times each batch's transposed theta (MatMul broadcasts it over the batch, so the batch
@@ -117,7 +122,4 @@ def lower_affine_grid(ctx, op):
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    for op_type, (mode, spatial) in _UPSAMPLE.items():
-        register(op_type, functools.partial(lower_upsample, mode=mode, spatial=spatial))
-    register("grid_sample", lower_grid_sample, since_opset=16)
-    register("affine_grid", lower_affine_grid)
+    LOWERINGS.register_lowerings(register)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 from onnx import numpy_helper
 
-from flow2onnx import hookimpl
-from flow2onnx.lowering.helpers import cast_if_needed, oldest_opsets, reshaped_weight, size_value, sizes_attr, sizes_tensor
+from flow2onnx.plugin import Lowerings, cast_if_needed, hookimpl, reshaped_weight, size_value, sizes_attr, sizes_tensor
+
+# since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
+# the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
+# Runtime). A lowering without since_opset is valid from the default, 11.
+LOWERINGS = Lowerings()
 
 
+@LOWERINGS.op("reshape", since_opset=9)
 def lower_reshape(ctx, op):
     x = op.input("in")
     if reshaped_weight(ctx, x, op.output("out")):
@@ -52,6 +57,7 @@ def lower_reshape(ctx, op):
     ctx.make_node("Reshape", [x, shape], [op.output("out")])
 
 
+@LOWERINGS.op("constant", since_opset=9)
 def lower_constant(ctx, op):
     """A tensor filled with one value that the graph creates (e.g. BatchNorm's unit scale when affine=False)."""
     dtype = op.attr("dtype") or ctx.dtype(op.output("out"))
@@ -65,6 +71,7 @@ def lower_constant(ctx, op):
     )
 
 
+@LOWERINGS.op("arange")
 def lower_arange(ctx, op):
     dtype = ctx.dtype(op.output("out"))
     prefix = "float" if np.issubdtype(dtype, np.floating) else "integer"
@@ -77,6 +84,7 @@ def lower_arange(ctx, op):
     ctx.make_node("Range", inputs, [op.output("out")])
 
 
+@LOWERINGS.op("fill_", since_opset=9)
 def lower_fill(ctx, op):
     """``x.fill_(value)``: a tensor of x's shape, read from the graph so a dynamic size follows, and
     of its dtype, holding the scalar the model gave (a float for float tensors, an int for integers)."""
@@ -87,6 +95,7 @@ def lower_fill(ctx, op):
     ctx.make_node("ConstantOfShape", [shape], [out], value=numpy_helper.from_array(np.array([value]).astype(dtype)))
 
 
+@LOWERINGS.op("fill_tensor_", since_opset=9)
 def lower_fill_tensor(ctx, op):
     """``x.fill_(value)`` with a 0-d tensor as the value: the value, converted to x's dtype, broadcast to x's shape."""
     x, out = op.input("in"), op.output("out")
@@ -94,16 +103,8 @@ def lower_fill_tensor(ctx, op):
     (shape,) = ctx.make_node("Shape", [x])
     ctx.make_node("Expand", [value, shape], [out])
 
-# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
-# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
-OLDEST_OPSETS = {
-    "constant": 9,
-    "fill_": 9,
-    "fill_tensor_": 9,
-    "reshape": 9,
-}
 
-
+@LOWERINGS.op("eye")
 def lower_eye(ctx, op):
     eye = np.eye(int(op.attr("rows")), int(op.attr("cols")), dtype=np.dtype(op.attr("dtype")))
     ctx.make_node("Identity", [ctx.constant(eye, "eye")], [op.output("out")])
@@ -111,10 +112,4 @@ def lower_eye(ctx, op):
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    register = oldest_opsets(register, OLDEST_OPSETS)
-    register("reshape", lower_reshape)
-    register("arange", lower_arange)
-    register("constant", lower_constant)
-    register("fill_", lower_fill)
-    register("fill_tensor_", lower_fill_tensor)
-    register("eye", lower_eye)
+    LOWERINGS.register_lowerings(register)

@@ -10,23 +10,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from flow2onnx import hookimpl
+from flow2onnx.plugin import INT64_MAX, INT64_MIN, Lowerings, accepted_dtype, cast, cast_if_needed, dims, hookimpl, int64s, is_dynamic, normalize_axes, reduce, reshaped_weight, select, sizes_tensor, squeeze, typed_node, unsqueeze
 
-from flow2onnx.lowering.helpers import INT64_MAX, INT64_MIN, accepted_dtype, cast, cast_if_needed, dims, int64s, is_dynamic, normalize_axes, oldest_opsets, reduce, reshaped_weight, select, sizes_tensor, squeeze, typed_node, unsqueeze
+# since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
+# the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
+# Runtime). A lowering without since_opset is valid from the default, 11.
+LOWERINGS = Lowerings()
 
 
+@LOWERINGS.op("identity", since_opset=9)
 def lower_identity(ctx, op):
     ctx.make_node("Identity", [op.input("in")], [op.output("out")])
 
 
+@LOWERINGS.op("cast", since_opset=9)
 def lower_cast(ctx, op):
     cast(ctx, op.input("in"), ctx.dtype(op.output("out")), [op.output("out")])
 
 
+@LOWERINGS.op("transpose", since_opset=9)
 def lower_transpose(ctx, op):
     ctx.make_node("Transpose", [op.input("input")], [op.output("output")], perm=list(op.attr("perm")))
 
 
+@LOWERINGS.op("concat", since_opset=9)
 def lower_concat(ctx, op):
     inputs = op.input_list("in")
     out = op.output("out")
@@ -36,6 +43,7 @@ def lower_concat(ctx, op):
     ctx.make_node("Concat", inputs, [out], axis=axis)
 
 
+@LOWERINGS.op("stack", since_opset=9)
 def lower_stack(ctx, op):
     out = op.output("out")
     axis = normalize_axes([op.attr("axis")], ctx.rank(out))[0]
@@ -54,6 +62,7 @@ def _slice(ctx, x, out, starts, ends, axes, steps):
     )
 
 
+@LOWERINGS.op("slice", since_opset=10)
 def lower_slice(ctx, op):
     x = op.input("x")
     shape = ctx.shape(x)
@@ -70,6 +79,7 @@ def lower_slice(ctx, op):
     _slice(ctx, x, op.output("y"), starts, ends, axes, steps)
 
 
+@LOWERINGS.op("narrow", since_opset=10)
 def lower_narrow(ctx, op):
     x = op.input("in")
     axis = normalize_axes([op.attr("dim")], ctx.rank(x))[0]
@@ -83,6 +93,7 @@ def lower_narrow(ctx, op):
     _slice(ctx, x, op.output("out"), [start], [INT64_MAX if start + length >= size else start + length], [axis], [1])
 
 
+@LOWERINGS.op("expand_dims", since_opset=9)
 def lower_expand_dims(ctx, op):
     out = op.output("out")
     if reshaped_weight(ctx, op.input("in"), out):
@@ -91,6 +102,7 @@ def lower_expand_dims(ctx, op):
     unsqueeze(ctx, op.input("in"), [axis], [out])
 
 
+@LOWERINGS.op("squeeze", since_opset=9)
 def lower_squeeze(ctx, op):
     x = op.input("in")
     if reshaped_weight(ctx, x, op.output("out")):
@@ -102,6 +114,7 @@ def lower_squeeze(ctx, op):
     squeeze(ctx, x, axes, [op.output("out")])
 
 
+@LOWERINGS.op("expand", since_opset=10)
 def lower_expand(ctx, op):
     x = op.input("in")
     source = list(ctx.shape(x))
@@ -126,6 +139,7 @@ def lower_expand(ctx, op):
     ctx.make_node("Expand", [x, shape_input], [op.output("out")])
 
 
+@LOWERINGS.op("flip", since_opset=10)
 def lower_flip(ctx, op):
     x = op.input("x")
     axes = normalize_axes(list(op.attr("dims")), ctx.rank(x))
@@ -133,6 +147,7 @@ def lower_flip(ctx, op):
     _slice(ctx, x, op.output("y"), [-1] * count, [INT64_MIN] * count, axes, [-1] * count)
 
 
+@LOWERINGS.op("roll", since_opset=10)
 def lower_roll(ctx, op):
     x = op.input("in")
     shifts, axes = list(op.attr("shifts")), list(op.attr("dims") or [])
@@ -152,6 +167,7 @@ def lower_roll(ctx, op):
     ctx.make_node("Identity", [current], [op.output("out")])
 
 
+@LOWERINGS.op("slice_update")
 def lower_slice_update(ctx, op):
     """``ref[start:stop] = value`` without copying: value and a mask padded to ref's shape, then a select."""
     from onnx import numpy_helper
@@ -176,6 +192,7 @@ def lower_slice_update(ctx, op):
     select(ctx, mask, padded, ref, ctx.dtype(ref), [op.output("y")])
 
 
+@LOWERINGS.op("pad")
 def lower_pad(ctx, op):
     x = op.input("x")
     dtype = ctx.dtype(x)
@@ -194,6 +211,8 @@ def lower_pad(ctx, op):
     )
 
 
+@LOWERINGS.op("reflection_pad1d", "reflection_pad2d", mode="reflect")
+@LOWERINGS.op("replication_pad1d", "replication_pad2d", mode="edge")
 def lower_pad_mode(ctx, op, mode: str):
     """reflection_pad / replication_pad: ``padding`` lists (begin, end) pairs from the last axis backwards."""
     x = op.input("x")
@@ -205,24 +224,8 @@ def lower_pad_mode(ctx, op, mode: str):
         before[axis], after[axis] = padding[2 * pair], padding[2 * pair + 1]
     typed_node(ctx, "Pad", [x, int64s(ctx, before + after, "pads")], ctx.dtype(x), [op.output("y")], operands=1, mode=mode)
 
-# The oldest opset each lowering's nodes can be expressed in, where older than the default 11
-# (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX Runtime).
-OLDEST_OPSETS = {
-    "cast": 9,
-    "concat": 9,
-    "expand": 10,
-    "expand_dims": 9,
-    "flip": 10,
-    "identity": 9,
-    "narrow": 10,
-    "roll": 10,
-    "slice": 10,
-    "squeeze": 9,
-    "stack": 9,
-    "transpose": 9,
-}
 
-
+@LOWERINGS.op("as_strided")
 def lower_as_strided(ctx, op):
     """A view of the input's elements at ``storage_offset + sum(i_k * stride_k)``: a Gather of the
     flattened input at those positions, computed here from the static sizes and strides."""
@@ -236,6 +239,7 @@ def lower_as_strided(ctx, op):
     ctx.make_node("Gather", [flat, ctx.constant(positions, "positions")], [op.output("output")], axis=0)
 
 
+@LOWERINGS.op("broadcast_like")
 def lower_broadcast_like(ctx, op):
     """x expanded to the shape of ``like``; where x lacks the broadcast axes, they are inserted first."""
     x, like = op.input("x"), op.input("like")
@@ -245,6 +249,7 @@ def lower_broadcast_like(ctx, op):
     ctx.make_node("Expand", [x, shape], [op.output("y")])
 
 
+@LOWERINGS.op("unfold_tensor")
 def lower_unfold_tensor(ctx, op):
     """Tensor.unfold: windows of ``size`` every ``step`` along ``dimension``, the window last."""
     x = op.input("x")
@@ -258,6 +263,7 @@ def lower_unfold_tensor(ctx, op):
     ctx.make_node("Transpose", [picked], [op.output("y")], perm=perm)
 
 
+@LOWERINGS.op("repeat_interleave")
 def lower_repeat_interleave(ctx, op):
     """The index of each of ``repeat_num`` outputs: for output j, how many cumulative repeat counts
     are at most j (which element of the input it repeats)."""
@@ -274,26 +280,4 @@ def lower_repeat_interleave(ctx, op):
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    register = oldest_opsets(register, OLDEST_OPSETS)
-    register("identity", lower_identity)
-    register("cast", lower_cast)
-    register("transpose", lower_transpose)
-    register("concat", lower_concat)
-    register("slice", lower_slice)
-    register("narrow", lower_narrow)
-    register("expand", lower_expand)
-    register("flip", lower_flip)
-    register("roll", lower_roll)
-    register("slice_update", lower_slice_update)
-    register("pad", lower_pad)
-    for op_type in ("reflection_pad1d", "reflection_pad2d"):
-        register(op_type, lambda ctx, op: lower_pad_mode(ctx, op, "reflect"))
-    for op_type in ("replication_pad1d", "replication_pad2d"):
-        register(op_type, lambda ctx, op: lower_pad_mode(ctx, op, "edge"))
-    register("stack", lower_stack)
-    register("expand_dims", lower_expand_dims)
-    register("squeeze", lower_squeeze)
-    register("as_strided", lower_as_strided)
-    register("broadcast_like", lower_broadcast_like)
-    register("unfold_tensor", lower_unfold_tensor)
-    register("repeat_interleave", lower_repeat_interleave)
+    LOWERINGS.register_lowerings(register)

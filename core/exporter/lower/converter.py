@@ -101,6 +101,16 @@ def convert(
         graph, opset, dynamic_batch=dynamic_batch or batch_everywhere, dynamic_axes=axes, variant=variant, variant_names=twins
     )
     watch_renames(ctx, [*aliases, *graph.output_sources], aliases.values())
+    used, placed = _lower_ops(ctx, graph, registry, opset, groups, claimed)
+    model = built_model(ctx)
+    weights = _assemble(model, ctx, graph, aliases, axes, dynamic_batch, opset, producer_version)
+    groups = [group for position in sorted(placed) for group in placed[position]]
+    return Conversion(model, used, weights, groups, weight_reader(graph.read_weight, ctx.derived_weights))
+
+
+def _lower_ops(ctx, graph: FlowGraph, registry: Registry, opset: int, groups, claimed) -> tuple[dict, dict]:
+    """Lower each op in order, and each claimed group where it belongs among them: the lowering
+    used per op type, and the groups by position."""
     used: dict[str, Lowering] = {}
     placed: dict[int, list[ClaimedGroup]] = {}
     lowered = progress.Counter("lowering", len(graph.ops), "ops", every=max(1000, len(graph.ops) // 50))
@@ -118,8 +128,11 @@ def convert(
         ctx.lower(op, lowering)
     for group in placed.get(len(graph.ops), ()):
         ctx.lower_pattern(group.match, group.pattern)
+    return used, placed
 
-    model = built_model(ctx)
+
+def _assemble(model, ctx, graph: FlowGraph, aliases, axes, dynamic_batch: bool, opset: int, producer_version: str) -> dict:
+    """Give the lowered nodes their graph's inputs, outputs, opsets and metadata: the weights read."""
     onnx_graph = model.graph
     mentions, read = renames_and_reads(ctx)
     extra = _bind_outputs(graph, onnx_graph.node, ctx.derived_weights, aliases, mentions)
@@ -137,8 +150,7 @@ def convert(
         _non_negative_axes(model, weights)
     if any(axes.values()):
         _symbolic_outputs(model, weights)
-    groups = [group for position in sorted(placed) for group in placed[position]]
-    return Conversion(model, used, weights, groups, weight_reader(graph.read_weight, ctx.derived_weights))
+    return weights
 
 
 #: Before this opset, these operators' axis attributes must not be negative.

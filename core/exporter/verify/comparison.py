@@ -241,22 +241,7 @@ def compare(
             name, batch_size, shape, dtype, 0.0, 0.0, 0.0, atol, rtol, True, inputs=inputs,
             unverified="computed from indices of floats (at edge values the order of ties and NaN is each runtime's choice)",
         )
-    finite_want, finite_got = np.isfinite(want), np.isfinite(got)
-    # Where OneFlow's value is the reference (everywhere, except where it overflowed in an edge run).
-    reference = finite_want & (np.abs(want) < overflow_margin(expected.dtype)) if edges and expected.dtype.kind == "f" else np.ones(want.shape, bool)
-    both_finite = finite_want & finite_got & reference
-    # Where either side is not finite, the two must be the very same value (NaN and NaN, +inf and +inf).
-    nonfinite_bad = reference & ~(finite_want & finite_got) & ~((want == got) | (np.isnan(want) & np.isnan(got)))
-    magnitude = np.abs(np.where(finite_want & reference, want, 0.0))
-    scaled_atol = atol * max(1.0, float(magnitude.max(initial=0.0)))
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: masked out just below
-        diff = np.where(both_finite, np.abs(got - want), 0.0)
-    bad = nonfinite_bad | (diff > scaled_atol + rtol * magnitude)
-    if expected.dtype.kind not in "fc":
-        # Exact in the integers' own type: float64 cannot tell apart int64 values past 2**53.
-        bad |= expected != actual
-    # Relative to the magnitude, floored at the absolute tolerance so that zeros do not explode it.
-    rel = diff / np.maximum(magnitude, scaled_atol if scaled_atol > 0 else np.finfo(np.float64).tiny)
+    finite_want, reference, nonfinite_bad, bad, diff, rel, scaled_atol = _judged(expected, actual, want, got, edges, atol, rtol)
     any_nonfinite_bad = bool(nonfinite_bad.any())
     return OutputComparison(
         name=name,
@@ -278,6 +263,30 @@ def compare(
         inputs=inputs,
         uncompared=int((~reference).sum()),
     )
+
+
+def _judged(expected, actual, want, got, edges: bool, atol: float, rtol: float):
+    """The element masks and differences of :func:`compare`: where OneFlow's value is finite, where
+    it is the reference, where a non-finite value differs, where any element fails; the absolute
+    and relative differences, and the absolute tolerance scaled by the largest magnitude."""
+    finite_got = np.isfinite(got)
+    finite_want = np.isfinite(want)
+    # Where OneFlow's value is the reference (everywhere, except where it overflowed in an edge run).
+    reference = finite_want & (np.abs(want) < overflow_margin(expected.dtype)) if edges and expected.dtype.kind == "f" else np.ones(want.shape, bool)
+    both_finite = finite_want & finite_got & reference
+    # Where either side is not finite, the two must be the very same value (NaN and NaN, +inf and +inf).
+    nonfinite_bad = reference & ~(finite_want & finite_got) & ~((want == got) | (np.isnan(want) & np.isnan(got)))
+    magnitude = np.abs(np.where(finite_want & reference, want, 0.0))
+    scaled_atol = atol * max(1.0, float(magnitude.max(initial=0.0)))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: masked out just below
+        diff = np.where(both_finite, np.abs(got - want), 0.0)
+    bad = nonfinite_bad | (diff > scaled_atol + rtol * magnitude)
+    if expected.dtype.kind not in "fc":
+        # Exact in the integers' own type: float64 cannot tell apart int64 values past 2**53.
+        bad |= expected != actual
+    # Relative to the magnitude, floored at the absolute tolerance so that zeros do not explode it.
+    rel = diff / np.maximum(magnitude, scaled_atol if scaled_atol > 0 else np.finfo(np.float64).tiny)
+    return finite_want, reference, nonfinite_bad, bad, diff, rel, scaled_atol
 
 
 def has_reference(expected: np.ndarray) -> bool:

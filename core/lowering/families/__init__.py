@@ -7,7 +7,7 @@ meets an op of a missing family should still say which distribution to install: 
 ``op_families.json`` (family -> op types) says. It is generated from the families' own
 registrations by this package's ``__main__``, and a test fails when it is out of date:
 
-    python -m flow2onnx.lowering.families    # rewrites op_families.json from the families in op_handlers/
+    python -m tools.families    # rewrites op_families.json from the families in op_handlers/
 """
 
 from __future__ import annotations

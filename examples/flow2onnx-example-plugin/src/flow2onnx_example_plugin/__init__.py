@@ -5,11 +5,15 @@ express, to the ``Inverse`` op of ONNX Runtime's own ``com.microsoft`` domain, a
 post-pass named ``example-metadata`` that records where the model came from in its metadata.
 """
 
-from flow2onnx import hookimpl
+from flow2onnx.plugin import Lowerings, hookimpl
 
 __version__ = "0.1.0"
 
+#: This plugin's lowerings, each registered where it is defined.
+LOWERINGS = Lowerings()
 
+
+@LOWERINGS.op("inv", since_opset=9)  # Inverse needs nothing newer than opset 9
 def lower_inv(ctx, op):
     """Inverse of each square matrix in the last two dimensions."""
     if ctx.dtype(op.input("x")).kind != "f":
@@ -28,7 +32,7 @@ def add_metadata(model):
 
 @hookimpl
 def flow2onnx_register_lowerings(register):
-    register("inv", lower_inv)
+    LOWERINGS.register_lowerings(register)
 
 
 @hookimpl

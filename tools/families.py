@@ -1,4 +1,4 @@
-"""``python -m flow2onnx.lowering.families``: regenerate op_families.json from the installed families.
+"""``python -m tools.families``: regenerate op_families.json from the installed families.
 
 The families are those of the source checkout this package was installed from: the distributions
 under ``op_handlers/`` that declare a ``flow2onnx`` entry point (``op_handlers/all/``, the
@@ -12,10 +12,10 @@ import pathlib
 import re
 import sys
 
-from . import CATALOGUE
-from ..plugin_manager import load_plugins
+from flow2onnx.lowering.families import CATALOGUE
+from flow2onnx.lowering.plugin_manager import load_plugins
 
-CHECKOUT_FAMILIES = pathlib.Path(__file__).resolve().parents[3] / "op_handlers"
+CHECKOUT_FAMILIES = pathlib.Path(__file__).resolve().parents[1] / "op_handlers"
 
 
 def render(registry, families: list[str]) -> str:

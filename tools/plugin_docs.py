@@ -1,6 +1,6 @@
 """The generated references of docs/plugins.md: the hooks, and the lowering API a lowering calls.
 
-``python -m flow2onnx.lowering.plugin_docs docs/plugins.md`` rewrites the parts of the file between
+``python -m tools.plugin_docs docs/plugins.md`` rewrites the parts of the file between
 the markers below from the docstrings of the hook specs and of :class:`LoweringContext`,
 :class:`FlowOp` and :class:`OpSchema`; a test fails when the file is not current.
 """
@@ -12,15 +12,15 @@ import inspect
 import re
 import sys
 
-from . import hookspecs
-from .context import LoweringContext
-from .graph import FlowGraph, FlowOp, TensorInfo
-from .patterns import PatternMatch
-from .schema import ArgSpec, AttrSpec, OpSchema
+from flow2onnx.lowering import hookspecs
+from flow2onnx.lowering.context import LoweringContext
+from flow2onnx.lowering.graph import FlowGraph, FlowOp, TensorInfo
+from flow2onnx.lowering.patterns import PatternMatch
+from flow2onnx.lowering.schema import ArgSpec, AttrSpec, OpSchema
 
-BEGIN = "<!-- hook reference: generated from core/lowering/hookspecs.py by `python -m flow2onnx.lowering.plugin_docs docs/plugins.md` -->"
+BEGIN = "<!-- hook reference: generated from core/lowering/hookspecs.py by `python -m tools.plugin_docs docs/plugins.md` -->"
 END = "<!-- end of hook reference -->"
-API_BEGIN = "<!-- lowering API reference: generated from core/lowering/{context,graph,schema,patterns}.py by `python -m flow2onnx.lowering.plugin_docs docs/plugins.md` -->"
+API_BEGIN = "<!-- lowering API reference: generated from core/lowering/{context,graph,schema,patterns}.py by `python -m tools.plugin_docs docs/plugins.md` -->"
 API_END = "<!-- end of lowering API reference -->"
 
 #: The classes of the lowering API, with the name a lowering usually gives an instance.
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     """Rewrite the generated parts of the file named in ``argv``."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m flow2onnx.lowering.plugin_docs docs/plugins.md", file=sys.stderr)
+        print("usage: python -m tools.plugin_docs docs/plugins.md", file=sys.stderr)
         return 2
     with open(argv[0]) as file:
         text = file.read()
