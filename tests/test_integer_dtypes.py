@@ -233,3 +233,35 @@ def test_small_integer_gaps_are_onnx_runtimes_not_the_models(fn, op_type, opset,
     assert ill_typed_nodes(model) == []
     with pytest.raises(Exception, match="NOT_IMPLEMENTED"):
         onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+
+
+#: int64 values around 2**31 and 2**32, of both signs, and the small values they are compared with:
+#: where ONNX Runtime's int64 Min, Max and Clip answer wrongly (helpers.MISCOMPARED).
+PAST_INT32 = np.array([2**31 - 1, 2**31, 2**31 + 5, 3 * 10**9, 2**32 - 1, 2**32, 2**40,
+                       -(2**31), -(2**31) - 1, -3 * 10**9, -(2**32) + 1, -(2**40), 0, 1, -1, 2, 5, -7], dtype=np.int64)
+
+
+@pytest.mark.parametrize("opset", [11, 12, flow2onnx.DEFAULT_OPSET])
+@pytest.mark.parametrize(
+    "name, fn",
+    [
+        ("minimum", lambda m, x, y: flow.minimum(x, y)),
+        ("maximum", lambda m, x, y: flow.maximum(x, y)),
+        ("clamp", lambda m, x, y: flow.clamp(x, -1, 2) + y * 0),
+        ("clamp_min", lambda m, x, y: flow.clamp(x, min=-1) + y * 0),
+        ("clamp_max", lambda m, x, y: flow.clamp(x, max=2) + y * 0),
+    ],
+)
+def test_int64_extremes_past_32_bits_are_onnx_runtimes_own_answers_no_more(name, fn, opset, tmp_path):
+    # Fuzzer 5:5288: a clamp of x + y verified (verification draws integers in [0, 10)) and then
+    # gave 2147483648 for clamp(2147483648, -1, 2), through ONNX Runtime's int64 Clip.
+    model = Lambda(fn).eval()
+    example = [flow.tensor(np.arange(6, dtype=np.int64).reshape(2, 3)), flow.tensor(np.ones((2, 3), np.int64))]
+    path = tmp_path / f"{name}{opset}.onnx"
+    flow2onnx.export(model, example, str(path), opset=opset, dynamic_axes={"input_0": {0: "n"}, "input_1": {0: "n"}})
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = PAST_INT32.reshape(6, 3)
+    y = np.roll(PAST_INT32, 7).reshape(6, 3)
+    want = model(flow.tensor(x), flow.tensor(y)).numpy()
+    (got,) = session.run(None, {"input_0": x, "input_1": y})
+    np.testing.assert_array_equal(got, want)
