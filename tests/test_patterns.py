@@ -73,6 +73,32 @@ def test_a_pattern_lowers_its_groups_and_leaves_the_other_ops_to_their_lowerings
     assert [(node.name, list(node.output)) for node in mins] == [("model/Min", ["model/output_0"]), ("model_1/Min", ["model_1/output_0"])]
 
 
+def test_the_groups_claimed_are_computed_once_per_graph_and_dropped_with_it(tmp_path):
+    import gc
+
+    from flow2onnx.lowering import patterns
+
+    calls = []
+
+    def counting_match(graph):
+        calls.append(graph)
+        return list(match_negated_relu(graph))
+
+    plugin = pattern_plugin("Counting", match=counting_match)
+    registry = load_plugins(extra_plugins=[plugin]).registry
+    result = export_module(two_negated_relus(), [(2, 5)], tmp_path / "m.onnx", plugins=[plugin])
+    assert result.report.passed and len(calls) == len({id(graph) for graph in calls})
+    graph = calls[0]
+    first = patterns.claim_groups(graph, registry, 17)
+    assert calls.count(graph) == 2  # another registry than the export's: computed again
+    assert patterns.claim_groups(graph, registry, 17) is first and calls.count(graph) == 2  # the same: kept
+    assert [group.match.name for group in first] == ["model", "model_1"]
+    calls.clear()
+    del result, graph, first
+    gc.collect()
+    assert patterns._CLAIMED == {}  # nothing kept past the graphs it was computed for
+
+
 def test_claimed_ops_need_no_lowering_of_their_own(tmp_path):
     model = Lambda(lambda self, x: -flow.relu(x))
     without = ["flow2onnx-activations", "flow2onnx-math"]  # relu and negative

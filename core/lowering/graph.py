@@ -231,7 +231,6 @@ class FlowGraph:
     def __post_init__(self):
         self._index = None  # producers and readers, built on first use
         self._stable = None  # stable names, built on first use
-        self._claims: dict = {}  # (registry, opset) -> the groups patterns claim, see patterns.claim_groups
 
     def op_types(self) -> dict[str, int]:
         """OneFlow op type -> number of ops of that type in the graph."""

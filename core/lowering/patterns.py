@@ -9,6 +9,7 @@ place among the other ops; the converter then lowers each group where it belongs
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,15 +72,30 @@ def claim_groups(graph: FlowGraph, registry: Registry, opset: int) -> list[Claim
     reads a tensor computed from one of its own outputs are :class:`PluginError` naming the
     pattern (both patterns, for an op claimed twice). Linear in the number of ops claimed, plus
     what the patterns' own ``match`` functions do, which run once per graph, registry and opset:
-    the result is kept with the graph, as an export converts it more than once.
+    an export converts a graph more than once, so the result is kept here, for as long as the
+    graph lives (the graph itself holds nothing of it).
     """
+    kept = _claims_of(graph)
     key = (id(registry), opset)
-    kept = graph._claims.get(key)
-    if kept is not None and kept[0] is registry:
-        return kept[1]
+    found = kept.get(key)
+    if found is not None and found[0] is registry:
+        return found[1]
     groups = _claimed(graph, registry, opset)
-    graph._claims[key] = (registry, groups)
+    kept[key] = (registry, groups)
     return groups
+
+
+#: id(graph) -> (a weak reference to it, {(id(registry), opset): (registry, groups)}): the groups
+#: claimed in each live graph, dropped with the graph.
+_CLAIMED: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _claims_of(graph: FlowGraph) -> dict:
+    entry = _CLAIMED.get(id(graph))
+    if entry is None or entry[0]() is not graph:
+        key = id(graph)
+        entry = _CLAIMED[key] = (weakref.ref(graph, lambda _, key=key: _CLAIMED.pop(key, None)), {})
+    return entry[1]
 
 
 def _claimed(graph: FlowGraph, registry: Registry, opset: int) -> list[ClaimedGroup]:
