@@ -19,16 +19,10 @@ from .errors import (
 )
 from .lowering.registry import DEFAULT_OPSET, DEFAULT_SINCE_OPSET, MIN_OPSET, max_opset
 
-#: The names loaded on first use: the exporter and the lowering API load only when used, so that
-#: ``flow2onnx.runtime`` (running exported files) starts without them.
-_LAZY = (
-    "convert_to_onnx_and_check", "export_onnx_model", "export", "ExportResult", "VerificationReport",
-    "LoweringContext", "FlowOp", "hookimpl", "OpSchema",
-)
-
-
 def __getattr__(name: str):
-    # Imports written out, not computed, so that the import graph read from the source sees them.
+    # The exporter and the lowering API load on first use, so that ``flow2onnx.runtime`` (running
+    # exported files) starts without them. The imports are written out, not computed, so that the
+    # import graph read from the source sees them.
     if name in ("convert_to_onnx_and_check", "export_onnx_model"):
         from .exporter import compat as module
     elif name == "export":
@@ -53,7 +47,7 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(__all__))
 
 
 # Graphs compiled in this process from now on are compiled safely (see flow2onnx.compile_guard).
