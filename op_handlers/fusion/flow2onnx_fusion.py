@@ -35,7 +35,7 @@ import math
 import numpy as np
 from onnx import numpy_helper
 
-from flow2onnx.plugin import Lowerings, PatternMatch, dims, hookimpl, is_dynamic
+from flow2onnx.plugin import Lowerings, PatternMatch, dims, hookimpl, is_dynamic, layer_normalization
 
 LOWERINGS = Lowerings()
 
@@ -257,8 +257,7 @@ def lower_layer_norm(ctx, match):
     """LayerNorm over trailing axes (OneFlow's mean/var/rsqrt ops, or written out with sqrt), with its scale and bias, as one LayerNormalization."""
     found = match.data
     scale = found["scale"] or ones_like_normalized(ctx, found["x"], found["axis"])
-    inputs = [found["x"], scale] + ([found["bias"]] if found["bias"] else [])
-    ctx.make_node("LayerNormalization", inputs, list(match.outputs[:1]) or None, axis=found["axis"], epsilon=found["epsilon"])
+    layer_normalization(ctx, found["x"], found["axis"], scale, found["bias"] or "", found["epsilon"], list(match.outputs[:1]) or None)
 
 
 def ones_like_normalized(ctx, x: str, axis: int) -> str:

@@ -2,14 +2,15 @@
 
 OneFlow 0.9 builds nn.LayerNorm, GroupNorm and InstanceNorm on the CPU from reductions and ``var``
 (lowered in ``reduce``); a graph built for the GPU, or ``flow._C.layer_norm``, has one ``layer_norm``
-op, lowered here: written out before opset 17, ONNX LayerNormalization from 17.
+op, lowered here: written out before opset 17, ONNX LayerNormalization of the centred rows from 17
+(see ``layer_normalization``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from flow2onnx.plugin import Lowerings, hookimpl, normalize_axes, reduce
+from flow2onnx.plugin import Lowerings, hookimpl, layer_normalization, normalize_axes, reduce
 
 # since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
 # the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
@@ -85,8 +86,7 @@ def lower_layer_norm_17(ctx, op):
     dtype = ctx.dtype(x)
     if gamma is None:
         gamma = ctx.constant(np.ones(ctx.shape(x)[axis:], dtype), "gamma")
-    inputs = [x, gamma] + ([beta] if beta else [])
-    ctx.make_node("LayerNormalization", inputs, [op.output("y")], axis=axis, epsilon=epsilon)
+    layer_normalization(ctx, x, axis, gamma, beta or "", epsilon, [op.output("y")])
 
 
 @LOWERINGS.op("l2_normalize")
