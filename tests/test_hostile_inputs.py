@@ -368,3 +368,15 @@ def test_an_empty_example_input_is_refused_before_oneflow_aborts(tmp_path, captu
         flow2onnx.export(model, [example()], tmp_path / "m.onnx", capture=capture)
     assert os.listdir(tmp_path) == []
     assert export_module(model, [(2, 3)], tmp_path / "m.onnx").report.verified  # the process lives on
+
+
+@pytest.mark.parametrize("options", [{}, {"dynamic_batch": True, "verify": False}], ids=["verified", "dynamic-unverified"])
+def test_an_op_whose_cpu_kernel_aborts_is_refused_before_oneflow_runs_it(tmp_path, options):
+    """OneFlow 0.9's CPU layer_norm kernel is a TODO that aborts the process: verification and the
+    trace at other batch sizes would run it, so the export stops first, naming the op and the fix."""
+    model = Lambda(lambda self, x: flow._C.layer_norm(x, 1, 1, 1e-5)).eval()
+    with pytest.raises(flow2onnx.InvalidModelError, match=r"cannot run layer_norm \(1x\) on the CPU.*aborts the process.*nn\.LayerNorm"):
+        export_module(model, [(4, 6)], tmp_path / "m.onnx", **options)
+    assert os.listdir(tmp_path) == []
+    # Static and unverified, nothing runs it: the file is written.
+    assert export_module(model, [(4, 6)], tmp_path / "m.onnx", verify=False).op_types == {"layer_norm": 1}

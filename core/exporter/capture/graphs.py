@@ -309,6 +309,46 @@ def _missing_kernel(text: str) -> str | None:
     return " ".join(word for word in words if word)
 
 
+#: Op types whose OneFlow 0.9 CPU kernel is a ``TODO()`` that aborts the process (SIGABRT, which no
+#: ``except`` can catch) instead of raising: ``oneflow/user/kernels/layer_norm_cpu_kernel.cpp`` at
+#: v0.9.0, found by reading every CPU kernel there for ``TODO()`` and ``UNIMPLEMENTED()`` (the
+#: others are branches on attributes OneFlow checks first). Each maps to what runs instead.
+ABORTING_ON_CPU = {
+    "layer_norm": "nn.LayerNorm or F.layer_norm, which OneFlow builds from reductions on the CPU, instead of flow._C.layer_norm",
+}
+
+
+#: The ``oneflow._C`` functions that make those ops, by name: eager capture runs each call eagerly.
+ABORTING_CALLS_ON_CPU = {"layer_norm": "layer_norm", "layer_norm_affine": "layer_norm"}
+
+
+def refuse_unrunnable(graph: FlowGraph, doing: str) -> None:
+    """Raise before OneFlow runs ``graph`` on the CPU (eagerly or compiled) where one of its ops would
+    abort the process there; ``doing`` says what needed the run."""
+    if graph.input_layouts and all(placement.type == "cuda" for placement, _ in graph.input_layouts):
+        return
+    types = graph.op_types()
+    found = sorted(set(types) & ABORTING_ON_CPU.keys())
+    if found:
+        raise _aborting(", ".join(f"{name} ({types[name]}x)" for name in found), found, doing, "export with verify=False and static shapes (then nothing checks the file)")
+
+
+def refuse_aborting_call(label: str, tensors: Sequence) -> None:
+    """Raise before an eager call of the ``oneflow._C`` function ``label`` on CPU ``tensors`` that
+    would abort the process (eager capture runs every call of the module)."""
+    op_type = ABORTING_CALLS_ON_CPU.get(label)
+    if op_type and any(not t.is_cuda for t in tensors):
+        raise _aborting(f"{op_type} (called as flow._C.{label})", [op_type], "Eager capture", "capture the model as a graph (capture='graph')")
+
+
+def _aborting(ops: str, op_types: Sequence[str], doing: str, otherwise: str) -> InvalidModelError:
+    fixes = "; ".join(ABORTING_ON_CPU[name] for name in op_types)
+    return InvalidModelError(
+        f"OneFlow 0.9 cannot run {ops} on the CPU: its CPU kernel is not implemented and aborts the process. "
+        f"{doing} needs OneFlow to run the model. Use {fixes}; or {otherwise}"
+    )
+
+
 def read_graph(graph) -> FlowGraph:
     """Read a compiled ``nn.Graph`` into a :class:`FlowGraph` with ONNX tensor names.
 

@@ -25,7 +25,7 @@ from ...lowering.plugin_manager import load_plugins, own_version
 from ...lowering.patterns import claim_groups
 from ...lowering.registry import Registry
 from ..capture import capture_again
-from ..capture.graphs import read_graph, recompile_graph
+from ..capture.graphs import read_graph, recompile_graph, refuse_unrunnable
 from ..options import ExportOptions
 from ..plan.axes import AxesPlan, inputs_at, telling_size
 from ..serialize import weights_nbytes
@@ -239,6 +239,8 @@ def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph | None:
     """
     shapes = plan.variant_shapes
     tensors = inputs_at(graph, shapes)
+    if graph.eager_module is not None:
+        refuse_unrunnable(graph, "Keeping the dynamic axes dynamic")
     try:
         if graph.eager_module is not None:
             # Eagerly first: where the module's shapes do not hold at those sizes (a weight of the

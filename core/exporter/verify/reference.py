@@ -14,13 +14,14 @@ import numpy as np
 
 from ..._oneflow import error_text, import_oneflow, quiet_native_output
 from ...lowering.graph import FlowGraph
-from ..capture.graphs import flatten_outputs, flow_inputs, run_build_eagerly
+from ..capture.graphs import flatten_outputs, flow_inputs, refuse_unrunnable, run_build_eagerly
 
 log = logging.getLogger("flow2onnx")
 
 
 def run_oneflow(graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     """OneFlow's outputs for ``arrays``: from the eager module when there is one, else from the graph."""
+    refuse_unrunnable(graph, "Verification")
     flow = import_oneflow()
     with quiet_native_output():
         if graph.eager_module is not None:
