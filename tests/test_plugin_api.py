@@ -106,3 +106,36 @@ def test_the_testing_helpers_load_on_first_use():
     inputs = plugin.random_inputs([(2, 3)], seed=1)
     assert inputs[0].shape == (2, 3) and np.all(inputs[0].numpy() >= 0)
     assert plugin.check_export is flow2onnx.testing.check_export
+
+
+@pytest.mark.parametrize("capture", ["graph", "eager"])
+def test_a_lowering_sees_a_read_only_graph_whose_provenance_is_a_record_of_its_own(tmp_path, capture):
+    """ctx.graph cannot be changed by a lowering, and where it came from is ``ctx.graph.source``."""
+    import dataclasses
+
+    from flow2onnx.lowering.graph import Provenance
+
+    seen = {}
+
+    class Watcher:
+        @hookimpl
+        def flow2onnx_register_lowerings(self, register):
+            def lower_relu(ctx, op):
+                graph = ctx.graph
+                seen["source"] = graph.source
+                for field, value in (("ops", []), ("source", Provenance()), ("name", "other")):
+                    with pytest.raises(dataclasses.FrozenInstanceError):
+                        setattr(graph, field, value)
+                seen["fields"] = {f.name for f in dataclasses.fields(graph)}
+                ctx.make_node("Relu", [op.input("x")], [op.output("y")])
+
+            register("relu", lower_relu, override=True)
+
+    module = flow2onnx.testing.flow.nn.ReLU()
+    result = export_module(module, [(2, 3)], tmp_path / "m.onnx", plugins=[Watcher()], capture=capture)
+    assert result.report.passed
+    source = seen["source"]
+    assert source.capture == capture and source.eager_module is module and source.find_module("model") is module
+    assert (source.flow_graph is None) == (capture == "eager") and source.frozen == () and source.input_layouts is None
+    # The IR's own fields, and nothing of OneFlow's besides the provenance and the weight reader.
+    assert seen["fields"] == {"name", "ops", "inputs", "outputs", "tensors", "variables", "read_weight", "output_sources", "source"}

@@ -14,7 +14,7 @@ import sys
 
 from flow2onnx.lowering import hookspecs
 from flow2onnx.lowering.context import LoweringContext
-from flow2onnx.lowering.graph import FlowGraph, FlowOp, TensorInfo
+from flow2onnx.lowering.graph import FlowGraph, FlowOp, Provenance, TensorInfo
 from flow2onnx.lowering.patterns import PatternMatch
 from flow2onnx.lowering.schema import ArgSpec, AttrSpec, OpSchema
 
@@ -26,7 +26,7 @@ API_END = "<!-- end of lowering API reference -->"
 #: The classes of the lowering API, with the name a lowering usually gives an instance.
 API_CLASSES = [
     (LoweringContext, "ctx"), (FlowOp, "op"), (OpSchema, "op.schema"), (ArgSpec, None), (AttrSpec, None), (TensorInfo, None),
-    (FlowGraph, "ctx.graph"), (PatternMatch, "match"),
+    (FlowGraph, "ctx.graph"), (Provenance, "ctx.graph.source"), (PatternMatch, "match"),
 ]
 
 

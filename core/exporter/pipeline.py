@@ -189,7 +189,7 @@ def _result(options, captured, graph, plan, lowered, passes, staged, verified, p
         bisected=verified.bisected,
         patterns=lowered.patterns,
         pattern_groups=lowered.pattern_groups,
-        capture=graph.capture,
+        capture=graph.source.capture,
         capture_reason=captured.reason,
     )
 

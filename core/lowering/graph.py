@@ -193,13 +193,43 @@ class FlowOp:
             ) from None
 
 
-@dataclass
+@dataclass(frozen=True)
+class Provenance:
+    """Where a :class:`FlowGraph` came from: how it was captured and the OneFlow objects behind it.
+
+    Nothing in the graph's ops and tensors depends on these; they are kept to run OneFlow again
+    (verification's reference, a second trace at other sizes, the divergence finder) and to find
+    the module behind a scope. A graph made by hand has the default: none of them.
+    """
+
+    #: ``"graph"`` (an ``nn.Graph`` compiled) or ``"eager"`` (the ops an eager run of
+    #: ``eager_module`` called, each replayed in OneFlow's lazy mode; see ``flow2onnx.exporter.capture.eager``).
+    capture: str = "graph"
+    #: The compiled ``nn.Graph``, kept to run OneFlow for verification.
+    flow_graph: Any = None
+    #: The eager module the graph was traced from, when flow2onnx wrapped it: verification runs it
+    #: rather than the graph (any batch size, and OneFlow 0.9's lazy-job runtime crashes now and then
+    #: on repeated graph runs).
+    eager_module: Any = None
+    #: For a graph built on global tensors: each input's ``(placement, sbp)``, as OneFlow objects.
+    input_layouts: Any = None
+    #: Scope -> the OneFlow module behind it (or ``None``); see :meth:`FlowGraph.module`.
+    find_module: Callable[[str], Any] | None = None
+    #: For an eager capture, each place where the module read a tensor's value back to Python, which
+    #: the export froze to the example's value (``model.head: Tensor.item() (frozen to 3)``).
+    frozen: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
 class FlowGraph:
     """What the converter needs from a compiled graph, and nothing copied that it does not.
 
     ``ops`` lists the ops (:class:`FlowOp`) in execution order; ``inputs``, ``outputs`` and
     ``variables`` (the weights) are lists of :class:`TensorInfo`, and ``tensors`` maps every
-    tensor's ONNX name to its :class:`TensorInfo`. A lowering reads it as ``ctx.graph``.
+    tensor's ONNX name to its :class:`TensorInfo`. A lowering reads it as ``ctx.graph``. The graph
+    is read-only: its fields cannot be assigned, and no stage changes what they hold (a stage that
+    needs another graph makes one). ``source`` is its :class:`Provenance`. The indexes of producers,
+    readers and stable names are the graph's own, computed from it on first use.
     """
 
     name: str
@@ -211,26 +241,11 @@ class FlowGraph:
     read_weight: Callable[[str], np.ndarray] = field(repr=False)
     # For each output, the name of the tensor that feeds it.
     output_sources: list[str] = field(default_factory=list)
-    # The graph itself, kept to run OneFlow for verification.
-    flow_graph: Any = field(repr=False, default=None)
-    # The eager module the graph was traced from, when flow2onnx wrapped it: verification runs it
-    # rather than the graph (any batch size, and OneFlow 0.9's lazy-job runtime crashes now and then
-    # on repeated graph runs).
-    eager_module: Any = field(repr=False, default=None)
-    # For a graph built on global tensors: each input's (placement, sbp), as OneFlow objects.
-    input_layouts: Any = field(repr=False, default=None)
-    # Scope -> the OneFlow module behind it (or None); see module().
-    find_module: Callable[[str], Any] | None = field(repr=False, default=None)
-    #: How the ops were captured: ``"graph"`` (an ``nn.Graph`` compiled) or ``"eager"`` (the ops an eager
-    #: run of ``eager_module`` called, each replayed in OneFlow's lazy mode; see ``flow2onnx.exporter.capture.eager``).
-    capture: str = "graph"
-    #: For an eager capture, each place where the module read a tensor's value back to Python, which the
-    #: export froze to the example's value (``model.head: Tensor.item() (frozen to 3)``).
-    frozen: tuple[str, ...] = ()
+    source: Provenance = field(default_factory=Provenance, repr=False)
 
     def __post_init__(self):
-        self._index = None  # producers and readers, built on first use
-        self._stable = None  # stable names, built on first use
+        object.__setattr__(self, "_index", None)  # producers and readers, built on first use
+        object.__setattr__(self, "_stable", None)  # stable names, built on first use
 
     def op_types(self) -> dict[str, int]:
         """OneFlow op type -> number of ops of that type in the graph."""
@@ -247,10 +262,11 @@ class FlowGraph:
         alike (through the graph's own modules). ``None`` when the scope names no module, or the
         graph was not read from OneFlow.
         """
-        if self.find_module is None or not scope:
+        find = self.source.find_module
+        if find is None or not scope:
             return None
         try:
-            return self.find_module(scope)
+            return find(scope)
         except Exception:  # a scope OneFlow named otherwise: no module, and no pattern there
             return None
 
@@ -315,7 +331,7 @@ class FlowGraph:
                 occurrence = counts.get(key, 0)
                 stable[op.name] = op.stable_name(occurrence)
                 counts[key] = occurrence + 1
-            self._stable = stable
+            object.__setattr__(self, "_stable", stable)
         return self._stable
 
     def _indexed(self):
@@ -334,7 +350,7 @@ class FlowGraph:
                         elif readers[-1] is not op:  # an op's inputs are indexed together: once per op
                             readers.append(op)
             weights = {info.name for info in self.variables}
-            self._index = (producers, consumers, weights, set(self.output_sources))
+            object.__setattr__(self, "_index", (producers, consumers, weights, set(self.output_sources)))
         return self._index
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..._oneflow import error_text, import_oneflow, quiet_native_output
 from ...errors import InvalidModelError
-from ...lowering.graph import FlowGraph
+from ...lowering.graph import FlowGraph, Provenance
 from .graphs import flatten_outputs, graph_from_job, refuse_aborting_call
 from .recording import _SKIPPED_METHODS, _patch_functions, _patch_tensor_methods
 from ..weights import StateWeights
@@ -98,8 +98,8 @@ def capture_eagerly(module, inputs: Sequence, name: str | None = None) -> EagerC
         job = c_api_util.GetCurrentJob()
     _drop_unread_ops(job)
     graph = graph_from_job(
-        job, name=name or type(module).__name__, read_weight=tracer.weight_reader(), eager_module=module,
-        find_module=module_finder(module), capture="eager", frozen=tuple(f.sentence() for f in tracer.frozen),
+        job, name=name or type(module).__name__, read_weight=tracer.weight_reader(),
+        source=Provenance("eager", eager_module=module, find_module=module_finder(module), frozen=tuple(f.sentence() for f in tracer.frozen)),
     )
     tracer.check_weights(graph)
     return EagerCapture(graph, tuple(tracer.frozen))

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..._oneflow import error_text, import_oneflow, quiet_native_output
 from ...errors import InvalidModelError
-from ...lowering.graph import FlowGraph, FlowOp, TensorInfo
+from ...lowering.graph import FlowGraph, FlowOp, Provenance, TensorInfo
 from ...lowering.schema import ATTR_TYPES, binding_key, schemas_of_bindings
 from ..weights import StateWeights
 
@@ -325,7 +325,7 @@ ABORTING_CALLS_ON_CPU = {"layer_norm": "layer_norm", "layer_norm_affine": "layer
 def refuse_unrunnable(graph: FlowGraph, doing: str) -> None:
     """Raise before OneFlow runs ``graph`` on the CPU (eagerly or compiled) where one of its ops would
     abort the process there; ``doing`` says what needed the run."""
-    if graph.input_layouts and all(placement.type == "cuda" for placement, _ in graph.input_layouts):
+    if graph.source.input_layouts and all(placement.type == "cuda" for placement, _ in graph.source.input_layouts):
         return
     types = graph.op_types()
     found = sorted(set(types) & ABORTING_ON_CPU.keys())
@@ -369,17 +369,19 @@ def read_graph(graph) -> FlowGraph:
         # The class name, not OneFlow's job name: that one carries a per-process counter (ExportGraph_3).
         name=getattr(graph, "_flow2onnx_name", None) or type(graph).__name__,
         read_weight=_weight_reader(graph),
-        flow_graph=graph,
-        eager_module=getattr(graph, "_flow2onnx_module", None),
-        input_layouts=_input_layouts(graph, job, ops["input_conf"]),
-        find_module=_module_finder(graph),
+        source=Provenance(
+            flow_graph=graph,
+            eager_module=getattr(graph, "_flow2onnx_module", None),
+            input_layouts=_input_layouts(graph, job, ops["input_conf"]),
+            find_module=_module_finder(graph),
+        ),
     )
 
 
 def graph_from_job(job, ops: dict[str, list] | None = None, **facts) -> FlowGraph:
     """A :class:`FlowGraph` of an OneFlow job proto's ops and tensors, under ONNX names; ``ops``: the job's
     ops by kind, when the caller has them (:func:`_ops_by_kind`); ``facts`` are the :class:`FlowGraph`
-    fields that do not come from the job (``name``, ``read_weight``, the modules)."""
+    fields that do not come from the job (``name``, ``read_weight``, ``source``)."""
     blob_descs = job.helper.lbn2logical_blob_desc
     ops = ops or _ops_by_kind(job)
 
@@ -443,9 +445,9 @@ def flow_inputs(graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list:
     """OneFlow tensors holding ``arrays``, laid out as ``graph``'s inputs: local, or global tensors of the
     graph's placement and SBP (whose logical value is the array)."""
     flow = import_oneflow()
-    if not graph.input_layouts:
+    if not graph.source.input_layouts:
         return [flow.tensor(np.ascontiguousarray(a)) for a in arrays]
-    return [flow.tensor(np.ascontiguousarray(a), placement=p, sbp=s) for a, (p, s) in zip(arrays, graph.input_layouts)]
+    return [flow.tensor(np.ascontiguousarray(a), placement=p, sbp=s) for a, (p, s) in zip(arrays, graph.source.input_layouts)]
 
 
 

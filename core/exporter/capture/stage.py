@@ -24,9 +24,9 @@ log = logging.getLogger("flow2onnx")
 
 def capture_again(graph: FlowGraph, tensors: Sequence) -> FlowGraph:
     """The eager module of ``graph`` captured again, the way ``graph`` was, on ``tensors`` of other sizes."""
-    if graph.capture == "eager":
-        return capture_eagerly(graph.eager_module, tensors, name=graph.name).graph
-    return read_graph(wrap_module(graph.eager_module, tensors))
+    if graph.source.capture == "eager":
+        return capture_eagerly(graph.source.eager_module, tensors, name=graph.name).graph
+    return read_graph(wrap_module(graph.source.eager_module, tensors))
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Captured:
     examples: tuple[np.ndarray, ...] | None = None
     #: What the export should be told about the capture (a fallback to eager capture, frozen values).
     warnings: tuple[str, ...] = ()
-    #: Why the graph was captured the way it was (``graph.capture``), in a sentence for the result.
+    #: Why the graph was captured the way it was (``graph.source.capture``), in a sentence for the result.
     reason: str = ""
 
 
@@ -67,7 +67,7 @@ def capture(model, example_inputs: Sequence | None, how: str = "auto", verified:
         graph, told, reason = _captured_eagerly(model, inputs, fallback=how == "auto", verified=verified)
     seconds = time.perf_counter() - started
     if log.isEnabledFor(logging.INFO):  # counting the op types is a pass over every op
-        log.info("read graph %s (%s capture: %s): %d ops of %d types", graph.name, graph.capture, reason, len(graph.ops), len(graph.op_types()))
+        log.info("read graph %s (%s capture: %s): %d ops of %d types", graph.name, graph.source.capture, reason, len(graph.ops), len(graph.op_types()))
     if examples is not None and not (
         len(examples) == len(graph.inputs)
         and all(a is not None and tuple(a.shape) == tuple(info.shape) for a, info in zip(examples, graph.inputs))

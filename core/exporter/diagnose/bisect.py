@@ -150,7 +150,7 @@ def _oneflow_values(graph: FlowGraph, run_eagerly, tensors) -> list:
         tuple(v.shape) == tuple(info.shape) and v.dtype == info.dtype for v, info in zip(values, graph.outputs)
     ):
         return values
-    return [t.numpy().copy() for t in flatten_outputs(graph.flow_graph(*tensors))]
+    return [t.numpy().copy() for t in flatten_outputs(graph.source.flow_graph(*tensors))]
 
 
 def find_first_divergence(

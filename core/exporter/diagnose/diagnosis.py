@@ -30,26 +30,26 @@ def diagnose(graph: FlowGraph, registry: Registry, options: ExportOptions, faile
     """Run the first-divergence finder on the eager module the graph was traced from, if there is one,
     with inputs drawn as those of the run that failed (at the example's shapes), the export's own
     plugins (``registry``, not loaded again) and its verifier."""
-    if graph.frozen:
+    if graph.source.frozen:
         # The likeliest cause, and the finder compiles a graph, which such a module may not allow.
         return Diagnosis(None, False, (
             f"The module reads tensor values back to Python, and the export froze them to the example's: "
-            f"{'; '.join(graph.frozen)}. At other inputs the module takes another path or size there, which one "
+            f"{'; '.join(graph.source.frozen)}. At other inputs the module takes another path or size there, which one "
             "ONNX graph cannot follow: make that code tensor-only, or export with static inputs and accept the freeze. "
         ))
-    if graph.eager_module is None:
+    if graph.source.eager_module is None:
         return Diagnosis(None, False, (
             "The first-divergence finder needs the eager module the graph was built from: export the "
             "nn.Module (with example_inputs) rather than the compiled graph to have it name the op. "
         ))
-    if graph.capture == "eager":
+    if graph.source.capture == "eager":
         return Diagnosis(None, False, "The first-divergence finder compiles the module as an nn.Graph, so it does not run on an eager capture. ")
     flow = import_oneflow()
     floats = failed_run.draw if failed_run is not None and failed_run.draw != "example" else "unit"
     examples = [flow.tensor(a) for a in draw_inputs(graph.inputs, None, seed=99, bounds=index_bounds(graph))]
     log.info("looking for the first op whose lowering diverges")
     divergence = find_first_divergence(
-        graph.eager_module, examples, opset=options.opset, dynamic_batch=options.dynamic_batch, registry=registry,
+        graph.source.eager_module, examples, opset=options.opset, dynamic_batch=options.dynamic_batch, registry=registry,
         verifier=options.verifier, rtol=options.rtol, atol=options.atol, floats=floats,
     )
     if divergence is None:

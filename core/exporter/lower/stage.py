@@ -239,20 +239,20 @@ def _compile_variant(graph: FlowGraph, plan: AxesPlan) -> FlowGraph | None:
     """
     shapes = plan.variant_shapes
     tensors = inputs_at(graph, shapes)
-    if graph.eager_module is not None:
+    if graph.source.eager_module is not None:
         refuse_unrunnable(graph, "Keeping the dynamic axes dynamic")
     try:
-        if graph.eager_module is not None:
+        if graph.source.eager_module is not None:
             # Eagerly first: where the module's shapes do not hold at those sizes (a weight of the
             # example's length broadcast against a flattened batch), OneFlow 0.9's graph compiler
             # aborts the process (a failed CHECK, measured) where eager OneFlow raises.
             _run_eagerly(graph, tensors)
         return _trace_at(graph, tensors)
     except Exception as error:
-        if graph.eager_module is None:
+        if graph.source.eager_module is None:
             log.warning(
                 "could not build a second %s at other batch sizes to tell which sizes follow the batch (%s); "
-                "the batch is checked by verification alone", type(graph.flow_graph).__name__, error_text(error),
+                "the batch is checked by verification alone", type(graph.source.flow_graph).__name__, error_text(error),
             )
             return None
         described = {name: sorted(mapping.items()) for name, mapping in plan.symbolic_axes.items()}
@@ -267,14 +267,14 @@ def _run_eagerly(graph: FlowGraph, tensors: list) -> None:
     """The eager module run once on copies of ``tensors`` (its in-place ops must not change them)."""
     flow = import_oneflow()
     with flow.no_grad(), quiet_native_output():
-        graph.eager_module(*[t.clone() for t in tensors])
+        graph.source.eager_module(*[t.clone() for t in tensors])
 
 
 def _trace_at(graph: FlowGraph, tensors: list) -> FlowGraph:
     """The model traced again on ``tensors``, the way it was captured: a compiled graph rebuilt and
     compiled (see :func:`~flow2onnx.exporter.capture.graphs.recompile_graph`), an eager module captured again."""
-    if graph.eager_module is None:
-        return read_graph(recompile_graph(graph.flow_graph, tensors))
+    if graph.source.eager_module is None:
+        return read_graph(recompile_graph(graph.source.flow_graph, tensors))
     return capture_again(graph, tensors)
 
 

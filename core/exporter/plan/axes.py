@@ -119,7 +119,7 @@ def plan_axes(graph: FlowGraph, options: ExportOptions, examples: Sequence[np.nd
     variant_shapes = None
     # An eager module is compiled again; so is a compiled graph, as a new graph of its class (its
     # dynamic axes can only be the batch, see _check_dynamic_axes).
-    if any(axes.values()) and (graph.eager_module is not None or graph.flow_graph is not None):
+    if any(axes.values()) and (graph.source.eager_module is not None or graph.source.flow_graph is not None):
         variant_shapes = _variant_shapes(graph, axes, runs)
     return AxesPlan(axes=axes, runs=tuple(runs), variant_shapes=variant_shapes)
 
@@ -317,7 +317,7 @@ def _check_dynamic_axes(graph: FlowGraph, dynamic_axes) -> None:
                     f"dynamic_axes gives the symbol {symbol!r} to {where}, of size {size}, and to {name}[{axis}], of size "
                     f"{names[name].shape[axis]}: a symbol is one size at run time; give those axes different symbols"
                 )
-        if graph.eager_module is None and any(axis != 0 for axis in mapping):
+        if graph.source.eager_module is None and any(axis != 0 for axis in mapping):
             raise InvalidModelError(
                 f"dynamic axes other than dim 0 ({name!r}: {sorted(a for a in mapping if a)}) need the eager module, to check "
                 "and verify the model at other sizes: export the nn.Module with example_inputs rather than a compiled graph"
@@ -335,7 +335,7 @@ def settle_sizes(graph: FlowGraph, plan: AxesPlan) -> AxesPlan:
     than the batch are probed; the larger sizes are compiled anyway, for the second compilation.
     """
     spatial = any(axis for mapping in plan.axes.values() for axis in mapping)
-    if graph.eager_module is None or not spatial or len(plan.runs) < 2:
+    if graph.source.eager_module is None or not spatial or len(plan.runs) < 2:
         return plan
     small = plan.runs[1]
     for factor in (None, 0.75, 1.25):

@@ -24,11 +24,11 @@ def run_oneflow(graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarr
     refuse_unrunnable(graph, "Verification")
     flow = import_oneflow()
     with quiet_native_output():
-        if graph.eager_module is not None:
+        if graph.source.eager_module is not None:
             with flow.no_grad():
-                outputs = graph.eager_module(*flow_inputs(graph, arrays))
+                outputs = graph.source.eager_module(*flow_inputs(graph, arrays))
             return [t.numpy() for t in flatten_outputs(outputs)]
-        if graph.flow_graph is not None:
+        if graph.source.flow_graph is not None:
             replayed = _replay_build(flow, graph, arrays)
             if replayed is not None:
                 return replayed
@@ -39,9 +39,9 @@ def _replay_build(flow, graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[
     """The user graph's ``build`` run eagerly (see :func:`~flow2onnx.exporter.capture.graphs.run_build_eagerly`), or ``None``
     when it cannot run outside the graph or returns other outputs than the compiled graph has."""
     try:
-        outputs = flatten_outputs(run_build_eagerly(graph.flow_graph, flow_inputs(graph, arrays)))
+        outputs = flatten_outputs(run_build_eagerly(graph.source.flow_graph, flow_inputs(graph, arrays)))
     except Exception as error:  # build needs the graph itself: the compiled graph is run instead
-        log.debug("running %s.build eagerly failed (%s); running the compiled graph", type(graph.flow_graph).__name__, error_text(error))
+        log.debug("running %s.build eagerly failed (%s); running the compiled graph", type(graph.source.flow_graph).__name__, error_text(error))
         return None
     if len(outputs) != len(graph.outputs) or not all(isinstance(t, flow.Tensor) for t in outputs):
         return None
@@ -72,7 +72,7 @@ def _run_compiled_graph(flow, graph: FlowGraph, arrays: Sequence[np.ndarray]) ->
             chunks.append(chunk)
     results: list[list[np.ndarray]] = []
     for chunk in chunks:
-        outputs = graph.flow_graph(*flow_inputs(graph, chunk))
+        outputs = graph.source.flow_graph(*flow_inputs(graph, chunk))
         # Copies: the graph reuses its output buffers on later runs.
         results.append([t.numpy().copy() for t in flatten_outputs(outputs)])
     if len(chunks) == 1 and (batch is None or batch == example):
