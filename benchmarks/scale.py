@@ -173,8 +173,8 @@ def _deep_stack() -> None:
     resource.setrlimit(resource.RLIMIT_STACK, (hard, hard))
 
 
-def run_size(size: int, before: str | None, verify: bool, timeout: float, eager: bool = False, repeat: int = 1) -> dict:
-    trees = ([["before", os.path.abspath(before)]] if before else []) + [["after", None]]
+def run_size(size: int, before: str | None, verify: bool, timeout: float, eager: bool = False, repeat: int = 1, after: str | None = None) -> dict:
+    trees = ([["before", os.path.abspath(before)]] if before else []) + [["after", os.path.abspath(after) if after else None]]
     command = [sys.executable, os.path.abspath(__file__), "--worker", str(size), "--trees", json.dumps(trees), "--repeat", str(repeat)]
     if not verify:
         command.append("--no-verify")
@@ -295,6 +295,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,20000,100000", help="op counts, comma-separated")
     parser.add_argument("--before", metavar="TREE", help="also export with the flow2onnx package in TREE, for ratios")
+    parser.add_argument("--after", metavar="TREE", help="measure the flow2onnx package in TREE instead of the installed one (a frozen copy, so the checkout may change meanwhile)")
     parser.add_argument("--no-verify", action="store_true", help="skip the verified exports")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per size")
     parser.add_argument("--output", help="default benchmarks/results/scale.md (scale_eager.md with --capture eager)")
@@ -316,7 +317,7 @@ def main() -> None:
             records = json.load(file)
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"{size} ops ...", file=sys.stderr, flush=True)
-        records = [r for r in records if r["size"] != size] + [run_size(size, args.before, not args.no_verify, args.timeout, eager, args.repeat)]
+        records = [r for r in records if r["size"] != size] + [run_size(size, args.before, not args.no_verify, args.timeout, eager, args.repeat, args.after)]
         records.sort(key=lambda record: record["size"])
         with open(json_path, "w") as file:
             json.dump(records, file, indent=1)
