@@ -378,5 +378,9 @@ def test_an_op_whose_cpu_kernel_aborts_is_refused_before_oneflow_runs_it(tmp_pat
     with pytest.raises(flow2onnx.InvalidModelError, match=r"cannot run layer_norm \(1x\) on the CPU.*aborts the process.*nn\.LayerNorm"):
         export_module(model, [(4, 6)], tmp_path / "m.onnx", **options)
     assert os.listdir(tmp_path) == []
+    # Eager capture runs every call: refused at the call, before it runs.
+    with pytest.raises(flow2onnx.InvalidModelError, match=r"cannot run layer_norm \(called as flow\._C\.layer_norm\) on the CPU.*capture='graph'"):
+        export_module(model, [(4, 6)], tmp_path / "m.onnx", capture="eager", **options)
+    assert os.listdir(tmp_path) == []
     # Static and unverified, nothing runs it: the file is written.
     assert export_module(model, [(4, 6)], tmp_path / "m.onnx", verify=False).op_types == {"layer_norm": 1}

@@ -257,7 +257,7 @@ def lower_layer_norm(ctx, match):
     """LayerNorm over trailing axes (OneFlow's mean/var/rsqrt ops, or written out with sqrt), with its scale and bias, as one LayerNormalization."""
     found = match.data
     scale = found["scale"] or ones_like_normalized(ctx, found["x"], found["axis"])
-    layer_normalization(ctx, found["x"], found["axis"], scale, found["bias"] or "", found["epsilon"], list(match.outputs[:1]) or None)
+    layer_normalization(ctx, found["x"], found["axis"], scale, found["bias"], found["epsilon"], list(match.outputs[:1]) or None)
 
 
 def ones_like_normalized(ctx, x: str, axis: int) -> str:

@@ -86,7 +86,7 @@ def lower_layer_norm_17(ctx, op):
     dtype = ctx.dtype(x)
     if gamma is None:
         gamma = ctx.constant(np.ones(ctx.shape(x)[axis:], dtype), "gamma")
-    layer_normalization(ctx, x, axis, gamma, beta or "", epsilon, [op.output("y")])
+    layer_normalization(ctx, x, axis, gamma, beta, epsilon, [op.output("y")])
 
 
 @LOWERINGS.op("l2_normalize")

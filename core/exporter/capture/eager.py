@@ -31,7 +31,7 @@ import numpy as np
 from ..._oneflow import error_text, import_oneflow, quiet_native_output
 from ...errors import InvalidModelError
 from ...lowering.graph import FlowGraph, Provenance
-from .graphs import flatten_outputs, graph_from_job, refuse_aborting_call
+from .graphs import ABORTING_CALLS_ON_CPU, flatten_outputs, graph_from_job, refuse_aborting_call
 from .recording import _SKIPPED_METHODS, _patch_functions, _patch_tensor_methods
 from ..weights import StateWeights
 
@@ -252,12 +252,14 @@ class _Tracer:
     def _replaying(self, original):
         tracer = self
         label = getattr(original, "__name__", "op")
+        aborting = label in ABORTING_CALLS_ON_CPU  # decided once per function, not on every call
 
         @functools.wraps(original)
         def replaying(*args, **kwargs):
             if tracer.busy:
                 return original(*args, **kwargs)
-            refuse_aborting_call(label, _tensors((args, kwargs)))
+            if aborting:
+                refuse_aborting_call(label, _tensors((args, kwargs)))
             tracer.calls.append(0)
             try:
                 result = original(*args, **kwargs)
