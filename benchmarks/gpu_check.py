@@ -284,7 +284,7 @@ def run(bundle: str, iterations: int, warmup: int, out: str | None, with_oneflow
     if "CUDAExecutionProvider" not in available:
         print(
             f"no CUDA execution provider in this onnxruntime {ort.__version__} (available: {', '.join(available)}): "
-            "nothing to check on this machine. Install onnxruntime-gpu (README, 'GPU runtime') where there is an NVIDIA GPU. Nothing was measured."
+            "nothing to check on this machine. Install onnxruntime-gpu (docs/installation.md, 'GPU runtime') where there is an NVIDIA GPU. Nothing was measured."
         )
         return 0
     libraries = _load_cuda_libraries(ort)

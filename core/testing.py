@@ -53,9 +53,10 @@ def check_export(
     :param opset: export at this opset (e.g. ``17``); default: flow2onnx's default opset.
     :param opsets: export once per opset (e.g. ``[11, 17]``), instead of ``opset``.
     :param dtypes: numpy dtypes of the random inputs, one per shape (default float32).
-    :param input_range: ``(low, high)``: verification feeds floating-point inputs drawn uniformly
-        from ``[low, high)`` instead of ``[0, 1)``, e.g. ``(-3, 3)`` for an op that behaves
-        differently on negative values. (The example ``inputs`` only fix the graph's shapes.)
+    :param input_range: ``(low, high)``: verification's random runs draw floating-point inputs
+        uniformly from ``[low, high)`` instead of its signed draws (``[-1, 1)``, and random signs
+        across five orders of magnitude), e.g. ``(0.1, 10)`` for an op defined on positive values
+        only. The example ``inputs`` are always verified first, and edge values last.
     :param export_options: passed to :func:`flow2onnx.export` (``plugins``, ``dynamic_batch``, ...).
     :returns: the :class:`~flow2onnx.ExportResult` of the last export: ``result.op_types`` (OneFlow
         op type -> how many ops of it the graph has), ``result.lowered_by`` (op type -> plugin),

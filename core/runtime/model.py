@@ -43,7 +43,7 @@ PREFERRED_PROVIDERS = (TENSORRT, CUDA, CPU)
 _SUFFIX = "ExecutionProvider"
 # Short names people use that are not the provider's own name minus its suffix.
 _ALIASES = {"trt": TENSORRT, "gpu": CUDA}
-_GPU_ADVICE = "for CUDA or TensorRT install onnxruntime-gpu (flow2onnx's gpu extra; see the README, 'GPU runtime')"
+_GPU_ADVICE = "for CUDA or TensorRT install onnxruntime-gpu (flow2onnx's gpu extra; see docs/installation.md, 'GPU runtime')"
 
 #: A provider as given by the caller: a name, or ``(name, provider options)``.
 ProviderSpec = Union[str, Tuple[str, dict]]
