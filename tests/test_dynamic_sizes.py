@@ -5,6 +5,8 @@ Each exported file is compared with OneFlow at batch sizes the export never saw,
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import onnxruntime
 import pytest
@@ -296,3 +298,42 @@ def test_max_pool_with_ceil_mode_is_right_at_every_size_of_its_dynamic_axes(tmp_
                 got = session.run(None, {"input": x})
                 for a, b in zip(got, want):
                     assert a.shape == b.shape and np.array_equal(a, b), (batch, h, w, a.shape, b.shape)
+
+
+AVG_POOL_CEIL = {
+    # (pool, kernel, stride, padding, count_include_pad, example spatial size)
+    "2d-k3-s2-p1-include": (flow.nn.functional.avg_pool2d, 3, 2, 1, True, (7, 6)),
+    "2d-k3-s2-p1-exclude": (flow.nn.functional.avg_pool2d, 3, 2, 1, False, (7, 6)),
+    "2d-k2-s2-p1-include": (flow.nn.functional.avg_pool2d, 2, 2, 1, True, (7, 7)),
+    "2d-k3-s3-p1-exclude": (flow.nn.functional.avg_pool2d, 3, 3, 1, False, (7, 2)),
+    "1d-k3-s2-p1-include": (flow.nn.functional.avg_pool1d, 3, 2, 1, True, (8,)),
+    "3d-k2-s2-p0-include": (flow.nn.functional.avg_pool3d, 2, 2, 0, True, (3, 5, 4)),
+}
+
+
+@pytest.mark.parametrize("opset", [10, 17, 22])
+@pytest.mark.parametrize("case", sorted(AVG_POOL_CEIL))
+def test_average_pool_with_ceil_mode_divides_as_oneflow_does_at_every_size(tmp_path, case, opset):
+    """OneFlow divides a ceil_mode border window by the elements inside the padded input (or the
+    input, without count_include_pad), and drops a last window that would start in the padding; ONNX
+    Runtime's AveragePool divides it by the whole window (found by a held-out suite). Every spatial
+    axis dynamic, compared at every size from the smallest valid one up, size 1 included where valid."""
+    pool, kernel, stride, padding, include, spatial = AVG_POOL_CEIL[case]
+    model = Lambda(lambda self, x: pool(x, kernel, stride=stride, padding=padding, ceil_mode=True, count_include_pad=include)).eval()
+    path = tmp_path / "m.onnx"
+    axes = {2 + axis: f"s{axis}" for axis in range(len(spatial))}
+    flow2onnx.export(model, random_inputs([(2, 3, *spatial)]), path, opset=opset, dynamic_axes={"input": {0: "n", **axes}})
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    smallest = max(1, kernel - 2 * padding)
+    checked = 0
+    for axis, size in itertools.product(range(len(spatial)), range(smallest, 12)):
+        for batch in (1, 4):
+            shape = (batch, 3, *spatial[:axis], size, *spatial[axis + 1 :])
+            x = (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 3, size=shape)).astype(np.float32)
+            want = model(flow.tensor(x)).numpy()
+            (got,) = session.run(None, {"input": x})
+            assert got.shape == want.shape, (shape, got.shape, want.shape)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(x).max())), err_msg=str(shape))
+            checked += 1
+    assert checked == 2 * len(spatial) * (12 - smallest)

@@ -119,24 +119,75 @@ def lower_avg_pool(ctx, op):
     if op.attr("divisor_override"):
         raise ctx.error(f"divisor_override={op.attr('divisor_override')}: ONNX AveragePool has no such option")
     kernel, stride, padding = list(op.attr("kernel_size")), list(op.attr("stride")), list(op.attr("padding"))
-    pads, ceil_mode = _ceil_pads(ctx, op, kernel, stride, [1] * len(kernel), padding)
-    if pads[len(kernel):] != padding:
-        # Extra end padding would change the divisor of the last windows.
-        raise ctx.error(
-            "ceil_mode with a last window that starts in the padding: OneFlow drops that window, ONNX AveragePool keeps it"
-        )
     pooled = _Pooled(ctx, op, "AveragePool")
-    ctx.make_node(
-        "AveragePool",
-        [pooled.x],
-        [pooled.y],
-        kernel_shape=kernel,
-        strides=stride,
-        pads=pads,
-        ceil_mode=ceil_mode,
-        count_include_pad=int(op.attr("count_include_pad")),
-    )
+    if op.attr("ceil_mode"):
+        _ceil_mode_average(ctx, op, pooled, kernel, stride, padding)
+    else:
+        count_include_pad = int(op.attr("count_include_pad"))
+        ctx.make_node("AveragePool", [pooled.x], [pooled.y], kernel_shape=kernel, strides=stride, pads=padding * 2, count_include_pad=count_include_pad)
     pooled.done()
+
+
+def _ceil_mode_average(ctx, op, pooled: _Pooled, kernel, stride, padding) -> None:
+    """Average pooling with ceil_mode, as OneFlow computes it: each window's sum divided by the
+    number of its elements inside the padded input (``count_include_pad``) or inside the input.
+
+    ONNX AveragePool's ceil_mode windows past the end are divided differently by ONNX Runtime
+    (by the whole window at ``count_include_pad=1``: measured) and, before opset 22, shape
+    inference keeps a last window OneFlow drops. So nothing here uses ONNX's padding or ceil_mode:
+    the input is padded with zeros far enough that every window lies inside it, pooled without
+    padding (window sums, exact), and divided by the same pooling of a tensor of ones that marks
+    what counts; both are then cut to OneFlow's output size, computed from ``Shape`` where a
+    spatial axis is dynamic. Right at every size.
+    """
+    x, dtype = pooled.x, ctx.dtype(pooled.x)
+    spatial_axes = list(range(2, 2 + len(kernel)))
+    # OneFlow requires padding <= kernel // 2, so k - 1 zeros after the end cover its right padding too.
+    zeros = [0, 0, *padding, 0, 0, *[k - 1 for k in kernel]]
+    (mean,) = ctx.make_node("AveragePool", [_padded(ctx, x, zeros, dtype)], kernel_shape=kernel, strides=stride)
+    dynamic = any(is_dynamic(ctx, x, axis) for axis in spatial_axes)
+    spatial = dims(ctx, x, spatial_axes) if dynamic else int64s(ctx, ctx.shape(x)[2:], "spatial")
+    shape = ctx.make_node("Concat", [int64s(ctx, [1, 1], "one_plane"), spatial], axis=0)[0]
+    (ones,) = ctx.make_node("ConstantOfShape", [shape], value=numpy_helper.from_array(np.ones(1, dtype)))
+    if op.attr("count_include_pad"):  # the padding counts, what lies past it does not
+        ones = _padded(ctx, ones, [0, 0, *padding, 0, 0, *padding], dtype, 1)
+        counted = [0, 0, *[0] * len(kernel), 0, 0, *[k - 1 - p for k, p in zip(kernel, padding)]]
+    else:
+        counted = zeros
+    # The share of each window that counts; sum / count is mean / share.
+    (share,) = ctx.make_node("AveragePool", [_padded(ctx, ones, counted, dtype)], kernel_shape=kernel, strides=stride)
+    if pooled.cast:  # integers in float64: exact sums and counts, so that the cast back truncates sum / count
+        mean, share = (_whole_multiple(ctx, value, int(np.prod(kernel)), dtype) for value in (mean, share))
+    (average,) = ctx.make_node("Div", [mean, share])
+    ends = _ceil_mode_sizes(ctx, spatial, kernel, stride, padding) if dynamic else int64s(ctx, ctx.shape(op.output("y"))[2:], "ends")
+    ctx.make_node("Slice", [average, int64s(ctx, [0] * len(kernel), "starts"), ends, int64s(ctx, spatial_axes, "axes")], [pooled.y])
+
+
+def _whole_multiple(ctx, mean: str, area: int, dtype) -> str:
+    """``mean * area`` rounded to the nearest integer: a window's sum of integers, or its count."""
+    (scaled,) = ctx.make_node("Mul", [mean, ctx.constant(np.array(area, dtype=dtype), "window_area")])
+    return ctx.make_node("Floor", [ctx.make_node("Add", [scaled, ctx.constant(np.array(0.5, dtype=dtype), "half")])[0]])[0]
+
+
+def _padded(ctx, x: str, pads, dtype, fill: float = 0) -> str:
+    """``x`` (of ``dtype``) padded with ``pads`` (ONNX order) of ``fill``."""
+    if ctx.opset < 11:  # Pad's pads and value are attributes before opset 11
+        return ctx.make_node("Pad", [x], pads=pads, mode="constant", value=float(fill))[0]
+    value = [ctx.constant(np.array(fill, dtype=dtype), "fill")] if fill else []
+    return ctx.make_node("Pad", [x, int64s(ctx, pads, "pads"), *value], mode="constant")[0]
+
+
+def _ceil_mode_sizes(ctx, spatial: str, kernel, stride, padding) -> str:
+    """OneFlow's output sizes with ceil_mode, from the input's spatial sizes at run time (1-D int64):
+    ``out = ceil((size + 2p - k) / s) + 1``, less one where that last window would start in the
+    right-hand padding (``(out - 1) * s >= size + p``)."""
+    k, s, p = (int64s(ctx, values, hint) for values, hint in ((kernel, "kernel"), (stride, "stride"), (padding, "padding")))
+    (with_padding,) = ctx.make_node("Add", [spatial, p])
+    (span,) = ctx.make_node("Sub", [ctx.make_node("Add", [with_padding, p])[0], k])
+    (rounded_up,) = ctx.make_node("Add", [span, ctx.make_node("Sub", [s, int64s(ctx, [1], "one")])[0]])
+    (steps,) = ctx.make_node("Div", [rounded_up, s])  # the last window's index (sizes are positive: Div floors)
+    (starts_inside,) = ctx.make_node("Less", [ctx.make_node("Mul", [steps, s])[0], with_padding])
+    return ctx.make_node("Add", [steps, cast(ctx, starts_inside, np.int64)])[0]
 
 
 def _adaptive_pool(ctx, op, global_type: str, window_type: str, reduce_type: str):
