@@ -54,6 +54,19 @@ class VerificationError(Flow2OnnxError):
         return type(self), (self.args[0], self.report, self.divergence), self.__dict__
 
 
+class MissingKernelError(Flow2OnnxError):
+    """The verifying runtime has no kernel for the types of a node of the exported model; nothing is
+    written. ``onnx_op`` is the node's ONNX operator, ``node`` its name, ``op_type`` the OneFlow op
+    type whose lowering emitted it (``None`` where no op of the graph did)."""
+
+    def __init__(self, message: str, onnx_op: str, node: str, op_type: str | None):
+        super().__init__(message)
+        self.onnx_op, self.node, self.op_type = onnx_op, node, op_type
+
+    def __reduce__(self):  # pickled whole: an isolated export sends it back from its worker process
+        return type(self), (self.args[0], self.onnx_op, self.node, self.op_type), self.__dict__
+
+
 class ModelFileError(Flow2OnnxError):
     """A model file to run or describe is missing, empty, truncated, not ONNX, or rejected by ONNX Runtime."""
 

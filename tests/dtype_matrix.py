@@ -165,6 +165,8 @@ def attempt(case: str, dtype: str, opset: int, path: str, **options) -> dict:
         if "OneFlow has no" not in str(error):
             raise
         return {"status": "oneflow", "detail": _first_line(error), "op_type": re.search(r"OneFlow has no (\w+)", str(error)).group(1)}
+    except flow2onnx.MissingKernelError as error:
+        return {"status": "onnxruntime", "detail": error.onnx_op.replace("com.microsoft.", ""), "op_type": error.op_type}
     except flow2onnx.Flow2OnnxError as error:
         found = _ORT_OP.search(str(error))
         if "NOT_IMPLEMENTED" in str(error) and found:

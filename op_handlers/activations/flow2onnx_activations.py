@@ -136,17 +136,34 @@ def lower_leaky_relu(ctx, op):
 
 @LOWERINGS.op("elu", since_opset=9)
 def lower_elu(ctx, op):
+    if ctx.dtype(op.input("in")) != np.float32:
+        _written_out_elu(ctx, op.input("in"), float(op.attr("alpha")), 1.0, op.output("out"))
+        return
     ctx.make_node("Elu", [op.input("in")], [op.output("out")], alpha=float(op.attr("alpha")))
 
 
 @LOWERINGS.op("celu", since_opset=9)
 def lower_celu(ctx, op):
-    """max(0, x) + min(0, alpha * (exp(x / alpha) - 1)), written out: ONNX Celu needs opset 12 and takes float only."""
+    """max(0, x) + min(0, alpha * (exp(x / alpha) - 1)): ONNX Celu needs opset 12 and takes float only."""
     x = op.input("in")
     alpha = float(op.attr("alpha"))
+    if ctx.dtype(x) != np.float32:
+        _written_out_elu(ctx, x, alpha, 1.0 / alpha, op.output("out"))
+        return
     (scaled,) = ctx.make_node("Div", [x, _scalar(ctx, x, alpha, "alpha")])
     (elu,) = ctx.make_node("Elu", [scaled], alpha=1.0)
     ctx.make_node("Mul", [elu, _scalar(ctx, x, alpha, "alpha")], [op.output("out")])
+
+
+def _written_out_elu(ctx, x: str, alpha: float, rate: float, out: str) -> None:
+    """``x`` where it is above 0, else ``alpha * (exp(rate * x) - 1)``, from Exp and Where: ONNX
+    Runtime's CPU provider has an Elu kernel for float32 only (its kernel registry, 1.23), and
+    OneFlow computes elu and celu in float64 too. NaN stays NaN (it is not above 0)."""
+    (scaled,) = ctx.make_node("Mul", [x, _scalar(ctx, x, rate, "rate")]) if rate != 1.0 else (x,)
+    (grown,) = ctx.make_node("Sub", [ctx.make_node("Exp", [scaled])[0], _scalar(ctx, x, 1.0, "one")])
+    (negative,) = ctx.make_node("Mul", [grown, _scalar(ctx, x, alpha, "alpha")])
+    (positive,) = ctx.make_node("Greater", [x, _scalar(ctx, x, 0.0, "zero")])
+    ctx.make_node("Where", [positive, x, negative], [out])
 
 
 @LOWERINGS.op("softplus", since_opset=9)

@@ -30,6 +30,7 @@ from ..plan.draws import draw_inputs, index_bounds
 from ..write.bundle import write_bundle
 from ..write.staging import Staged
 from .comparison import VerificationReport, compare, has_reference
+from .kernels import missing_kernel
 from .reference import run_oneflow
 
 log = logging.getLogger("flow2onnx")
@@ -107,7 +108,7 @@ class Verifier:
             for index, (run, feeds, expected) in enumerate(runs):
                 progress.report("verification", len(runs) + index, 2 * len(runs), "runs", f"{verifier.name} on {_run_text(run)}")
                 try:
-                    actual = self._guarded(verifier, lambda: run_model(feeds))
+                    actual = self._guarded(verifier, lambda: run_model(feeds), model_path)
                 except Flow2OnnxError as error:
                     if not run.ones:
                         raise
@@ -141,10 +142,10 @@ class Verifier:
         """A function from feeds to the model's outputs: a session of the verifier, or one call per run."""
         libraries = [entry.path for entry in self.registry.runtime_libraries.values()]
         if verifier.session is not None:
-            return self._guarded(verifier, lambda: verifier.session(model_path, libraries))
+            return self._guarded(verifier, lambda: verifier.session(model_path, libraries), model_path)
         return lambda feeds: verifier.function(model_path, feeds, libraries)
 
-    def _guarded(self, verifier, call):
+    def _guarded(self, verifier, call, model_path: str):
         """``call()``; a failure of the verifier is an error, or :class:`_CannotRun` when a custom domain explains it."""
         try:
             return call()
@@ -153,6 +154,9 @@ class Verifier:
         except Exception as error:
             reason = self._cannot_run(verifier, error)
             if reason is None:
+                no_kernel = missing_kernel(error, model_path, self.graph, self.lowered.lowered_by)
+                if no_kernel is not None:
+                    raise no_kernel from error
                 raise Flow2OnnxError(f"verifier {verifier.describe()} could not run the exported model: {type(error).__name__}: {error}") from error
             raise _CannotRun(reason) from error
 
