@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import numpy_helper
 
-from flow2onnx.plugin import Lowerings, cast_if_needed, hookimpl, reshaped_weight, size_value, sizes_attr, sizes_tensor
+from flow2onnx.plugin import Lowerings, cast, cast_if_needed, hookimpl, reshaped_weight, size_value, sizes_attr, sizes_tensor
 
 # since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
 # the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
@@ -104,10 +104,26 @@ def lower_fill_tensor(ctx, op):
     ctx.make_node("Expand", [value, shape], [out])
 
 
+#: The dtypes ONNX Runtime's CPU EyeLike kernel takes (its kernel registry, 1.23).
+_EYE_LIKE_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64, np.uint64))
+
+
 @LOWERINGS.op("eye")
 def lower_eye(ctx, op):
-    eye = np.eye(int(op.attr("rows")), int(op.attr("cols")), dtype=np.dtype(op.attr("dtype")))
-    ctx.make_node("Identity", [ctx.constant(eye, "eye")], [op.output("out")])
+    """A constant; or, where its size is computed from a dynamic axis (``flow.eye(x.size(1))``),
+    ``EyeLike`` of zeros of that size, computed from the inputs' ``Shape``."""
+    dtype, out = np.dtype(op.attr("dtype")), op.output("out")
+    rows, cols = int(op.attr("rows")), int(op.attr("cols"))
+    follows = [ctx.follows_sizes(op, "rows"), ctx.follows_sizes(op, "cols")]
+    if not any(follows):
+        ctx.make_node("Identity", [ctx.constant(np.eye(rows, cols, dtype=dtype), "eye")], [out])
+        return
+    computed = dtype if dtype in _EYE_LIKE_DTYPES else np.dtype(np.float32)  # booleans, narrow integers: cast back
+    (zeros,) = ctx.make_node("ConstantOfShape", [sizes_tensor(ctx, [rows, cols], follows)], value=numpy_helper.from_array(np.zeros(1, computed)))
+    if computed == dtype:
+        ctx.make_node("EyeLike", [zeros], [out])
+    else:
+        cast(ctx, ctx.make_node("EyeLike", [zeros])[0], dtype, [out])
 
 
 @hookimpl

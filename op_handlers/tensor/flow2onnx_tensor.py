@@ -51,32 +51,71 @@ def lower_stack(ctx, op):
     ctx.make_node("Concat", parts, [out], axis=axis)
 
 
-def _slice(ctx, x, out, starts, ends, axes, steps):
+def _slice(ctx, x, out, starts, ends, axes, steps, follows=None):
+    """``Slice`` of ``x``; ``follows`` holds, per entry of ``starts`` and ``ends``, the size
+    expression that entry is computed from instead (``None`` for a number)."""
     if not axes:
         ctx.make_node("Identity", [x], [out])
         return
+    start_follows, end_follows = follows or ([None] * len(starts), [None] * len(ends))
     ctx.make_node(
         "Slice",
-        [x, int64s(ctx, starts, "starts"), int64s(ctx, ends, "ends"), int64s(ctx, axes, "axes"), int64s(ctx, steps, "steps")],
+        [x, sizes_tensor(ctx, starts, start_follows, "starts"), sizes_tensor(ctx, ends, end_follows, "ends"), int64s(ctx, axes, "axes"), int64s(ctx, steps, "steps")],
         [out],
     )
 
 
 @LOWERINGS.op("slice", since_opset=10)
 def lower_slice(ctx, op):
+    """``x[a:b:s]`` on each axis. A bound that follows a dynamic size is kept following it: counted
+    from the end where it is the same distance from the end at every size (``x[:, : x.size(1) - 1]``
+    ends at -1), else computed from the inputs' ``Shape`` (``x[:, : x.size(1) // 2]``)."""
     x = op.input("x")
-    shape = ctx.shape(x)
-    starts, ends, axes, steps = [], [], [], []
-    for axis, (start, stop, step, size) in enumerate(zip(op.attr("start"), op.attr("stop"), op.attr("step"), shape)):
+    shape, other = ctx.shape(x), ctx.variant_shape(x)
+    (start, start_follows), (stop, stop_follows) = (_slice_bounds(ctx, op, name, shape, other) for name in ("start", "stop"))
+    starts, ends, axes, steps, follows = [], [], [], [], ([], [])
+    for axis, (step, size) in enumerate(zip(op.attr("step"), shape)):
         if step <= 0:
             raise ctx.error(f"slice step {step} on axis {axis}: OneFlow slices with positive steps only")
-        if start == 0 and stop >= size and step == 1:
+        to_end = stop_follows[axis] is None and (stop[axis] >= size and (other is None or stop[axis] >= other[axis]) or stop[axis] == _FROM_END)
+        if start[axis] == 0 and start_follows[axis] is None and to_end and step == 1:
             continue  # the whole axis: leave it out, so a dynamic size passes through
-        starts.append(start)
-        ends.append(INT64_MAX if stop >= size else stop)
+        starts.append(start[axis])
+        ends.append(INT64_MAX if to_end else stop[axis])
         axes.append(axis)
         steps.append(step)
-    _slice(ctx, x, op.output("y"), starts, ends, axes, steps)
+        follows[0].append(start_follows[axis])
+        follows[1].append(stop_follows[axis])
+    _slice(ctx, x, op.output("y"), starts, ends, axes, steps, follows)
+
+
+#: A slice bound at the very end of an axis at every size.
+_FROM_END = INT64_MIN
+
+
+def _slice_bounds(ctx, op, name: str, shape, other) -> tuple[list[int], list]:
+    """Slice attribute ``name`` (``start`` or ``stop``) per axis, as ONNX takes it: a number
+    (negative: counted from the end; :data:`_FROM_END` for the end itself), with, per axis, the size
+    expression it is computed from where it follows the dynamic axes some other way (else ``None``)."""
+    values = [int(v) for v in op.attr(name)]
+    variant = ctx.variant_attr(op, name)
+    follows = [None] * len(values)
+    if variant is None or other is None or [int(v) for v in variant] == values:
+        return values, follows
+    unexplained = []
+    for axis, (value, moved) in enumerate(zip(values, variant)):
+        if value == moved:
+            continue
+        if value - shape[axis] == int(moved) - other[axis]:  # the same distance from the end at both sizes
+            distance = value - shape[axis]
+            values[axis] = distance if distance < 0 else (_FROM_END if name == "stop" else INT64_MAX)
+        else:
+            unexplained.append(axis)
+    if unexplained:
+        explained = ctx.follows_sizes(op, name)  # raises the op's error where no product of sizes explains one
+        for axis in unexplained:
+            follows[axis] = explained[axis]
+    return values, follows
 
 
 @LOWERINGS.op("narrow", since_opset=10)
@@ -111,6 +150,14 @@ def lower_squeeze(ctx, op):
     if not axes:
         ctx.make_node("Identity", [x], [op.output("out")])
         return
+    dynamic = [axis for axis in axes if is_dynamic(ctx, x, axis)]
+    if dynamic:
+        # OneFlow squeezes an axis only where its size is 1: at other sizes the output has another rank.
+        raise ctx.error(
+            f"it squeezes axis {dynamic[0]} of its input, which is 1 in the example but dynamic: OneFlow squeezes an axis "
+            "only where its size is 1, so the output's rank would follow that size, and an ONNX model has one rank per output. "
+            "Declare that axis static (leave it out of dynamic_axes), or index it (x[:, 0]) where it is always 1"
+        )
     squeeze(ctx, x, axes, [op.output("out")])
 
 

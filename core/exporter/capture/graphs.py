@@ -514,10 +514,13 @@ def _flow_ops(user_ops, onnx_name: dict[str, str]) -> list[FlowOp]:
     rename = onnx_name.get
     read = []
     shapes: dict[tuple, tuple] = {}
+    variables = set(onnx_name.values())
     for op in user_ops:
         conf = op.user_conf
         op_type = conf.op_type_name
         attr_map, input_map, output_map = conf.attr, conf.input, conf.output
+        if op_type == "assign" and _assigned(input_map, rename, onnx_name, variables):
+            continue
         attrs, kinds = {}, []
         for key in attr_map:
             value = attr_map[key]
@@ -536,6 +539,18 @@ def _flow_ops(user_ops, onnx_name: dict[str, str]) -> list[FlowOp]:
     schemas = schemas_of_bindings(shapes.values())
     made = FlowOp._made
     return [made(name, op_type, inputs, outputs, attrs, schemas[op_type]) for name, op_type, inputs, outputs, attrs in read]
+
+
+def _assigned(input_map, rename, onnx_name: dict[str, str], kept: set[str]) -> bool:
+    """An ``assign(ref, value)`` (``y.copy_(v)`` in a graph) as what it means to the ops after it:
+    they read ``value`` where they read ``ref``, so ``ref`` is renamed to it from here on and the op
+    goes. Not where ``ref`` is a variable or an input (``kept``): a model that writes its own state
+    or its caller's tensor does something no ONNX model does, and its assign stays, to be refused."""
+    ref, value = input_map["ref"].s[0], input_map["value"].s[0]
+    if rename(ref, ref) in kept:
+        return False
+    onnx_name[ref] = rename(value, value)
+    return True
 
 
 def _outputs(output_ops, onnx_name: dict[str, str], tensors: dict, blob_descs) -> tuple[list[TensorInfo], list[str]]:

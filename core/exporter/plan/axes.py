@@ -338,9 +338,12 @@ def settle_sizes(graph: FlowGraph, plan: AxesPlan) -> AxesPlan:
     if graph.source.eager_module is None or not spatial or len(plan.runs) < 2:
         return plan
     small = plan.runs[1]
-    for factor in (None, 0.75, 1.25):
+    # Dim 0 keeps the small run's size first; then it moves too, for a model whose dim 0 is not a
+    # batch (x[1 : x.size(0) - 1] is empty at the small run's size of every other axis).
+    for factor, with_dim0 in ((None, False), (0.75, False), (1.25, False), (0.75, True), (1.25, True)):
         shapes = dict(small.shapes) if factor is None else shapes_by_symbol(
-            graph, plan.axes, lambda info, axis: far_size(info.shape[axis], factor) if axis else small.shapes[info.name][axis]
+            graph, plan.axes,
+            lambda info, axis: far_size(info.shape[axis], factor) if axis or with_dim0 else small.shapes[info.name][axis],
         )
         why = _cannot_run_at(graph, shapes)
         if why is None:

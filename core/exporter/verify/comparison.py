@@ -70,6 +70,8 @@ class OutputComparison:
     inputs: str = ""
     #: Elements not judged: OneFlow overflowed there in a run at edge values.
     uncompared: int = 0
+    #: OneFlow's shape of this output, where the model's (``shape``) differs from it; else ``None``.
+    oneflow_shape: tuple[int, ...] | None = None
 
     @property
     def result(self) -> str:
@@ -232,7 +234,9 @@ def compare(
     rtol, atol = tolerance_for(expected.dtype, rtol, atol)
     dtype, shape = expected.dtype.name, tuple(expected.shape)
     if expected.shape != actual.shape:
-        return OutputComparison(name, batch_size, tuple(actual.shape), dtype, float("inf"), float("inf"), 1.0, atol, rtol, False, inputs=inputs)
+        return OutputComparison(
+            name, batch_size, tuple(actual.shape), dtype, float("inf"), float("inf"), 1.0, atol, rtol, False, inputs=inputs, oneflow_shape=shape,
+        )
     want, got = expected.astype(np.float64), actual.astype(np.float64)
     if want.size == 0:
         return OutputComparison(name, batch_size, shape, dtype, 0.0, 0.0, 0.0, atol, rtol, True, weakness="is empty", inputs=inputs)

@@ -312,13 +312,16 @@ def _mismatch(report: VerificationReport, sentence: str, divergence) -> Verifica
     failed = [c for c in report.comparisons if not c.passed]
     how = "the model has no outputs to compare"
     if failed:
-        worst = max(failed, key=lambda c: c.max_abs_diff)
+        # A shape that differs from OneFlow's says more than any difference of values.
+        reshaped = [c for c in failed if c.oneflow_shape is not None]
+        worst = reshaped[0] if reshaped else max(failed, key=lambda c: c.max_abs_diff)
         at_batch = "" if worst.batch_size is None else f" at batch size {worst.batch_size}"
         on = f" on {worst.inputs} inputs" if worst.inputs and worst.inputs != "example" else ""
-        how = (
-            f"{len(failed)} of {len(report.comparisons)} comparisons fail; the worst: output {worst.name!r}{at_batch}{on}, "
-            f"max abs diff {worst.max_abs_diff:.3g}"
-        )
+        if reshaped:
+            what = f"has shape {list(worst.shape)} where OneFlow's is {list(worst.oneflow_shape)}"
+        else:
+            what = f"max abs diff {worst.max_abs_diff:.3g}"
+        how = f"{len(failed)} of {len(report.comparisons)} comparisons fail; the worst: output {worst.name!r}{at_batch}{on}, {what}"
     return VerificationError(
         f"the exported model's outputs differ from OneFlow's beyond tolerance ({how}); nothing was written. "
         + sentence + "Pass verify=False (CLI: --no-verify) to write it anyway.",

@@ -1,0 +1,118 @@
+"""Small models written the way others write them (issue #23's classes): sizes computed from a
+dynamic axis (eye, arange, slices that end relative to a size, an RNN's initial state), in-place
+writes in a graph (``copy_``, ``x[mask] = v``), and the squeeze OneFlow only makes at size 1.
+
+Each file is compared on ONNX Runtime with OneFlow's eager module at the example's sizes and, for
+every dynamic axis on its own, at size 1, the example's size and two others, on values of both
+signs and several magnitudes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime
+import pytest
+
+import flow2onnx
+
+from .helpers import Lambda, flow
+
+RNG = np.random.default_rng(23)
+
+
+def signed(shape) -> np.ndarray:
+    return (RNG.standard_normal(shape) * 10.0 ** RNG.integers(-3, 3, size=shape)).astype(np.float32)
+
+
+def matches_at_every_size(model, path, example_shape, axes, smallest=1):
+    """The file at ``path`` against ``model`` at sizes 1 (or ``smallest``), the example's and two
+    others of each dynamic axis in turn; returns how many shapes were compared."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    compared = 0
+    for axis in axes:
+        for size in sizes_around(example_shape[axis], smallest):
+            shape = list(example_shape)
+            shape[axis] = size
+            x = signed(shape)
+            want = [t.numpy() for t in flatten(model(flow.tensor(x)))]
+            got = session.run(None, {"input": x})
+            assert len(got) == len(want)
+            for a, b in zip(got, want):
+                assert a.shape == b.shape, (shape, a.shape, b.shape)
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(b).max(initial=0))), err_msg=str(shape))
+            compared += 1
+    return compared
+
+
+def sizes_around(size: int, smallest: int = 1) -> list[int]:
+    return sorted({smallest, size, size + 3, 2 * size + 1})
+
+
+def flatten(value):
+    return list(value) if isinstance(value, (tuple, list)) else [value]
+
+
+def lstm_with_state_from_batch(self, x):
+    h0 = flow.zeros(1, x.size(0), 6)
+    c0 = flow.zeros(1, x.size(0), 6)
+    return self.rnn(x, (h0, c0))[0]
+
+
+def copied(self, x):
+    y = flow.zeros_like(x)
+    y.copy_(x * 2)
+    return y + 1
+
+
+def mask_assigned(self, x):
+    y = x.clone()
+    y[y > 0] = 0.5
+    return y
+
+
+MODELS = {
+    # name: (forward, submodules, example shape, dynamic axes of "input")
+    "eye-square": (lambda self, x: flow.eye(x.size(0)) @ x, {}, (3, 5), (0,)),
+    "eye-rows-cols": (lambda self, x: x.t() @ flow.eye(x.size(0), x.size(1)), {}, (3, 5), (0, 1)),
+    "eye-int64": (lambda self, x: flow.eye(x.size(0), dtype=flow.int64).float() @ x, {}, (3, 5), (0,)),
+    "eye-bool": (lambda self, x: flow.where(flow.eye(x.size(0), 5, dtype=flow.bool), x, -x), {}, (3, 5), (0,)),
+    "arange-of-size": (lambda self, x: x + flow.arange(x.size(0)).unsqueeze(1).float(), {}, (3, 4), (0,)),
+    "slice-all-but-last": (lambda self, x: x[:, : x.size(1) - 1], {}, (3, 6), (0, 1)),
+    "slice-half": (lambda self, x: x[:, : x.size(1) // 2], {}, (3, 6), (0, 1)),
+    "slice-last-two": (lambda self, x: x[:, x.size(1) - 2 :], {}, (3, 6), (0, 1)),
+    "slice-strided-from-size": (lambda self, x: x[:, 1 : x.size(1) : 2], {}, (3, 7), (0, 1)),
+    "slice-inner": (lambda self, x: x[1 : x.size(0) - 1, 1:-1], {}, (4, 6), (0, 1)),
+    "lstm-state-from-batch": (lstm_with_state_from_batch, {"rnn": flow.nn.LSTM(4, 6, batch_first=True)}, (3, 5, 4), (0, 1)),
+    "copy-into-fresh-tensor": (copied, {}, (3, 4), (0, 1)),
+    "mask-assign": (mask_assigned, {}, (3, 4), (0, 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_small_model_matches_oneflow_at_every_size_of_its_dynamic_axes(tmp_path, name):
+    forward, submodules, shape, axes = MODELS[name]
+    model = Lambda(forward, **submodules).eval()
+    path = tmp_path / "m.onnx"
+    result = flow2onnx.export(model, [flow.tensor(signed(shape))], path, dynamic_axes={"input": {axis: f"d{axis}" for axis in axes}})
+    assert result.report.verified
+    assert matches_at_every_size(model, path, shape, axes) == sum(len(sizes_around(shape[a])) for a in axes)
+
+
+def test_a_squeeze_of_a_dynamic_axis_is_refused_naming_the_axis_and_the_fix(tmp_path):
+    # x.squeeze(1) on a (2, 1, 4) example with every axis dynamic: OneFlow squeezes axis 1 only
+    # where it is 1, so the output's rank follows that size; no ONNX model has that.
+    model = Lambda(lambda self, x: x.squeeze(1)).eval()
+    with pytest.raises(flow2onnx.LoweringError, match=r"squeeze op .*squeezes axis 1 .*1 in the example but dynamic.*Declare that axis static"):
+        flow2onnx.export(model, [flow.randn(2, 1, 4)], tmp_path / "m.onnx", dynamic_axes={"input": {0: "a", 1: "b", 2: "c"}})
+    assert list(tmp_path.iterdir()) == []
+    # With that axis static, the others stay dynamic and the file is right at their sizes.
+    path = tmp_path / "m.onnx"
+    flow2onnx.export(model, [flow.randn(2, 1, 4)], path, dynamic_axes={"input": {0: "a", 2: "c"}})
+    assert matches_at_every_size(model, path, (2, 1, 4), (0, 2)) == len(sizes_around(2)) + len(sizes_around(4))
+
+
+def test_a_squeeze_that_drops_a_dynamic_axis_at_size_1_is_refused_by_its_shape(tmp_path):
+    # squeeze() with no axis squeezes whatever is 1: at batch 1 OneFlow's output loses the batch axis too.
+    model = Lambda(lambda self, x: x.squeeze()).eval()
+    with pytest.raises(flow2onnx.VerificationError, match=r"has shape \[1, \d+\] where OneFlow's is \[\d+\]"):
+        flow2onnx.export(model, [flow.randn(2, 1, 4)], tmp_path / "m.onnx", dynamic_axes={"input": {0: "a", 2: "c"}})
+    assert list(tmp_path.iterdir()) == []
