@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -218,6 +218,14 @@ class Provenance:
     #: For an eager capture, each place where the module read a tensor's value back to Python, which
     #: the export froze to the example's value (``model.head: Tensor.item() (frozen to 3)``).
     frozen: tuple[str, ...] = ()
+    #: Where the graph's inputs go in the eager module's arguments, when the example nested them in
+    #: tuples, lists or dicts (``flow2onnx.exporter.capture.nested.InputTree``); ``None`` when flat.
+    input_tree: Any = None
+
+    def run_module(self, tensors: Sequence) -> Any:
+        """The eager module called on the graph's input ``tensors``, put back where the example had them."""
+        arguments = list(tensors) if self.input_tree is None else self.input_tree.rebuild(tensors)
+        return self.eager_module(*arguments)
 
 
 @dataclass(frozen=True, eq=False)

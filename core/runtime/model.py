@@ -21,6 +21,7 @@ it: inputs, outputs, opsets, op histogram, parameters.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -297,6 +298,11 @@ def _short(names: Sequence[str]) -> str:
 # ---------------------------------------------------------------- the model
 
 
+#: The metadata key under which an export records where its inputs went in the module's arguments,
+#: when the example nested them: ``{"specs": [...], "names": [...]}`` (see :meth:`Model.feeds`).
+INPUT_TREE_KEY = "flow2onnx.input_tree"
+
+
 class Model:
     """An ONNX model opened in ONNX Runtime, with checked inputs and outputs returned by name.
 
@@ -341,6 +347,10 @@ class Model:
         self.inputs = [_spec_of_node_arg(arg) for arg in self.session.get_inputs()]
         self.outputs = [_spec_of_node_arg(arg) for arg in self.session.get_outputs()]
         self._inputs_by_name = {spec.name: spec for spec in self.inputs}
+        recorded = self.session.get_modelmeta().custom_metadata_map.get(INPUT_TREE_KEY)
+        #: Where the inputs go in the exported module's arguments (one spec per argument), when its
+        #: example nested them in tuples, lists or dicts; ``None`` otherwise.
+        self.input_tree = None if recorded is None else json.loads(recorded)["specs"]
 
     # ---- what it is
 
@@ -490,7 +500,9 @@ class Model:
     # ---- running
 
     def run(self, *inputs, **named) -> dict[str, np.ndarray]:
-        """Run the model; inputs by position, by name, or as one ``{name: array}`` mapping.
+        """Run the model; inputs by position, by name, or as one ``{name: array}`` mapping. A model
+        exported from a module whose example nested its tensors (``model(x, (h0, c0))``, a dict)
+        also takes the arguments nested the same way: ``run(x, (h0, c0))``.
 
         :returns: ``{output name: numpy array}``, in the model's output order.
         :raises ModelInputError: an input is unknown, missing, or of the wrong shape or dtype.
@@ -507,7 +519,10 @@ class Model:
 
     def feeds(self, *inputs, **named) -> dict[str, np.ndarray]:
         """Check inputs, given as :meth:`run` takes them, and return ONNX Runtime's ``{name: array}`` feed."""
-        if len(inputs) == 1 and isinstance(inputs[0], Mapping) and not named:
+        by_name = len(inputs) == 1 and isinstance(inputs[0], Mapping) and not named and set(inputs[0]) <= set(self._inputs_by_name)
+        if self.input_tree is not None and not by_name and any(isinstance(value, (tuple, list, Mapping)) for value in inputs):
+            inputs = tuple(self._flattened(inputs))  # the module's arguments, nested as the example was
+        elif len(inputs) == 1 and isinstance(inputs[0], Mapping) and not named:
             named, inputs = dict(inputs[0]), ()
         if len(inputs) > len(self.inputs):
             raise ModelInputError(
@@ -535,9 +550,49 @@ class Model:
             feeds[spec.name] = np.ascontiguousarray(array)
         return feeds
 
+    def _flattened(self, arguments) -> list:
+        """The module's arguments, nested as the export's example was, as the model's flat inputs."""
+        if len(arguments) != len(self.input_tree):
+            raise ModelInputError(f"the model was exported from a module called with {len(self.input_tree)} arguments; got {len(arguments)}")
+        flat: list = []
+        for index, (spec, value) in enumerate(zip(self.input_tree, arguments)):
+            _flatten_argument(spec, value, f"argument {index}", flat)
+        return flat
+
     def input_summary(self) -> str:
         """The inputs as ``'input' [batch, 3, 224, 224] (float32), ...``, for messages."""
         return ", ".join(f"{spec.name!r} {spec.describe()}" for spec in self.inputs) or "none"
+
+
+def _flatten_argument(spec, value, where: str, flat: list) -> None:
+    """Append ``value``'s arrays to ``flat`` in the order of ``spec`` (``"leaf"``, or a kind and its items)."""
+    if spec == "leaf":
+        flat.append(value)
+        return
+    kind, items = spec
+    if kind == "const":  # a Python value the export made its call with: fixed in the file
+        if value != items and not (isinstance(value, tuple) and list(value) == items):
+            raise ModelInputError(f"{where} was {items!r} when the model was exported, and is fixed in the file; got {value!r}")
+        return
+    if kind == "dict":
+        if not isinstance(value, Mapping) or set(value) != {key for key, _ in items}:
+            keys = ", ".join(repr(key) for key, _ in items)
+            raise ModelInputError(f"{where} must be a dict with the keys {keys}, as the export's example was; got {_kind_of(value)}")
+        for key, item in items:
+            _flatten_argument(item, value[key], f"{where}[{key!r}]", flat)
+        return
+    if not isinstance(value, (tuple, list)) or len(value) != len(items):
+        raise ModelInputError(f"{where} must be a {kind} of {len(items)}, as the export's example was; got {_kind_of(value)}")
+    for index, (item, part) in enumerate(zip(items, value)):
+        _flatten_argument(item, part, f"{where}[{index}]", flat)
+
+
+def _kind_of(value) -> str:
+    if isinstance(value, Mapping):
+        return f"a dict with the keys {', '.join(map(repr, value))}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
 
 
 def _first_line(error: Exception) -> str:

@@ -32,6 +32,7 @@ from ..._oneflow import error_text, import_oneflow, quiet_native_output
 from ...errors import InvalidModelError
 from ...lowering.graph import FlowGraph, Provenance
 from .graphs import ABORTING_CALLS_ON_CPU, flatten_outputs, graph_from_job, refuse_aborting_call
+from .nested import rebuild
 from .recording import _SKIPPED_METHODS, _patch_functions, _patch_tensor_methods
 from ..weights import StateWeights
 
@@ -73,8 +74,10 @@ class EagerCapture:
     frozen: tuple[Freeze, ...]
 
 
-def capture_eagerly(module, inputs: Sequence, name: str | None = None) -> EagerCapture:
-    """Run ``module`` eagerly on ``inputs`` and read the ops it ran into a :class:`FlowGraph`.
+def capture_eagerly(module, inputs: Sequence, name: str | None = None, tree=None) -> EagerCapture:
+    """Run ``module`` eagerly on ``inputs`` (flat tensors, put back in their places where ``tree``,
+    an :class:`~.nested.InputTree`, says the example nested them) and read the ops it ran into a
+    :class:`FlowGraph`.
 
     :raises InvalidModelError: when the module cannot run eagerly on ``inputs``, or runs an op that
         lazy mode cannot replay (OneFlow's own words, and the call).
@@ -91,15 +94,17 @@ def capture_eagerly(module, inputs: Sequence, name: str | None = None) -> EagerC
         for tensor, lazy in zip(inputs, lazy_inputs):
             tracer.bind(tensor, lazy, dependent=True)
         with flow._oneflow_internal.lazy_mode.guard(False), tracer.patched():
-            outputs = module(*inputs)
+            outputs = module(*rebuild(tree, inputs))
         for index, tensor in enumerate(flatten_outputs(outputs)):
             build_util.build_graph_output(f"_output.{index}", tracer.twin(tensor))
         flow._oneflow_internal.CurJobBuildAndInferCtx_Complete()
         job = c_api_util.GetCurrentJob()
     _drop_unread_ops(job)
     graph = graph_from_job(
-        job, name=name or type(module).__name__, read_weight=tracer.weight_reader(),
-        source=Provenance("eager", eager_module=module, find_module=module_finder(module), frozen=tuple(f.sentence() for f in tracer.frozen)),
+        job, name=name or type(module).__name__, read_weight=tracer.weight_reader(), input_names=None if tree is None else tree.names,
+        source=Provenance(
+            "eager", eager_module=module, find_module=module_finder(module), frozen=tuple(f.sentence() for f in tracer.frozen), input_tree=tree,
+        ),
     )
     tracer.check_weights(graph)
     return EagerCapture(graph, tuple(tracer.frozen))

@@ -24,6 +24,7 @@ from ...errors import InvalidModelError
 from ...lowering.graph import FlowGraph, FlowOp, Provenance, TensorInfo
 from ...lowering.schema import ATTR_TYPES, binding_key, schemas_of_bindings
 from ..weights import StateWeights
+from .nested import rebuild
 
 log = logging.getLogger("flow2onnx")
 
@@ -89,8 +90,10 @@ def _flatten_state(state, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield name, value
 
 
-def wrap_module(module, example_inputs: Sequence):
-    """Wrap an eager ``nn.Module`` in an ``nn.Graph`` and compile it on ``example_inputs``.
+def wrap_module(module, example_inputs: Sequence, tree=None):
+    """Wrap an eager ``nn.Module`` in an ``nn.Graph`` and compile it on ``example_inputs``: flat
+    tensors, which ``build`` puts back in their places in the module's arguments where ``tree`` (an
+    :class:`~.nested.InputTree`) says the example nested them.
 
     A module in training mode is switched to eval mode with a warning: an export describes inference.
     Stride-0 views the modules hold as plain tensors are compiled as contiguous copies (see
@@ -105,12 +108,13 @@ def wrap_module(module, example_inputs: Sequence):
             self.model = module
 
         def build(self, *args):
-            return self.model(*args)
+            return self.model(*rebuild(tree, args))
 
     graph = ExportGraph()
     # Plain attributes: nn.Graph.__setattr__ would wrap a module in a proxy bound to this graph.
     object.__setattr__(graph, "_flow2onnx_name", type(module).__name__)
     object.__setattr__(graph, "_flow2onnx_module", module)
+    object.__setattr__(graph, "_flow2onnx_tree", tree)
     compile_graph(graph, example_inputs)  # stride-0 views are protected by the compile guard
     return graph
 
@@ -239,7 +243,7 @@ def _shape_given(shape, where: str) -> InvalidModelError:
     )
 
 
-def as_compiled_graph(model, inputs: Sequence | None):
+def as_compiled_graph(model, inputs: Sequence | None, tree=None):
     """``model`` as a compiled ``nn.Graph``: compiled on ``inputs`` (tensors), or an eager module wrapped in one.
 
     :raises InvalidModelError: when OneFlow cannot build the graph on those inputs (wrong count,
@@ -264,7 +268,7 @@ def as_compiled_graph(model, inputs: Sequence | None):
                 "build the graph, e.g. export(module, [flow.rand(1, 3, 224, 224)])"
             )
         with rejected_inputs(model, model.forward, inputs):
-            return wrap_module(model, inputs)
+            return wrap_module(model, inputs, tree)
     raise InvalidModelError(
         f"cannot export a {type(model).__module__}.{type(model).__name__}: pass a oneflow.nn.Graph or a "
         "oneflow.nn.Module with example_inputs"
@@ -352,7 +356,8 @@ def _aborting(ops: str, op_types: Sequence[str], doing: str, otherwise: str) -> 
 def read_graph(graph) -> FlowGraph:
     """Read a compiled ``nn.Graph`` into a :class:`FlowGraph` with ONNX tensor names.
 
-    Graph inputs are named ``input`` (``input_0``, ``input_1``, … when there are several), outputs
+    Graph inputs are named ``input`` (``input_0``, ``input_1``, … when there are several; their paths,
+    ``hx.0``, where the example nested them), outputs
     ``output``/``output_N`` in the order OneFlow flattens the graph's return value; parameters keep
     their module path (``layer1.0.conv1.weight``); other tensors keep OneFlow's names.
     """
@@ -363,9 +368,11 @@ def read_graph(graph) -> FlowGraph:
         )
     job = graph._full_job_proto
     ops = _ops_by_kind(job)
+    tree = getattr(graph, "_flow2onnx_tree", None)
     return graph_from_job(
         job,
         ops,
+        input_names=None if tree is None else tree.names,
         # The class name, not OneFlow's job name: that one carries a per-process counter (ExportGraph_3).
         name=getattr(graph, "_flow2onnx_name", None) or type(graph).__name__,
         read_weight=_weight_reader(graph),
@@ -374,14 +381,16 @@ def read_graph(graph) -> FlowGraph:
             eager_module=getattr(graph, "_flow2onnx_module", None),
             input_layouts=_input_layouts(graph, job, ops["input_conf"]),
             find_module=_module_finder(graph),
+            input_tree=tree,
         ),
     )
 
 
-def graph_from_job(job, ops: dict[str, list] | None = None, **facts) -> FlowGraph:
+def graph_from_job(job, ops: dict[str, list] | None = None, input_names: Sequence[str] | None = None, **facts) -> FlowGraph:
     """A :class:`FlowGraph` of an OneFlow job proto's ops and tensors, under ONNX names; ``ops``: the job's
-    ops by kind, when the caller has them (:func:`_ops_by_kind`); ``facts`` are the :class:`FlowGraph`
-    fields that do not come from the job (``name``, ``read_weight``, ``source``)."""
+    ops by kind, when the caller has them (:func:`_ops_by_kind`); ``input_names``: the inputs' names, in
+    order (default ``input``, ``input_N``); ``facts`` are the :class:`FlowGraph` fields that do not come
+    from the job (``name``, ``read_weight``, ``source``)."""
     blob_descs = job.helper.lbn2logical_blob_desc
     ops = ops or _ops_by_kind(job)
 
@@ -389,7 +398,7 @@ def graph_from_job(job, ops: dict[str, list] | None = None, **facts) -> FlowGrap
     inputs = []
     for index, op in enumerate(ops["input_conf"]):
         lbn = f"{op.name}/{op.input_conf.out}"
-        onnx_name[lbn] = _numbered("input", len(ops["input_conf"]), index)
+        onnx_name[lbn] = input_names[index] if input_names else _numbered("input", len(ops["input_conf"]), index)
         inputs.append(_tensor_info(onnx_name[lbn], blob_descs[lbn], lbn))
     variables = []
     for op in ops["variable_conf"]:

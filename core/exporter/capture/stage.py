@@ -18,15 +18,17 @@ from ...errors import InvalidModelError
 from ...lowering.graph import FlowGraph
 from .eager import capture_eagerly, frozen_warning
 from .graphs import rejected_inputs, as_compiled_graph, example_tensors, for_inference, read_graph, wrap_module
+from .nested import flatten_inputs
 
 log = logging.getLogger("flow2onnx")
 
 
 def capture_again(graph: FlowGraph, tensors: Sequence) -> FlowGraph:
     """The eager module of ``graph`` captured again, the way ``graph`` was, on ``tensors`` of other sizes."""
+    tree = graph.source.input_tree
     if graph.source.capture == "eager":
-        return capture_eagerly(graph.source.eager_module, tensors, name=graph.name).graph
-    return read_graph(wrap_module(graph.source.eager_module, tensors))
+        return capture_eagerly(graph.source.eager_module, tensors, name=graph.name, tree=tree).graph
+    return read_graph(wrap_module(graph.source.eager_module, tensors, tree))
 
 
 @dataclass(frozen=True)
@@ -54,17 +56,19 @@ def capture(model, example_inputs: Sequence | None, how: str = "auto", verified:
     ``auto`` refuses to fall back.
     """
     started = time.perf_counter()
-    inputs = example_tensors(example_inputs)
-    examples = None if inputs is None else tuple(_as_array(tensor) for tensor in inputs)
     flow = import_oneflow()
+    # Tuples, lists and dicts of tensors are an eager module's to take; an nn.Graph takes tensors.
+    flat, tree = flatten_inputs(model, example_inputs) if isinstance(model, flow.nn.Module) else (example_inputs, None)
+    inputs = example_tensors(flat)
+    examples = None if inputs is None else tuple(_as_array(tensor) for tensor in inputs)
     if how == "graph" or (how == "auto" and not isinstance(model, flow.nn.Module)):  # an nn.Graph is no Module
         _refuse_unguarded(model)
-        graph, told = read_graph(as_compiled_graph(model, inputs)), []
+        graph, told = read_graph(as_compiled_graph(model, inputs, tree)), []
         reason = "capture='graph' was asked for" if how == "graph" else (
             "the model is an nn.Graph" if isinstance(model, flow.nn.Graph) else "the model is not an eager module"
         )
     else:
-        graph, told, reason = _captured_eagerly(model, inputs, fallback=how == "auto", verified=verified)
+        graph, told, reason = _captured_eagerly(model, inputs, tree, fallback=how == "auto", verified=verified)
     seconds = time.perf_counter() - started
     if log.isEnabledFor(logging.INFO):  # counting the op types is a pass over every op
         log.info("read graph %s (%s capture: %s): %d ops of %d types", graph.name, graph.source.capture, reason, len(graph.ops), len(graph.op_types()))
@@ -77,7 +81,7 @@ def capture(model, example_inputs: Sequence | None, how: str = "auto", verified:
     return Captured(graph, {"read_graph": seconds}, examples, tuple(told), reason)
 
 
-def _captured_eagerly(model, inputs, fallback: bool, verified: bool = True) -> tuple[FlowGraph, list[str], str]:
+def _captured_eagerly(model, inputs, tree, fallback: bool, verified: bool = True) -> tuple[FlowGraph, list[str], str]:
     """Eager capture; with ``fallback``, only once graph capture failed to build the graph.
     Returns the graph, the warnings and why it was captured so."""
     module = _eager_module(model, inputs, "auto" if fallback else "eager")
@@ -85,7 +89,7 @@ def _captured_eagerly(model, inputs, fallback: bool, verified: bool = True) -> t
     reason = "capture='eager' was asked for"
     if fallback:
         try:
-            return read_graph(as_compiled_graph(model, inputs)), [], "OneFlow built the module as an nn.Graph"
+            return read_graph(as_compiled_graph(model, inputs, tree)), [], "OneFlow built the module as an nn.Graph"
         except InvalidModelError as error:
             why = f"OneFlow could not build {type(module).__name__} as an nn.Graph ({error_text(error.__cause__ or error)})"
             if not verified:
@@ -98,7 +102,7 @@ def _captured_eagerly(model, inputs, fallback: bool, verified: bool = True) -> t
             reason = f"{why}: the ops of its eager run were captured"
     try:
         with rejected_inputs(module, module.forward, inputs):
-            captured = capture_eagerly(module, inputs)
+            captured = capture_eagerly(module, inputs, tree=tree)
     except InvalidModelError as error:
         if fallback:
             raise InvalidModelError(f"{told[0].split('; flow2onnx')[0]}, but eager capture failed too: {error}") from error

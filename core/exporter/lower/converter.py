@@ -3,6 +3,7 @@ registry, then lowering each group and each op once, in order."""
 
 from __future__ import annotations
 
+import json
 from typing import Callable, Collection, Mapping, NamedTuple
 
 import numpy as np
@@ -16,6 +17,7 @@ from ...lowering.families import family_note
 from ...lowering.graph import FlowGraph, TensorInfo, twin_names
 from ...lowering.patterns import ClaimedGroup, claim_groups, output_aliases
 from ...lowering.registry import Lowering, Registry
+from ...runtime.model import INPUT_TREE_KEY
 from ..plan.axes import BATCH_DIM, dynamic_axes_of
 from ..serialize import skeleton, weight_reader
 
@@ -144,6 +146,10 @@ def _assemble(model, ctx, graph: FlowGraph, aliases, axes, dynamic_batch: bool, 
     opset_imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in sorted(ctx.domains.items())]
     model.opset_import.extend(opset_imports)
     model.producer_name, model.producer_version = "flow2onnx", producer_version
+    if graph.source.input_tree is not None:  # for flow2onnx.runtime.Model to take the inputs nested again
+        tree = graph.source.input_tree
+        entry = model.metadata_props.add()
+        entry.key, entry.value = INPUT_TREE_KEY, json.dumps({"specs": tree.specs, "names": tree.names})
     # The lowest IR version that carries these opsets, so older runtimes (TensorRT 8.x) accept the file.
     model.ir_version = helper.find_min_ir_version_for(opset_imports, ignore_unknown=True)
     if opset < NEGATIVE_AXES_OPSET:

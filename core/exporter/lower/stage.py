@@ -267,7 +267,7 @@ def _run_eagerly(graph: FlowGraph, tensors: list) -> None:
     """The eager module run once on copies of ``tensors`` (its in-place ops must not change them)."""
     flow = import_oneflow()
     with flow.no_grad(), quiet_native_output():
-        graph.source.eager_module(*[t.clone() for t in tensors])
+        graph.source.run_module([t.clone() for t in tensors])
 
 
 def _trace_at(graph: FlowGraph, tensors: list) -> FlowGraph:

@@ -26,7 +26,7 @@ def run_oneflow(graph: FlowGraph, arrays: Sequence[np.ndarray]) -> list[np.ndarr
     with quiet_native_output():
         if graph.source.eager_module is not None:
             with flow.no_grad():
-                outputs = graph.source.eager_module(*flow_inputs(graph, arrays))
+                outputs = graph.source.run_module(flow_inputs(graph, arrays))
             return [t.numpy() for t in flatten_outputs(outputs)]
         if graph.source.flow_graph is not None:
             replayed = _replay_build(flow, graph, arrays)
