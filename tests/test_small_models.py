@@ -116,3 +116,23 @@ def test_a_squeeze_that_drops_a_dynamic_axis_at_size_1_is_refused_by_its_shape(t
     with pytest.raises(flow2onnx.VerificationError, match=r"has shape \[1, \d+\] where OneFlow's is \[\d+\]"):
         flow2onnx.export(model, [flow.randn(2, 1, 4)], tmp_path / "m.onnx", dynamic_axes={"input": {0: "a", 2: "c"}})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("opset", [9, 17])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum", "batchmean"])
+@pytest.mark.parametrize("log_target", [False, True])
+def test_kl_div_matches_oneflow_on_targets_of_both_signs_zero_and_nan(tmp_path, opset, reduction, log_target):
+    model = Lambda(lambda self, x, t: flow.nn.functional.kl_div(x, t, reduction=reduction, log_target=log_target)).eval()
+    path = tmp_path / "m.onnx"
+    result = flow2onnx.export(model, [flow.tensor(signed((3, 8))), flow.tensor(signed((3, 8)))], path, opset=opset, dynamic_batch=True)
+    assert result.report.verified and result.lowered_by["kl_div_loss"] == "flow2onnx-math"
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    special = np.array([0.0, -0.0, -0.5, 1e-30, np.nan, np.inf, 88.0, -88.0], np.float32)
+    for batch in (1, 5):
+        x, t = signed((batch, 8)), signed((batch, 8))
+        t[0] = special
+        x[-1] = special[::-1]
+        want = model(flow.tensor(x), flow.tensor(t)).numpy()
+        (got,) = session.run(None, {"input_0": x, "input_1": t})
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * max(1.0, float(np.nanmax(np.abs(np.where(np.isinf(want), 0, want))))))

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from onnx import helper, numpy_helper
 
-from flow2onnx.plugin import DEFAULT_SINCE_OPSET, Lowerings, accepted_dtype, cast, cast_if_needed, clip, dims, extremum, hookimpl, normalize_axes, size_value, typed_node
+from flow2onnx.plugin import DEFAULT_SINCE_OPSET, Lowerings, accepted_dtype, cast, cast_if_needed, clip, dims, extremum, hookimpl, normalize_axes, scalar_like, size_value, typed_node
 
 # since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
 # the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
@@ -742,6 +742,26 @@ def lower_linalg_cross(ctx, op):
     (first,) = ctx.make_node("Mul", [rotated(a, [1, 2, 0]), rotated(b, [2, 0, 1])])
     (second,) = ctx.make_node("Mul", [rotated(a, [2, 0, 1]), rotated(b, [1, 2, 0])])
     typed_node(ctx, "Sub", [first, second], ctx.dtype(out), [out])
+
+
+@LOWERINGS.op("kl_div_loss", since_opset=9)
+def lower_kl_div_loss(ctx, op):
+    """Pointwise KL divergence, as OneFlow computes it (its reductions are ops of their own):
+    ``exp(target) * (target - input)`` with ``log_target``, else ``target * (log(target) - input)``
+    where ``target > 0`` and 0 elsewhere, NaN targets included (measured: OneFlow gives 0 at a NaN,
+    a negative or a zero target, whatever the input)."""
+    x, target, out = op.input("input"), op.input("target"), op.output("out")
+    if ctx.dtype(x).kind != "f":
+        raise ctx.error(f"kl_div of {ctx.dtype(x)}: OneFlow computes it for floating-point tensors")
+    if op.attr("log_target"):
+        (difference,) = ctx.make_node("Sub", [target, x])
+        ctx.make_node("Mul", [ctx.make_node("Exp", [target])[0], difference], [out])
+        return
+    zero = scalar_like(ctx, target, 0.0, "zero")
+    (difference,) = ctx.make_node("Sub", [ctx.make_node("Log", [target])[0], x])
+    (pointwise,) = ctx.make_node("Mul", [target, difference])
+    (positive,) = ctx.make_node("Greater", [target, zero])
+    ctx.make_node("Where", [positive, pointwise, zero], [out])
 
 
 @hookimpl
