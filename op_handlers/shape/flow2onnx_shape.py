@@ -1,11 +1,12 @@
-"""Shape and creation ops: reshape (OneFlow 0.9 also compiles ``flatten`` to it), constant, eye, arange, fill_."""
+"""Shape and creation ops: reshape (OneFlow 0.9 also compiles ``flatten`` to it), constant, eye, arange, fill_,
+empty, and random draws (normal, uniform, uniform_int, exponential, multinomial)."""
 
 from __future__ import annotations
 
 import numpy as np
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
-from flow2onnx.plugin import Lowerings, cast, cast_if_needed, hookimpl, reshaped_weight, size_value, sizes_attr, sizes_tensor
+from flow2onnx.plugin import Lowerings, cast, cast_if_needed, hookimpl, reshaped_weight, size_value, sizes_attr, sizes_tensor, squeeze, unsqueeze
 
 # since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
 # the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
@@ -124,6 +125,108 @@ def lower_eye(ctx, op):
         ctx.make_node("EyeLike", [zeros], [out])
     else:
         cast(ctx, ctx.make_node("EyeLike", [zeros])[0], dtype, [out])
+
+
+def _zeros_of_shape(ctx, op, dtype) -> str:
+    """Zeros of ``op``'s ``shape`` attribute, computed from the inputs' ``Shape`` where it follows the
+    dynamic axes: the template of a ``...Like`` draw, or ``empty``'s value."""
+    (zeros,) = ctx.make_node("ConstantOfShape", [sizes_attr(ctx, op, "shape")], value=numpy_helper.from_array(np.zeros(1, dtype)))
+    return zeros
+
+
+def _draw_dtype(ctx, op, dtype) -> np.dtype:
+    """The dtype ONNX Runtime draws in for an output of ``dtype``: its random kernels take float32
+    and float64 (its kernel registry, 1.23); float16 is drawn in float32 and cast."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise ctx.error(f"a random draw of {dtype}: OneFlow draws floats here")
+    return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
+
+
+def _drawn(ctx, op, onnx_type: str, dtype, out: str | None = None, **attributes) -> str:
+    """``RandomNormalLike``/``RandomUniformLike`` of zeros of the op's shape, in ``dtype`` (cast to the
+    op's output dtype where that differs). No seed: like OneFlow, every run draws afresh."""
+    draw = _draw_dtype(ctx, op, dtype)
+    template = _zeros_of_shape(ctx, op, draw)
+    onnx_dtype = helper.np_dtype_to_tensor_dtype(draw)
+    if out is not None and draw == np.dtype(dtype):
+        return ctx.make_node(onnx_type, [template], [out], dtype=onnx_dtype, **attributes)[0]
+    (drawn,) = ctx.make_node(onnx_type, [template], dtype=onnx_dtype, **attributes)
+    return drawn if out is None else cast(ctx, drawn, dtype, [out])
+
+
+@LOWERINGS.op("empty", since_opset=9)
+def lower_empty(ctx, op):
+    """Zeros: ``empty``'s values are whatever memory held, so any value is OneFlow's; verification
+    does not judge what is computed from them."""
+    dtype = np.dtype(op.attr("dtype"))
+    ctx.make_node("ConstantOfShape", [sizes_attr(ctx, op, "shape")], [op.output("out")], value=numpy_helper.from_array(np.zeros(1, dtype)))
+
+
+@LOWERINGS.op("normal", since_opset=9)
+def lower_normal(ctx, op):
+    dtype = np.dtype(op.attr("dtype"))
+    _drawn(ctx, op, "RandomNormalLike", dtype, op.output("out"), mean=float(op.attr("mean")), scale=float(op.attr("std")))
+
+
+@LOWERINGS.op("uniform", since_opset=9)
+def lower_uniform(ctx, op):
+    dtype = np.dtype(op.attr("dtype"))
+    _drawn(ctx, op, "RandomUniformLike", dtype, op.output("out"), low=float(op.attr("from")), high=float(op.attr("to")))
+
+
+@LOWERINGS.op("uniform_int", since_opset=9)
+def lower_uniform_int(ctx, op):
+    """Integers in ``[from, to)``: the floor of a float64 draw in that range, kept below ``to`` (a
+    draw that rounds up to it), cast to the op's dtype."""
+    low, high = int(op.attr("from")), int(op.attr("to"))
+    if high - low > 2**52:
+        raise ctx.error(f"randint over [{low}, {high}): a float64 draw holds every integer only up to 2**53 apart")
+    drawn = _drawn(ctx, op, "RandomUniformLike", np.float64, low=float(low), high=float(high))
+    (whole,) = ctx.make_node("Floor", [drawn])
+    (below,) = ctx.make_node("Min", [whole, ctx.constant(np.array(high - 1, dtype=np.float64), "highest")])
+    cast(ctx, below, np.dtype(op.attr("dtype")), [op.output("out")])
+
+
+@LOWERINGS.op("exponential", since_opset=9)
+def lower_exponential(ctx, op):
+    """``-log(1 - u) / lambda`` for ``u`` uniform in ``[0, 1)``: ``1 - u`` is in ``(0, 1]``, so the log is finite."""
+    dtype = np.dtype(op.attr("dtype"))
+    draw = _draw_dtype(ctx, op, dtype)
+    template = ctx.make_node("ConstantOfShape", [sizes_attr(ctx, op, "out_shape")], value=numpy_helper.from_array(np.zeros(1, draw)))[0]
+    (u,) = ctx.make_node("RandomUniformLike", [template], dtype=helper.np_dtype_to_tensor_dtype(draw), low=0.0, high=1.0)
+    (rest,) = ctx.make_node("Sub", [ctx.constant(np.array(1.0, dtype=draw), "one"), u])
+    (log,) = ctx.make_node("Log", [rest])
+    scale = ctx.constant(np.array(-1.0 / float(op.attr("lambd")), dtype=draw), "minus_inverse_rate")
+    if draw == dtype:
+        ctx.make_node("Mul", [log, scale], [op.output("out")])
+    else:
+        cast(ctx, ctx.make_node("Mul", [log, scale])[0], dtype, [op.output("out")])
+
+
+@LOWERINGS.op("multinomial_with_replacement", since_opset=9)
+def lower_multinomial(ctx, op):
+    """``Multinomial`` of the log of the weights (ONNX takes unnormalised log-probabilities; a weight
+    of 0 is -inf, never drawn), one row per row of a 2-D input; float32, the kernel's only type."""
+    x, out = op.input("x"), op.output("out")
+    rank = ctx.rank(x)
+    weights = cast_if_needed(ctx, x, np.float32)
+    if rank == 1:
+        weights = unsqueeze(ctx, weights, [0])
+    (log,) = ctx.make_node("Log", [weights])
+    dtype = np.dtype(ctx.dtype(out))
+    drawn_dtype = dtype if dtype in (np.int32, np.int64) else np.dtype(np.int64)
+    attributes = {"sample_size": int(op.attr("num_samples")), "dtype": helper.np_dtype_to_tensor_dtype(drawn_dtype)}
+    if rank == 2 and drawn_dtype == dtype:
+        ctx.make_node("Multinomial", [log], [out], **attributes)
+        return
+    (drawn,) = ctx.make_node("Multinomial", [log], **attributes)
+    if rank == 1:
+        drawn = squeeze(ctx, drawn, [0])
+    if drawn_dtype == dtype:
+        ctx.make_node("Identity", [drawn], [out])
+    else:
+        cast(ctx, drawn, dtype, [out])
 
 
 @hookimpl

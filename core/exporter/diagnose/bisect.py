@@ -28,6 +28,7 @@ from ..capture.recording import recording_tensors
 from ..lower.converter import convert
 from ..plan.draws import EDGE_DRAWS, draw_inputs, index_bounds
 from ..verify.comparison import compare
+from ..verify.verifier import drawn_tensors
 from ..serialize import write_streamed
 
 
@@ -211,11 +212,11 @@ def _first_divergence(graph: FlowGraph, registry: Registry, opset: int, expected
             for name in names:
                 producer[name] = index
 
-    # One comparison per distinct tensor, in the order the ops ran.
-    points = {}
+    # One comparison per distinct tensor, in the order the ops ran; random draws by their statistics.
+    points, drawn = {}, drawn_tensors(graph)
     for source, want, got in zip(graph.output_sources, expected, actual):
         if source in producer and source not in points:
-            points[source] = compare(source, want, got, rtol, atol, edges=edges)
+            points[source] = compare(source, want, got, rtol, atol, edges=edges, drawn=drawn.get(source))
     ordered = sorted(points, key=lambda name: producer[name])
     matched = {name for name in ordered if points[name].passed}
     first = next((name for name in ordered if not points[name].passed), None)

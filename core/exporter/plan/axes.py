@@ -163,6 +163,11 @@ def _runs(graph: FlowGraph, axes: Mapping, options: ExportOptions, examples) -> 
 
 #: Ops that read float values as positions (sampling grids, offsets, boxes).
 POSITION_OPS = frozenset({"deform_conv2d", "grid_sample", "roi_align"})
+#: Ops whose values are random draws: what they and every op after them compute differs from run to
+#: run, so verification compares it by its statistics (see ``verify.comparison.compare``).
+RANDOM_OPS = frozenset({"normal", "uniform", "uniform_int", "exponential", "multinomial_with_replacement", "bernoulli", "randperm", "random_mask_like"})
+#: Ops whose values are whatever memory held (``flow.empty``): nothing computed from them is judged.
+UNSPECIFIED_OPS = frozenset({"empty"})
 
 #: The ops that compute each output element from the input elements at its own position (after
 #: broadcasting), or only move elements: there NaN, ±inf and the largest floats have one IEEE

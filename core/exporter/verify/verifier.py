@@ -25,11 +25,11 @@ from ...lowering.registry import Registry
 from ..lower import Lowered
 from ..options import ExportOptions
 from ..passes import PassesRun, Settled
-from ..plan import POSITION_OPS, AxesPlan
+from ..plan import POSITION_OPS, RANDOM_OPS, UNSPECIFIED_OPS, AxesPlan
 from ..plan.draws import draw_inputs, index_bounds
 from ..write.bundle import write_bundle
 from ..write.staging import Staged
-from .comparison import VerificationReport, compare, has_reference
+from .comparison import RANDOM_RUNS, RANDOM_SAMPLE, VerificationReport, compare, has_reference
 from .kernels import missing_kernel
 from .reference import run_oneflow
 
@@ -82,11 +82,50 @@ class Verifier:
         """
         options = self.options
         verifier = self.registry.verifiers[options.verifier]
+        drawn = drawn_outputs(self.graph)
+        runs, notes = self._oneflow_runs(twice=any(kind.startswith("random") for kind in drawn.values()))
+        sample = (runs[0][1], runs[0][2]) if runs else None
+        report = VerificationReport(verifier=verifier.name, rtol=options.rtol, atol=options.atol)
+        failed_run, from_indices = None, outputs_from_float_indices(self.graph)
+        try:
+            progress.report("verification", len(runs), 2 * len(runs), "runs", f"opening the model in {verifier.name}")
+            run_model = self._opened(verifier, model_path)
+            for index, (run, feeds, expected, again) in enumerate(runs):
+                progress.report("verification", len(runs) + index, 2 * len(runs), "runs", f"{verifier.name} on {_run_text(run)}")
+                try:
+                    actual = self._guarded(verifier, lambda: run_model(feeds), model_path)
+                    # Random draws: more runs of each side, for samples large enough to tell distributions apart.
+                    actual_again = [self._guarded(verifier, lambda: run_model(feeds), model_path) for _ in again or ()]
+                except Flow2OnnxError as error:
+                    if not run.ones:
+                        raise
+                    # Loud, not wrong: the file refuses that size (ONNX Runtime's LayerNormalization
+                    # over one element, say). Said in the warnings; not verified there.
+                    notes.append(_left_out(run, f"the exported file does not run there ({error})"))
+                    continue
+                if len(actual) != len(expected):
+                    raise Flow2OnnxError(f"the exported model has {len(actual)} outputs but OneFlow's graph has {len(expected)}")
+                for position, (info, want, got) in enumerate(zip(self.graph.outputs, expected, actual)):
+                    report.comparisons.append(compare(
+                        info.name, want, got, options.rtol, options.atol, batch_size=run.batch, inputs=run.inputs,
+                        edges=run.at_edges, from_indices=info.name in from_indices, drawn=drawn.get(info.name),
+                        again=None if again is None else ([more[position] for more in again], [more[position] for more in actual_again]),
+                    ))
+                    if not report.comparisons[-1].passed and failed_run is None:
+                        failed_run = run
+        except _CannotRun as cannot:
+            return Check(None, skipped=cannot.reason, sample=sample, notes=tuple(notes))
+        return Check(report, sample=sample, notes=tuple(notes), failed_run=failed_run)
+
+    def _oneflow_runs(self, twice: bool) -> tuple[list, list[str]]:
+        """OneFlow's outputs for each run of the plan: ``(run, feeds, outputs, more or None)``, where
+        the graph draws random values ``twice`` or more, ``more`` holding the outputs of the runs
+        after the first (enough for :data:`~.comparison.RANDOM_SAMPLE` values of the smallest
+        output, at most :data:`~.comparison.RANDOM_RUNS` runs); and the notes on runs left out."""
         runs, notes = [], []
         for index, run in enumerate(self.plan.runs):
             progress.report("verification", index, 2 * len(self.plan.runs), "runs", f"OneFlow on {_run_text(run)}")
             arrays = self._inputs(index, run)
-            feeds = {info.name: array for info, array in zip(self.graph.inputs, arrays)}
             try:
                 expected = run_oneflow(self.graph, arrays)
             except Exception as error:
@@ -97,37 +136,13 @@ class Verifier:
                 continue
             if run.draw == "edges":
                 run, arrays, expected = self._edge_run(index, run, arrays, expected)
-                feeds = {info.name: array for info, array in zip(self.graph.inputs, arrays)}
-            runs.append((run, feeds, expected))
-        sample = (runs[0][1], runs[0][2]) if runs else None
-        report = VerificationReport(verifier=verifier.name, rtol=options.rtol, atol=options.atol)
-        failed_run, from_indices = None, outputs_from_float_indices(self.graph)
-        try:
-            progress.report("verification", len(runs), 2 * len(runs), "runs", f"opening the model in {verifier.name}")
-            run_model = self._opened(verifier, model_path)
-            for index, (run, feeds, expected) in enumerate(runs):
-                progress.report("verification", len(runs) + index, 2 * len(runs), "runs", f"{verifier.name} on {_run_text(run)}")
-                try:
-                    actual = self._guarded(verifier, lambda: run_model(feeds), model_path)
-                except Flow2OnnxError as error:
-                    if not run.ones:
-                        raise
-                    # Loud, not wrong: the file refuses that size (ONNX Runtime's LayerNormalization
-                    # over one element, say). Said in the warnings; not verified there.
-                    notes.append(_left_out(run, f"the exported file does not run there ({error})"))
-                    continue
-                if len(actual) != len(expected):
-                    raise Flow2OnnxError(f"the exported model has {len(actual)} outputs but OneFlow's graph has {len(expected)}")
-                for info, want, got in zip(self.graph.outputs, expected, actual):
-                    report.comparisons.append(compare(
-                        info.name, want, got, options.rtol, options.atol, batch_size=run.batch, inputs=run.inputs,
-                        edges=run.at_edges, from_indices=info.name in from_indices,
-                    ))
-                    if not report.comparisons[-1].passed and failed_run is None:
-                        failed_run = run
-        except _CannotRun as cannot:
-            return Check(None, skipped=cannot.reason, sample=sample, notes=tuple(notes))
-        return Check(report, sample=sample, notes=tuple(notes), failed_run=failed_run)
+            feeds = {info.name: array for info, array in zip(self.graph.inputs, arrays)}
+            more = None
+            if twice:
+                smallest = max(1, min((int(np.size(value)) for value in expected), default=1))
+                more = [run_oneflow(self.graph, arrays) for _ in range(min(RANDOM_RUNS, max(2, -(-RANDOM_SAMPLE // smallest))) - 1)]
+            runs.append((run, feeds, expected, more))
+        return runs, notes
 
     def _edge_run(self, index: int, run, arrays: list, expected: list):
         """The run at edge values: drawn again without NaN, ±inf and the largest floats where those
@@ -262,6 +277,31 @@ def outputs_from_float_indices(graph: FlowGraph) -> set[str]:
     return {info.name for info, source in zip(graph.outputs, sources) if source in derived or info.name in derived}
 
 
+def drawn_outputs(graph: FlowGraph) -> dict[str, str]:
+    """Output name -> what its values are drawn from (see :func:`drawn_tensors`)."""
+    reached = drawn_tensors(graph)
+    sources = graph.output_sources or [info.name for info in graph.outputs]
+    return {info.name: reached[source] for info, source in zip(graph.outputs, sources) if source in reached}
+
+
+def drawn_tensors(graph: FlowGraph) -> dict[str, str]:
+    """Tensor name -> what its values are drawn from, for the tensors computed from random draws
+    (``"random: normal"``) or from memory ``flow.empty`` left as it was (``"unspecified: empty"``;
+    random wins where both reach a tensor). One pass over the ops in order."""
+    reached: dict[str, str] = {}
+    for op in graph.ops:
+        inputs = [name for names in op.inputs.values() for name in names]
+        found = [reached[name] for name in inputs if name in reached]
+        if op.type in RANDOM_OPS:
+            found.append(f"random: {op.type}")
+        elif op.type in UNSPECIFIED_OPS:
+            found.append(f"unspecified: {op.type}")
+        if found:
+            kind = min(found, key=lambda text: not text.startswith("random"))
+            reached.update((name, kind) for names in op.outputs.values() for name in names)
+    return reached
+
+
 def _run_text(run) -> str:
     shapes = ", ".join(f"{name} {list(shape)}" for name, shape in run.shapes.items())
     return run.label + (f" at {shapes}" if shapes else "")
@@ -276,10 +316,17 @@ def _unverified_outputs(report: VerificationReport | None, fail: bool) -> list[s
     """A warning naming the outputs that no run could check (NaN everywhere); with ``fail``, an error."""
     if report is None or not report.unverified_outputs:
         return []
-    described = "; ".join(f"output {name!r} is {why}" if why == "NaN everywhere" else f"output {name!r} has {why}" for name, why in report.unverified_outputs.items())
+    reasons = report.unverified_outputs
+    described = "; ".join(
+        f"output {name!r} {'is' if why == 'NaN everywhere' or why.startswith('computed') else 'has'} {why}"
+        for name, why in reasons.items()
+    )
+    advice = "verify with inputs where it is finite (input_range, CLI --input-range)"
+    if any("memory OneFlow leaves" in why for why in reasons.values()):
+        advice = "fill what flow.empty returns before it is read (flow.zeros, fill_) to make the output checkable"
     message = (
         f"NOT VERIFIED: {described} in every verification run, so no value of it was compared and the file may "
-        "compute it wrongly; verify with inputs where it is finite (input_range, CLI --input-range)"
+        f"compute it wrongly; {advice}"
     )
     if fail:
         raise VerificationError(message + "; nothing was written", report)
@@ -319,6 +366,8 @@ def _mismatch(report: VerificationReport, sentence: str, divergence) -> Verifica
         on = f" on {worst.inputs} inputs" if worst.inputs and worst.inputs != "example" else ""
         if reshaped:
             what = f"has shape {list(worst.shape)} where OneFlow's is {list(worst.oneflow_shape)}"
+        elif worst.statistics:
+            what = f"compared by its statistics, which differ: {worst.statistics}"
         else:
             what = f"max abs diff {worst.max_abs_diff:.3g}"
         how = f"{len(failed)} of {len(report.comparisons)} comparisons fail; the worst: output {worst.name!r}{at_batch}{on}, {what}"
