@@ -136,3 +136,55 @@ def test_kl_div_matches_oneflow_on_targets_of_both_signs_zero_and_nan(tmp_path, 
         (got,) = session.run(None, {"input_0": x, "input_1": t})
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * max(1.0, float(np.nanmax(np.abs(np.where(np.isinf(want), 0, want))))))
+
+
+class Counter(flow.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", flow.zeros(1))
+
+    def forward(self, x):
+        self.calls.copy_(self.calls + 1)
+        return x + self.calls
+
+
+def copied_into_a_slice(self, x):
+    y = x * 1
+    y[:, :2].copy_(x[:, 2:4] * 3)
+    return y
+
+
+@pytest.mark.parametrize("model, message", [
+    (Lambda(copied_into_a_slice), r"assign op .*writes into a view of another tensor \(slice op .*Write it as an indexed assignment"),
+    (Counter(), r"assign op .*writes into the model's own weight or buffer \('model.calls'"),
+], ids=["copy-into-a-slice", "buffer-update"])
+def test_writes_no_onnx_graph_can_make_are_refused_with_the_reason(tmp_path, model, message):
+    with pytest.raises(flow2onnx.LoweringError, match=message):
+        flow2onnx.export(model.eval(), [flow.randn(3, 5)], tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def written_into_its_input(self, x):
+    x.copy_(x * 2)
+    return x + 1
+
+
+def masked_fills(self, x):
+    y = x.clone()
+    y[y > 0.5] = 0.25
+    y[x < -1] = flow.tensor(-2.0)  # a tensor value: OneFlow cannot build this as a graph
+    return y * 2
+
+
+@pytest.mark.parametrize("forward, capture", [(written_into_its_input, "graph"), (masked_fills, "eager")], ids=["copy-into-input", "masked-fill"])
+def test_in_place_writes_that_have_a_graph_form_export_and_follow_the_inputs(tmp_path, forward, capture):
+    model = Lambda(forward).eval()
+    path = tmp_path / "m.onnx"
+    result = flow2onnx.export(model, [flow.tensor(signed((3, 5)))], path, dynamic_axes={"input": {0: "n"}})
+    assert result.report.verified and result.capture == capture and not any("frozen" in warning for warning in result.warnings)
+    # The masks follow the inputs (positions frozen to the example's would not).
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 4, 9):
+        x = signed((batch, 5))
+        (got,) = session.run(None, {"input": x})
+        np.testing.assert_allclose(got, model(flow.tensor(x.copy())).numpy(), rtol=1e-6, atol=1e-6)

@@ -325,6 +325,25 @@ def lower_repeat_interleave(ctx, op):
         cast(ctx, counts, ctx.dtype(out), [out])
 
 
+@LOWERINGS.op("assign", since_opset=9)
+def lower_assign(ctx, op):
+    """Refused, with the reason: capture reads every other ``assign`` (``y.copy_(v)`` into a tensor
+    of the graph's own, or into an input) as its value for the ops after it. What is left writes
+    into a weight or a buffer, or into a view of another tensor."""
+    ref = op.input("ref")
+    producer = ctx.graph.producer(ref)
+    if producer is None:
+        raise ctx.error(
+            f"it writes into the model's own weight or buffer ({ref!r}, copy_ or an in-place op): an ONNX model has no state to change; "
+            "compute a new tensor instead (y = f(x)), and keep state updates out of the exported forward"
+        )
+    raise ctx.error(
+        f"it writes into a view of another tensor ({producer.type} op {producer.name!r}: y[...].copy_(v) or an in-place op on "
+        "a slice): the eager module changes the viewed tensor, and OneFlow's graph does not. Write it as an indexed "
+        "assignment, y[...] = v, which OneFlow's graph does compute"
+    )
+
+
 @hookimpl
 def flow2onnx_register_lowerings(register):
     LOWERINGS.register_lowerings(register)

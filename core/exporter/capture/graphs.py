@@ -406,7 +406,7 @@ def graph_from_job(job, ops: dict[str, list] | None = None, input_names: Sequenc
         onnx_name[lbn] = op.name
         variables.append(_tensor_info(op.name, blob_descs[lbn], lbn))
 
-    flow_ops = _flow_ops(ops["user_conf"], onnx_name)
+    flow_ops = _flow_ops(ops["user_conf"], onnx_name, {info.name for info in variables})
     tensors = {info.name: info for info in inputs + variables}
     for flow_op in flow_ops:
         for lbns in flow_op.outputs.values():
@@ -512,7 +512,7 @@ def _numbered(stem: str, count: int, index: int) -> str:
     return stem if count == 1 else f"{stem}_{index}"
 
 
-def _flow_ops(user_ops, onnx_name: dict[str, str]) -> list[FlowOp]:
+def _flow_ops(user_ops, onnx_name: dict[str, str], weights: set[str] = frozenset()) -> list[FlowOp]:
     """The user ops as FlowOps, each with the schema of its type as the graph shows it.
 
     Each op's conf is read once, in one pass: every field read from OneFlow's protobuf costs
@@ -523,13 +523,15 @@ def _flow_ops(user_ops, onnx_name: dict[str, str]) -> list[FlowOp]:
     rename = onnx_name.get
     read = []
     shapes: dict[tuple, tuple] = {}
-    variables = set(onnx_name.values())
+    views: set[str] = set()
     for op in user_ops:
         conf = op.user_conf
         op_type = conf.op_type_name
         attr_map, input_map, output_map = conf.attr, conf.input, conf.output
-        if op_type == "assign" and _assigned(input_map, rename, onnx_name, variables):
+        if op_type == "assign" and _assigned(input_map, rename, onnx_name, weights | views):
             continue
+        if op_type in VIEW_OPS:
+            views.update(name for arg in output_map for name in output_map[arg].s)
         attrs, kinds = {}, []
         for key in attr_map:
             value = attr_map[key]
@@ -550,11 +552,18 @@ def _flow_ops(user_ops, onnx_name: dict[str, str]) -> list[FlowOp]:
     return [made(name, op_type, inputs, outputs, attrs, schemas[op_type]) for name, op_type, inputs, outputs, attrs in read]
 
 
+#: OneFlow ops whose output is a view of their input in eager mode: a write into it (``y[:, :2].copy_(z)``)
+#: changes the viewed tensor there, and not in a graph.
+VIEW_OPS = frozenset({"slice", "narrow", "transpose", "reshape", "expand", "expand_dims", "squeeze", "unsqueeze", "flatten", "as_strided", "diagonal", "select", "view", "permute"})
+
+
 def _assigned(input_map, rename, onnx_name: dict[str, str], kept: set[str]) -> bool:
     """An ``assign(ref, value)`` (``y.copy_(v)`` in a graph) as what it means to the ops after it:
     they read ``value`` where they read ``ref``, so ``ref`` is renamed to it from here on and the op
-    goes. Not where ``ref`` is a variable or an input (``kept``): a model that writes its own state
-    or its caller's tensor does something no ONNX model does, and its assign stays, to be refused."""
+    goes (a write into an input too: the outputs are the same, only the caller's tensor is not
+    changed). Not where ``ref`` is a weight or a view (``kept``): a model that writes its own state or
+    through a view does what no ONNX graph does, and its assign stays, for the ``assign`` lowering to
+    refuse with the reason."""
     ref, value = input_map["ref"].s[0], input_map["value"].s[0]
     if rename(ref, ref) in kept:
         return False
