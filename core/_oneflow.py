@@ -37,6 +37,8 @@ _NOISE_MARKERS = (
     "CUDA driver version is insufficient",
     "cudaGetDeviceCount",
     "no CUDA-capable device",
+    # Printed by nn.Graph when a build fails; flow2onnx's own error says why, and what to do.
+    " building graph got error.",
 )
 
 _lock = threading.Lock()

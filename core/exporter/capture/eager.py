@@ -310,6 +310,8 @@ class _Tracer:
             for tensor in _tensors(result):
                 self.twin(tensor)
             return
+        if label == "__setitem__" and self._masked_fill(args, dependent):
+            return
         if label in ("__getitem__", "__setitem__"):
             args = (args[0], self._index_of_tensors(label, args[1])) + tuple(args[2:])
         if label == "__setitem__" and not isinstance(args[2], flow.Tensor):
@@ -328,6 +330,28 @@ class _Tracer:
         for tensor, lazy in zip(eager_outputs, lazy_outputs):
             if getattr(lazy, "is_lazy", False):
                 self.bind(tensor, lazy, dependent)
+
+    def _masked_fill(self, args, dependent: bool) -> bool:
+        """``y[mask] = v`` with a boolean mask of ``y``'s shape and one value: recorded as
+        ``where(mask, v, y)``, which follows the mask at every input (positions would be frozen to
+        the example's). ``False`` for any other assignment, replayed as it was."""
+        flow = self.flow
+        target, key, value = args[0], args[1], args[2]
+        if not (isinstance(key, flow.Tensor) and key.dtype == flow.bool and tuple(key.shape) == tuple(target.shape)):
+            return False
+        if isinstance(value, flow.Tensor) and value.numel() != 1:
+            return False
+        if not isinstance(value, flow.Tensor):
+            value = flow.tensor(value, dtype=target.dtype)
+        lazy_value = self._lazy(value.reshape([]) if value.dim() else value)
+        self.busy = True
+        try:
+            with flow._oneflow_internal.lazy_mode.guard(True), self._op_scope():
+                filled = flow.where(self._lazy(key), lazy_value.to(target.dtype), self._lazy(target))
+        finally:
+            self.busy = False
+        self.bind(target, filled, dependent)
+        return True
 
     def _lazy(self, value):
         flow = self.flow
