@@ -314,6 +314,10 @@ MORE_CASES = {
     "unsorted_segment_sum": (lambda: Lambda(lambda self, x: segment_sums(x - 0.5)), [(2, 4, 3)], {"unsorted_segment_sum"}),
     "ctc_greedy_decoder": (lambda: Lambda(lambda self, x: greedy_decodings(x)), [(6, 3, 5)], {"ctc_greedy_decoder"}),
     "deform_conv2d": (lambda: Lambda(lambda self, x, o, m: deformable_convolutions(self, x, o, m), conv=nn.Conv2d(3, 4, 3)), [(2, 3, 7, 8), (2, 18, 5, 6), (2, 9, 5, 6)], {"deform_conv2d"}),
+    "kl_div_loss": (lambda: Lambda(lambda self, x, t: (F.kl_div(x, t - 0.3, reduction="none"), F.kl_div(x, t, reduction="none", log_target=True))), [(3, 8), (3, 8)], {"kl_div_loss"}),
+    # Random draws, verified by their statistics (tests/test_random_ops.py tests each at other sizes too).
+    "random-draws": (lambda: Lambda(lambda self, x: (x + flow.randn(x.shape), flow.rand(x.shape) * 2.0 - x, flow.randint(0, 9, (x.size(0), 64)), flow.empty(x.size(0), 64).exponential_(1.5) + x)), [(4, 64)], {"normal", "uniform", "uniform_int", "exponential", "empty"}),
+    "multinomial": (lambda: Lambda(lambda self, x: flow.multinomial(x.softmax(-1), 64, replacement=True)), [(4, 16)], {"multinomial_with_replacement"}),
 }
 
 
@@ -452,7 +456,7 @@ def test_newest_opset_exports_a_cnn(onnx_path):
 def test_every_builtin_lowering_has_a_case():
     """A lowering added to a built-in plugin without a numerical case above makes this fail."""
     builtin = {op_type for op_type, entries in REGISTRY.lowerings.items() if any(e.plugin in family_names() for e in entries)}
-    tested = set().union(*(case[2] for case in CASES.values())) | CHECKED_AGAINST_NUMPY
+    tested = set().union(*(case[2] for case in CASES.values())) | CHECKED_AGAINST_NUMPY | ONLY_REFUSING
     assert builtin - tested == set()
 
 
@@ -487,6 +491,8 @@ def test_comparison_reports_a_real_difference():
 # OneFlow 0.9 has no CPU kernel for these op types (a GPU-built graph has them), so their cases
 # compare ONNX Runtime with the same formula in numpy instead of with OneFlow.
 CHECKED_AGAINST_NUMPY = {"layer_norm"}
+#: Lowerings that only refuse, with the reason; tests/test_small_models.py checks each refusal.
+ONLY_REFUSING = {"assign"}
 
 
 @pytest.mark.parametrize("opset", [flow2onnx.DEFAULT_SINCE_OPSET, flow2onnx.DEFAULT_OPSET])
