@@ -108,7 +108,7 @@ def attempts() -> list[tuple[str, str, int]]:
     from .test_lowerings import case_opsets
 
     floats, integers = _cases()
-    found = [(case, dtype, opset) for case in sorted(floats) for dtype in FLOATS + INTEGERS for opset in case_opsets(floats[case][2])]
+    found = [(case, dtype, opset) for case in sorted(floats) for dtype in FLOATS + INTEGERS for opset in case_opsets(floats[case][2], case)]
     found += [(case, dtype, opset) for case in sorted(integers) for dtype in integers[case][3] for opset in OPSETS]
     return found
 

@@ -388,15 +388,21 @@ OPSETS = [flow2onnx.DEFAULT_SINCE_OPSET, flow2onnx.DEFAULT_OPSET]
 REGISTRY = load_plugins(only=family_names()).registry
 
 
-def case_opsets(op_types) -> list[int]:
-    """The opsets a case runs at: the lowest its op types support, the default, and the first opset of each other lowering.
+#: Cases whose attributes need a newer opset than their op types' lowest: nearest resizing to an
+#: output size has no opset-10 form (Resize-10 takes scales only), and is refused there.
+CASE_SINCE_OPSET = {"upsample_nearest_2d-size": 11}
+
+
+def case_opsets(op_types, case: str | None = None) -> list[int]:
+    """The opsets a case runs at: the lowest its op types support (or :data:`CASE_SINCE_OPSET`'s),
+    the default, and the first opset of each other lowering.
 
     A lowering registered with since_opset=N (one that differs from the older lowering) is thus
     tested at N. Changes of an ONNX operator's form within one lowering are covered by
     :func:`form_opsets`.
     """
     ranges = [REGISTRY.opset_range(op_type) for op_type in op_types]
-    lowest = max([low for low, _ in filter(None, ranges)] or [flow2onnx.DEFAULT_SINCE_OPSET])
+    lowest = max(max([low for low, _ in filter(None, ranges)] or [flow2onnx.DEFAULT_SINCE_OPSET]), CASE_SINCE_OPSET.get(case, 0))
     newer = {
         lowering.since_opset
         for op_type in op_types
@@ -418,7 +424,7 @@ def form_opsets(model_path, opsets: list[int]) -> list[int]:
     return sorted(opset for opset in changes if min(opsets) < opset <= flow2onnx.max_opset() and opset not in opsets)
 
 
-CASE_OPSETS = [(case, opset) for case in sorted(CASES) for opset in case_opsets(CASES[case][2])]
+CASE_OPSETS = [(case, opset) for case in sorted(CASES) for opset in case_opsets(CASES[case][2], case)]
 
 
 @pytest.mark.parametrize("case, opset", CASE_OPSETS, ids=[f"{case}-{opset}" for case, opset in CASE_OPSETS])
@@ -436,7 +442,7 @@ def test_lowering_matches_oneflow(case, opset, onnx_path):
     assert len(result.report.comparisons) == runs * len(result.output_names)
     assert onnx_path.exists()
     assert ill_typed_nodes(onnx.load(str(onnx_path))) == []
-    opsets = case_opsets(op_types)
+    opsets = case_opsets(op_types, case)
     if opset != max(opsets[0], flow2onnx.DEFAULT_OPSET):
         return
     for other in form_opsets(onnx_path, opsets):
@@ -571,3 +577,19 @@ def test_inexpressible_ops_are_refused(model, shapes, dtypes, match, onnx_path):
     with pytest.raises(flow2onnx.LoweringError, match=match):
         export_module(model(), shapes, onnx_path, dtypes=dtypes, dynamic_batch=True)
     assert not onnx_path.exists()
+
+
+@pytest.mark.parametrize("scale, shape", [(2.0, (1, 2, 3, 4)), (3.0, (2, 2, 5, 3)), (1.5, (1, 2, 4, 6)), (2.0, (1, 2, 7)), (2.0, (1, 1, 2, 3, 4))])
+def test_nearest_upsampling_at_opset_10(scale, shape, tmp_path):
+    # The reference converter's own CPU suite exports an upsample at opset 10, where Resize takes scales only.
+    model = Lambda(lambda self, x: F.interpolate(x, scale_factor=scale, mode="nearest")).eval()
+    result = flow2onnx.export(model, [flow.randn(*shape)], tmp_path / "m.onnx", opset=10, dynamic_batch=True)
+    assert result.report.verified and len(result.report.batch_sizes) >= 3
+    assert [node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node] == ["Resize"]
+
+
+def test_nearest_downsampling_at_opset_10_is_refused_naming_the_opset(tmp_path):
+    model = Lambda(lambda self, x: F.interpolate(x, scale_factor=0.5, mode="nearest")).eval()
+    with pytest.raises(flow2onnx.LoweringError, match="from opset 11: export with opset 11 or newer"):
+        flow2onnx.export(model, [flow.randn(1, 2, 8, 8)], tmp_path / "m.onnx", opset=10)
+    assert list(tmp_path.iterdir()) == []

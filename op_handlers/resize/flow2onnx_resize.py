@@ -61,6 +61,24 @@ for op_type, (mode, spatial) in _UPSAMPLE.items():
     LOWERINGS.add(op_type, lower_upsample, mode=mode, spatial=spatial)
 
 
+def lower_upsample_nearest_10(ctx, op, spatial: int):
+    """Nearest upsampling at opset 10, whose Resize takes scales only and has no coordinate modes:
+    ONNX Runtime maps output index ``i`` to ``floor(i / scale)`` there when upscaling (its opset-10
+    rule, measured), OneFlow's nearest. Output sizes, and scales below 1, need opset 11."""
+    if op.attr("data_format") != "channels_first":
+        raise ctx.error(f"data_format={op.attr('data_format')!r}: only channels_first resizing lowers to ONNX Resize")
+    scales = [float(op.attr(name)) for name in _SCALE_ATTRS[spatial]]
+    if list(op.attr("output_size") or []) or any(scale < 1 for scale in scales):
+        raise ctx.error("nearest resizing to an output size or by a scale below 1 needs Resize's coordinate modes, from opset 11: export with opset 11 or newer")
+    scale_input = ctx.constant(np.array([1.0, 1.0] + scales, dtype=np.float32), "scales")
+    ctx.make_node("Resize", [op.input("x"), scale_input], [op.output("y")], mode="nearest")
+
+
+for op_type, (mode, spatial) in _UPSAMPLE.items():
+    if mode == "nearest":
+        LOWERINGS.add(op_type, lower_upsample_nearest_10, since_opset=10, until_opset=10, spatial=spatial)
+
+
 # OneFlow's grid_sample interpolation mode -> ONNX GridSample's mode before opset 20 and from 20.
 _GRID_SAMPLE_MODES = {"bilinear": ("bilinear", "linear"), "nearest": ("nearest", "nearest"), "bicubic": ("bicubic", "cubic")}
 
