@@ -188,3 +188,21 @@ def test_in_place_writes_that_have_a_graph_form_export_and_follow_the_inputs(tmp
         x = signed((batch, 5))
         (got,) = session.run(None, {"input": x})
         np.testing.assert_allclose(got, model(flow.tensor(x.copy())).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_a_tensor_given_where_the_graph_takes_a_number_is_captured_eagerly(tmp_path):
+    # topk(x, k) with k a tensor: OneFlow's graph takes an int (TypeError); eager capture passes its value.
+    model = Lambda(lambda self, x: flow.topk(x, flow.tensor(2))[0] * 2).eval()
+    path = tmp_path / "m.onnx"
+    result = flow2onnx.export(model, [flow.tensor(signed((3, 5)))], path, dynamic_axes={"input": {0: "n"}})
+    assert result.report.verified and result.capture == "eager"
+    assert matches_at_every_size(model, path, (3, 5), (0,)) == len(sizes_around(3))
+
+
+def test_a_number_that_follows_the_inputs_is_frozen_and_caught_by_verification(tmp_path):
+    def forward(self, x):
+        return flow.topk(x, (x[0, 0] > 10).long() + 2)[0]  # k is 3 at the edge values, 2 at the example
+
+    with pytest.raises(flow2onnx.VerificationError, match=r"has shape \[3, 2\] where OneFlow's is \[3, 3\].*froze"):
+        flow2onnx.export(Lambda(forward).eval(), [flow.tensor(signed((3, 5)) / 1e4)], tmp_path / "m.onnx", dynamic_batch=True)
+    assert list(tmp_path.iterdir()) == []

@@ -321,7 +321,13 @@ class _Tracer:
         self.busy = True
         try:
             with flow._oneflow_internal.lazy_mode.guard(True), self._op_scope():
-                lazy_result = original(*lazy_args, **lazy_kwargs)
+                try:
+                    lazy_result = original(*lazy_args, **lazy_kwargs)
+                except TypeError as error:
+                    numbers = self._as_numbers(label, args, error)
+                    if numbers is None:
+                        raise
+                    lazy_result = original(*self._lazy(numbers), **lazy_kwargs)
         except Exception as error:
             raise _not_replayed(label, self.scopes[-1], error) from error
         finally:
@@ -330,6 +336,22 @@ class _Tracer:
         for tensor, lazy in zip(eager_outputs, lazy_outputs):
             if getattr(lazy, "is_lazy", False):
                 self.bind(tensor, lazy, dependent)
+
+    def _as_numbers(self, label: str, args, error: TypeError):
+        """``args`` with the one-element tensors after the first argument made Python numbers, where
+        lazy mode refused a tensor for a number (``topk(x, k)`` with ``k`` a tensor): their values
+        are frozen to the example's, and named. ``None`` when no such argument explains the error."""
+        flow = self.flow
+        if "Tensor" not in str(error):
+            return None
+        replaced, changed = list(args), False
+        for position, value in enumerate(args[1:], start=1):
+            if isinstance(value, flow.Tensor) and value.numel() == 1:
+                number = value.item()
+                replaced[position], changed = number, True
+                if id(value) in self.dependent:
+                    self.freeze(f"{label} argument {position}, a tensor where OneFlow's graph takes a number", repr(number))
+        return tuple(replaced) if changed else None
 
     def _masked_fill(self, args, dependent: bool) -> bool:
         """``y[mask] = v`` with a boolean mask of ``y``'s shape and one value: recorded as
