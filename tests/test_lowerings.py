@@ -318,6 +318,7 @@ MORE_CASES = {
     # Random draws, verified by their statistics (tests/test_random_ops.py tests each at other sizes too).
     "random-draws": (lambda: Lambda(lambda self, x: (x + flow.randn(x.shape), flow.rand(x.shape) * 2.0 - x, flow.randint(0, 9, (x.size(0), 64)), flow.empty(x.size(0), 64).exponential_(1.5) + x)), [(4, 64)], {"normal", "uniform", "uniform_int", "exponential", "empty"}),
     "multinomial": (lambda: Lambda(lambda self, x: flow.multinomial(x.softmax(-1), 64, replacement=True)), [(4, 16)], {"multinomial_with_replacement"}),
+    "tensor_constant": (lambda: Lambda(lambda self, x: flow.full((x.size(0), 4), x.max(), dtype=flow.float32) - x), [(3, 4)], {"tensor_constant"}),
 }
 
 

@@ -84,6 +84,7 @@ MODELS = {
     "lstm-state-from-batch": (lstm_with_state_from_batch, {"rnn": flow.nn.LSTM(4, 6, batch_first=True)}, (3, 5, 4), (0, 1)),
     "copy-into-fresh-tensor": (copied, {}, (3, 4), (0, 1)),
     "mask-assign": (mask_assigned, {}, (3, 4), (0, 1)),
+    "full-of-a-tensor": (lambda self, x: flow.full((x.size(0), 4), x.abs().max(), dtype=flow.float32) - x, {}, (3, 4), (0,)),
 }
 
 
@@ -205,4 +206,12 @@ def test_a_number_that_follows_the_inputs_is_frozen_and_caught_by_verification(t
 
     with pytest.raises(flow2onnx.VerificationError, match=r"has shape \[3, 2\] where OneFlow's is \[3, 3\].*froze"):
         flow2onnx.export(Lambda(forward).eval(), [flow.tensor(signed((3, 5)) / 1e4)], tmp_path / "m.onnx", dynamic_batch=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_of_a_value_tensor_of_another_dtype_is_refused_naming_oneflows_reading(tmp_path):
+    # OneFlow 0.9's tensor_constant reads the value's bytes as the result's dtype: full((2, 2), int64 5, float32) is 7.0e-45.
+    model = Lambda(lambda self, x: flow.full((x.size(0), 4), x.max(), dtype=flow.float32) + 1).eval()
+    with pytest.raises(flow2onnx.LoweringError, match=r"tensor_constant op .*reads the value's bytes as float32"):
+        flow2onnx.export(model, [flow.tensor([[1, 5, 2, 3]], dtype=flow.int64)], tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []

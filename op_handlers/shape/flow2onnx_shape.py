@@ -1,5 +1,5 @@
 """Shape and creation ops: reshape (OneFlow 0.9 also compiles ``flatten`` to it), constant, eye, arange, fill_,
-empty, and random draws (normal, uniform, uniform_int, exponential, multinomial)."""
+empty, tensor_constant, and random draws (normal, uniform, uniform_int, exponential, multinomial)."""
 
 from __future__ import annotations
 
@@ -161,6 +161,24 @@ def lower_empty(ctx, op):
     does not judge what is computed from them."""
     dtype = np.dtype(op.attr("dtype"))
     ctx.make_node("ConstantOfShape", [sizes_attr(ctx, op, "shape")], [op.output("out")], value=numpy_helper.from_array(np.zeros(1, dtype)))
+
+
+@LOWERINGS.op("tensor_constant", since_opset=9)
+def lower_tensor_constant(ctx, op):
+    """``flow.full(shape, value)`` with ``value`` a one-element tensor of the result's dtype: that
+    element expanded to the shape (computed from the inputs' ``Shape`` where it follows them)."""
+    value, out = op.input("in"), op.output("out")
+    dtype = np.dtype(op.attr("dtype"))
+    if ctx.dtype(value) != dtype:
+        # Measured: OneFlow 0.9 reads the value's bytes as the result's dtype (an int64 5 gives
+        # 7.0e-45 in float32, a float64 5.25 gives 0), which no cast reproduces.
+        raise ctx.error(
+            f"full() of a {ctx.dtype(value)} value tensor into {dtype}: OneFlow 0.9 reads the value's bytes as {dtype} "
+            "instead of converting it (an int64 5 becomes 7.0e-45 in float32). Give the value in the result's dtype "
+            "(value.to(dtype)), or a Python number"
+        )
+    (scalar,) = ctx.make_node("Reshape", [value, ctx.constant(np.array([], dtype=np.int64), "scalar_shape")])
+    ctx.make_node("Expand", [scalar, sizes_attr(ctx, op, "shape")], [out])
 
 
 @LOWERINGS.op("normal", since_opset=9)
