@@ -384,3 +384,27 @@ def test_an_op_whose_cpu_kernel_aborts_is_refused_before_oneflow_runs_it(tmp_pat
     assert os.listdir(tmp_path) == []
     # Static and unverified, nothing runs it: the file is written.
     assert export_module(model, [(4, 6)], tmp_path / "m.onnx", verify=False).op_types == {"layer_norm": 1}
+
+
+class _SmallInputConv(flow.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = flow.nn.Conv2d(4, 8, 2, groups=4)
+
+    def forward(self, x):
+        return self.conv(flow.nn.functional.softplus(x))
+
+
+def test_a_convolution_with_no_output_is_refused_before_oneflow_aborts_on_it(tmp_path):
+    # OneFlow 0.9's convolution kernels abort the process (SIGABRT) on an empty output: a kernel of
+    # 2 on a 1 x 1 input (found by the fuzzer, 6:3000). The export says so; this process lives on.
+    with pytest.raises(flow2onnx.InvalidModelError, match=r"aborts the process running a convolution on an empty tensor.*conv2d op .* makes \[1, 8, 0, 0\]"):
+        flow2onnx.export(_SmallInputConv().eval(), [flow.randn(1, 4, 1, 1)], tmp_path / "m.onnx", dynamic_batch=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_at_sizes_where_a_convolution_has_no_output_is_left_out_and_said(tmp_path):
+    # Every dynamic axis at 1 leaves the convolution without an output row: that run is not made.
+    result = flow2onnx.export(_SmallInputConv().eval(), [flow.randn(6, 4, 3, 8)], tmp_path / "m.onnx", dynamic_axes={"input": {0: "a", 2: "c"}})
+    assert result.report.verified
+    assert any("every dynamic axis at 1" in w and "OneFlow 0.9 would abort the process there (conv2d op" in w for w in result.warnings)

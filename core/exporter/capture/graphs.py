@@ -326,11 +326,38 @@ ABORTING_ON_CPU = {
 ABORTING_CALLS_ON_CPU = {"layer_norm": "layer_norm", "layer_norm_affine": "layer_norm"}
 
 
+#: Ops whose OneFlow 0.9 kernels abort the process (SIGABRT) on an empty input or output, as a
+#: convolution with a kernel larger than its (unpadded) input makes: measured for each, where pooling,
+#: matmul and slices of empty tensors run. Found by the fuzzer (6:3000).
+ABORTING_ON_EMPTY = frozenset({"conv1d", "conv2d", "conv3d", "deconv1d", "deconv2d", "deconv3d"})
+
+
+def empty_aborting_op(graph: FlowGraph) -> str | None:
+    """The first op of ``graph`` that OneFlow would abort on, an op of :data:`ABORTING_ON_EMPTY` that
+    reads or makes an empty tensor at the graph's sizes (``"conv2d op 'm' makes [1, 8, 0, 0]"``), or ``None``."""
+    for op in graph.ops:
+        if op.type not in ABORTING_ON_EMPTY:
+            continue
+        for verb, bound in (("reads", op.inputs), ("makes", op.outputs)):
+            for name in (name for names in bound.values() for name in names):
+                info = graph.tensors.get(name)
+                if info is not None and 0 in tuple(info.shape):
+                    return f"{op.type} op {op.name!r} {verb} {list(info.shape)}"
+    return None
+
+
 def refuse_unrunnable(graph: FlowGraph, doing: str) -> None:
     """Raise before OneFlow runs ``graph`` on the CPU (eagerly or compiled) where one of its ops would
     abort the process there; ``doing`` says what needed the run."""
     if graph.source.input_layouts and all(placement.type == "cuda" for placement, _ in graph.source.input_layouts):
         return
+    empty = empty_aborting_op(graph)
+    if empty is not None:
+        raise InvalidModelError(
+            f"OneFlow 0.9 aborts the process running a convolution on an empty tensor, and at the example's sizes {empty} "
+            f"(a kernel larger than its input). {doing} needs OneFlow to run the model: give an example large enough that "
+            "every convolution has an output, and make the axis dynamic (dynamic_axes) for other sizes"
+        )
     types = graph.op_types()
     found = sorted(set(types) & ABORTING_ON_CPU.keys())
     if found:

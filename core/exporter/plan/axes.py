@@ -27,7 +27,7 @@ from ..._oneflow import error_text
 from ...errors import InvalidModelError
 from ...lowering.graph import FlowGraph
 from ..capture import capture_again
-from ..capture.graphs import flow_inputs
+from ..capture.graphs import empty_aborting_op, flow_inputs
 from ..options import ExportOptions
 from .draws import EDGE_DRAWS, alignment_step, draw_inputs, far_size, index_bounds
 
@@ -375,6 +375,9 @@ def _cannot_run_at(graph: FlowGraph, shapes: Mapping) -> str | None:
     for info, example in zip(probe.outputs, graph.outputs):
         if 0 in info.shape and 0 not in example.shape:
             return f"output {info.name!r} would be empty, {list(info.shape)}"
+    empty = empty_aborting_op(probe)
+    if empty is not None:  # OneFlow would abort the process running it there
+        return f"OneFlow 0.9 aborts on an empty tensor there: {empty}"
     return None
 
 
