@@ -84,6 +84,14 @@ MODELS = {
     "lstm-state-from-batch": (lstm_with_state_from_batch, {"rnn": flow.nn.LSTM(4, 6, batch_first=True)}, (3, 5, 4), (0, 1)),
     "copy-into-fresh-tensor": (copied, {}, (3, 4), (0, 1)),
     "mask-assign": (mask_assigned, {}, (3, 4), (0, 1)),
+    "sort-along-a-dynamic-axis": (lambda self, x: flow.sort(x, dim=1)[0], {}, (3, 6), (0, 1)),
+    "argsort-along-a-dynamic-axis": (lambda self, x: flow.argsort(x, dim=1, descending=True), {}, (3, 6), (0, 1)),
+    "topk-along-a-dynamic-axis": (lambda self, x: flow.topk(x, 3, dim=1)[0], {}, (3, 6), (0, 1)),
+    "causal-mask": (
+        lambda self, x: (x @ x.transpose(1, 2)).masked_fill(flow.triu(flow.ones(x.size(1), x.size(1)), 1).bool(), float("-inf")).softmax(-1),
+        {}, (2, 4, 3), (0, 1),
+    ),
+    "tril-of-a-dynamic-matrix": (lambda self, x: flow.tril(x, -1) + flow.triu(x, 2), {}, (2, 4, 5), (1, 2)),
     "full-of-a-tensor": (lambda self, x: flow.full((x.size(0), 4), x.abs().max(), dtype=flow.float32) - x, {}, (3, 4), (0,)),
 }
 

@@ -84,17 +84,38 @@ def lower_triangle(ctx, op, lower: bool):
     """tril / triu as a select against a constant mask of the last two axes (ONNX Trilu needs opset 14 and fills only 0)."""
     x = op.input("in")
     rows, cols = ctx.shape(x)[-2:]
-    if any(is_dynamic(ctx, x, axis) for axis in (ctx.rank(x) - 2, ctx.rank(x) - 1)):
-        raise ctx.error("tril/triu over the dynamic batch axis: the mask would depend on the batch size")
     diagonal = int(op.attr("diagonal"))
-    keep = np.tri(rows, cols, diagonal, dtype=bool) if lower else ~np.tri(rows, cols, diagonal - 1, dtype=bool)
+    if any(is_dynamic(ctx, x, axis) for axis in (ctx.rank(x) - 2, ctx.rank(x) - 1)):
+        keep = _triangle_of_shape(ctx, op, x, diagonal, lower)
+    else:
+        keep = ctx.constant(np.tri(rows, cols, diagonal, dtype=bool) if lower else ~np.tri(rows, cols, diagonal - 1, dtype=bool), "mask")
     dtype = ctx.dtype(x)
     # tril carries its fill value; triu has no fill attributes and fills 0.
     if op.attrs.get("is_floating_fill_value"):
         fill = op.attr("floating_fill_value")
     else:
         fill = op.attrs.get("integer_fill_value", 0)
-    select(ctx, ctx.constant(keep, "mask"), x, ctx.constant(np.array(fill, dtype), "fill"), dtype, [op.output("out")])
+    select(ctx, keep, x, ctx.constant(np.array(fill, dtype), "fill"), dtype, [op.output("out")])
+
+
+def _triangle_of_shape(ctx, op, x: str, diagonal: int, lower: bool) -> str:
+    """The kept part of the last two axes, for sizes known at run time: ``col - row <= diagonal``
+    (tril) or ``>= diagonal`` (triu), from ``Range`` over each axis's size (opset 11)."""
+    if ctx.opset < 11:
+        raise ctx.error("tril/triu of a dynamic size builds its mask with Range, from opset 11: export with opset 11 or newer")
+    rank = ctx.rank(x)
+    zero, one = (ctx.constant(np.array(value, np.int64), name) for value, name in ((0, "zero"), (1, "one")))
+    sizes = [_scalar_of(ctx, dims(ctx, x, [axis])) for axis in (rank - 2, rank - 1)]
+    rows, cols = (ctx.make_node("Range", [zero, size, one])[0] for size in sizes)
+    (offset,) = ctx.make_node("Sub", [cols, unsqueeze(ctx, rows, [1])])  # [rows, cols]: col - row
+    bound = ctx.constant(np.array(diagonal, np.int64), "diagonal")
+    (outside,) = ctx.make_node("Greater" if lower else "Less", [offset, bound])
+    return ctx.make_node("Not", [outside])[0]
+
+
+def _scalar_of(ctx, vector: str) -> str:
+    """A 1-element 1-D tensor as a 0-D one (``Range`` takes scalars)."""
+    return ctx.make_node("Reshape", [vector, ctx.constant(np.array([], np.int64), "scalar_shape")])[0]
 
 
 @LOWERINGS.op("diag")

@@ -115,24 +115,26 @@ def lower_top_k(ctx, op):
     k = int(op.attr("k"))
     size = ctx.shape(x)[-1]
     if is_dynamic(ctx, x, ctx.rank(x) - 1):
-        raise ctx.error("top-k over the dynamic batch axis: k would depend on the batch size")
-    k = min(k, size)
-    _, indices = ctx.make_node("TopK", [x, int64s(ctx, [k], "k")], 2, axis=-1, largest=1, sorted=1)
+        # OneFlow takes k or the whole axis, whichever is smaller: computed from Shape at every size.
+        (count,) = ctx.make_node("Min", [int64s(ctx, [k], "k"), dims(ctx, x, [ctx.rank(x) - 1])])
+    else:
+        count = int64s(ctx, [min(k, size)], "k")
+    _, indices = ctx.make_node("TopK", [x, count], 2, axis=-1, largest=1, sorted=1)
     _indices_out(ctx, indices, op.output("out"))
 
 
 @LOWERINGS.op("arg_sort")
 def lower_arg_sort(ctx, op):
     x = op.input("in")
-    if is_dynamic(ctx, x, ctx.rank(x) - 1):
-        raise ctx.error("sorting the dynamic batch axis is not supported")
     direction = op.attr("direction")
     if direction not in ("ASCENDING", "DESCENDING"):
         raise ctx.error(f"direction={direction!r}: expected ASCENDING or DESCENDING")
     size = ctx.shape(x)[-1]
     largest = int(direction == "DESCENDING")
+    # The whole axis: its size from Shape where it is dynamic.
+    count = dims(ctx, x, [ctx.rank(x) - 1]) if is_dynamic(ctx, x, ctx.rank(x) - 1) else int64s(ctx, [size], "k")
     x = cast_if_needed(ctx, x, accepted_dtype(ctx, "TopK", ctx.dtype(x)))  # booleans sort as 0 and 1
-    _, indices = ctx.make_node("TopK", [x, int64s(ctx, [size], "k")], 2, axis=-1, largest=largest, sorted=1)
+    _, indices = ctx.make_node("TopK", [x, count], 2, axis=-1, largest=largest, sorted=1)
     _indices_out(ctx, indices, op.output("out"))
 
 
