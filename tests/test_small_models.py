@@ -92,6 +92,8 @@ MODELS = {
         {}, (2, 4, 3), (0, 1),
     ),
     "tril-of-a-dynamic-matrix": (lambda self, x: flow.tril(x, -1) + flow.triu(x, 2), {}, (2, 4, 5), (1, 2)),
+    "narrow-to-the-end": (lambda self, x: x.narrow(1, 1, x.size(1) - 1), {}, (3, 6), (0, 1)),
+    "roll-along-a-dynamic-axis": (lambda self, x: flow.roll(x, 2, 1) + flow.roll(x, -7, 1), {}, (3, 6), (0, 1)),
     "full-of-a-tensor": (lambda self, x: flow.full((x.size(0), 4), x.abs().max(), dtype=flow.float32) - x, {}, (3, 4), (0,)),
 }
 
@@ -223,3 +225,10 @@ def test_a_full_of_a_value_tensor_of_another_dtype_is_refused_naming_oneflows_re
     with pytest.raises(flow2onnx.LoweringError, match=r"tensor_constant op .*reads the value's bytes as float32"):
         flow2onnx.export(model, [flow.tensor([[1, 5, 2, 3]], dtype=flow.int64)], tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fixed_narrow_of_a_dynamic_axis_is_right_at_every_size_it_fits(tmp_path):
+    model = Lambda(lambda self, x: x.narrow(1, 1, 2) * 2).eval()
+    path = tmp_path / "m.onnx"
+    flow2onnx.export(model, [flow.tensor(signed((3, 6)))], path, dynamic_axes={"input": {0: "n", 1: "m"}})
+    assert matches_at_every_size(model, path, (3, 6), (0, 1), smallest=3) == len(sizes_around(3, 3)) + len(sizes_around(6, 3))

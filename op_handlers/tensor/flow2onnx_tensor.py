@@ -128,8 +128,25 @@ def lower_narrow(ctx, op):
         _slice(ctx, x, op.output("out"), [], [], [], [])
         return
     if is_dynamic(ctx, x, axis):
-        raise ctx.error("narrow of part of the dynamic batch axis: the slice would depend on the batch size")
+        _slice(ctx, x, op.output("out"), [start], [_narrow_end_of_dynamic_axis(ctx, op, axis, start, length, size)], [axis], [1])
+        return
     _slice(ctx, x, op.output("out"), [start], [INT64_MAX if start + length >= size else start + length], [axis], [1])
+
+
+def _narrow_end_of_dynamic_axis(ctx, op, axis: int, start: int, length: int, size: int) -> int:
+    """Where a narrow of a dynamic axis ends at every size: at ``start + length`` where both are the
+    same in the compilation at other sizes (``x.narrow(1, 0, 2)``), counted from the end where its
+    distance from the end is (``x.narrow(1, 1, x.size(1) - 1)``); refused otherwise."""
+    other = ctx.variant_shape(op.input("in"))
+    moved_start, moved_length = ctx.variant_attr(op, "start"), ctx.variant_attr(op, "length")
+    if other is None or moved_start is None or int(moved_start) != start:
+        raise ctx.error(f"narrow of dynamic axis {axis} whose start follows its size: the slice would depend on it")
+    if int(moved_length) == length:
+        return start + length
+    if start + length - size == int(moved_start) + int(moved_length) - other[axis]:
+        distance = start + length - size
+        return distance if distance < 0 else INT64_MAX
+    raise ctx.error(f"narrow of dynamic axis {axis} whose length follows its size other than by a fixed distance from the end")
 
 
 @LOWERINGS.op("expand_dims", since_opset=9)
@@ -203,7 +220,8 @@ def lower_roll(ctx, op):
     current = x
     for shift, axis in zip(shifts, normalize_axes(axes, ctx.rank(x))):
         if is_dynamic(ctx, x, axis):
-            raise ctx.error("roll along the dynamic batch axis is not supported")
+            current = _rolled_along_dynamic_axis(ctx, current, int(shift), axis)
+            continue
         size = ctx.shape(x)[axis]
         shift %= size
         if shift == 0:
@@ -212,6 +230,18 @@ def lower_roll(ctx, op):
         (head,) = ctx.make_node("Slice", [current, int64s(ctx, [0], "starts"), int64s(ctx, [size - shift], "ends"), int64s(ctx, [axis], "axes")])
         (current,) = ctx.make_node("Concat", [tail, head], axis=axis)
     ctx.make_node("Identity", [current], [op.output("out")])
+
+
+def _rolled_along_dynamic_axis(ctx, x: str, shift: int, axis: int) -> str:
+    """``x`` rolled by ``shift`` along ``axis``, whose size is read at run time: the last
+    ``shift mod size`` elements, then the others (a shift of 0 mod the size leaves ``x`` as it is)."""
+    size = dims(ctx, x, [axis])
+    (kept,) = ctx.make_node("Mod", [int64s(ctx, [shift], "shift"), size])  # the divisor's sign, as Python's %
+    (cut,) = ctx.make_node("Sub", [size, kept])
+    axes = int64s(ctx, [axis], "axes")
+    (tail,) = ctx.make_node("Slice", [x, cut, int64s(ctx, [INT64_MAX], "ends"), axes])
+    (head,) = ctx.make_node("Slice", [x, int64s(ctx, [0], "starts"), cut, axes])
+    return ctx.make_node("Concat", [tail, head], axis=axis)[0]
 
 
 @LOWERINGS.op("slice_update")
