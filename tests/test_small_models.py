@@ -51,6 +51,20 @@ def flatten(value):
     return list(value) if isinstance(value, (tuple, list)) else [value]
 
 
+def assigned_regions(self, x):
+    y = x * 1
+    y[:, 1:3] = 0.5  # columns 1 and 2 of a dynamic width: none of them at width 1
+    y[1:2, :] = 7.0  # row 1 of a dynamic batch
+    y[:, :2] = x[:, :2] * 2  # a value that follows the width too
+    return y
+
+
+def assigned_to_the_width(self, x):
+    y = x * 1
+    y[:, :4] = 1.0  # the whole width of the example; at width 2 OneFlow assigns 2 columns
+    return y
+
+
 def lstm_with_state_from_batch(self, x):
     h0 = flow.zeros(1, x.size(0), 6)
     c0 = flow.zeros(1, x.size(0), 6)
@@ -94,6 +108,8 @@ MODELS = {
     "tril-of-a-dynamic-matrix": (lambda self, x: flow.tril(x, -1) + flow.triu(x, 2), {}, (2, 4, 5), (1, 2)),
     "narrow-to-the-end": (lambda self, x: x.narrow(1, 1, x.size(1) - 1), {}, (3, 6), (0, 1)),
     "roll-along-a-dynamic-axis": (lambda self, x: flow.roll(x, 2, 1) + flow.roll(x, -7, 1), {}, (3, 6), (0, 1)),
+    "slice-assignments-of-dynamic-axes": (assigned_regions, {}, (3, 6), (0, 1)),
+    "slice-assignment-of-the-example-width": (assigned_to_the_width, {}, (3, 4), (0, 1)),
     "full-of-a-tensor": (lambda self, x: flow.full((x.size(0), 4), x.abs().max(), dtype=flow.float32) - x, {}, (3, 4), (0,)),
 }
 

@@ -244,6 +244,41 @@ def _rolled_along_dynamic_axis(ctx, x: str, shift: int, axis: int) -> str:
     return ctx.make_node("Concat", [tail, head], axis=axis)[0]
 
 
+def _expanded_to_region(ctx, ref: str, value: str, before: list[int], after: list) -> str:
+    """``value`` fitted to the region it is assigned to, which on an axis whose size is read at run
+    time is ``max(min(stop, size) - start, 0)`` long: cut where it is longer (a value OneFlow
+    expanded at the example's size), broadcast where it is 1, as OneFlow broadcasts it."""
+    parts, axes = [], []
+    for axis, (start, entry) in enumerate(zip(before, after)):
+        if not isinstance(entry, tuple):
+            parts.append(int64s(ctx, [1], "keep"))
+            continue
+        (end,) = ctx.make_node("Min", [dims(ctx, ref, [axis]), int64s(ctx, [entry[1]], "stop")])
+        (length,) = ctx.make_node("Sub", [end, int64s(ctx, [start], "start")])
+        parts.append(ctx.make_node("Max", [length, int64s(ctx, [0], "none")])[0])
+        axes.append(axis)
+    lengths = [parts[axis] for axis in axes]
+    ends = lengths[0] if len(lengths) == 1 else ctx.make_node("Concat", lengths, axis=0)[0]
+    (cut,) = ctx.make_node("Slice", [value, int64s(ctx, [0] * len(axes), "starts"), ends, int64s(ctx, axes, "axes")])
+    (shape,) = ctx.make_node("Concat", parts, axis=0)
+    return ctx.make_node("Expand", [cut, shape])[0]
+
+
+def _pads_of(ctx, ref: str, before: list[int], after: list) -> str:
+    """ONNX pads for ``before`` and ``after``; an ``after`` entry ``("follows", stop)`` is the axis's
+    size at run time less ``stop``."""
+    if not any(isinstance(entry, tuple) for entry in after):
+        return int64s(ctx, before + after, "pads")
+    parts = [int64s(ctx, before, "pads_before")]
+    for axis, entry in enumerate(after):
+        if isinstance(entry, tuple):
+            (rest,) = ctx.make_node("Sub", [dims(ctx, ref, [axis]), int64s(ctx, [entry[1]], "stop")])
+            parts.append(ctx.make_node("Max", [rest, int64s(ctx, [0], "none")])[0])  # an axis shorter than stop: no padding
+        else:
+            parts.append(int64s(ctx, [entry], "pad_after"))
+    return ctx.make_node("Concat", parts, axis=0)[0]
+
+
 @LOWERINGS.op("slice_update")
 def lower_slice_update(ctx, op):
     """``ref[start:stop] = value`` without copying: value and a mask padded to ref's shape, then a select."""
@@ -251,21 +286,33 @@ def lower_slice_update(ctx, op):
 
     ref, value = op.input("ref"), op.input("value")
     before, after = [], []
+    other, moved = ctx.variant_shape(ref), (ctx.variant_attr(op, "start"), ctx.variant_attr(op, "stop"))
     for axis, (start, stop, step, size) in enumerate(zip(op.attr("start"), op.attr("stop"), op.attr("step"), ctx.shape(ref))):
         if step != 1:
             raise ctx.error(f"slice assignment with step {step} on axis {axis}: only contiguous slices lower to ONNX here")
         stop = min(stop, size)
-        if (start, stop) != (0, size) and is_dynamic(ctx, ref, axis):
-            raise ctx.error("slice assignment to part of the dynamic batch axis is not supported")
         before.append(start)
         after.append(size - stop)
-    pads = int64s(ctx, before + after, "pads")
+        if not is_dynamic(ctx, ref, axis) or (start, stop) == (0, size) and (other is None or min(moved[1][axis], other[axis]) == other[axis]):
+            continue
+        # A region of a dynamic axis: fixed where both compilations assign the same one, padded up to
+        # the size read at run time (y[:, 1:3] = v with the width dynamic).
+        if other is None or moved[0] is None or (moved[0][axis], min(moved[1][axis], other[axis])) != (start, stop):
+            raise ctx.error(f"slice assignment to part of dynamic axis {axis} whose bounds follow its size: the region would depend on it")
+        after[axis] = ("follows", stop)
+    pads = _pads_of(ctx, ref, before, after)
     value = cast_if_needed(ctx, value, ctx.dtype(ref))
+    if any(isinstance(entry, tuple) for entry in after):
+        value = _expanded_to_region(ctx, ref, value, before, after)
     padded = typed_node(ctx, "Pad", [value, pads], ctx.dtype(ref), operands=1, mode="constant")  # booleans as integers before opset 13
     (shape,) = ctx.make_node("Shape", [value])
     (ones,) = ctx.make_node("ConstantOfShape", [shape], value=numpy_helper.from_array(np.array([1], np.uint8)))
     (mask,) = ctx.make_node("Pad", [ones, pads], mode="constant")
     mask = cast(ctx, mask, np.bool_)
+    cropped = [axis for axis, entry in enumerate(after) if isinstance(entry, tuple)]
+    if cropped:  # where the axis is shorter than stop, OneFlow assigns what falls inside it
+        starts, ends, axes = int64s(ctx, [0] * len(cropped), "starts"), dims(ctx, ref, cropped), int64s(ctx, cropped, "axes")
+        padded, mask = (ctx.make_node("Slice", [tensor, starts, ends, axes])[0] for tensor in (padded, mask))
     select(ctx, mask, padded, ref, ctx.dtype(ref), [op.output("y")])
 
 
