@@ -248,3 +248,37 @@ def test_a_fixed_narrow_of_a_dynamic_axis_is_right_at_every_size_it_fits(tmp_pat
     path = tmp_path / "m.onnx"
     flow2onnx.export(model, [flow.tensor(signed((3, 6)))], path, dynamic_axes={"input": {0: "n", 1: "m"}})
     assert matches_at_every_size(model, path, (3, 6), (0, 1), smallest=3) == len(sizes_around(3, 3)) + len(sizes_around(6, 3))
+
+
+def zeroed_rows(self, x):
+    y = x * 1
+    y[1:].zero_()
+    return y
+
+
+def clamped_and_filled_rows(self, x):
+    y = x * 1
+    y[1:].clamp_(-0.1, 0.1)
+    y[0].fill_(3.0)
+    y[:1].mul_(x[:1] * 3)
+    return y * 2
+
+
+@pytest.mark.parametrize("forward", [zeroed_rows, clamped_and_filled_rows], ids=["zero-rows", "clamp-fill-mul-rows"])
+def test_in_place_ops_on_a_view_are_recorded_as_writes_into_the_viewed_tensor(tmp_path, forward):
+    # Lazy mode refuses zero_ on a view (OneFlow cannot build these as graphs); eager capture records
+    # each as its out-of-place form written back with base[index] = ..., as the eager module computes.
+    model = Lambda(forward).eval()
+    path = tmp_path / "m.onnx"
+    result = flow2onnx.export(model, [flow.tensor(signed((3, 5)))], path, capture="eager", dynamic_axes={"input": {1: "m"}})
+    assert result.report.verified
+    assert matches_at_every_size(model, path, (3, 5), (1,)) == len(sizes_around(5))
+
+
+def test_an_in_place_op_on_a_strided_view_is_refused_where_oneflow_writes_elsewhere(tmp_path):
+    # Measured: OneFlow 0.9's y[:, 0].zero_() zeroes y[0, :3], the first elements of memory, not the
+    # column; the file zeroes the column, verification compares with OneFlow, and nothing is written.
+    model = Lambda(lambda self, x: (lambda y: (y[:, 0].zero_(), y)[1])(x * 1)).eval()
+    with pytest.raises(flow2onnx.VerificationError, match="differ from OneFlow's"):
+        flow2onnx.export(model, [flow.tensor(signed((3, 5)))], tmp_path / "m.onnx", capture="eager")
+    assert list(tmp_path.iterdir()) == []

@@ -173,6 +173,8 @@ class _Tracer:
         self.scope_objects: dict[str, Any] = {}
         self.calls: list[int] = [0]  # per open call, how many recorded calls ran inside it
         self.busy = False  # replaying, or reading values for the capture itself
+        #: id of a tensor ``base[index]`` made -> (that tensor, base, index): in-place ops on it change base.
+        self.views: dict[int, tuple[Any, Any, Any]] = {}
 
     # --- tensors and their twins ---
 
@@ -312,6 +314,9 @@ class _Tracer:
             return
         if label == "__setitem__" and self._masked_fill(args, dependent):
             return
+        if label.endswith("_") and not label.startswith("__") and self._in_place_on_view(label, args, kwargs, dependent):
+            return
+        original_args = args
         if label in ("__getitem__", "__setitem__"):
             args = (args[0], self._index_of_tensors(label, args[1])) + tuple(args[2:])
         if label == "__setitem__" and not isinstance(args[2], flow.Tensor):
@@ -336,6 +341,8 @@ class _Tracer:
         for tensor, lazy in zip(eager_outputs, lazy_outputs):
             if getattr(lazy, "is_lazy", False):
                 self.bind(tensor, lazy, dependent)
+        if label == "__getitem__" and isinstance(result, flow.Tensor):
+            self.views[id(result)] = (result, original_args[0], original_args[1])
 
     def _as_numbers(self, label: str, args, error: TypeError):
         """``args`` with the one-element tensors after the first argument made Python numbers, where
@@ -352,6 +359,36 @@ class _Tracer:
                 if id(value) in self.dependent:
                     self.freeze(f"{label} argument {position}, a tensor where OneFlow's graph takes a number", repr(number))
         return tuple(replaced) if changed else None
+
+    def _in_place_on_view(self, label: str, args, kwargs, dependent: bool) -> bool:
+        """An in-place op on ``base[index]`` (``y[:, 0].zero_()``, ``y[1:].add_(z)``), which in eager
+        mode changes ``base`` and lazy mode refuses or keeps to the view: recorded as its out-of-place
+        form (``zeros_like``, ``add``) and ``base[index] = that``. ``False`` where the tensor is no
+        view of a recorded index, or the op has no out-of-place form."""
+        flow = self.flow
+        entry = self.views.get(id(args[0]))
+        if entry is None or entry[0] is not args[0] or id(entry[1]) in self.views:
+            return False
+        view, base, index = entry
+        name = label[:-1]
+        self.busy = True
+        try:
+            with flow._oneflow_internal.lazy_mode.guard(True), self._op_scope():
+                lazy_view = self._lazy(view)
+                if name == "zero":
+                    changed = flow.zeros_like(lazy_view)
+                elif name == "fill" and not isinstance(args[1], flow.Tensor):
+                    changed = flow.full_like(lazy_view, args[1])
+                elif callable(getattr(flow.Tensor, name, None)) and name not in ("copy", "fill"):
+                    changed = getattr(flow.Tensor, name)(lazy_view, *self._lazy(tuple(args[1:])), **self._lazy(kwargs))
+                else:
+                    return False
+        finally:
+            self.busy = False
+        self.bind(view, changed, dependent)
+        setitem = getattr(flow.Tensor.__setitem__, "__wrapped__", flow.Tensor.__setitem__)
+        self.replay("__setitem__", setitem, (base, index, view), {}, None)
+        return True
 
     def _masked_fill(self, args, dependent: bool) -> bool:
         """``y[mask] = v`` with a boolean mask of ``y``'s shape and one value: recorded as
