@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from flow2onnx.plugin import Lowerings, cast_if_needed, dims, hookimpl, int64s, is_dynamic, normalize_axes, reduce, scalar_like, select, unsqueeze
+from flow2onnx.plugin import Lowerings, cast_if_needed, dims, hookimpl, int64s, is_dynamic, normalize_axes, reduce, scalar_like, select, squeeze, unsqueeze
 
 # since_opset=9 or 10: the oldest opset a lowering's nodes can be expressed in, where older than
 # the default 11 (measured by the lowering tests at opsets 9 and 10: checker, operator types, ONNX
@@ -105,17 +105,12 @@ def _triangle_of_shape(ctx, op, x: str, diagonal: int, lower: bool) -> str:
         raise ctx.error("tril/triu of a dynamic size builds its mask with Range, from opset 11: export with opset 11 or newer")
     rank = ctx.rank(x)
     zero, one = (ctx.constant(np.array(value, np.int64), name) for value, name in ((0, "zero"), (1, "one")))
-    sizes = [_scalar_of(ctx, dims(ctx, x, [axis])) for axis in (rank - 2, rank - 1)]
+    sizes = [squeeze(ctx, dims(ctx, x, [axis]), [0]) for axis in (rank - 2, rank - 1)]  # Range takes scalars
     rows, cols = (ctx.make_node("Range", [zero, size, one])[0] for size in sizes)
     (offset,) = ctx.make_node("Sub", [cols, unsqueeze(ctx, rows, [1])])  # [rows, cols]: col - row
     bound = ctx.constant(np.array(diagonal, np.int64), "diagonal")
     (outside,) = ctx.make_node("Greater" if lower else "Less", [offset, bound])
     return ctx.make_node("Not", [outside])[0]
-
-
-def _scalar_of(ctx, vector: str) -> str:
-    """A 1-element 1-D tensor as a 0-D one (``Range`` takes scalars)."""
-    return ctx.make_node("Reshape", [vector, ctx.constant(np.array([], np.int64), "scalar_shape")])[0]
 
 
 @LOWERINGS.op("diag")

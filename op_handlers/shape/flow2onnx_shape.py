@@ -127,11 +127,11 @@ def lower_eye(ctx, op):
         cast(ctx, ctx.make_node("EyeLike", [zeros])[0], dtype, [out])
 
 
-def _zeros_of_shape(ctx, op, dtype) -> str:
-    """Zeros of ``op``'s ``shape`` attribute, computed from the inputs' ``Shape`` where it follows the
-    dynamic axes: the template of a ``...Like`` draw, or ``empty``'s value."""
-    (zeros,) = ctx.make_node("ConstantOfShape", [sizes_attr(ctx, op, "shape")], value=numpy_helper.from_array(np.zeros(1, dtype)))
-    return zeros
+def _zeros_of_shape(ctx, op, dtype, attribute: str = "shape", out: str | None = None) -> str:
+    """Zeros of the shape ``op``'s ``attribute`` holds, computed from the inputs' ``Shape`` where it
+    follows the dynamic axes: the template of a ``...Like`` draw, or ``empty``'s value."""
+    outputs = None if out is None else [out]
+    return ctx.make_node("ConstantOfShape", [sizes_attr(ctx, op, attribute)], outputs, value=numpy_helper.from_array(np.zeros(1, dtype)))[0]
 
 
 def _draw_dtype(ctx, op, dtype) -> np.dtype:
@@ -159,8 +159,7 @@ def _drawn(ctx, op, onnx_type: str, dtype, out: str | None = None, **attributes)
 def lower_empty(ctx, op):
     """Zeros: ``empty``'s values are whatever memory held, so any value is OneFlow's; verification
     does not judge what is computed from them."""
-    dtype = np.dtype(op.attr("dtype"))
-    ctx.make_node("ConstantOfShape", [sizes_attr(ctx, op, "shape")], [op.output("out")], value=numpy_helper.from_array(np.zeros(1, dtype)))
+    _zeros_of_shape(ctx, op, np.dtype(op.attr("dtype")), out=op.output("out"))
 
 
 @LOWERINGS.op("tensor_constant", since_opset=9)
@@ -211,7 +210,7 @@ def lower_exponential(ctx, op):
     """``-log(1 - u) / lambda`` for ``u`` uniform in ``[0, 1)``: ``1 - u`` is in ``(0, 1]``, so the log is finite."""
     dtype = np.dtype(op.attr("dtype"))
     draw = _draw_dtype(ctx, op, dtype)
-    template = ctx.make_node("ConstantOfShape", [sizes_attr(ctx, op, "out_shape")], value=numpy_helper.from_array(np.zeros(1, draw)))[0]
+    template = _zeros_of_shape(ctx, op, draw, "out_shape")
     (u,) = ctx.make_node("RandomUniformLike", [template], dtype=helper.np_dtype_to_tensor_dtype(draw), low=0.0, high=1.0)
     (rest,) = ctx.make_node("Sub", [ctx.constant(np.array(1.0, dtype=draw), "one"), u])
     (log,) = ctx.make_node("Log", [rest])

@@ -104,18 +104,28 @@ def _slice_bounds(ctx, op, name: str, shape, other) -> tuple[list[int], list]:
         return values, follows
     unexplained = []
     for axis, (value, moved) in enumerate(zip(values, variant)):
-        if value == moved:
-            continue
-        if value - shape[axis] == int(moved) - other[axis]:  # the same distance from the end at both sizes
-            distance = value - shape[axis]
-            values[axis] = distance if distance < 0 else (_FROM_END if name == "stop" else INT64_MAX)
-        else:
+        bound = _bound_at_every_size(value, int(moved), shape[axis], other[axis], end=name == "stop")
+        if bound is None:
             unexplained.append(axis)
+        else:
+            values[axis] = bound
     if unexplained:
         explained = ctx.follows_sizes(op, name)  # raises the op's error where no product of sizes explains one
         for axis in unexplained:
             follows[axis] = explained[axis]
     return values, follows
+
+
+def _bound_at_every_size(value: int, moved: int, size: int, moved_size: int, end: bool) -> int | None:
+    """A slice bound, ``value`` at the example's ``size`` and ``moved`` at the other compilation's,
+    as one number right at both: itself where it is the same, counted from the end where its
+    distance from the end is (:data:`_FROM_END` for an end at the end itself); else ``None``."""
+    if value == moved:
+        return value
+    if value - size != moved - moved_size:
+        return None
+    distance = value - size
+    return distance if distance < 0 else (_FROM_END if end else INT64_MAX)
 
 
 @LOWERINGS.op("narrow", since_opset=10)
@@ -141,12 +151,10 @@ def _narrow_end_of_dynamic_axis(ctx, op, axis: int, start: int, length: int, siz
     moved_start, moved_length = ctx.variant_attr(op, "start"), ctx.variant_attr(op, "length")
     if other is None or moved_start is None or int(moved_start) != start:
         raise ctx.error(f"narrow of dynamic axis {axis} whose start follows its size: the slice would depend on it")
-    if int(moved_length) == length:
-        return start + length
-    if start + length - size == int(moved_start) + int(moved_length) - other[axis]:
-        distance = start + length - size
-        return distance if distance < 0 else INT64_MAX
-    raise ctx.error(f"narrow of dynamic axis {axis} whose length follows its size other than by a fixed distance from the end")
+    end = _bound_at_every_size(start + length, start + int(moved_length), size, other[axis], end=True)
+    if end is None:
+        raise ctx.error(f"narrow of dynamic axis {axis} whose length follows its size other than by a fixed distance from the end")
+    return INT64_MAX if end == _FROM_END else end
 
 
 @LOWERINGS.op("expand_dims", since_opset=9)

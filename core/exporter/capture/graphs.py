@@ -24,7 +24,7 @@ from ...errors import InvalidModelError
 from ...lowering.graph import FlowGraph, FlowOp, Provenance, TensorInfo
 from ...lowering.schema import ATTR_TYPES, binding_key, schemas_of_bindings
 from ..weights import StateWeights
-from .nested import rebuild
+from .nested import is_shape, rebuild
 
 log = logging.getLogger("flow2onnx")
 
@@ -202,7 +202,7 @@ def example_tensors(example_inputs) -> list | None:
         return None
     if isinstance(example_inputs, (flow.Tensor, np.ndarray)):
         example_inputs = [example_inputs]
-    if _is_shape(example_inputs):
+    if is_shape(example_inputs):
         raise _shape_given(example_inputs, "example_inputs")
     if not isinstance(example_inputs, (list, tuple)):
         raise InvalidModelError(
@@ -213,7 +213,7 @@ def example_tensors(example_inputs) -> list | None:
     for index, value in enumerate(example_inputs):
         if isinstance(value, np.ndarray):
             value = flow.tensor(value)
-        elif _is_shape(value):
+        elif is_shape(value):
             raise _shape_given(value, f"example_inputs[{index}]")
         elif not isinstance(value, flow.Tensor):
             raise InvalidModelError(
@@ -229,10 +229,6 @@ def example_tensors(example_inputs) -> list | None:
             )
         tensors.append(value)
     return tensors
-
-
-def _is_shape(value) -> bool:
-    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 def _shape_given(shape, where: str) -> InvalidModelError:

@@ -60,11 +60,11 @@ def _flattened(value, path: str, flat: list, names: list):
             if not isinstance(key, str) or not key or "." in key:
                 raise InvalidModelError(f"example input {path!r} has the key {key!r}: dict inputs need non-empty string keys without '.'")
         return ("dict", tuple((key, _flattened(item, f"{path}.{key}", flat, names)) for key, item in value.items()))
-    if isinstance(value, (list, tuple)) and not _is_shape(value):
+    if isinstance(value, (list, tuple)) and not is_shape(value):
         if not value:
             raise InvalidModelError(f"example input {path!r} is an empty {type(value).__name__}: nothing to export")
         return ("tuple" if isinstance(value, tuple) else "list", tuple(_flattened(item, f"{path}.{i}", flat, names) for i, item in enumerate(value)))
-    if isinstance(value, _CONSTANTS) or _is_shape(value):
+    if isinstance(value, _CONSTANTS) or is_shape(value):
         return ("const", list(value) if isinstance(value, (list, tuple)) else value)
     flat.append(value)
     names.append(path)
@@ -100,13 +100,13 @@ def _nests(value, example_inputs) -> bool:
     """Whether ``value``, one of the example's arguments, needs a tree: a tuple, list or dict (not a
     shape given where a tensor was meant, which the tensor check refuses with advice, unless tensors
     sit beside it), or a Python constant beside tensors."""
-    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and not _is_shape(value)):
+    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and not is_shape(value)):
         return True
     beside_tensors = any(not isinstance(v, (list, tuple, dict) + _CONSTANTS) for v in example_inputs)
-    return beside_tensors and (isinstance(value, _CONSTANTS) or _is_shape(value))
+    return beside_tensors and (isinstance(value, _CONSTANTS) or is_shape(value))
 
 
-def _is_shape(value) -> bool:
+def is_shape(value) -> bool:
     """A tuple or list of ints: a shape given where a tensor was meant (refused by the tensor check)."""
     return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
