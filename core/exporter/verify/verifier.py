@@ -38,6 +38,9 @@ from .reference import run_oneflow
 
 log = logging.getLogger("flow2onnx")
 
+#: Seconds of OneFlow runs that each verification run may spend on more draws of a random graph.
+RANDOM_SECONDS = 10.0
+
 
 @dataclass(frozen=True)
 class Check:
@@ -144,12 +147,21 @@ class Verifier:
             if run.draw == "edges":
                 run, arrays, expected = self._edge_run(index, run, arrays, expected)
             feeds = {info.name: array for info, array in zip(self.graph.inputs, arrays)}
-            more = None
-            if twice:
-                smallest = max(1, min((int(np.size(value)) for value in expected), default=1))
-                more = [run_oneflow(self.graph, arrays) for _ in range(min(RANDOM_RUNS, max(2, -(-RANDOM_SAMPLE // smallest))) - 1)]
-            runs.append((run, feeds, expected, more))
+            runs.append((run, feeds, expected, self._more_draws(arrays, expected) if twice else None))
         return runs, notes
+
+    def _more_draws(self, arrays: list, expected: list) -> list:
+        """OneFlow's outputs of more runs on ``arrays``, for a graph that draws random values: enough
+        for :data:`~.comparison.RANDOM_SAMPLE` values of the smallest output, at most
+        :data:`~.comparison.RANDOM_RUNS` runs in all and, past the second, as many as fit in
+        :data:`RANDOM_SECONDS` (a large model draws fewer; the report says how many)."""
+        smallest = max(1, min((int(np.size(value)) for value in expected), default=1))
+        wanted = min(RANDOM_RUNS, max(2, -(-RANDOM_SAMPLE // smallest))) - 1
+        started = time.perf_counter()
+        more = [run_oneflow(self.graph, arrays)]
+        each = max(time.perf_counter() - started, 1e-6)
+        more += [run_oneflow(self.graph, arrays) for _ in range(min(wanted, int(RANDOM_SECONDS / each)) - 1)]
+        return more
 
     def _aborts_at(self, run) -> str | None:
         """For a graph with ops OneFlow aborts on when empty: what would abort at ``run``'s sizes
